@@ -1,0 +1,13 @@
+# The two commands of the quickstart. Each installs what it needs (PostgreSQL, Redis and, for
+# tests, Chromium, from Debian's packages) and starts private instances under .dev/.
+.PHONY: run test bench stop
+
+run:
+	@bash scripts/devenv.sh run
+
+test:
+	@bash scripts/devenv.sh test
+
+# Stops the private PostgreSQL and Redis that `make test` leaves running for the next run.
+stop:
+	@bash scripts/devenv.sh stop

@@ -1,0 +1,9 @@
+DROP TABLE payment_events;
+DROP FUNCTION payment_events_append_only();
+DROP TABLE payments;
+DROP FUNCTION payments_freeze_completed();
+DROP TABLE order_items;
+DROP TABLE orders;
+DROP TABLE products;
+DROP TABLE customers;
+DROP TABLE users;

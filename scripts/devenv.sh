@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Brings up what Agora needs on a fresh Debian machine: PostgreSQL and Redis from Debian's packages
+# (installed when absent), private instances on loopback with their data under .dev/ (kept between
+# runs), and, for tests, Chromium with its driver. Sourced by the Makefile's targets; it prints the
+# exports the app and the tests read.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEV="$ROOT/.dev"
+PG_PORT="${AGORA_PG_PORT:-54329}"
+REDIS_PORT="${AGORA_REDIS_PORT:-63799}"
+mkdir -p "$DEV"
+
+log() { printf '\033[1;34m[agora]\033[0m %s\n' "$*" >&2; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages: ${missing[*]}"
+    log "install them with: sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+    exit 1
+  fi
+  log "installing ${missing[*]} from Debian's packages"
+  if [ ! -f "$DEV/.apt-updated" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq && touch "$DEV/.apt-updated"
+  fi
+  # policy-rc.d keeps the packages' own services from starting: we run private instances.
+  local policy=/usr/sbin/policy-rc.d created_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  [ "$created_policy" = 1 ] && rm -f "$policy"
+  return 0
+}
+
+pg_bin() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  [ -n "$dir" ] || { log "PostgreSQL binaries not found under /usr/lib/postgresql"; exit 1; }
+  echo "$dir"
+}
+
+# initdb refuses to run as root, so as root the cluster belongs to the 'postgres' user.
+as_pg_owner() {
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  local bin data="$DEV/pg"
+  bin="$(pg_bin)"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "creating a private PostgreSQL cluster in .dev/pg"
+    mkdir -p "$data"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$data"
+    as_pg_owner "$bin/initdb" -D "$data" -U agora --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; then
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    as_pg_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start \
+      -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB" >/dev/null
+  fi
+}
+
+stop_postgres() {
+  local bin; bin="$(pg_bin)"
+  [ -f "$DEV/pg/postmaster.pid" ] && as_pg_owner "$bin/pg_ctl" -D "$DEV/pg" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+start_redis() {
+  mkdir -p "$DEV/redis"
+  if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    log "starting Redis on 127.0.0.1:$REDIS_PORT"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DEV/redis" --save "" --appendonly no \
+      --daemonize yes --pidfile "$DEV/redis/redis.pid" --logfile "$DEV/redis/redis.log"
+    for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+    log "Redis did not start; see .dev/redis/redis.log"; exit 1
+  fi
+}
+
+stop_redis() {
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+}
+
+services() {
+  apt_install postgresql libpq-dev redis-server
+  start_postgres
+  start_redis
+  echo "export AGORA_ADMIN_DATABASE_URL=postgres://agora@127.0.0.1:$PG_PORT/postgres"
+  echo "export DATABASE_URL=${DATABASE_URL:-postgres://agora@127.0.0.1:$PG_PORT/agora}"
+  echo "export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
+}
+
+browser() {
+  apt_install chromium chromium-driver
+}
+
+# Creates the app's database on the private cluster (not on a server named by DATABASE_URL).
+ensure_database() {
+  local name="$1"
+  psql "$AGORA_ADMIN_DATABASE_URL" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1 \
+    || psql "$AGORA_ADMIN_DATABASE_URL" -qc "CREATE DATABASE \"$name\"" >/dev/null
+}
+
+was_running() {
+  local pg=0 redis=0
+  "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null && pg=1
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && redis=1
+  echo "$pg $redis"
+}
+
+run() {
+  local before own_db=0
+  [ -z "${DATABASE_URL:-}" ] && own_db=1
+  before="$(was_running)"
+  eval "$(services)"
+  [ "$own_db" = 1 ] && ensure_database agora
+  [ -f "$DEV/session_secret" ] || head -c 48 /dev/urandom | base64 | tr -d '\n' >"$DEV/session_secret"
+  export SESSION_SECRET="${SESSION_SECRET:-$(cat "$DEV/session_secret")}"
+  cargo build --bin agora
+  local bin="$ROOT/target/debug/agora" sim_port="${GATEWAY_SIM_PORT:-8090}" sim_pid=""
+  "$bin" migrate
+  "$bin" seed
+  cleanup() {
+    trap - EXIT INT TERM
+    [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null
+    # Stop only what this run started.
+    [ "${before%% *}" = 0 ] && stop_postgres
+    [ "${before##* }" = 0 ] && stop_redis
+    log "stopped"
+  }
+  trap cleanup EXIT INT TERM
+  GATEWAY_SIM_PORT="$sim_port" "$bin" gateway-sim &
+  sim_pid=$!
+  export GATEWAY_URL="${GATEWAY_URL:-http://127.0.0.1:$sim_port}"
+  log "Agora: http://127.0.0.1:${PORT:-8080}   (gateway ledger: http://127.0.0.1:$sim_port/charges)"
+  log "demo logins: alice@example.com, bob@example.com, admin@example.com — password: agora-demo"
+  log "Ctrl-C stops the server and what this command started"
+  "$bin" serve
+}
+
+run_tests() {
+  eval "$(services)"
+  browser
+  cargo test "$@"
+}
+
+case "${1:-}" in
+  services) services ;;
+  browser) browser ;;
+  run) run ;;
+  test) shift; run_tests "$@" ;;
+  stop) stop_redis; stop_postgres ;;
+  *) echo "usage: $0 services|browser|run|test|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,99 @@
+//! Settings, read once from the environment at start-up.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum GatewayConfig {
+    /// The in-process simulated gateway (no network).
+    Simulated { success_rate: f64, timeout_rate: f64, latency: Duration, seed: Option<u64> },
+    /// A Stripe-like HTTP API, such as `agora gateway-sim`.
+    Http { base_url: String, timeout: Duration },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub db_pool_size: u32,
+    pub redis_url: Option<String>,
+    /// Prepended to every Redis key, so that several apps (or tests) can share one server.
+    pub redis_prefix: String,
+    pub host: String,
+    pub port: u16,
+    pub gateway: GatewayConfig,
+    /// Sends each request's database query count back as `X-Db-Queries`.
+    pub query_count_header: bool,
+    /// Signs and encrypts session cookies; at least 64 bytes.
+    pub session_secret: Option<Vec<u8>>,
+    pub secure_cookies: bool,
+    pub payments: PaymentSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    /// Transient gateway failures tolerated before a payment is failed for good.
+    pub max_retries: i32,
+    /// How long a claimed attempt is presumed alive; after it, the attempt is recovered through
+    /// the gateway's lookup.
+    pub processing_lease: Duration,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings { max_retries: 5, processing_lease: Duration::from_secs(60) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| ConfigError(format!("{name}={v:?} is not valid"))),
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let database_url = var("DATABASE_URL")
+            .ok_or_else(|| ConfigError("DATABASE_URL is not set (`make run` sets it)".into()))?;
+        let gateway = match var("GATEWAY_URL") {
+            Some(base_url) => GatewayConfig::Http {
+                base_url,
+                timeout: Duration::from_millis(parsed("GATEWAY_TIMEOUT_MS", 5_000)?),
+            },
+            None => GatewayConfig::Simulated {
+                success_rate: parsed("GATEWAY_SUCCESS_RATE", 0.7)?,
+                timeout_rate: parsed("GATEWAY_TIMEOUT_RATE", 0.2)?,
+                latency: Duration::from_millis(parsed("GATEWAY_LATENCY_MS", 0)?),
+                seed: var("GATEWAY_SEED").and_then(|s| s.parse().ok()),
+            },
+        };
+        let session_secret = match var("SESSION_SECRET") {
+            None => None,
+            Some(s) if s.len() >= 64 => Some(s.into_bytes()),
+            Some(_) => return Err(ConfigError("SESSION_SECRET must be at least 64 bytes".into())),
+        };
+        Ok(Config {
+            database_url,
+            db_pool_size: parsed("DB_POOL_SIZE", 16)?,
+            redis_url: var("REDIS_URL"),
+            redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "agora:".into()),
+            host: var("HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            port: parsed("PORT", 8080)?,
+            gateway,
+            query_count_header: var("QUERY_COUNT_HEADER").is_some_and(|v| v == "1" || v == "true"),
+            session_secret,
+            secure_cookies: var("SECURE_COOKIES").is_some_and(|v| v == "1" || v == "true"),
+            payments: PaymentSettings {
+                max_retries: parsed("PAYMENT_MAX_RETRIES", 5)?,
+                processing_lease: Duration::from_secs(parsed("PAYMENT_PROCESSING_LEASE_SECS", 60)?),
+            },
+        })
+    }
+}

@@ -1,0 +1,15 @@
+//! Agora: a market and a forum in one server.
+//!
+//! One module per area of the product (`auth`, `orders`, `payments`) and the plumbing they share
+//! (`config`, `db`, `cache`, `clock`, `web`).
+
+pub mod auth;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod orders;
+pub mod payments;
+pub mod schema;
+pub mod seed;
+pub mod web;

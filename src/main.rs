@@ -1,0 +1,111 @@
+//! The `agora` command: `serve`, `migrate`, `seed`, `gateway-sim`.
+
+use actix_web::cookie::Key;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora::cache::Cache;
+use agora::clock::SystemClock;
+use agora::config::Config;
+use agora::payments::gateway::{self, Simulation};
+use agora::payments::{sim_server, PaymentProcessor};
+use agora::web::{self, AppState, ServerOptions};
+use agora::{db, seed};
+
+const USAGE: &str = "usage: agora <command>
+
+commands:
+  serve         run the web server (reads DATABASE_URL, REDIS_URL, PORT, GATEWAY_URL, ...)
+  migrate       apply pending database migrations
+  seed          load the demo data (idempotent)
+  gateway-sim   run the simulated Stripe-like gateway (GATEWAY_SIM_PORT, default 8090)";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let command = std::env::args().nth(1).unwrap_or_default();
+    let result = match command.as_str() {
+        "serve" => serve(),
+        "migrate" => migrate(),
+        "seed" => load_seed(),
+        "gateway-sim" => gateway_sim(),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config() -> Result<Config, String> {
+    Config::from_env().map_err(|e| e.to_string())
+}
+
+fn migrate() -> Result<(), String> {
+    let config = config()?;
+    let mut conn = db::connect(&config.database_url).map_err(|e| format!("cannot connect: {e}"))?;
+    let applied = db::run_migrations(&mut conn)?;
+    log::info!("migrations applied: {applied}");
+    Ok(())
+}
+
+fn load_seed() -> Result<(), String> {
+    let config = config()?;
+    let mut conn = db::connect(&config.database_url).map_err(|e| format!("cannot connect: {e}"))?;
+    let report = seed::load(&mut conn).map_err(|e| e.to_string())?;
+    log::info!("demo data ready: {} users, {} new orders", report.users, report.orders_created);
+    Ok(())
+}
+
+fn session_key(config: &Config) -> Key {
+    match &config.session_secret {
+        Some(secret) => Key::derive_from(secret),
+        None => {
+            log::warn!("SESSION_SECRET is not set: sessions end when the server restarts");
+            Key::generate()
+        }
+    }
+}
+
+#[actix_web::main]
+async fn serve() -> Result<(), String> {
+    let config = config()?;
+    let pool = db::build_pool(&config.database_url, config.db_pool_size).map_err(|e| format!("database: {e}"))?;
+    let cache = Cache::new(config.redis_url.as_deref(), &config.redis_prefix);
+    if let Err(e) = cache.ping().await {
+        log::warn!("starting without Redis: {e}");
+    }
+    let processor = PaymentProcessor::new(
+        gateway::from_config(&config.gateway),
+        Arc::new(SystemClock),
+        config.payments.clone(),
+    );
+    let listener = TcpListener::bind((config.host.as_str(), config.port)).map_err(|e| format!("bind: {e}"))?;
+    log::info!("Agora is listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let state = AppState { pool, cache, processor: Arc::new(processor), query_count_header: config.query_count_header };
+    let options = ServerOptions { session_key: session_key(&config), secure_cookies: config.secure_cookies, workers: None };
+    web::server(listener, state, options).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
+}
+
+#[actix_web::main]
+async fn gateway_sim() -> Result<(), String> {
+    let port: u16 = std::env::var("GATEWAY_SIM_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8090);
+    let rate = |name: &str, default: f64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let simulation = Simulation::new(
+        rate("GATEWAY_SUCCESS_RATE", 0.7),
+        rate("GATEWAY_TIMEOUT_RATE", 0.2),
+        std::env::var("GATEWAY_SEED").ok().and_then(|s| s.parse().ok()),
+    );
+    let latency = Duration::from_millis(rate("GATEWAY_LATENCY_MS", 0.0) as u64);
+    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("bind: {e}"))?;
+    log::info!("gateway-sim listening on http://127.0.0.1:{port} (ledger at /charges)");
+    sim_server::run(listener, Arc::new(simulation), latency).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,27 @@
+//! Orders: what a user has bought from a merchant, and the checkout page that pays for it.
+
+pub mod repo;
+pub mod routes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("an order needs at least one item")]
+    Empty,
+    #[error("product {0} does not exist")]
+    UnknownProduct(i64),
+    #[error("an order's items must all come from one merchant")]
+    MixedMerchants,
+    #[error("quantities must be between 1 and 1000")]
+    BadQuantity,
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+impl From<OrderError> for crate::web::AppError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::Database(e) => e.into(),
+            other => crate::web::AppError::BadRequest(other.to_string()),
+        }
+    }
+}

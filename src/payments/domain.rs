@@ -1,0 +1,184 @@
+//! Values a payment is made of, parsed once at the edge so the rest of the code can trust them.
+
+use bigdecimal::{BigDecimal, Signed};
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Text;
+use std::fmt;
+use std::str::FromStr;
+
+/// A positive amount of money with at most two decimals that fits `NUMERIC(10, 2)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Amount(BigDecimal);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountError {
+    #[error("an amount must be a number such as 12.50")]
+    NotANumber,
+    #[error("an amount must be greater than zero")]
+    NotPositive,
+    #[error("an amount has at most two decimals")]
+    TooPrecise,
+    #[error("an amount must be less than 100,000,000")]
+    TooLarge,
+}
+
+impl Amount {
+    pub fn new(value: BigDecimal) -> Result<Amount, AmountError> {
+        if !value.is_positive() {
+            return Err(AmountError::NotPositive);
+        }
+        let normalized = value.normalized();
+        if normalized.fractional_digit_count() > 2 {
+            return Err(AmountError::TooPrecise);
+        }
+        if value >= BigDecimal::from(100_000_000) {
+            return Err(AmountError::TooLarge);
+        }
+        Ok(Amount(value.with_scale(2)))
+    }
+
+    pub fn as_decimal(&self) -> &BigDecimal {
+        &self.0
+    }
+}
+
+impl FromStr for Amount {
+    type Err = AmountError;
+    fn from_str(s: &str) -> Result<Amount, AmountError> {
+        let value = BigDecimal::from_str(s.trim()).map_err(|_| AmountError::NotANumber)?;
+        Amount::new(value)
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Formats a stored amount for people: always two decimals.
+pub fn format_money(value: &BigDecimal, currency: &str) -> String {
+    format!("{} {}", value.with_scale(2), currency)
+}
+
+/// The key that makes paying an order idempotent. It is derived from who pays for what, so every
+/// retry of the same intent — a double click, a resubmitted form, a re-run job — finds the same
+/// payment, and the gateway sees the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn for_order(user_id: i64, order_id: i64) -> IdempotencyKey {
+        IdempotencyKey(format!("payment_{user_id}_{order_id}"))
+    }
+
+    /// Accepts a key that arrives from outside (a gateway's API): printable ASCII, 1 to 255 bytes.
+    pub fn parse(raw: &str) -> Option<IdempotencyKey> {
+        let ok = !raw.is_empty() && raw.len() <= 255 && raw.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| IdempotencyKey(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum PaymentStatus {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Processing => "processing",
+            PaymentStatus::Completed => "completed",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether nothing more will happen to the payment without somebody asking for it.
+    pub fn is_settled(self) -> bool {
+        matches!(self, PaymentStatus::Completed | PaymentStatus::Failed)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(PaymentStatus::Pending),
+            "processing" => Ok(PaymentStatus::Processing),
+            "completed" => Ok(PaymentStatus::Completed),
+            "failed" => Ok(PaymentStatus::Failed),
+            other => Err(format!("unknown payment status {other:?}")),
+        }
+    }
+}
+
+impl ToSql<Text, Pg> for PaymentStatus {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
+    }
+}
+
+impl FromSql<Text, Pg> for PaymentStatus {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let s = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        Ok(s.parse()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_positive_with_at_most_two_decimals() {
+        assert_eq!("12.5".parse::<Amount>().unwrap().to_string(), "12.50");
+        assert_eq!("7".parse::<Amount>().unwrap().to_string(), "7.00");
+        assert_eq!("1.230".parse::<Amount>().unwrap().to_string(), "1.23");
+        assert_eq!("0".parse::<Amount>(), Err(AmountError::NotPositive));
+        assert_eq!("-3.00".parse::<Amount>(), Err(AmountError::NotPositive));
+        assert_eq!("1.234".parse::<Amount>(), Err(AmountError::TooPrecise));
+        assert_eq!("100000000".parse::<Amount>(), Err(AmountError::TooLarge));
+        assert_eq!("ten".parse::<Amount>(), Err(AmountError::NotANumber));
+    }
+
+    #[test]
+    fn idempotency_keys_are_derived_from_user_and_order() {
+        assert_eq!(IdempotencyKey::for_order(7, 42).as_str(), "payment_7_42");
+        assert_ne!(IdempotencyKey::for_order(7, 42), IdempotencyKey::for_order(42, 7));
+        assert!(IdempotencyKey::parse("").is_none());
+        assert!(IdempotencyKey::parse("has space").is_none());
+        assert!(IdempotencyKey::parse("payment_1_2").is_some());
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for s in [PaymentStatus::Pending, PaymentStatus::Processing, PaymentStatus::Completed, PaymentStatus::Failed] {
+            assert_eq!(s.as_str().parse::<PaymentStatus>().unwrap(), s);
+        }
+        assert!("refunded".parse::<PaymentStatus>().is_err());
+    }
+}

@@ -1,0 +1,343 @@
+//! The payment gateway as a strategy: the processor only knows this trait. Implementations here
+//! are the simulated gateway (random outcomes, for demos) and the scripted one (exact outcomes, for
+//! tests); `http_gateway` talks to a Stripe-like API over HTTP.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::GatewayConfig;
+
+pub struct ChargeRequest<'a> {
+    pub idempotency_key: &'a str,
+    pub amount: &'a BigDecimal,
+    pub currency: &'a str,
+}
+
+/// Money the gateway has taken.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    pub id: String,
+    pub idempotency_key: String,
+    pub amount: BigDecimal,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclineCode {
+    InvalidCard,
+    InsufficientFunds,
+    CardDeclined,
+}
+
+impl DeclineCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeclineCode::InvalidCard => "invalid_card",
+            DeclineCode::InsufficientFunds => "insufficient_funds",
+            DeclineCode::CardDeclined => "card_declined",
+        }
+    }
+
+    pub fn parse(code: &str) -> DeclineCode {
+        match code {
+            "invalid_card" => DeclineCode::InvalidCard,
+            "insufficient_funds" => DeclineCode::InsufficientFunds,
+            _ => DeclineCode::CardDeclined,
+        }
+    }
+
+    pub fn default_message(self) -> &'static str {
+        match self {
+            DeclineCode::InvalidCard => "Invalid card number",
+            DeclineCode::InsufficientFunds => "Insufficient funds",
+            DeclineCode::CardDeclined => "The card was declined",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GatewayError {
+    /// No answer in time: the charge may or may not have happened.
+    #[error("Gateway timeout")]
+    Timeout,
+    /// The gateway answered that it could not take the request now (5xx, 429, connection refused).
+    #[error("Gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The gateway refused the charge for good; asking again gives the same answer.
+    #[error("{message}")]
+    Declined { code: DeclineCode, message: String },
+}
+
+impl GatewayError {
+    pub fn declined(code: DeclineCode) -> GatewayError {
+        GatewayError::Declined { code, message: code.default_message().to_string() }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, GatewayError::Declined { .. })
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::Timeout => "gateway_timeout",
+            GatewayError::Unavailable(_) => "gateway_unavailable",
+            GatewayError::Declined { code, .. } => code.as_str(),
+        }
+    }
+}
+
+pub trait PaymentGateway: Send + Sync {
+    /// Takes the money. Calling it again with the same key must not take it twice.
+    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError>;
+    /// Finds the charge made under this key, if any: how a lost answer is recovered.
+    fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError>;
+}
+
+/// The charges a fake gateway has made, one per idempotency key, in order.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    charges: Mutex<(Vec<Charge>, HashMap<String, usize>)>,
+}
+
+impl Ledger {
+    pub fn find(&self, idempotency_key: &str) -> Option<Charge> {
+        let guard = self.charges.lock().unwrap();
+        guard.1.get(idempotency_key).map(|&i| guard.0[i].clone())
+    }
+
+    /// Records a charge, or returns the one already made under the same key.
+    pub fn record(&self, request: &ChargeRequest<'_>) -> Charge {
+        let mut guard = self.charges.lock().unwrap();
+        if let Some(&i) = guard.1.get(request.idempotency_key) {
+            return guard.0[i].clone();
+        }
+        let charge = Charge {
+            id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
+            idempotency_key: request.idempotency_key.to_string(),
+            amount: request.amount.clone(),
+            currency: request.currency.to_string(),
+            created_at: Utc::now(),
+        };
+        let index = guard.0.len();
+        guard.0.push(charge.clone());
+        guard.1.insert(charge.idempotency_key.clone(), index);
+        charge
+    }
+
+    pub fn all(&self) -> Vec<Charge> {
+        self.charges.lock().unwrap().0.clone()
+    }
+}
+
+/// Random outcomes at configured rates: the gateway of seed 000 (70% success, 20% timeout, 10%
+/// invalid card by default). A repeated key returns the original charge, as real gateways do.
+pub struct Simulation {
+    ledger: Ledger,
+    rng: Mutex<StdRng>,
+    success_rate: f64,
+    timeout_rate: f64,
+}
+
+impl Simulation {
+    pub fn new(success_rate: f64, timeout_rate: f64, seed: Option<u64>) -> Simulation {
+        let rng = match seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
+        Simulation { ledger: Ledger::default(), rng: Mutex::new(rng), success_rate, timeout_rate }
+    }
+
+    pub fn always_succeeding() -> Simulation {
+        Simulation::new(1.0, 0.0, None)
+    }
+
+    pub fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
+        if let Some(existing) = self.ledger.find(request.idempotency_key) {
+            return Ok(existing);
+        }
+        let roll: f64 = self.rng.lock().unwrap().gen();
+        if roll < self.success_rate {
+            Ok(self.ledger.record(request))
+        } else if roll < self.success_rate + self.timeout_rate {
+            Err(GatewayError::Timeout)
+        } else {
+            Err(GatewayError::declined(DeclineCode::InvalidCard))
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
+/// The simulation in-process, with an optional latency per call.
+pub struct SimulatedGateway {
+    simulation: Simulation,
+    latency: Duration,
+}
+
+impl SimulatedGateway {
+    pub fn new(simulation: Simulation, latency: Duration) -> SimulatedGateway {
+        SimulatedGateway { simulation, latency }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        self.simulation.ledger()
+    }
+
+    fn wait(&self) {
+        if !self.latency.is_zero() {
+            std::thread::sleep(self.latency);
+        }
+    }
+}
+
+impl PaymentGateway for SimulatedGateway {
+    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
+        self.wait();
+        self.simulation.charge(request)
+    }
+
+    fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {
+        self.wait();
+        Ok(self.simulation.ledger().find(idempotency_key))
+    }
+}
+
+/// What a scripted gateway does on one `charge` call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeed,
+    Fail(GatewayError),
+}
+
+/// Exact, repeatable outcomes for tests: a queue of outcomes per call, then a default. It counts
+/// every call, so a test can tell "charged once" from "charged twice and deduplicated".
+pub struct ScriptedGateway {
+    ledger: Ledger,
+    script: Mutex<VecDeque<Outcome>>,
+    then: Outcome,
+    charge_calls: AtomicUsize,
+    lookup_calls: AtomicUsize,
+}
+
+impl ScriptedGateway {
+    pub fn succeeding() -> ScriptedGateway {
+        ScriptedGateway::script(Vec::new(), Outcome::Succeed)
+    }
+
+    /// Plays `first` in order, then `then` for every later call.
+    pub fn script(first: Vec<Outcome>, then: Outcome) -> ScriptedGateway {
+        ScriptedGateway {
+            ledger: Ledger::default(),
+            script: Mutex::new(first.into()),
+            then,
+            charge_calls: AtomicUsize::new(0),
+            lookup_calls: AtomicUsize::new(0),
+        }
+    }
+
+    /// Times out the first `n` charges, then succeeds.
+    pub fn timing_out_first(n: usize) -> ScriptedGateway {
+        ScriptedGateway::script(vec![Outcome::Fail(GatewayError::Timeout); n], Outcome::Succeed)
+    }
+
+    pub fn always(error: GatewayError) -> ScriptedGateway {
+        ScriptedGateway::script(Vec::new(), Outcome::Fail(error))
+    }
+
+    pub fn charge_calls(&self) -> usize {
+        self.charge_calls.load(Ordering::SeqCst)
+    }
+
+    pub fn lookup_calls(&self) -> usize {
+        self.lookup_calls.load(Ordering::SeqCst)
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
+impl PaymentGateway for ScriptedGateway {
+    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
+        self.charge_calls.fetch_add(1, Ordering::SeqCst);
+        let next = self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.then.clone());
+        match next {
+            Outcome::Succeed => Ok(self.ledger.record(request)),
+            Outcome::Fail(e) => Err(e),
+        }
+    }
+
+    fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {
+        self.lookup_calls.fetch_add(1, Ordering::SeqCst);
+        Ok(self.ledger.find(idempotency_key))
+    }
+}
+
+/// The gateway the configuration asks for.
+pub fn from_config(config: &GatewayConfig) -> Arc<dyn PaymentGateway> {
+    match config {
+        GatewayConfig::Simulated { success_rate, timeout_rate, latency, seed } => Arc::new(
+            SimulatedGateway::new(Simulation::new(*success_rate, *timeout_rate, *seed), *latency),
+        ),
+        GatewayConfig::Http { base_url, timeout } => {
+            Arc::new(super::http_gateway::HttpGateway::new(base_url, *timeout))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(key: &str) -> (String, BigDecimal) {
+        (key.to_string(), BigDecimal::from(10))
+    }
+
+    #[test]
+    fn a_repeated_key_returns_the_original_charge() {
+        let sim = Simulation::always_succeeding();
+        let (key, amount) = request("k1");
+        let req = ChargeRequest { idempotency_key: &key, amount: &amount, currency: "USD" };
+        let first = sim.charge(&req).unwrap();
+        let second = sim.charge(&req).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(sim.ledger().all().len(), 1);
+    }
+
+    #[test]
+    fn simulated_outcomes_follow_the_configured_rates() {
+        let sim = Simulation::new(0.7, 0.2, Some(42));
+        let amount = BigDecimal::from(1);
+        let (mut ok, mut timeouts, mut declines) = (0, 0, 0);
+        for i in 0..10_000 {
+            let key = format!("k{i}");
+            match sim.charge(&ChargeRequest { idempotency_key: &key, amount: &amount, currency: "USD" }) {
+                Ok(_) => ok += 1,
+                Err(GatewayError::Timeout) => timeouts += 1,
+                Err(GatewayError::Declined { .. }) => declines += 1,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!((6_700..7_300).contains(&ok), "{ok}");
+        assert!((1_700..2_300).contains(&timeouts), "{timeouts}");
+        assert!((700..1_300).contains(&declines), "{declines}");
+    }
+
+    #[test]
+    fn transient_and_permanent_failures_are_told_apart() {
+        assert!(GatewayError::Timeout.is_transient());
+        assert!(GatewayError::Unavailable("503".into()).is_transient());
+        assert!(!GatewayError::declined(DeclineCode::InvalidCard).is_transient());
+        assert!(!GatewayError::declined(DeclineCode::InsufficientFunds).is_transient());
+    }
+}

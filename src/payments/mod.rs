@@ -1,0 +1,25 @@
+//! Payments that charge exactly once: the domain types, the gateway strategies, the processor
+//! that drives a payment through its states, and the pages that show it.
+
+pub mod domain;
+pub mod gateway;
+pub mod http_gateway;
+pub mod processor;
+pub mod repo;
+pub mod routes;
+pub mod sim_server;
+
+pub use domain::{Amount, IdempotencyKey, PaymentStatus};
+pub use gateway::{Charge, ChargeRequest, GatewayError, PaymentGateway};
+pub use processor::{PayOrder, PaymentProcessor};
+pub use repo::{Payment, PaymentEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("no payable order with that id")]
+    OrderNotFound,
+    #[error("no payment with that reference")]
+    PaymentNotFound,
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}

@@ -1,0 +1,195 @@
+//! Every query the payments area makes.
+
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::domain::{IdempotencyKey, PaymentStatus};
+use crate::schema::{orders, payment_events, payments};
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = payments, check_for_backend(diesel::pg::Pg))]
+pub struct Payment {
+    pub id: i64,
+    pub reference: Uuid,
+    pub user_id: i64,
+    pub order_id: i64,
+    pub customer_id: i64,
+    pub amount: BigDecimal,
+    pub currency: String,
+    #[serde(serialize_with = "serialize_status")]
+    pub status: PaymentStatus,
+    pub idempotency_key: String,
+    pub external_transaction_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub retryable: bool,
+    pub retry_count: i32,
+    pub attempts: i32,
+    pub processing_started_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn serialize_status<S: serde::Serializer>(status: &PaymentStatus, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(status.as_str())
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = payment_events, check_for_backend(diesel::pg::Pg))]
+pub struct PaymentEvent {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Creates the order's payment unless it exists, in one statement: concurrent callers cannot
+/// both insert (the unique key decides) and nobody checks before acting. The amount is copied
+/// from the order, which must belong to the user and still be pending.
+pub fn insert_for_order(
+    conn: &mut PgConnection,
+    user_id: i64,
+    order_id: i64,
+    key: &IdempotencyKey,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key) \
+         SELECT o.user_id, o.id, o.customer_id, o.total, o.currency, $3 \
+         FROM orders o WHERE o.id = $1 AND o.user_id = $2 AND o.status = 'pending' \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind::<BigInt, _>(order_id)
+    .bind::<BigInt, _>(user_id)
+    .bind::<Text, _>(key.as_str())
+    .execute(conn)
+}
+
+pub fn lock_by_key(conn: &mut PgConnection, key: &IdempotencyKey) -> QueryResult<Option<Payment>> {
+    payments::table
+        .filter(payments::idempotency_key.eq(key.as_str()))
+        .for_update()
+        .select(Payment::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Claims the payment for one gateway attempt. `attempts` is the attempt's fencing token.
+pub fn start_attempt(conn: &mut PgConnection, id: i64, now: DateTime<Utc>) -> QueryResult<Payment> {
+    diesel::update(payments::table.find(id))
+        .set((
+            payments::status.eq(PaymentStatus::Processing),
+            payments::attempts.eq(payments::attempts + 1),
+            payments::processing_started_at.eq(now),
+            payments::updated_at.eq(now),
+        ))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+}
+
+/// Settles the attempt `attempts` as completed; `None` when that attempt no longer owns the row.
+pub fn complete_attempt(
+    conn: &mut PgConnection,
+    id: i64,
+    attempts: i32,
+    transaction_id: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<Payment>> {
+    diesel::update(
+        payments::table
+            .find(id)
+            .filter(payments::status.eq(PaymentStatus::Processing).and(payments::attempts.eq(attempts))),
+    )
+        .set((
+            payments::status.eq(PaymentStatus::Completed),
+            payments::external_transaction_id.eq(transaction_id),
+            payments::error_code.eq(None::<String>),
+            payments::error_message.eq(None::<String>),
+            payments::updated_at.eq(now),
+        ))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+        .optional()
+}
+
+pub struct Failure<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+    pub retryable: bool,
+    /// Transient failures count against the retry budget.
+    pub counts_as_retry: bool,
+}
+
+pub fn fail_attempt(
+    conn: &mut PgConnection,
+    id: i64,
+    attempts: i32,
+    failure: &Failure<'_>,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<Payment>> {
+    diesel::update(
+        payments::table
+            .find(id)
+            .filter(payments::status.eq(PaymentStatus::Processing).and(payments::attempts.eq(attempts))),
+    )
+        .set((
+            payments::status.eq(PaymentStatus::Failed),
+            payments::error_code.eq(failure.code),
+            payments::error_message.eq(failure.message),
+            payments::retryable.eq(failure.retryable),
+            payments::retry_count.eq(payments::retry_count + i32::from(failure.counts_as_retry)),
+            payments::updated_at.eq(now),
+        ))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+        .optional()
+}
+
+pub fn record_event(
+    conn: &mut PgConnection,
+    payment_id: i64,
+    from: Option<PaymentStatus>,
+    to: PaymentStatus,
+    reason: &str,
+) -> QueryResult<()> {
+    diesel::insert_into(payment_events::table)
+        .values((
+            payment_events::payment_id.eq(payment_id),
+            payment_events::from_status.eq(from.map(PaymentStatus::as_str)),
+            payment_events::to_status.eq(to.as_str()),
+            payment_events::reason.eq(reason),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+pub fn set_order_status(conn: &mut PgConnection, order_id: i64, status: &str, now: DateTime<Utc>) -> QueryResult<()> {
+    diesel::update(orders::table.find(order_id))
+        .set((orders::status.eq(status), orders::updated_at.eq(now)))
+        .execute(conn)
+        .map(drop)
+}
+
+pub fn reload(conn: &mut PgConnection, id: i64) -> QueryResult<Payment> {
+    payments::table.find(id).select(Payment::as_select()).first(conn)
+}
+
+/// A payment as its owner may see it: someone else's reference is "not found", not "forbidden".
+pub fn find_for_user(conn: &mut PgConnection, reference: Uuid, user_id: i64) -> QueryResult<Option<Payment>> {
+    payments::table
+        .filter(payments::reference.eq(reference).and(payments::user_id.eq(user_id)))
+        .select(Payment::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn events(conn: &mut PgConnection, payment_id: i64) -> QueryResult<Vec<PaymentEvent>> {
+    payment_events::table
+        .filter(payment_events::payment_id.eq(payment_id))
+        .order(payment_events::id.asc())
+        .select(PaymentEvent::as_select())
+        .load(conn)
+}

@@ -1,0 +1,82 @@
+//! The payment page: status, amount, the gateway's transaction id and the full history.
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use uuid::Uuid;
+
+use super::domain::format_money;
+use super::repo::{self, Payment, PaymentEvent};
+use super::PaymentStatus;
+use crate::auth::CurrentUser;
+use crate::web::{html, AppError, Db, Layout};
+
+#[derive(Template)]
+#[template(path = "payment.html")]
+struct PaymentPage {
+    layout: Layout,
+    payment: Payment,
+    amount: String,
+    events: Vec<PaymentEvent>,
+    headline: &'static str,
+    advice: String,
+    can_retry: bool,
+    in_flight: bool,
+}
+
+/// What the person paying should understand, and do, in each state.
+fn explain(payment: &Payment) -> (&'static str, String) {
+    match payment.status {
+        PaymentStatus::Completed => ("Paid", "Your payment went through. Keep the transaction id for your records.".into()),
+        PaymentStatus::Pending | PaymentStatus::Processing => (
+            "Processing",
+            "We are confirming your payment with the card network. This page refreshes by itself; \
+             there is no need to press Pay again — you will not be charged twice."
+                .into(),
+        ),
+        PaymentStatus::Failed if payment.retryable => (
+            "Not completed yet",
+            "The payment provider did not answer in time. No money was taken twice: press Try again.".into(),
+        ),
+        PaymentStatus::Failed => {
+            let advice = match payment.error_code.as_deref() {
+                Some("invalid_card") => "Your card was rejected as invalid. No money was taken. Check the card \
+                                         details with your bank, then place a new order.",
+                Some("insufficient_funds") => "Your bank declined the payment for insufficient funds. No money \
+                                               was taken. Place a new order once funds are available.",
+                Some("gateway_timeout" | "gateway_unavailable") => "The payment provider kept failing, so we \
+                                               stopped trying. No money was taken. Please place a new order later.",
+                _ => "The payment was declined. No money was taken. Contact your bank or place a new order \
+                      with another card.",
+            };
+            ("Payment failed", advice.into())
+        }
+    }
+}
+
+async fn show(user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let reference = Uuid::parse_str(&path).map_err(|_| AppError::NotFound)?;
+    let user_id = user.0.id;
+    let (payment, events) = db
+        .run(move |conn| {
+            let payment = repo::find_for_user(conn, reference, user_id)?.ok_or(AppError::NotFound)?;
+            let events = repo::events(conn, payment.id)?;
+            Ok::<_, AppError>((payment, events))
+        })
+        .await?;
+    let (headline, advice) = explain(&payment);
+    html(PaymentPage {
+        layout: Layout::new(&session),
+        amount: format_money(&payment.amount, &payment.currency),
+        can_retry: payment.status == PaymentStatus::Failed && payment.retryable,
+        in_flight: !payment.status.is_settled(),
+        headline,
+        advice,
+        events,
+        payment,
+    })
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/payments/{reference}", web::get().to(show));
+}

@@ -1,0 +1,85 @@
+//! `agora gateway-sim`: a small HTTP server that plays a Stripe-like charges API over the
+//! simulation, and serves its ledger at `GET /charges` so tests can count charges per order.
+
+use actix_web::{dev::Server, web, App, HttpRequest, HttpResponse, HttpServer};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::domain::{Amount, IdempotencyKey};
+use super::gateway::{ChargeRequest, GatewayError, Simulation};
+
+struct SimState {
+    simulation: Arc<Simulation>,
+    latency: Duration,
+}
+
+#[derive(Deserialize)]
+struct NewCharge {
+    amount: String,
+    currency: String,
+}
+
+#[derive(Deserialize)]
+struct LookupQuery {
+    idempotency_key: Option<String>,
+}
+
+fn error(status: actix_web::http::StatusCode, kind: &str, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": { "type": kind, "code": code, "message": message } }))
+}
+
+async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web::Data<SimState>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let key = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()).and_then(IdempotencyKey::parse);
+    let Some(key) = key else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "missing_idempotency_key", "Idempotency-Key header is required");
+    };
+    let amount = match body.amount.parse::<Amount>() {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_amount", &e.to_string()),
+    };
+    if !state.latency.is_zero() {
+        actix_web::rt::time::sleep(state.latency).await;
+    }
+    let request = ChargeRequest { idempotency_key: key.as_str(), amount: amount.as_decimal(), currency: &body.currency };
+    match state.simulation.charge(&request) {
+        Ok(charge) => HttpResponse::Ok().json(charge),
+        Err(GatewayError::Declined { code, message }) => {
+            error(StatusCode::PAYMENT_REQUIRED, "card_error", code.as_str(), &message)
+        }
+        Err(GatewayError::Timeout) => error(StatusCode::GATEWAY_TIMEOUT, "api_error", "gateway_timeout", "Gateway timeout"),
+        Err(GatewayError::Unavailable(why)) => error(StatusCode::SERVICE_UNAVAILABLE, "api_error", "unavailable", &why),
+    }
+}
+
+async fn find_charges(query: web::Query<LookupQuery>, state: web::Data<SimState>) -> HttpResponse {
+    let ledger = state.simulation.ledger();
+    let data = match &query.idempotency_key {
+        Some(key) => ledger.find(key).into_iter().collect(),
+        None => ledger.all(),
+    };
+    HttpResponse::Ok().json(json!({ "data": data }))
+}
+
+async fn all_charges(state: web::Data<SimState>) -> HttpResponse {
+    let charges = state.simulation.ledger().all();
+    HttpResponse::Ok().json(json!({ "count": charges.len(), "charges": charges }))
+}
+
+pub fn run(listener: TcpListener, simulation: Arc<Simulation>, latency: Duration) -> std::io::Result<Server> {
+    let state = web::Data::new(SimState { simulation, latency });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/v1/charges", web::post().to(create_charge))
+            .route("/v1/charges", web::get().to(find_charges))
+            .route("/charges", web::get().to(all_charges))
+    })
+    .workers(2)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

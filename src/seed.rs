@@ -1,0 +1,85 @@
+//! Demo data for `make run`: safe to load again and again (it only adds what is missing).
+
+use bigdecimal::BigDecimal;
+use diesel::prelude::*;
+use std::str::FromStr;
+
+use crate::auth::repo::{ensure as ensure_user, NewUser};
+use crate::orders::{repo as orders, OrderError};
+use crate::schema::{customers, orders as orders_table, products};
+
+pub const DEMO_PASSWORD: &str = "agora-demo";
+pub const DEMO_USERS: [(&str, &str, bool); 3] =
+    [("alice@example.com", "Alice", false), ("bob@example.com", "Bob", false), ("admin@example.com", "Ada (admin)", true)];
+
+const CATALOGUE: [(&str, &[(&str, &str, i32)]); 2] = [
+    ("Northwind Books", &[("The Rust Programming Language", "39.99", 50), ("Designing Data-Intensive Applications", "45.50", 30), ("Bookmark", "2.25", 500)]),
+    ("Acme Coffee Roasters", &[("House Blend 1kg", "24.00", 80), ("Espresso Cups (set of 4)", "18.75", 40), ("Pour-over Kettle", "64.90", 12)]),
+];
+
+fn ensure_customer(conn: &mut PgConnection, name: &str) -> QueryResult<i64> {
+    diesel::insert_into(customers::table).values(customers::name.eq(name)).on_conflict_do_nothing().execute(conn)?;
+    customers::table.filter(customers::name.eq(name)).select(customers::id).first(conn)
+}
+
+fn ensure_product(conn: &mut PgConnection, customer_id: i64, name: &str, price: &str, stock: i32) -> QueryResult<i64> {
+    diesel::insert_into(products::table)
+        .values((
+            products::customer_id.eq(customer_id),
+            products::name.eq(name),
+            products::price.eq(BigDecimal::from_str(price).expect("catalogue prices are decimals")),
+            products::currency.eq("USD"),
+            products::stock.eq(stock),
+        ))
+        .on_conflict((products::customer_id, products::name))
+        .do_nothing()
+        .execute(conn)?;
+    products::table
+        .filter(products::customer_id.eq(customer_id).and(products::name.eq(name)))
+        .select(products::id)
+        .first(conn)
+}
+
+#[derive(Debug, Default)]
+pub struct SeedReport {
+    pub users: usize,
+    pub orders_created: usize,
+}
+
+pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
+    let mut catalogue = Vec::new();
+    for (merchant, items) in CATALOGUE {
+        let customer_id = ensure_customer(conn, merchant)?;
+        let ids = items
+            .iter()
+            .map(|(name, price, stock)| ensure_product(conn, customer_id, name, price, *stock))
+            .collect::<QueryResult<Vec<i64>>>()?;
+        catalogue.push(ids);
+    }
+    let mut report = SeedReport::default();
+    for (i, (email, name, is_admin)) in DEMO_USERS.iter().enumerate() {
+        let user_id = ensure_user(conn, &NewUser { email, name, password: DEMO_PASSWORD, is_admin: *is_admin })?;
+        report.users += 1;
+        let has_orders: bool = diesel::select(diesel::dsl::exists(
+            orders_table::table.filter(orders_table::user_id.eq(user_id)),
+        ))
+        .get_result(conn)?;
+        if has_orders || *is_admin {
+            continue;
+        }
+        // A few unpaid orders of different sizes, from both merchants.
+        let books = &catalogue[0];
+        let coffee = &catalogue[1];
+        let baskets: Vec<Vec<(i64, i32)>> = vec![
+            vec![(books[0], 1), (books[2], 2)],
+            vec![(coffee[0], 2), (coffee[1], 1)],
+            vec![(books[1], 1)],
+            vec![(coffee[2], 1), (coffee[0], 1), (coffee[1], 2)],
+        ];
+        for basket in baskets.iter().skip(i % 2) {
+            orders::create(conn, user_id, basket)?;
+            report.orders_created += 1;
+        }
+    }
+    Ok(report)
+}

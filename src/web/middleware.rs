@@ -1,0 +1,34 @@
+//! Per-request logging: method, path, status, latency and the number of database queries.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpMessage};
+use std::time::Instant;
+
+use super::AppState;
+use crate::db::QueryCounter;
+
+pub async fn request_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let counter = QueryCounter::default();
+    req.extensions_mut().insert(counter.clone());
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let send_count = req.app_data::<web::Data<AppState>>().is_some_and(|s| s.query_count_header);
+    let mut response = next.call(req).await?;
+    let queries = counter.get();
+    if send_count {
+        response.headers_mut().insert(HeaderName::from_static("x-db-queries"), HeaderValue::from(queries));
+    }
+    log::info!(
+        "{method} {path} {} {:.1}ms queries={queries}",
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(response)
+}

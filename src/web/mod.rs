@@ -1,0 +1,198 @@
+//! The HTTP layer shared by every area: state, extractors, the server and its middleware.
+
+pub mod csrf;
+pub mod error;
+pub mod middleware;
+
+use actix_session::config::PersistentSession;
+use actix_session::storage::CookieSessionStore;
+use actix_session::{Session, SessionMiddleware};
+use actix_web::cookie::{time::Duration as CookieDuration, Key, SameSite};
+use actix_web::dev::{Payload, Server};
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::{web, App, FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use askama::Template;
+use diesel::PgConnection;
+use std::future::{ready, Ready};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use crate::auth::SessionUser;
+use crate::cache::Cache;
+use crate::db::{CountedConn, PgPool, QueryCounter};
+use crate::payments::PaymentProcessor;
+pub use error::AppError;
+
+pub struct AppState {
+    pub pool: PgPool,
+    pub cache: Cache,
+    pub processor: Arc<PaymentProcessor>,
+    pub query_count_header: bool,
+}
+
+/// Database access for a handler: every query it runs is charged to the request's counter.
+pub struct Db {
+    pool: PgPool,
+    counter: QueryCounter,
+}
+
+impl FromRequest for Db {
+    type Error = AppError;
+    type Future = Ready<Result<Db, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(AppError::Internal("no application state".into())));
+        };
+        let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
+        ready(Ok(Db { pool: state.pool.clone(), counter }))
+    }
+}
+
+impl Db {
+    /// Runs blocking diesel work on the blocking thread pool with one pooled connection.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Into<AppError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let counter = self.counter.clone();
+        web::block(move || {
+            let mut conn = CountedConn::checkout(&pool, &counter)?;
+            work(&mut conn).map_err(Into::into)
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("blocking task: {e}")))?
+    }
+}
+
+/// What every page's frame needs: who is signed in, and the token its forms carry.
+pub struct Layout {
+    pub user: Option<SessionUser>,
+    pub csrf: String,
+}
+
+impl Layout {
+    pub fn new(session: &Session) -> Layout {
+        Layout { user: SessionUser::from_session(session), csrf: csrf::token(session) }
+    }
+
+    /// For error pages, which are rendered without the request at hand.
+    pub fn bare() -> Layout {
+        Layout { user: None, csrf: String::new() }
+    }
+}
+
+pub fn html(page: impl Template) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.render()?))
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
+
+/// Percent-encodes a query-string value.
+pub fn url_encode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Ids in paths are parsed here: anything that is not a positive integer is simply not found.
+pub fn parse_id(raw: &str) -> Result<i64, AppError> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or(AppError::NotFound)
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.pool.clone();
+    let database = web::block(move || {
+        use diesel::RunQueryDsl;
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).map(drop).map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let redis = state.cache.ping().await;
+    let body = serde_json::json!({
+        "status": if database.is_ok() { "ok" } else { "unavailable" },
+        "database": match &database { Ok(()) => "ok".to_string(), Err(e) => format!("down: {e}") },
+        "redis": match &redis { Ok(()) => "ok".to_string(), Err(e) => format!("down: {e}") },
+    });
+    if database.is_ok() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn static_file(path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let (body, content_type) = match path.as_str() {
+        "app.css" => (include_str!("../../static/app.css"), "text/css; charset=utf-8"),
+        "app.js" => (include_str!("../../static/app.js"), "text/javascript; charset=utf-8"),
+        _ => return Err(AppError::NotFound),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .body(body))
+}
+
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound)
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/static/{file}", web::get().to(static_file));
+    crate::auth::routes::configure(cfg);
+    crate::orders::routes::configure(cfg);
+    crate::payments::routes::configure(cfg);
+}
+
+fn form_error(err: actix_web::error::UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+    AppError::BadRequest(format!("The form could not be read: {err}")).into()
+}
+
+pub struct ServerOptions {
+    pub session_key: Key,
+    pub secure_cookies: bool,
+    pub workers: Option<usize>,
+}
+
+pub fn server(listener: TcpListener, state: AppState, options: ServerOptions) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    let ServerOptions { session_key, secure_cookies, workers } = options;
+    let mut server = HttpServer::new(move || {
+        let sessions = SessionMiddleware::builder(CookieSessionStore::default(), session_key.clone())
+            .cookie_name("agora_session".into())
+            .cookie_secure(secure_cookies)
+            .cookie_http_only(true)
+            .cookie_same_site(SameSite::Lax)
+            .session_lifecycle(PersistentSession::default().session_ttl(CookieDuration::days(7)))
+            .build();
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::FormConfig::default().limit(16 * 1024).error_handler(form_error))
+            .wrap(sessions)
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Referrer-Policy", "same-origin")),
+            )
+            .wrap(from_fn(middleware::request_log))
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?;
+    if let Some(n) = workers {
+        server = server.workers(n);
+    }
+    Ok(server.run())
+}
