@@ -60,8 +60,12 @@ impl PaymentProcessor {
     }
 
     fn claim(&self, conn: &mut PgConnection, order: PayOrder, key: &IdempotencyKey) -> Result<Claim, PaymentError> {
-        repo::insert_for_order(conn, order.user_id, order.order_id, key)?;
+        let created = repo::insert_for_order(conn, order.user_id, order.order_id, key)? == 1;
         let payment = repo::lock_by_key(conn, key)?.ok_or(PaymentError::OrderNotFound)?;
+        if created {
+            let reason = format!("created for order #{}", order.order_id);
+            repo::record_event(conn, payment.id, None, PaymentStatus::Pending, &reason)?;
+        }
         let now = self.clock.now();
         let (may_have_charged, reason) = match payment.status {
             PaymentStatus::Completed => return Ok(Claim::Nothing(payment)),

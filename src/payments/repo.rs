@@ -50,6 +50,11 @@ pub struct PaymentEvent {
 /// Creates the order's payment unless it exists, in one statement: concurrent callers cannot
 /// both insert (the unique key decides) and nobody checks before acting. The amount is copied
 /// from the order, which must belong to the user and still be pending.
+///
+/// The conflict target is left out on purpose: with two unique indexes (key and order) and only
+/// one named as arbiter, two racing inserts each wait on the other's speculative index entry and
+/// PostgreSQL reports a deadlock (the 32-thread race test found it). Without a target every
+/// unique index arbitrates.
 pub fn insert_for_order(
     conn: &mut PgConnection,
     user_id: i64,
@@ -60,7 +65,7 @@ pub fn insert_for_order(
         "INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key) \
          SELECT o.user_id, o.id, o.customer_id, o.total, o.currency, $3 \
          FROM orders o WHERE o.id = $1 AND o.user_id = $2 AND o.status = 'pending' \
-         ON CONFLICT (idempotency_key) DO NOTHING",
+         ON CONFLICT DO NOTHING",
     )
     .bind::<BigInt, _>(order_id)
     .bind::<BigInt, _>(user_id)

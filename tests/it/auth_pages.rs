@@ -1,0 +1,75 @@
+//! Signing in and out.
+
+use agora::payments::gateway::ScriptedGateway;
+use std::sync::Arc;
+
+use crate::support::fixtures::{self, PASSWORD};
+use crate::support::{Client, TestApp};
+
+fn app_with_user() -> TestApp {
+    let app = TestApp::spawn(Arc::new(ScriptedGateway::succeeding()));
+    fixtures::user(&mut app.conn(), "member@example.com");
+    app
+}
+
+#[test]
+fn a_wrong_password_re_renders_the_form_with_the_problem() {
+    let app = app_with_user();
+    let client = Client::new(&app.url);
+    let token = client.get("/login").csrf_token();
+    let resp = client.post_form("/login", &[("csrf_token", &token), ("email", "member@example.com"), ("password", "nope"), ("next", "/")]);
+    assert_eq!(resp.status, 401);
+    assert!(resp.body.contains("match an account"));
+    assert!(resp.body.contains("value=\"member@example.com\""), "the email is kept");
+    let unknown = client.post_form("/login", &[("csrf_token", &token), ("email", "ghost@example.com"), ("password", "x")]);
+    assert_eq!(unknown.status, 401);
+    assert!(client.get("/").body.contains("Sign in"), "still signed out");
+}
+
+#[test]
+fn signing_in_is_case_insensitive_on_email_and_returns_to_the_page_asked_for() {
+    let app = app_with_user();
+    let client = Client::new(&app.url);
+    let asked = client.get("/orders/7/checkout");
+    assert_eq!(asked.status, 303);
+    assert_eq!(asked.location.as_deref(), Some("/login?next=/orders/7/checkout"));
+    let form = client.get("/login?next=/orders/7/checkout");
+    assert!(form.body.contains("value=\"/orders/7/checkout\""));
+    let resp = client.post_form(
+        "/login",
+        &[("csrf_token", &form.csrf_token()), ("email", "Member@Example.COM"), ("password", PASSWORD), ("next", "/orders/7/checkout")],
+    );
+    assert_eq!(resp.status, 303);
+    assert_eq!(resp.location.as_deref(), Some("/orders/7/checkout"));
+    assert!(client.get("/").body.contains("Your orders"));
+}
+
+#[test]
+fn login_and_logout_need_their_csrf_token() {
+    let app = app_with_user();
+    let client = Client::new(&app.url);
+    client.get("/login");
+    let resp = client.post_form("/login", &[("email", "member@example.com"), ("password", PASSWORD)]);
+    assert_eq!(resp.status, 403);
+    client.sign_in("member@example.com", PASSWORD);
+    assert_eq!(client.post_form("/logout", &[("csrf_token", "wrong")]).status, 403);
+    assert!(client.get("/").body.contains("Your orders"), "still signed in");
+    let token = client.csrf_token();
+    assert_eq!(client.post_form("/logout", &[("csrf_token", &token)]).status, 303);
+    assert!(client.get("/").body.contains("Welcome to Agora"));
+}
+
+#[test]
+fn text_from_users_is_escaped() {
+    let app = TestApp::spawn(Arc::new(ScriptedGateway::succeeding()));
+    let mut conn = app.conn();
+    use agora::schema::users;
+    use diesel::prelude::*;
+    let id = fixtures::user(&mut conn, "xss@example.com");
+    diesel::update(users::table.find(id)).set(users::name.eq("<script>alert(1)</script>")).execute(&mut conn).unwrap();
+    let client = Client::new(&app.url);
+    client.sign_in("xss@example.com", PASSWORD);
+    let home = client.get("/").body;
+    assert!(home.contains("&#60;script&#62;alert(1)"), "{home}");
+    assert!(!home.contains("<script>alert(1)"));
+}

@@ -1,0 +1,208 @@
+//! The checkout over HTTP: the real server, the real gateway-sim, a signed-in session.
+
+use std::sync::{Arc, Barrier};
+
+use agora::payments::gateway::Simulation;
+use agora::payments::IdempotencyKey;
+
+use crate::support::fixtures::{self, PASSWORD};
+use crate::support::{Client, GatewaySim, TestApp};
+
+struct Shop {
+    app: TestApp,
+    sim: GatewaySim,
+    user_id: i64,
+    products: Vec<i64>,
+}
+
+fn shop() -> Shop {
+    let sim = GatewaySim::start(Simulation::always_succeeding());
+    let app = TestApp::spawn(sim.client());
+    let mut conn = app.conn();
+    let user_id = fixtures::user(&mut conn, "shopper@example.com");
+    let products = fixtures::catalogue(&mut conn, 12);
+    Shop { app, sim, user_id, products }
+}
+
+fn signed_in(shop: &Shop) -> Client {
+    let client = Client::new(&shop.app.url);
+    client.sign_in("shopper@example.com", PASSWORD);
+    client
+}
+
+#[test]
+fn twenty_concurrent_pay_posts_from_one_session_charge_once() {
+    let shop = shop();
+    let order_id = fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products[..3]);
+    let client = Arc::new(signed_in(&shop));
+    let token = client.csrf_token();
+    let barrier = Arc::new(Barrier::new(20));
+    let posts: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, token, barrier) = (client.clone(), token.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)])
+            })
+        })
+        .collect();
+    let answers: Vec<_> = posts.into_iter().map(|p| p.join().unwrap()).collect();
+
+    let first = answers[0].location.clone().expect("a redirect to the payment page");
+    assert!(first.starts_with("/payments/"));
+    for answer in &answers {
+        assert_eq!(answer.status, 303, "{answer:?}");
+        assert_eq!(answer.location.as_deref(), Some(first.as_str()), "every click lands on the same payment");
+    }
+    let key = IdempotencyKey::for_order(shop.user_id, order_id);
+    assert_eq!(shop.sim.charges_for(key.as_str()).len(), 1, "the gateway's ledger holds one charge");
+    assert_eq!(fixtures::payment_count(&mut shop.app.conn()), 1);
+
+    let page = client.get(&first);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"payment-status\">completed<"), "{}", page.body);
+}
+
+#[test]
+fn the_amount_charged_comes_from_the_order_not_the_form() {
+    let shop = shop();
+    let order_id = fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products[..2]);
+    let client = signed_in(&shop);
+    let token = client.csrf_token();
+    let resp = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token), ("amount", "0.01")]);
+    assert_eq!(resp.status, 303);
+    let charges = shop.sim.charges_for(IdempotencyKey::for_order(shop.user_id, order_id).as_str());
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0].amount, fixtures::order_total(&mut shop.app.conn(), order_id));
+    let page = client.get(resp.location.as_deref().unwrap());
+    assert!(page.body.contains(&format!("{} USD", charges[0].amount.with_scale(2))));
+}
+
+#[test]
+fn a_pay_without_its_csrf_token_is_refused_and_charges_nothing() {
+    let shop = shop();
+    let order_id = fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products[..1]);
+    let client = signed_in(&shop);
+    let missing = client.post_form(&format!("/orders/{order_id}/pay"), &[]);
+    let forged = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", "forged")]);
+    for resp in [&missing, &forged] {
+        assert_eq!(resp.status, 403);
+        assert!(resp.body.contains("This form has expired"), "{}", resp.body);
+    }
+    assert_eq!(fixtures::payment_count(&mut shop.app.conn()), 0);
+    assert!(shop.sim.charges().is_empty());
+}
+
+#[test]
+fn unknown_malformed_and_foreign_ids_are_not_found() {
+    let shop = shop();
+    let mut conn = shop.app.conn();
+    let other_user = fixtures::user(&mut conn, "other@example.com");
+    let foreign_order = fixtures::order(&mut conn, other_user, &shop.products[..1]);
+    let client = signed_in(&shop);
+    let token = client.csrf_token();
+
+    for path in ["/orders/999999/checkout", "/orders/abc/checkout", "/orders/-1/checkout", "/orders/99999999999999999999/checkout"] {
+        let resp = client.get(path);
+        assert_eq!(resp.status, 404, "{path}");
+        assert!(resp.body.contains("find that page"), "{path}");
+    }
+    assert_eq!(client.get(&format!("/orders/{foreign_order}/checkout")).status, 404, "someone else's order");
+    assert_eq!(client.post_form(&format!("/orders/{foreign_order}/pay"), &[("csrf_token", &token)]).status, 404);
+    assert_eq!(client.post_form("/orders/xyz/pay", &[("csrf_token", &token)]).status, 404);
+    assert_eq!(client.get("/payments/not-a-uuid").status, 404);
+    assert_eq!(client.get(&format!("/payments/{}", uuid::Uuid::new_v4())).status, 404);
+    assert_eq!(client.get("/no/such/page").status, 404);
+    assert_eq!(fixtures::payment_count(&mut conn), 0, "nothing was created for a foreign order");
+    assert!(shop.sim.charges().is_empty());
+}
+
+#[test]
+fn someone_elses_payment_page_is_not_found() {
+    let shop = shop();
+    let order_id = fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products[..1]);
+    let owner = signed_in(&shop);
+    let token = owner.csrf_token();
+    let location = owner.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)]).location.unwrap();
+    assert_eq!(owner.get(&location).status, 200);
+
+    fixtures::user(&mut shop.app.conn(), "nosy@example.com");
+    let nosy = Client::new(&shop.app.url);
+    nosy.sign_in("nosy@example.com", PASSWORD);
+    assert_eq!(nosy.get(&location).status, 404);
+}
+
+#[test]
+fn the_checkout_page_costs_the_same_few_queries_whatever_its_size() {
+    let shop = shop();
+    let small = fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products[..1]);
+    let large = fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products);
+    let client = signed_in(&shop);
+
+    let small_page = client.get(&format!("/orders/{small}/checkout"));
+    let large_page = client.get(&format!("/orders/{large}/checkout"));
+    assert_eq!(small_page.status, 200);
+    assert_eq!(large_page.status, 200);
+    assert_eq!(large_page.body.matches("<tr><td>Product ").count(), 12, "all twelve items are listed");
+    let (small_q, large_q) = (small_page.queries.unwrap(), large_page.queries.unwrap());
+    assert_eq!(small_q, large_q, "the query count does not grow with the items");
+    assert!(large_q <= 3, "checkout made {large_q} queries");
+    assert!(large_page.body.contains(&format!("{} USD", fixtures::order_total(&mut shop.app.conn(), large).with_scale(2))));
+}
+
+#[test]
+fn a_paid_order_shows_its_payment_instead_of_a_pay_button() {
+    let shop = shop();
+    let order_id = fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products[..1]);
+    let client = signed_in(&shop);
+    assert!(client.get(&format!("/orders/{order_id}/checkout")).body.contains("id=\"pay\""));
+    let token = client.csrf_token();
+    let location = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)]).location.unwrap();
+    let page = client.get(&format!("/orders/{order_id}/checkout")).body;
+    assert!(!page.contains("id=\"pay\""));
+    assert!(page.contains(&format!("href=\"{location}\"")));
+}
+
+#[test]
+fn a_declined_card_says_why_and_what_to_do() {
+    let sim = GatewaySim::start(Simulation::new(0.0, 0.0, Some(1)));
+    let app = TestApp::spawn(sim.client());
+    let mut conn = app.conn();
+    let user_id = fixtures::user(&mut conn, "declined@example.com");
+    let products = fixtures::catalogue(&mut conn, 1);
+    let order_id = fixtures::order(&mut conn, user_id, &products);
+    let client = Client::new(&app.url);
+    client.sign_in("declined@example.com", PASSWORD);
+    let token = client.csrf_token();
+    let location = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)]).location.unwrap();
+    let page = client.get(&location).body;
+    assert!(page.contains("Payment failed"));
+    assert!(page.contains("Invalid card number"));
+    assert!(page.contains("No money was taken"));
+    assert!(!page.contains("id=\"retry\""), "a decline is not retried");
+}
+
+#[test]
+fn a_timed_out_payment_offers_to_try_again_and_the_retry_completes_it() {
+    use agora::payments::gateway::ScriptedGateway;
+    let gateway = Arc::new(ScriptedGateway::timing_out_first(1));
+    let app = TestApp::spawn(gateway.clone());
+    let mut conn = app.conn();
+    let user_id = fixtures::user(&mut conn, "patient@example.com");
+    let products = fixtures::catalogue(&mut conn, 1);
+    let order_id = fixtures::order(&mut conn, user_id, &products);
+    let client = Client::new(&app.url);
+    client.sign_in("patient@example.com", PASSWORD);
+    let token = client.csrf_token();
+
+    let location = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)]).location.unwrap();
+    let page = client.get(&location);
+    assert!(page.body.contains("id=\"retry\""), "{}", page.body);
+    assert!(page.body.contains("Gateway timeout"));
+
+    let retried = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &page.csrf_token())]);
+    assert_eq!(retried.location.as_deref(), Some(location.as_str()));
+    let page = client.get(&location).body;
+    assert!(page.contains("id=\"payment-status\">completed<"));
+    assert_eq!(gateway.ledger().all().len(), 1);
+}

@@ -1,0 +1,10 @@
+//! Every integration test, in one binary so it links once and runs in one process.
+//! They need the private PostgreSQL and Redis that `make test` starts.
+
+mod support;
+
+mod auth_pages;
+mod browser;
+mod checkout_http;
+mod health;
+mod payments_processor;

@@ -1,0 +1,128 @@
+//! The app, in-process, on a real socket, against its own database (zero2prod's `spawn_app`).
+
+use actix_web::cookie::Key;
+use actix_web::dev::ServerHandle;
+use std::net::TcpListener;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use agora::cache::Cache;
+use agora::clock::{Clock, SystemClock};
+use agora::config::PaymentSettings;
+use agora::db;
+use agora::payments::gateway::{PaymentGateway, Simulation};
+use agora::payments::http_gateway::HttpGateway;
+use agora::payments::{sim_server, Charge, PaymentProcessor};
+use agora::web::{self, AppState, ServerOptions};
+
+use super::db::{redis_url, TestDb};
+
+/// Runs an actix server on its own thread and system; stops it when dropped.
+struct Running {
+    handle: ServerHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(make: impl FnOnce(TcpListener) -> std::io::Result<actix_web::dev::Server> + Send + 'static) -> (Running, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = make(listener).expect("server starts");
+                tx.send(server.handle()).unwrap();
+                server.await.unwrap();
+            })
+        });
+        let handle = rx.recv().expect("server handle");
+        (Running { handle, thread: Some(thread) }, addr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        actix_web::rt::System::new().block_on(self.handle.stop(false));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `agora gateway-sim`, in-process: a Stripe-like API over HTTP with a ledger tests can read.
+pub struct GatewaySim {
+    pub url: String,
+    _server: Running,
+}
+
+impl GatewaySim {
+    pub fn start(simulation: Simulation) -> GatewaySim {
+        let simulation = Arc::new(simulation);
+        let (server, url) = Running::start(move |l| sim_server::run(l, simulation, Duration::ZERO));
+        GatewaySim { url, _server: server }
+    }
+
+    pub fn client(&self) -> Arc<dyn PaymentGateway> {
+        Arc::new(HttpGateway::new(&self.url, Duration::from_secs(5)))
+    }
+
+    /// The ledger as `GET /charges` serves it.
+    pub fn charges(&self) -> Vec<Charge> {
+        #[derive(serde::Deserialize)]
+        struct Ledger {
+            count: usize,
+            charges: Vec<Charge>,
+        }
+        let ledger: Ledger = ureq::get(&format!("{}/charges", self.url)).call().unwrap().into_json().unwrap();
+        assert_eq!(ledger.count, ledger.charges.len());
+        ledger.charges
+    }
+
+    pub fn charges_for(&self, idempotency_key: &str) -> Vec<Charge> {
+        self.charges().into_iter().filter(|c| c.idempotency_key == idempotency_key).collect()
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    _server: Running,
+    // Dropped last: the database outlives the server and pool that use it.
+    pub db: TestDb,
+}
+
+pub struct TestAppOptions {
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub clock: Arc<dyn Clock>,
+    pub redis: bool,
+}
+
+impl TestApp {
+    pub fn spawn(gateway: Arc<dyn PaymentGateway>) -> TestApp {
+        TestApp::spawn_with(TestAppOptions { gateway, clock: Arc::new(SystemClock), redis: true })
+    }
+
+    pub fn spawn_with(options: TestAppOptions) -> TestApp {
+        let db = TestDb::new();
+        let pool = db::build_pool(&db.url, 24).expect("pool");
+        let processor = Arc::new(PaymentProcessor::new(options.gateway, options.clock, PaymentSettings::default()));
+        let state_pool = pool.clone();
+        let redis = options.redis.then(redis_url);
+        let prefix = format!("{}:", db.name);
+        let (server, url) = Running::start(move |listener| {
+            let state = AppState {
+                pool: state_pool,
+                cache: Cache::new(redis.as_deref(), &prefix),
+                processor,
+                query_count_header: true,
+            };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2) };
+            web::server(listener, state, options)
+        });
+        TestApp { url, _server: server, db }
+    }
+
+    pub fn conn(&self) -> diesel::PgConnection {
+        self.db.connect()
+    }
+}

@@ -1,0 +1,64 @@
+//! Rows that tests need, made through the app's own functions where it has them.
+
+use agora::schema::{customers, products, users};
+use diesel::prelude::*;
+use std::sync::OnceLock;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Hashing is slow on purpose; one hash serves every test user.
+fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| agora::auth::password::hash(PASSWORD))
+}
+
+pub fn user(conn: &mut PgConnection, email: &str) -> i64 {
+    diesel::insert_into(users::table)
+        .values((users::email.eq(email), users::name.eq(email.split('@').next().unwrap()), users::password_hash.eq(password_hash())))
+        .returning(users::id)
+        .get_result(conn)
+        .unwrap()
+}
+
+/// A merchant with `n` products priced 1.25, 2.50, 3.75, …
+pub fn catalogue(conn: &mut PgConnection, n: usize) -> Vec<i64> {
+    let merchant: i64 = diesel::insert_into(customers::table)
+        .values(customers::name.eq(format!("Merchant {}", uuid::Uuid::new_v4())))
+        .returning(customers::id)
+        .get_result(conn)
+        .unwrap();
+    (1..=n)
+        .map(|i| {
+            let price = bigdecimal::BigDecimal::from(125 * i as i64) / bigdecimal::BigDecimal::from(100);
+            diesel::insert_into(products::table)
+                .values((
+                    products::customer_id.eq(merchant),
+                    products::name.eq(format!("Product {i}")),
+                    products::price.eq(price),
+                    products::currency.eq("USD"),
+                    products::stock.eq(1000),
+                ))
+                .returning(products::id)
+                .get_result(conn)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// An unpaid order with one of each product (quantity 2 for every other one).
+pub fn order(conn: &mut PgConnection, user_id: i64, products: &[i64]) -> i64 {
+    let items: Vec<(i64, i32)> = products.iter().enumerate().map(|(i, p)| (*p, 1 + (i % 2) as i32)).collect();
+    agora::orders::repo::create(conn, user_id, &items).unwrap()
+}
+
+pub fn order_total(conn: &mut PgConnection, order_id: i64) -> bigdecimal::BigDecimal {
+    agora::schema::orders::table.find(order_id).select(agora::schema::orders::total).first(conn).unwrap()
+}
+
+pub fn order_status(conn: &mut PgConnection, order_id: i64) -> String {
+    agora::schema::orders::table.find(order_id).select(agora::schema::orders::status).first(conn).unwrap()
+}
+
+pub fn payment_count(conn: &mut PgConnection) -> i64 {
+    agora::schema::payments::table.count().get_result(conn).unwrap()
+}

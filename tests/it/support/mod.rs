@@ -1,0 +1,9 @@
+pub mod app;
+pub mod db;
+pub mod fixtures;
+pub mod http;
+pub mod webdriver;
+
+pub use app::{GatewaySim, TestApp};
+pub use db::TestDb;
+pub use http::Client;
