@@ -1,1 +1,37 @@
-//! Placeholder replaced below.
+//! A person in a real browser: headless Chromium driven through chromedriver.
+
+use agora::payments::gateway::Simulation;
+use agora::payments::IdempotencyKey;
+
+use crate::support::fixtures::{self, PASSWORD};
+use crate::support::webdriver::{Browser, Driver};
+use crate::support::{GatewaySim, TestApp};
+
+#[test]
+fn a_shopper_signs_in_double_clicks_pay_and_is_charged_once() {
+    let sim = GatewaySim::start(Simulation::always_succeeding());
+    let app = TestApp::spawn(sim.client());
+    let mut conn = app.conn();
+    let user_id = fixtures::user(&mut conn, "browser@example.com");
+    let products = fixtures::catalogue(&mut conn, 3);
+    let order_id = fixtures::order(&mut conn, user_id, &products);
+
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.goto(&format!("{}/orders/{order_id}/checkout", app.url));
+    // Not signed in: the checkout sends us to sign in first, and back afterwards.
+    browser.type_into("input[name=email]", "browser@example.com");
+    browser.type_into("input[name=password]", PASSWORD);
+    browser.click("button[type=submit]");
+    assert!(browser.text("#total").ends_with("USD"));
+    assert_eq!(browser.current_url(), format!("{}/orders/{order_id}/checkout", app.url));
+
+    browser.double_click("#pay");
+    assert_eq!(browser.text("#payment-status"), "completed");
+    assert!(browser.current_url().starts_with(&format!("{}/payments/", app.url)));
+    assert!(browser.text("#transaction").starts_with("ch_"));
+
+    let charges = sim.charges_for(IdempotencyKey::for_order(user_id, order_id).as_str());
+    assert_eq!(charges.len(), 1, "the ledger holds one charge for the order");
+    assert_eq!(sim.charges().len(), 1, "and nothing else was charged");
+}
