@@ -112,28 +112,31 @@ was_running() {
 }
 
 run() {
-  local before own_db=0
+  local own_db=0
   [ -z "${DATABASE_URL:-}" ] && own_db=1
-  before="$(was_running)"
+  # Globals, not locals: the exit trap runs after this function has returned.
+  BEFORE="$(was_running)"
+  SIM_PID=""
   eval "$(services)"
   [ "$own_db" = 1 ] && ensure_database agora
   [ -f "$DEV/session_secret" ] || head -c 48 /dev/urandom | base64 | tr -d '\n' >"$DEV/session_secret"
   export SESSION_SECRET="${SESSION_SECRET:-$(cat "$DEV/session_secret")}"
   cargo build --bin agora
-  local bin="$ROOT/target/debug/agora" sim_port="${GATEWAY_SIM_PORT:-8090}" sim_pid=""
+  local bin="$ROOT/target/debug/agora" sim_port="${GATEWAY_SIM_PORT:-8090}"
   "$bin" migrate
   "$bin" seed
   cleanup() {
     trap - EXIT INT TERM
-    [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null
+    set +e
+    [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null
     # Stop only what this run started.
-    [ "${before%% *}" = 0 ] && stop_postgres
-    [ "${before##* }" = 0 ] && stop_redis
+    [ "${BEFORE%% *}" = 0 ] && stop_postgres
+    [ "${BEFORE##* }" = 0 ] && stop_redis
     log "stopped"
   }
   trap cleanup EXIT INT TERM
   GATEWAY_SIM_PORT="$sim_port" "$bin" gateway-sim &
-  sim_pid=$!
+  SIM_PID=$!
   export GATEWAY_URL="${GATEWAY_URL:-http://127.0.0.1:$sim_port}"
   log "Agora: http://127.0.0.1:${PORT:-8080}   (gateway ledger: http://127.0.0.1:$sim_port/charges)"
   log "demo logins: alice@example.com, bob@example.com, admin@example.com — password: agora-demo"

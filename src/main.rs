@@ -20,7 +20,7 @@ commands:
   serve         run the web server (reads DATABASE_URL, REDIS_URL, PORT, GATEWAY_URL, ...)
   migrate       apply pending database migrations
   seed          load the demo data (idempotent)
-  gateway-sim   run the simulated Stripe-like gateway (GATEWAY_SIM_PORT, default 8090)";
+  gateway-sim   run the simulated Stripe-like gateway (GATEWAY_SIM_HOST, GATEWAY_SIM_PORT: 127.0.0.1:8090)";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -105,7 +105,8 @@ async fn gateway_sim() -> Result<(), String> {
         std::env::var("GATEWAY_SEED").ok().and_then(|s| s.parse().ok()),
     );
     let latency = Duration::from_millis(rate("GATEWAY_LATENCY_MS", 0.0) as u64);
-    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("bind: {e}"))?;
-    log::info!("gateway-sim listening on http://127.0.0.1:{port} (ledger at /charges)");
+    let host = std::env::var("GATEWAY_SIM_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let listener = TcpListener::bind((host.as_str(), port)).map_err(|e| format!("bind: {e}"))?;
+    log::info!("gateway-sim listening on http://{host}:{port} (ledger at /charges)");
     sim_server::run(listener, Arc::new(simulation), latency).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
 }

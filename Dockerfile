@@ -1,0 +1,17 @@
+# Builds the one `agora` binary (templates, static files and migrations are compiled into it).
+FROM rust:1-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends libpq-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY templates templates
+COPY static static
+COPY migrations migrations
+RUN cargo build --release --bin agora
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends libpq5 ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/agora /usr/local/bin/agora
+USER nobody
+EXPOSE 8080
+CMD ["agora", "serve"]
