@@ -26,6 +26,38 @@ pub struct Config {
     pub session_secret: Option<Vec<u8>>,
     pub secure_cookies: bool,
     pub payments: PaymentSettings,
+    pub jobs: JobSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Worker threads in this process; 0 runs none (web only).
+    pub workers: usize,
+    pub batch: i64,
+    pub lease: Duration,
+    /// Ready jobs the payments queue may hold before checkout answers 503.
+    pub max_ready: i64,
+    pub charge_attempts: i32,
+    pub charge_backoff_base: Duration,
+    pub order_ttl: Duration,
+    pub breaker_threshold: i32,
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            workers: 4,
+            batch: 20,
+            lease: Duration::from_secs(30),
+            max_ready: 10_000,
+            charge_attempts: 4,
+            charge_backoff_base: Duration::from_secs(5),
+            order_ttl: Duration::from_secs(1800),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +125,20 @@ impl Config {
             payments: PaymentSettings {
                 max_retries: parsed("PAYMENT_MAX_RETRIES", 5)?,
                 processing_lease: Duration::from_secs(parsed("PAYMENT_PROCESSING_LEASE_SECS", 60)?),
+            },
+            jobs: {
+                let d = JobSettings::default();
+                JobSettings {
+                    workers: parsed("WORKERS", d.workers)?,
+                    batch: parsed("JOB_BATCH", d.batch)?,
+                    lease: Duration::from_secs(parsed("JOB_LEASE_SECS", d.lease.as_secs())?),
+                    max_ready: parsed("QUEUE_MAX_READY", d.max_ready)?,
+                    charge_attempts: parsed("CHARGE_MAX_ATTEMPTS", d.charge_attempts)?,
+                    charge_backoff_base: Duration::from_secs(parsed("CHARGE_BACKOFF_BASE_SECS", d.charge_backoff_base.as_secs())?),
+                    order_ttl: Duration::from_secs(parsed("ORDER_TTL_SECS", d.order_ttl.as_secs())?),
+                    breaker_threshold: parsed("BREAKER_THRESHOLD", d.breaker_threshold)?,
+                    breaker_cooldown: Duration::from_secs(parsed("BREAKER_COOLDOWN_SECS", d.breaker_cooldown.as_secs())?),
+                }
             },
         })
     }

@@ -3,11 +3,13 @@
 //! One module per area of the product (`auth`, `orders`, `payments`) and the plumbing they share
 //! (`config`, `db`, `cache`, `clock`, `web`).
 
+pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod jobs;
 pub mod orders;
 pub mod payments;
 pub mod schema;

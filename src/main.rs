@@ -6,18 +6,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora::app::{Services, Strategies};
 use agora::cache::Cache;
-use agora::clock::SystemClock;
+use agora::clock::{Clock, SystemClock};
 use agora::config::Config;
 use agora::payments::gateway::{self, Simulation};
-use agora::payments::{sim_server, PaymentProcessor};
+use agora::payments::{fraud, sim_server};
 use agora::web::{self, AppState, ServerOptions};
 use agora::{db, seed};
 
 const USAGE: &str = "usage: agora <command>
 
 commands:
-  serve         run the web server (reads DATABASE_URL, REDIS_URL, PORT, GATEWAY_URL, ...)
+  serve         run the web server and the job workers (WORKERS=0: web only)
+  worker        run the job workers alone
   migrate       apply pending database migrations
   seed          load the demo data (idempotent)
   gateway-sim   run the simulated Stripe-like gateway (GATEWAY_SIM_HOST, GATEWAY_SIM_PORT: 127.0.0.1:8090)";
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_default();
     let result = match command.as_str() {
         "serve" => serve(),
+        "worker" => worker(),
         "migrate" => migrate(),
         "seed" => load_seed(),
         "gateway-sim" => gateway_sim(),
@@ -75,24 +78,60 @@ fn session_key(config: &Config) -> Key {
     }
 }
 
+fn services(config: &Config) -> Result<Arc<Services>, String> {
+    let pool = db::build_pool(&config.database_url, config.db_pool_size).map_err(|e| format!("database: {e}"))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let strategies = Strategies {
+        gateway: gateway::from_config(&config.gateway),
+        fraud: Arc::new(fraud::default_rules(clock.clone())),
+        clock,
+    };
+    Ok(Arc::new(Services::new(pool, strategies, config.payments.clone(), config.jobs.clone())))
+}
+
+/// The web server, and the workers unless `WORKERS=0`. Ctrl-C or SIGTERM stops the server
+/// gracefully, then the workers finish the jobs they hold.
 #[actix_web::main]
 async fn serve() -> Result<(), String> {
     let config = config()?;
-    let pool = db::build_pool(&config.database_url, config.db_pool_size).map_err(|e| format!("database: {e}"))?;
+    let services = services(&config)?;
     let cache = Cache::new(config.redis_url.as_deref(), &config.redis_prefix);
     if let Err(e) = cache.ping().await {
         log::warn!("starting without Redis: {e}");
     }
-    let processor = PaymentProcessor::new(
-        gateway::from_config(&config.gateway),
-        Arc::new(SystemClock),
-        config.payments.clone(),
-    );
+    let workers = (config.jobs.workers > 0).then(|| services.start_workers());
     let listener = TcpListener::bind((config.host.as_str(), config.port)).map_err(|e| format!("bind: {e}"))?;
     log::info!("Agora is listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    let state = AppState { pool, cache, processor: Arc::new(processor), query_count_header: config.query_count_header };
+    let state = AppState { cache, services, query_count_header: config.query_count_header };
     let options = ServerOptions { session_key: session_key(&config), secure_cookies: config.secure_cookies, workers: None };
-    web::server(listener, state, options).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
+    let served = web::server(listener, state, options).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string());
+    if let Some(workers) = workers {
+        actix_web::web::block(move || workers.stop()).await.map_err(|e| e.to_string())?;
+    }
+    served
+}
+
+/// Workers alone, for machines that only run jobs.
+#[actix_web::main]
+async fn worker() -> Result<(), String> {
+    use actix_web::rt::signal;
+    use std::future::Future;
+    use std::task::Poll;
+    let config = config()?;
+    let services = services(&config)?;
+    let workers = services.start_workers();
+    let mut interrupt = Box::pin(signal::ctrl_c());
+    let mut terminate = signal::unix::signal(signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    std::future::poll_fn(|cx| {
+        if interrupt.as_mut().poll(cx).is_ready() || terminate.poll_recv(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    log::info!("stopping: finishing the jobs in hand");
+    actix_web::web::block(move || workers.stop()).await.map_err(|e| e.to_string())
 }
 
 #[actix_web::main]

@@ -41,6 +41,7 @@ diesel::table! {
         currency -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        stock_reserved -> Bool,
     }
 }
 
@@ -88,6 +89,46 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    jobs (id) {
+        id -> Int8,
+        queue -> Text,
+        kind -> Text,
+        args -> Jsonb,
+        state -> Text,
+        priority -> Int2,
+        attempt -> Int4,
+        max_attempts -> Int4,
+        run_at -> Timestamptz,
+        locked_by -> Nullable<Text>,
+        locked_until -> Nullable<Timestamptz>,
+        unique_key -> Nullable<Text>,
+        errors -> Jsonb,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    periodic_runs (name, bucket) {
+        name -> Text,
+        bucket -> Timestamptz,
+        job_id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    circuit_breakers (name) {
+        name -> Text,
+        state -> Text,
+        consecutive_failures -> Int4,
+        opened_at -> Nullable<Timestamptz>,
+        probe_until -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(products -> customers (customer_id));
 diesel::joinable!(orders -> users (user_id));
 diesel::joinable!(orders -> customers (customer_id));
@@ -97,5 +138,6 @@ diesel::joinable!(payments -> orders (order_id));
 diesel::joinable!(payment_events -> payments (payment_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
-    users, customers, products, orders, order_items, payments, payment_events,
+    users, customers, products, orders, order_items, payments, payment_events, jobs, periodic_runs,
+    circuit_breakers,
 );

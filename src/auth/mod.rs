@@ -54,3 +54,19 @@ impl FromRequest for CurrentUser {
         })
     }
 }
+
+/// A handler argument that requires an administrator; to anyone else the page does not exist.
+pub struct AdminUser(pub SessionUser);
+
+impl FromRequest for AdminUser {
+    type Error = AppError;
+    type Future = Ready<Result<AdminUser, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let user = match CurrentUser::from_request(req, payload).into_inner() {
+            Ok(user) => user,
+            Err(e) => return ready(Err(e)),
+        };
+        ready(if user.0.is_admin { Ok(AdminUser(user.0)) } else { Err(AppError::NotFound) })
+    }
+}

@@ -1,5 +1,6 @@
 //! Orders: what a user has bought from a merchant, and the checkout page that pays for it.
 
+pub mod pipeline;
 pub mod repo;
 pub mod routes;
 
@@ -13,6 +14,8 @@ pub enum OrderError {
     MixedMerchants,
     #[error("quantities must be between 1 and 1000")]
     BadQuantity,
+    #[error("only {left} left of {product}")]
+    OutOfStock { product: String, left: i32 },
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }

@@ -69,7 +69,9 @@ pub fn recent_for_user(conn: &mut PgConnection, user_id: i64, limit: i64) -> Que
         .load(conn)
 }
 
-/// Places an order at today's prices, in one transaction. Stock is not touched here.
+/// Places an order at today's prices and reserves its stock, in one transaction: every product's
+/// stock is taken with a conditional `UPDATE … WHERE stock >= qty`, so it is never oversold, and a
+/// shortage anywhere leaves nothing behind.
 pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)]) -> Result<i64, OrderError> {
     if items.is_empty() {
         return Err(OrderError::Empty);
@@ -79,15 +81,15 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)]) -> Re
     }
     conn.transaction(|conn| {
         let ids: Vec<i64> = items.iter().map(|(id, _)| *id).collect();
-        let found: Vec<(i64, i64, BigDecimal, String)> = products::table
+        let found: Vec<(i64, i64, BigDecimal, String, String)> = products::table
             .filter(products::id.eq_any(&ids))
-            .select((products::id, products::customer_id, products::price, products::currency))
+            .select((products::id, products::customer_id, products::price, products::currency, products::name))
             .load(conn)?;
         let mut total = BigDecimal::from(0);
         let mut merchant = None;
         let mut rows = Vec::with_capacity(items.len());
         for (product_id, quantity) in items {
-            let (_, customer_id, price, currency) =
+            let (_, customer_id, price, currency, _) =
                 found.iter().find(|p| p.0 == *product_id).ok_or(OrderError::UnknownProduct(*product_id))?;
             match merchant {
                 None => merchant = Some((*customer_id, currency.clone())),
@@ -98,12 +100,15 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)]) -> Re
             rows.push((*product_id, *quantity, price.clone()));
         }
         let (customer_id, currency) = merchant.expect("at least one item");
+        let names: Vec<(i64, String)> = found.iter().map(|p| (p.0, p.4.clone())).collect();
+        reserve(conn, items, &names)?;
         let order_id: i64 = diesel::insert_into(orders::table)
             .values((
                 orders::user_id.eq(user_id),
                 orders::customer_id.eq(customer_id),
                 orders::total.eq(total),
                 orders::currency.eq(currency),
+                orders::stock_reserved.eq(true),
             ))
             .returning(orders::id)
             .get_result(conn)?;
@@ -121,4 +126,99 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)]) -> Re
         diesel::insert_into(order_items::table).values(values).execute(conn)?;
         Ok(order_id)
     })
+}
+
+/// Takes each product's total quantity from its stock, in id order (so concurrent orders lock
+/// products in the same order and cannot deadlock).
+fn reserve(conn: &mut PgConnection, items: &[(i64, i32)], names: &[(i64, String)]) -> Result<(), OrderError> {
+    let mut wanted: std::collections::BTreeMap<i64, i32> = std::collections::BTreeMap::new();
+    for (product_id, quantity) in items {
+        *wanted.entry(*product_id).or_default() += quantity;
+    }
+    for (product_id, quantity) in wanted {
+        let taken = diesel::update(products::table.find(product_id).filter(products::stock.ge(quantity)))
+            .set(products::stock.eq(products::stock - quantity))
+            .returning(products::stock)
+            .get_result::<i32>(conn)
+            .optional()?;
+        if taken.is_none() {
+            let left: i32 = products::table.find(product_id).select(products::stock).first(conn)?;
+            let name = names.iter().find(|(id, _)| *id == product_id).map(|(_, n)| n.clone()).unwrap_or_default();
+            return Err(OrderError::OutOfStock { product: name, left });
+        }
+    }
+    Ok(())
+}
+
+/// Gives the order's stock back, once: only the call that flips `stock_reserved` adds it back.
+pub fn release_stock(conn: &mut PgConnection, order_id: i64) -> QueryResult<bool> {
+    let released = diesel::update(orders::table.find(order_id).filter(orders::stock_reserved.eq(true)))
+        .set(orders::stock_reserved.eq(false))
+        .execute(conn)?;
+    if released == 0 {
+        return Ok(false);
+    }
+    diesel::sql_query(
+        "UPDATE products p SET stock = p.stock + i.quantity \
+         FROM (SELECT product_id, sum(quantity)::int AS quantity FROM order_items WHERE order_id = $1 GROUP BY product_id) i \
+         WHERE p.id = i.product_id",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(order_id)
+    .execute(conn)?;
+    Ok(true)
+}
+
+pub fn mark_paid(conn: &mut PgConnection, order_id: i64, now: DateTime<Utc>) -> QueryResult<()> {
+    diesel::update(orders::table.find(order_id).filter(orders::status.eq("pending")))
+        .set((orders::status.eq("paid"), orders::updated_at.eq(now)))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Ends an unpaid order (`failed`, `expired`, `cancelled`) and gives its stock back.
+/// `false` when the order was no longer pending.
+pub fn close_unpaid(conn: &mut PgConnection, order_id: i64, status: &str, now: DateTime<Utc>) -> QueryResult<bool> {
+    let closed = diesel::update(orders::table.find(order_id).filter(orders::status.eq("pending")))
+        .set((orders::status.eq(status), orders::updated_at.eq(now)))
+        .execute(conn)?;
+    if closed == 1 {
+        release_stock(conn, order_id)?;
+    }
+    Ok(closed == 1)
+}
+
+pub fn find(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<Order>> {
+    orders::table.find(order_id).select(Order::as_select()).first(conn).optional()
+}
+
+/// Unpaid orders placed before `before` on which paying never began.
+pub fn abandoned(conn: &mut PgConnection, before: DateTime<Utc>, limit: i64) -> QueryResult<Vec<i64>> {
+    orders::table
+        .left_join(payments::table)
+        .filter(orders::status.eq("pending"))
+        .filter(orders::created_at.lt(before))
+        .filter(payments::id.is_null())
+        .order(orders::created_at)
+        .limit(limit)
+        .select(orders::id)
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable)]
+pub struct ProductRow {
+    pub id: i64,
+    pub merchant_id: i64,
+    pub merchant: String,
+    pub name: String,
+    pub price: BigDecimal,
+    pub currency: String,
+    pub stock: i32,
+}
+
+pub fn catalogue(conn: &mut PgConnection) -> QueryResult<Vec<ProductRow>> {
+    products::table
+        .inner_join(customers::table)
+        .order((customers::name.asc(), products::name.asc()))
+        .select((products::id, customers::id, customers::name, products::name, products::price, products::currency, products::stock))
+        .load(conn)
 }

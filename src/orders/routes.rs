@@ -1,12 +1,16 @@
 //! The home page (your orders), the checkout page and its Pay button.
 
 use actix_session::Session;
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use std::collections::HashMap;
 use askama::Template;
 use bigdecimal::BigDecimal;
 use serde::Deserialize;
 
+use super::pipeline::{self, StartPaymentError};
 use super::repo::{self, CheckoutLine, OrderSummary};
+use super::OrderError;
 use crate::auth::{CurrentUser, SessionUser};
 use crate::payments::domain::format_money;
 use crate::payments::PayOrder;
@@ -102,7 +106,14 @@ struct PayForm {
     csrf_token: String,
 }
 
+fn wants_json(req: &HttpRequest) -> bool {
+    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"))
+}
+
+/// Starts paying: the payment and its charge job are created together, and the answer comes at
+/// once; a worker charges the card. A full queue creates nothing and asks to come back later.
 async fn pay(
+    req: HttpRequest,
     user: CurrentUser,
     session: Session,
     db: Db,
@@ -112,13 +123,111 @@ async fn pay(
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let order = PayOrder { user_id: user.0.id, order_id: parse_id(&path)? };
-    let processor = state.processor.clone();
-    let payment = db.run(move |conn| processor.process(conn, order)).await?;
+    let (limits, now) = (state.services.limits, state.services.clock.now());
+    let started = db.run(move |conn| Ok::<_, AppError>(pipeline::start_payment(conn, order, limits, now))).await?;
+    let payment = match started {
+        Ok(payment) => payment,
+        Err(StartPaymentError::Payment(e)) => return Err(e.into()),
+        Err(StartPaymentError::Full(_)) => {
+            let retry_after = 10;
+            if wants_json(&req) {
+                return Ok(HttpResponse::ServiceUnavailable()
+                    .insert_header((header::RETRY_AFTER, retry_after.to_string()))
+                    .json(serde_json::json!({ "error": { "code": "queue_full", "message": "too many payments queued; nothing was created", "retry_after": retry_after } })));
+            }
+            return Err(AppError::Busy { retry_after });
+        }
+    };
+    state.services.wake.notify();
     Ok(see_other(&format!("/payments/{}", payment.reference)))
+}
+
+pub struct ProductView {
+    pub id: i64,
+    pub name: String,
+    pub price: String,
+    pub stock: i32,
+}
+
+pub struct MerchantView {
+    pub name: String,
+    pub products: Vec<ProductView>,
+}
+
+#[derive(Template)]
+#[template(path = "products.html")]
+struct ProductsPage {
+    layout: Layout,
+    merchants: Vec<MerchantView>,
+    problem: Option<String>,
+}
+
+fn merchants(rows: Vec<repo::ProductRow>) -> Vec<MerchantView> {
+    let mut out: Vec<MerchantView> = Vec::new();
+    for row in rows {
+        let product = ProductView { id: row.id, price: format_money(&row.price, &row.currency), name: row.name, stock: row.stock };
+        match out.last_mut() {
+            Some(m) if m.name == row.merchant => m.products.push(product),
+            _ => out.push(MerchantView { name: row.merchant, products: vec![product] }),
+        }
+    }
+    out
+}
+
+async fn products(_user: CurrentUser, session: Session, db: Db) -> Result<HttpResponse, AppError> {
+    let rows = db.run(repo::catalogue).await?;
+    html(ProductsPage { layout: Layout::new(&session), merchants: merchants(rows), problem: None })
+}
+
+/// The quantities asked for, from fields named `qty_<product id>`; blanks and zeros are skipped.
+fn basket(form: &HashMap<String, String>) -> Result<Vec<(i64, i32)>, AppError> {
+    let mut items = Vec::new();
+    for (field, value) in form {
+        let Some(id) = field.strip_prefix("qty_") else { continue };
+        let value = value.trim();
+        if value.is_empty() || value == "0" {
+            continue;
+        }
+        let id = id.parse::<i64>().map_err(|_| AppError::BadRequest("Unknown product in the form.".into()))?;
+        let quantity = value
+            .parse::<i32>()
+            .ok()
+            .filter(|q| (1..=1000).contains(q))
+            .ok_or_else(|| AppError::BadRequest(format!("{value:?} is not a quantity between 1 and 1000.")))?;
+        items.push((id, quantity));
+    }
+    items.sort();
+    Ok(items)
+}
+
+async fn place_order(
+    user: CurrentUser,
+    session: Session,
+    db: Db,
+    form: web::Form<HashMap<String, String>>,
+) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, form.get("csrf_token").map(String::as_str).unwrap_or(""))?;
+    let user_id = user.0.id;
+    let problem = match basket(&form) {
+        Ok(items) if items.is_empty() => "Choose at least one item.".to_string(),
+        Ok(items) => match db.run(move |conn| Ok::<_, AppError>(repo::create(conn, user_id, &items))).await? {
+            Ok(order_id) => return Ok(see_other(&format!("/orders/{order_id}/checkout"))),
+            Err(OrderError::Database(e)) => return Err(e.into()),
+            Err(e @ OrderError::OutOfStock { .. }) => format!("Sorry: {e}. Nothing was reserved; adjust the quantity and try again."),
+            Err(e) => format!("{e}."),
+        },
+        Err(AppError::BadRequest(why)) => why,
+        Err(other) => return Err(other),
+    };
+    let rows = db.run(repo::catalogue).await?;
+    let page = ProductsPage { layout: Layout::new(&session), merchants: merchants(rows), problem: Some(problem) };
+    Ok(HttpResponse::Conflict().content_type("text/html; charset=utf-8").body(page.render()?))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/orders/{id}/checkout", web::get().to(checkout))
-        .route("/orders/{id}/pay", web::post().to(pay));
+        .route("/orders/{id}/pay", web::post().to(pay))
+        .route("/products", web::get().to(products))
+        .route("/orders", web::post().to(place_order));
 }

@@ -1,7 +1,9 @@
 //! Payments that charge exactly once: the domain types, the gateway strategies, the processor
 //! that drives a payment through its states, and the pages that show it.
 
+pub mod breaker;
 pub mod domain;
+pub mod fraud;
 pub mod gateway;
 pub mod http_gateway;
 pub mod processor;

@@ -20,6 +20,7 @@ use super::repo::{self, Failure, Payment};
 use super::PaymentError;
 use crate::clock::Clock;
 use crate::config::PaymentSettings;
+use crate::orders::repo as orders;
 
 /// Pay for this order, on behalf of this user.
 #[derive(Debug, Clone, Copy)]
@@ -50,8 +51,7 @@ impl PaymentProcessor {
     }
 
     pub fn process(&self, conn: &mut PgConnection, order: PayOrder) -> Result<Payment, PaymentError> {
-        let key = IdempotencyKey::for_order(order.user_id, order.order_id);
-        let (payment, may_have_charged) = match conn.transaction(|conn| self.claim(conn, order, &key))? {
+        let (payment, may_have_charged) = match conn.transaction(|conn| self.claim(conn, order))? {
             Claim::Nothing(payment) => return Ok(payment),
             Claim::Attempt { payment, may_have_charged } => (payment, may_have_charged),
         };
@@ -59,13 +59,8 @@ impl PaymentProcessor {
         Ok(conn.transaction(|conn| self.settle(conn, &payment, outcome))?)
     }
 
-    fn claim(&self, conn: &mut PgConnection, order: PayOrder, key: &IdempotencyKey) -> Result<Claim, PaymentError> {
-        let created = repo::insert_for_order(conn, order.user_id, order.order_id, key)? == 1;
-        let payment = repo::lock_by_key(conn, key)?.ok_or(PaymentError::OrderNotFound)?;
-        if created {
-            let reason = format!("created for order #{}", order.order_id);
-            repo::record_event(conn, payment.id, None, PaymentStatus::Pending, &reason)?;
-        }
+    fn claim(&self, conn: &mut PgConnection, order: PayOrder) -> Result<Claim, PaymentError> {
+        let (payment, _) = create_for_order(conn, order)?;
         let now = self.clock.now();
         let (may_have_charged, reason) = match payment.status {
             PaymentStatus::Completed => return Ok(Claim::Nothing(payment)),
@@ -141,9 +136,69 @@ impl PaymentProcessor {
             return repo::reload(conn, attempt.id);
         };
         repo::record_event(conn, settled.id, Some(PaymentStatus::Processing), settled.status, &reason)?;
-        if let Some(status) = order_status {
-            repo::set_order_status(conn, settled.order_id, status, now)?;
+        match order_status {
+            Some("paid") => orders::mark_paid(conn, settled.order_id, now)?,
+            Some(_) => orders::close_unpaid(conn, settled.order_id, "failed", now).map(drop)?,
+            None => {}
         }
         Ok(settled)
     }
+
+    /// Fails a payment that never reached the gateway (a fraud rule said no); it will not be retried.
+    pub fn refuse(&self, conn: &mut PgConnection, order: PayOrder, code: &str, message: &str) -> Result<Payment, PaymentError> {
+        conn.transaction(|conn| {
+            let (payment, _) = create_for_order(conn, order)?;
+            if payment.status != PaymentStatus::Pending {
+                return Ok(payment);
+            }
+            let now = self.clock.now();
+            let refused = repo::refuse_pending(conn, payment.id, code, message, now)?;
+            repo::record_event(conn, payment.id, Some(PaymentStatus::Pending), PaymentStatus::Failed, message)?;
+            orders::close_unpaid(conn, payment.order_id, "failed", now)?;
+            Ok(refused)
+        })
+    }
+
+    /// Settles a payment left `processing` by an attempt that vanished, from the gateway's record
+    /// alone: a charge found by its key completes it; none found leaves it failed and retryable.
+    /// It never charges.
+    pub fn reconcile(&self, conn: &mut PgConnection, payment_id: i64) -> Result<Payment, PaymentError> {
+        let now = self.clock.now();
+        let lease = ChronoDuration::from_std(self.settings.processing_lease).unwrap_or(ChronoDuration::MAX);
+        let claimed = conn.transaction(|conn| {
+            let payment = repo::lock_by_id(conn, payment_id)?.ok_or(PaymentError::PaymentNotFound)?;
+            let stale = payment.status == PaymentStatus::Processing
+                && payment.processing_started_at.is_some_and(|t| t + lease <= now);
+            if !stale {
+                return Ok::<_, PaymentError>(Err(payment));
+            }
+            let claimed = repo::start_attempt(conn, payment.id, now)?;
+            repo::record_event(conn, payment.id, Some(PaymentStatus::Processing), PaymentStatus::Processing,
+                "stuck in processing; reconciling with the gateway")?;
+            Ok(Ok(claimed))
+        })?;
+        let attempt = match claimed {
+            Ok(attempt) => attempt,
+            Err(untouched) => return Ok(untouched),
+        };
+        let outcome = match self.gateway.lookup(&attempt.idempotency_key) {
+            Ok(Some(charge)) => Ok(charge),
+            Ok(None) => Err(GatewayError::Unavailable("the attempt was lost before the gateway charged".into())),
+            Err(e) => Err(e),
+        };
+        Ok(conn.transaction(|conn| self.settle(conn, &attempt, outcome))?)
+    }
+}
+
+/// Finds or creates the order's payment and locks it, in the caller's transaction. `true` when it
+/// was created by this call. The amount is the order's; the order must be the user's and unpaid.
+pub fn create_for_order(conn: &mut PgConnection, order: PayOrder) -> Result<(Payment, bool), PaymentError> {
+    let key = IdempotencyKey::for_order(order.user_id, order.order_id);
+    let created = repo::insert_for_order(conn, order.user_id, order.order_id, &key)? == 1;
+    let payment = repo::lock_by_key(conn, &key)?.ok_or(PaymentError::OrderNotFound)?;
+    if created {
+        let reason = format!("created for order #{}", order.order_id);
+        repo::record_event(conn, payment.id, None, PaymentStatus::Pending, &reason)?;
+    }
+    Ok((payment, created))
 }

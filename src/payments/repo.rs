@@ -8,7 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::domain::{IdempotencyKey, PaymentStatus};
-use crate::schema::{orders, payment_events, payments};
+use crate::schema::{payment_events, payments};
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = payments, check_for_backend(diesel::pg::Pg))]
@@ -171,11 +171,55 @@ pub fn record_event(
         .map(drop)
 }
 
-pub fn set_order_status(conn: &mut PgConnection, order_id: i64, status: &str, now: DateTime<Utc>) -> QueryResult<()> {
-    diesel::update(orders::table.find(order_id))
-        .set((orders::status.eq(status), orders::updated_at.eq(now)))
-        .execute(conn)
-        .map(drop)
+pub fn lock_by_id(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Payment>> {
+    payments::table.find(id).for_update().select(Payment::as_select()).first(conn).optional()
+}
+
+pub fn find_by_order(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<Payment>> {
+    payments::table.filter(payments::order_id.eq(order_id)).select(Payment::as_select()).first(conn).optional()
+}
+
+/// Payments whose attempt started before `before` and never settled.
+pub fn stuck_processing(conn: &mut PgConnection, before: DateTime<Utc>, limit: i64) -> QueryResult<Vec<i64>> {
+    payments::table
+        .filter(payments::status.eq(PaymentStatus::Processing))
+        .filter(payments::processing_started_at.lt(before))
+        .order(payments::processing_started_at)
+        .limit(limit)
+        .select(payments::id)
+        .load(conn)
+}
+
+pub fn refuse_pending(conn: &mut PgConnection, id: i64, code: &str, message: &str, now: DateTime<Utc>) -> QueryResult<Payment> {
+    diesel::update(payments::table.find(id).filter(payments::status.eq(PaymentStatus::Pending)))
+        .set((
+            payments::status.eq(PaymentStatus::Failed),
+            payments::error_code.eq(code),
+            payments::error_message.eq(message),
+            payments::retryable.eq(false),
+            payments::updated_at.eq(now),
+        ))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+}
+
+/// A payment still failing when its job is given up on: no more attempts.
+pub fn give_up(conn: &mut PgConnection, order_id: i64, reason: &str, now: DateTime<Utc>) -> QueryResult<Option<Payment>> {
+    let given_up: Option<Payment> = diesel::update(
+        payments::table
+            .filter(payments::order_id.eq(order_id))
+            .filter(payments::status.eq(PaymentStatus::Failed).or(payments::status.eq(PaymentStatus::Pending))),
+    )
+    .set((
+        payments::status.eq(PaymentStatus::Failed),
+        payments::retryable.eq(false),
+        payments::error_message.eq(reason),
+        payments::updated_at.eq(now),
+    ))
+    .returning(Payment::as_returning())
+    .get_result(conn)
+    .optional()?;
+    Ok(given_up)
 }
 
 pub fn reload(conn: &mut PgConnection, id: i64) -> QueryResult<Payment> {

@@ -20,7 +20,6 @@ struct PaymentPage {
     events: Vec<PaymentEvent>,
     headline: &'static str,
     advice: String,
-    can_retry: bool,
     in_flight: bool,
 }
 
@@ -35,8 +34,10 @@ fn explain(payment: &Payment) -> (&'static str, String) {
                 .into(),
         ),
         PaymentStatus::Failed if payment.retryable => (
-            "Not completed yet",
-            "The payment provider did not answer in time. No money was taken twice: press Try again.".into(),
+            "Retrying",
+            "The payment provider did not answer in time. We try again automatically, waiting a little \
+             longer each time; you will never be charged twice. This page refreshes by itself."
+                .into(),
         ),
         PaymentStatus::Failed => {
             let advice = match payment.error_code.as_deref() {
@@ -46,12 +47,35 @@ fn explain(payment: &Payment) -> (&'static str, String) {
                                                was taken. Place a new order once funds are available.",
                 Some("gateway_timeout" | "gateway_unavailable") => "The payment provider kept failing, so we \
                                                stopped trying. No money was taken. Please place a new order later.",
+                Some("fraud_rejected") => "We could not accept this payment automatically. No money was taken. \
+                                           Contact support if you think this is a mistake.",
                 _ => "The payment was declined. No money was taken. Contact your bank or place a new order \
                       with another card.",
             };
             ("Payment failed", advice.into())
         }
     }
+}
+
+/// Nothing more will happen to the payment: paid, or failed with no retry to come.
+fn is_final(payment: &Payment) -> bool {
+    payment.status == PaymentStatus::Completed || (payment.status == PaymentStatus::Failed && !payment.retryable)
+}
+
+/// The payment's state for scripts and API clients.
+async fn status(user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let reference = Uuid::parse_str(&path).map_err(|_| AppError::NotFound)?;
+    let user_id = user.0.id;
+    let payment = db.run(move |conn| repo::find_for_user(conn, reference, user_id)?.ok_or(AppError::NotFound)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "reference": payment.reference,
+        "status": payment.status.as_str(),
+        "final": is_final(&payment),
+        "amount": payment.amount.with_scale(2).to_string(),
+        "currency": payment.currency,
+        "transaction_id": payment.external_transaction_id,
+        "error": payment.error_message,
+    })))
 }
 
 async fn show(user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
@@ -68,8 +92,7 @@ async fn show(user: CurrentUser, session: Session, db: Db, path: web::Path<Strin
     html(PaymentPage {
         layout: Layout::new(&session),
         amount: format_money(&payment.amount, &payment.currency),
-        can_retry: payment.status == PaymentStatus::Failed && payment.retryable,
-        in_flight: !payment.status.is_settled(),
+        in_flight: !is_final(&payment),
         headline,
         advice,
         events,
@@ -78,5 +101,6 @@ async fn show(user: CurrentUser, session: Session, db: Db, path: web::Path<Strin
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/payments/{reference}", web::get().to(show));
+    cfg.route("/payments/{reference}", web::get().to(show))
+        .route("/payments/{reference}/status", web::get().to(status));
 }

@@ -20,6 +20,9 @@ pub enum AppError {
     BadRequest(String),
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// Too much work queued: come back after `retry_after` seconds. Nothing was created.
+    #[error("busy, retry after {retry_after}s")]
+    Busy { retry_after: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -32,6 +35,7 @@ impl AppError {
             AppError::Csrf => "csrf_failed",
             AppError::BadRequest(_) => "bad_request",
             AppError::Unavailable(_) => "unavailable",
+            AppError::Busy { .. } => "queue_full",
             AppError::Internal(_) => "internal",
         }
     }
@@ -48,6 +52,11 @@ impl AppError {
             AppError::Unavailable(_) => (
                 "Busy right now",
                 "Agora is busy or one of its services is unavailable. Nothing was charged. Please try again in a moment.".into(),
+            ),
+            AppError::Busy { retry_after } => (
+                "Busy right now",
+                format!("We are handling a lot of payments at the moment and did not start yours. Nothing was charged. \
+                         Please try again in {retry_after} seconds."),
             ),
             AppError::Internal(_) => (
                 "Something went wrong",
@@ -73,7 +82,7 @@ impl ResponseError for AppError {
             AppError::LoginRequired { .. } => StatusCode::SEE_OTHER,
             AppError::Csrf => StatusCode::FORBIDDEN,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,8 +103,14 @@ impl ResponseError for AppError {
         let (title, message) = self.page();
         let page = ErrorPage { layout: Layout::bare(), title, message: &message, code: self.code() };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, AppError::Unavailable(_)) {
-            response.insert_header((header::RETRY_AFTER, "5"));
+        match self {
+            AppError::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            AppError::Busy { retry_after } => {
+                response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            _ => {}
         }
         match page.render() {
             Ok(html) => response.content_type("text/html; charset=utf-8").body(html),

@@ -21,13 +21,12 @@ use std::sync::Arc;
 use crate::auth::SessionUser;
 use crate::cache::Cache;
 use crate::db::{CountedConn, PgPool, QueryCounter};
-use crate::payments::PaymentProcessor;
+use crate::app::Services;
 pub use error::AppError;
 
 pub struct AppState {
-    pub pool: PgPool,
     pub cache: Cache,
-    pub processor: Arc<PaymentProcessor>,
+    pub services: Arc<Services>,
     pub query_count_header: bool,
 }
 
@@ -46,7 +45,7 @@ impl FromRequest for Db {
             return ready(Err(AppError::Internal("no application state".into())));
         };
         let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
-        ready(Ok(Db { pool: state.pool.clone(), counter }))
+        ready(Ok(Db { pool: state.services.pool.clone(), counter }))
     }
 }
 
@@ -110,7 +109,7 @@ pub fn parse_id(raw: &str) -> Result<i64, AppError> {
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.pool.clone();
+    let pool = state.services.pool.clone();
     let database = web::block(move || {
         use diesel::RunQueryDsl;
         let mut conn = pool.get().map_err(|e| e.to_string())?;
@@ -153,6 +152,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::auth::routes::configure(cfg);
     crate::orders::routes::configure(cfg);
     crate::payments::routes::configure(cfg);
+    crate::jobs::routes::configure(cfg);
 }
 
 fn form_error(err: actix_web::error::UrlencodedError, _: &HttpRequest) -> actix_web::Error {

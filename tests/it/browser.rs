@@ -27,8 +27,12 @@ fn a_shopper_signs_in_double_clicks_pay_and_is_charged_once() {
     assert_eq!(browser.current_url(), format!("{}/orders/{order_id}/checkout", app.url));
 
     browser.double_click("#pay");
-    assert_eq!(browser.text("#payment-status"), "completed");
+    // Pay answers at once; the charge happens in the background and the page refreshes itself.
+    assert_eq!(browser.text("#payment-status"), "pending");
     assert!(browser.current_url().starts_with(&format!("{}/payments/", app.url)));
+    assert_eq!(app.drain_jobs(), 1, "one job for the double click");
+    browser.find("#payment-final"); // appears when the page has refreshed itself to a final state
+    assert_eq!(browser.text("#payment-status"), "completed");
     assert!(browser.text("#transaction").starts_with("ch_"));
 
     let charges = sim.charges_for(IdempotencyKey::for_order(user_id, order_id).as_str());

@@ -47,6 +47,7 @@ fn twenty_concurrent_pay_posts_from_one_session_charge_once() {
         })
         .collect();
     let answers: Vec<_> = posts.into_iter().map(|p| p.join().unwrap()).collect();
+    assert_eq!(shop.app.drain_jobs(), 1, "one charge job for twenty clicks");
 
     let first = answers[0].location.clone().expect("a redirect to the payment page");
     assert!(first.starts_with("/payments/"));
@@ -71,6 +72,7 @@ fn the_amount_charged_comes_from_the_order_not_the_form() {
     let token = client.csrf_token();
     let resp = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token), ("amount", "0.01")]);
     assert_eq!(resp.status, 303);
+    shop.app.drain_jobs();
     let charges = shop.sim.charges_for(IdempotencyKey::for_order(shop.user_id, order_id).as_str());
     assert_eq!(charges.len(), 1);
     assert_eq!(charges[0].amount, fixtures::order_total(&mut shop.app.conn(), order_id));
@@ -175,18 +177,25 @@ fn a_declined_card_says_why_and_what_to_do() {
     client.sign_in("declined@example.com", PASSWORD);
     let token = client.csrf_token();
     let location = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)]).location.unwrap();
+    app.drain_jobs();
     let page = client.get(&location).body;
     assert!(page.contains("Payment failed"));
     assert!(page.contains("Invalid card number"));
     assert!(page.contains("No money was taken"));
-    assert!(!page.contains("id=\"retry\""), "a decline is not retried");
+    assert!(!page.contains("http-equiv=\"refresh\""), "a final page stops refreshing");
+    assert_eq!(fixtures::order_status(&mut conn, order_id), "failed");
 }
 
 #[test]
-fn a_timed_out_payment_offers_to_try_again_and_the_retry_completes_it() {
+fn a_timed_out_payment_is_retried_in_the_background_and_completes() {
+    use agora::clock::FakeClock;
     use agora::payments::gateway::ScriptedGateway;
     let gateway = Arc::new(ScriptedGateway::timing_out_first(1));
-    let app = TestApp::spawn(gateway.clone());
+    let clock = Arc::new(FakeClock::starting_now());
+    let app = TestApp::spawn_with(crate::support::app::TestAppOptions {
+        clock: clock.clone(),
+        ..crate::support::app::TestAppOptions::new(gateway.clone())
+    });
     let mut conn = app.conn();
     let user_id = fixtures::user(&mut conn, "patient@example.com");
     let products = fixtures::catalogue(&mut conn, 1);
@@ -196,13 +205,23 @@ fn a_timed_out_payment_offers_to_try_again_and_the_retry_completes_it() {
     let token = client.csrf_token();
 
     let location = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)]).location.unwrap();
-    let page = client.get(&location);
-    assert!(page.body.contains("id=\"retry\""), "{}", page.body);
-    assert!(page.body.contains("Gateway timeout"));
+    let page = client.get(&location).body;
+    assert!(page.contains("id=\"payment-status\">pending<"), "the answer comes before the charge");
+    assert!(page.contains("http-equiv=\"refresh\""), "and the page keeps itself up to date");
 
-    let retried = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &page.csrf_token())]);
-    assert_eq!(retried.location.as_deref(), Some(location.as_str()));
+    app.drain_jobs();
+    let page = client.get(&location).body;
+    assert!(page.contains("Retrying"), "{page}");
+    assert!(page.contains("Gateway timeout"));
+    assert_eq!(app.drain_jobs(), 0, "the retry waits for its backoff");
+
+    clock.tick(std::time::Duration::from_secs(60));
+    assert_eq!(app.drain_jobs(), 1);
     let page = client.get(&location).body;
     assert!(page.contains("id=\"payment-status\">completed<"));
+    assert!(!page.contains("http-equiv=\"refresh\""));
     assert_eq!(gateway.ledger().all().len(), 1);
+    let status: serde_json::Value = serde_json::from_str(&client.get(&format!("{location}/status")).body).unwrap();
+    assert_eq!(status["status"], "completed");
+    assert_eq!(status["final"], true);
 }

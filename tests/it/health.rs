@@ -31,9 +31,8 @@ fn healthz_is_503_without_the_database_and_pages_fail_politely() {
 #[test]
 fn redis_down_is_reported_but_not_fatal() {
     let app = TestApp::spawn_with(crate::support::app::TestAppOptions {
-        gateway: Arc::new(ScriptedGateway::succeeding()),
-        clock: Arc::new(agora::clock::SystemClock),
         redis: false,
+        ..crate::support::app::TestAppOptions::new(Arc::new(ScriptedGateway::succeeding()))
     });
     let resp = Client::new(&app.url).get("/healthz");
     assert_eq!(resp.status, 200);

@@ -7,13 +7,16 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use agora::app::{Services, Strategies};
 use agora::cache::Cache;
 use agora::clock::{Clock, SystemClock};
-use agora::config::PaymentSettings;
+use agora::config::{JobSettings, PaymentSettings};
 use agora::db;
+use agora::jobs::Worker;
+use agora::payments::fraud::{FraudCheck, NoFraudCheck};
 use agora::payments::gateway::{PaymentGateway, Simulation};
 use agora::payments::http_gateway::HttpGateway;
-use agora::payments::{sim_server, Charge, PaymentProcessor};
+use agora::payments::{sim_server, Charge};
 use agora::web::{self, AppState, ServerOptions};
 
 use super::db::{redis_url, TestDb};
@@ -86,6 +89,7 @@ impl GatewaySim {
 
 pub struct TestApp {
     pub url: String,
+    pub services: Arc<Services>,
     _server: Running,
     // Dropped last: the database outlives the server and pool that use it.
     pub db: TestDb,
@@ -93,36 +97,67 @@ pub struct TestApp {
 
 pub struct TestAppOptions {
     pub gateway: Arc<dyn PaymentGateway>,
+    pub fraud: Arc<dyn FraudCheck>,
     pub clock: Arc<dyn Clock>,
     pub redis: bool,
+    pub jobs: JobSettings,
+    pub payments: PaymentSettings,
+}
+
+impl TestAppOptions {
+    pub fn new(gateway: Arc<dyn PaymentGateway>) -> TestAppOptions {
+        TestAppOptions {
+            gateway,
+            fraud: Arc::new(NoFraudCheck),
+            clock: Arc::new(SystemClock),
+            redis: true,
+            jobs: JobSettings::default(),
+            payments: PaymentSettings::default(),
+        }
+    }
 }
 
 impl TestApp {
     pub fn spawn(gateway: Arc<dyn PaymentGateway>) -> TestApp {
-        TestApp::spawn_with(TestAppOptions { gateway, clock: Arc::new(SystemClock), redis: true })
+        TestApp::spawn_with(TestAppOptions::new(gateway))
     }
 
     pub fn spawn_with(options: TestAppOptions) -> TestApp {
         let db = TestDb::new();
         let pool = db::build_pool(&db.url, 24).expect("pool");
-        let processor = Arc::new(PaymentProcessor::new(options.gateway, options.clock, PaymentSettings::default()));
-        let state_pool = pool.clone();
+        let strategies = Strategies { gateway: options.gateway, fraud: options.fraud, clock: options.clock };
+        let services = Arc::new(Services::new(pool, strategies, options.payments, options.jobs));
         let redis = options.redis.then(redis_url);
         let prefix = format!("{}:", db.name);
+        let state_services = services.clone();
         let (server, url) = Running::start(move |listener| {
-            let state = AppState {
-                pool: state_pool,
-                cache: Cache::new(redis.as_deref(), &prefix),
-                processor,
-                query_count_header: true,
-            };
+            let state = AppState { cache: Cache::new(redis.as_deref(), &prefix), services: state_services, query_count_header: true };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2) };
             web::server(listener, state, options)
         });
-        TestApp { url, _server: server, db }
+        TestApp { url, services, _server: server, db }
     }
 
     pub fn conn(&self) -> diesel::PgConnection {
         self.db.connect()
+    }
+
+    pub fn worker(&self, id: &str) -> Worker {
+        Worker::new(id.into(), self.services.registry.clone(), self.services.clock.clone(), self.services.worker_settings())
+    }
+
+    /// Runs every job that is due now, in this thread, until none is left: the deterministic way
+    /// for a test to let "the workers" do their part.
+    pub fn drain_jobs(&self) -> usize {
+        let worker = self.worker("test-worker");
+        let mut conn = self.conn();
+        let mut total = 0;
+        loop {
+            let ran = worker.run_once(&mut conn).expect("worker cycle");
+            if ran == 0 {
+                return total;
+            }
+            total += ran;
+        }
     }
 }

@@ -1,0 +1,109 @@
+//! Wiring: builds the services every entry point shares (web server, workers, tests, benchmarks)
+//! from the configuration and the strategies chosen at start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::{JobSettings, PaymentSettings};
+use crate::jobs::{self, Backoff, Periodic, Registry, Scheduler, Wake, WorkerPool, WorkerSettings};
+use crate::orders::pipeline::{self, ChargeOrder, ExpireOrders, QueueLimits, ReconcileStuckPayments};
+use crate::payments::breaker::{BreakerSettings, CircuitBreaker};
+use crate::payments::fraud::FraudCheck;
+use crate::payments::gateway::PaymentGateway;
+use crate::payments::PaymentProcessor;
+use crate::db::PgPool;
+
+pub const GATEWAY_BREAKER: &str = "payment_gateway";
+
+/// The strategies injected at start-up: production passes the configured ones, tests their own.
+pub struct Strategies {
+    pub gateway: Arc<dyn PaymentGateway>,
+    pub fraud: Arc<dyn FraudCheck>,
+    pub clock: Arc<dyn Clock>,
+}
+
+pub struct Services {
+    pub pool: PgPool,
+    pub clock: Arc<dyn Clock>,
+    pub processor: Arc<PaymentProcessor>,
+    pub registry: Arc<Registry>,
+    pub scheduler: Arc<Scheduler>,
+    pub breaker: CircuitBreaker,
+    pub wake: Arc<Wake>,
+    pub jobs: JobSettings,
+    pub limits: QueueLimits,
+}
+
+impl Services {
+    pub fn new(pool: PgPool, strategies: Strategies, payments: PaymentSettings, jobs: JobSettings) -> Services {
+        let Strategies { gateway, fraud, clock } = strategies;
+        let processor = Arc::new(PaymentProcessor::new(gateway, clock.clone(), payments.clone()));
+        let breaker = CircuitBreaker::new(
+            GATEWAY_BREAKER,
+            BreakerSettings { threshold: jobs.breaker_threshold, cooldown: jobs.breaker_cooldown, ..BreakerSettings::default() },
+        );
+        let registry = Registry::new()
+            .register(Arc::new(ChargeOrder {
+                processor: processor.clone(),
+                fraud,
+                breaker: breaker.clone(),
+                clock: clock.clone(),
+                backoff: Backoff { base: jobs.charge_backoff_base, ..Backoff::default() },
+                busy_retry: payments.processing_lease,
+            }))
+            .register(Arc::new(ExpireOrders { clock: clock.clone(), ttl: jobs.order_ttl }))
+            .register(Arc::new(ReconcileStuckPayments {
+                processor: processor.clone(),
+                clock: clock.clone(),
+                older_than: payments.processing_lease * 2,
+                charge_attempts: jobs.charge_attempts,
+            }))
+            .register(Arc::new(jobs::PruneJobs { clock: clock.clone() }))
+            .register(Arc::new(jobs::Noop));
+        let scheduler = Scheduler::new(periodic_jobs(), clock.clone());
+        let limits = QueueLimits { max_ready: jobs.max_ready, charge_attempts: jobs.charge_attempts };
+        Services {
+            pool,
+            clock,
+            processor,
+            registry: Arc::new(registry),
+            scheduler: Arc::new(scheduler),
+            breaker,
+            wake: Arc::new(Wake::default()),
+            jobs,
+            limits,
+        }
+    }
+
+    pub fn worker_settings(&self) -> WorkerSettings {
+        WorkerSettings {
+            threads: self.jobs.workers,
+            queues: vec!["default".into(), pipeline::PAYMENTS_QUEUE.into()],
+            batch: self.jobs.batch,
+            lease: self.jobs.lease,
+            ..WorkerSettings::default()
+        }
+    }
+
+    pub fn start_workers(&self) -> WorkerPool {
+        WorkerPool::start(
+            self.worker_settings(),
+            jobs::worker::PoolParts {
+                pool: self.pool.clone(),
+                registry: self.registry.clone(),
+                clock: self.clock.clone(),
+                wake: self.wake.clone(),
+                scheduler: Some(self.scheduler.clone()),
+            },
+        )
+    }
+}
+
+pub fn periodic_jobs() -> Vec<Periodic> {
+    vec![
+        Periodic { name: pipeline::EXPIRE_ORDERS, every: Duration::from_secs(60), job: || jobs::NewJob::new(pipeline::EXPIRE_ORDERS, serde_json::json!({})) },
+        Periodic { name: pipeline::RECONCILE_PAYMENTS, every: Duration::from_secs(60), job: || jobs::NewJob::new(pipeline::RECONCILE_PAYMENTS, serde_json::json!({})) },
+        Periodic { name: jobs::PRUNE_JOBS, every: Duration::from_secs(3600), job: || jobs::NewJob::new(jobs::PRUNE_JOBS, serde_json::json!({})) },
+    ]
+}

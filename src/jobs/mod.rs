@@ -1,0 +1,199 @@
+//! The durable job queue in PostgreSQL, its workers, and the periodic scheduler.
+//!
+//! A job is enqueued in the same transaction as the rows it is about, claimed with
+//! `FOR UPDATE SKIP LOCKED` under a lease, and finished only by the worker holding that lease.
+//! Delivery is at least once; handlers make their effect idempotent (the payment processor does).
+
+pub mod queue;
+pub mod routes;
+pub mod scheduler;
+pub mod worker;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use rand::Rng;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::schema::jobs;
+
+pub use queue::{enqueue, enqueue_bounded, NewJob, QueueFull};
+pub use scheduler::{Periodic, Scheduler};
+pub use worker::{Worker, WorkerPool, WorkerSettings};
+
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName, Serialize)]
+#[diesel(table_name = jobs, check_for_backend(diesel::pg::Pg))]
+pub struct Job {
+    pub id: i64,
+    pub queue: String,
+    pub kind: String,
+    pub args: serde_json::Value,
+    pub state: String,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub locked_by: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub unique_key: Option<String>,
+    pub errors: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// How a job attempt ended, when it did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt later (with backoff), while attempts remain.
+    #[error("{0}")]
+    Transient(String),
+    /// Will never succeed: the job goes dead at once.
+    #[error("{0}")]
+    Permanent(String),
+    /// Not now, and not the job's fault (a circuit breaker is open, another worker holds the
+    /// payment): run again at `until` without using up an attempt.
+    #[error("deferred until {until}: {reason}")]
+    Snooze { until: DateTime<Utc>, reason: String },
+}
+
+impl From<diesel::result::Error> for JobError {
+    fn from(e: diesel::result::Error) -> Self {
+        JobError::Transient(format!("database: {e}"))
+    }
+}
+
+/// Exponential backoff with jitter: `base · 2^(attempt-1)`, capped, ±`jitter`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { base: Duration::from_secs(5), max: Duration::from_secs(3600), jitter: 0.2 }
+    }
+}
+
+impl Backoff {
+    /// The wait after failed attempt number `attempt` (1-based).
+    pub fn delay(&self, attempt: i32) -> Duration {
+        let exponent = attempt.saturating_sub(1).clamp(0, 30) as u32;
+        let raw = self.base.saturating_mul(2u32.saturating_pow(exponent)).min(self.max);
+        let spread = if self.jitter > 0.0 { rand::thread_rng().gen_range(-self.jitter..self.jitter) } else { 0.0 };
+        raw.mul_f64(1.0 + spread)
+    }
+}
+
+/// One kind of job: what it does, and what happens when it is given up on.
+pub trait JobHandler: Send + Sync {
+    fn kind(&self) -> &'static str;
+
+    /// Does the work, outside any transaction: slow calls to other systems belong here.
+    fn perform(&self, conn: &mut PgConnection, job: &Job) -> Result<(), JobError>;
+
+    /// Runs inside the transaction that marks the job dead.
+    fn on_dead(&self, _conn: &mut PgConnection, _job: &Job) -> QueryResult<()> {
+        Ok(())
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::default()
+    }
+}
+
+/// The handlers a worker knows, by kind.
+#[derive(Default, Clone)]
+pub struct Registry {
+    handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn register(mut self, handler: Arc<dyn JobHandler>) -> Registry {
+        self.handlers.insert(handler.kind(), handler);
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn JobHandler>> {
+        self.handlers.get(kind)
+    }
+}
+
+/// Wakes idle workers in this process as soon as a job is enqueued, instead of at their next poll.
+#[derive(Default)]
+pub struct Wake {
+    generation: Mutex<u64>,
+    signal: Condvar,
+}
+
+impl Wake {
+    pub fn notify(&self) {
+        *self.generation.lock().unwrap() += 1;
+        self.signal.notify_all();
+    }
+
+    /// Waits for a notification or until `timeout` passes, whichever is first.
+    pub fn wait(&self, timeout: Duration) {
+        let guard = self.generation.lock().unwrap();
+        let seen = *guard;
+        let _ = self.signal.wait_timeout_while(guard, timeout, |g| *g == seen);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_within_its_jitter_and_cap() {
+        let backoff = Backoff { base: Duration::from_secs(10), max: Duration::from_secs(100), jitter: 0.2 };
+        for _ in 0..100 {
+            let (d1, d2, d3) = (backoff.delay(1), backoff.delay(2), backoff.delay(3));
+            assert!(d1 >= Duration::from_secs(8) && d1 <= Duration::from_secs(12), "{d1:?}");
+            assert!(d2 > d1 && d3 > d2);
+            assert!(backoff.delay(20) <= Duration::from_secs(120));
+        }
+        let exact = Backoff { jitter: 0.0, ..backoff };
+        assert_eq!(exact.delay(3), Duration::from_secs(40));
+    }
+}
+
+pub const NOOP: &str = "noop";
+
+/// Does nothing: measures the queue itself.
+pub struct Noop;
+
+impl JobHandler for Noop {
+    fn kind(&self) -> &'static str {
+        NOOP
+    }
+
+    fn perform(&self, _: &mut PgConnection, _: &Job) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+pub const PRUNE_JOBS: &str = "prune_jobs";
+
+/// Forgets completed jobs after a week; dead ones stay until someone retries or discards them.
+pub struct PruneJobs {
+    pub clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl JobHandler for PruneJobs {
+    fn kind(&self) -> &'static str {
+        PRUNE_JOBS
+    }
+
+    fn perform(&self, conn: &mut PgConnection, _: &Job) -> Result<(), JobError> {
+        queue::prune(conn, self.clock.now() - chrono::Duration::days(7))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,316 @@
+//! Every query the job queue makes.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz};
+use serde_json::json;
+
+use super::Job;
+use crate::schema::jobs;
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub queue: String,
+    pub kind: String,
+    pub args: serde_json::Value,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub run_at: Option<DateTime<Utc>>,
+    pub unique_key: Option<String>,
+}
+
+impl NewJob {
+    pub fn new(kind: &str, args: serde_json::Value) -> NewJob {
+        NewJob {
+            queue: "default".into(),
+            kind: kind.into(),
+            args,
+            priority: 0,
+            max_attempts: 4,
+            run_at: None,
+            unique_key: None,
+        }
+    }
+
+    pub fn queue(mut self, queue: &str) -> NewJob {
+        self.queue = queue.into();
+        self
+    }
+
+    pub fn max_attempts(mut self, n: i32) -> NewJob {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    pub fn run_at(mut self, at: DateTime<Utc>) -> NewJob {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// At most one job with this key is waiting or running at any time.
+    pub fn unique(mut self, key: impl Into<String>) -> NewJob {
+        self.unique_key = Some(key.into());
+        self
+    }
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Enqueues a job, due at its `run_at` or else at `now` (the caller's clock, so that tests under a
+/// fake clock see it due); `None` when an equal unique job is already waiting or running.
+pub fn enqueue(conn: &mut PgConnection, job: &NewJob, now: DateTime<Utc>) -> QueryResult<Option<i64>> {
+    let rows: Vec<Id> = diesel::sql_query(
+        "INSERT INTO jobs (queue, kind, args, priority, max_attempts, run_at, unique_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running') \
+         DO NOTHING RETURNING id",
+    )
+    .bind::<Text, _>(&job.queue)
+    .bind::<Text, _>(&job.kind)
+    .bind::<Jsonb, _>(&job.args)
+    .bind::<SmallInt, _>(job.priority)
+    .bind::<Integer, _>(job.max_attempts)
+    .bind::<Timestamptz, _>(job.run_at.unwrap_or(now))
+    .bind::<Nullable<Text>, _>(&job.unique_key)
+    .load(conn)?;
+    Ok(rows.first().map(|r| r.id))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {limit}-job queue is full")]
+pub struct QueueFull {
+    pub limit: i64,
+}
+
+/// Enqueues unless the queue already holds `limit` ready jobs. Enqueues into one queue take turns
+/// (a transaction-scoped advisory lock), so concurrent callers cannot overshoot the limit. Call it
+/// inside the transaction that creates the job's rows: on `QueueFull` that transaction must roll
+/// back, leaving nothing behind.
+pub fn enqueue_bounded(
+    conn: &mut PgConnection,
+    job: &NewJob,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> QueryResult<Result<Option<i64>, QueueFull>> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('jobs:' || $1)::bigint)")
+        .bind::<Text, _>(&job.queue)
+        .execute(conn)?;
+    let ready: i64 = diesel::dsl::sql::<BigInt>("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available' AND queue = ")
+        .bind::<Text, _>(&job.queue)
+        .sql(" LIMIT ")
+        .bind::<BigInt, _>(limit)
+        .sql(") ready")
+        .get_result(conn)?;
+    if ready >= limit {
+        return Ok(Err(QueueFull { limit }));
+    }
+    enqueue(conn, job, now).map(Ok)
+}
+
+/// Claims up to `limit` due jobs for `worker` until `lease_until`, skipping rows other workers hold.
+pub fn claim(
+    conn: &mut PgConnection,
+    worker: &str,
+    queues: &[String],
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<Job>> {
+    let mut claimed: Vec<Job> = diesel::sql_query(
+        "UPDATE jobs SET state = 'running', attempt = attempt + 1, locked_by = $1, locked_until = $2 \
+         WHERE id IN ( \
+             SELECT id FROM jobs \
+             WHERE state = 'available' AND queue = ANY($3) AND run_at <= $4 \
+             ORDER BY priority DESC, run_at, id \
+             LIMIT $5 FOR UPDATE SKIP LOCKED) \
+         RETURNING *",
+    )
+    .bind::<Text, _>(worker)
+    .bind::<Timestamptz, _>(lease_until)
+    .bind::<Array<Text>, _>(queues)
+    .bind::<Timestamptz, _>(now)
+    .bind::<BigInt, _>(limit)
+    .load(conn)?;
+    claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
+    Ok(claimed)
+}
+
+/// Marks finished the jobs this worker still holds; a job whose lease was lost is left alone.
+pub fn complete(conn: &mut PgConnection, worker: &str, ids: &[i64], now: DateTime<Utc>) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::update(jobs::table.filter(jobs::id.eq_any(ids)).filter(jobs::state.eq("running")).filter(jobs::locked_by.eq(worker)))
+        .set((
+            jobs::state.eq("completed"),
+            jobs::finished_at.eq(now),
+            jobs::locked_by.eq(None::<String>),
+            jobs::locked_until.eq(None::<DateTime<Utc>>),
+        ))
+        .execute(conn)
+}
+
+fn error_entry(job: &Job, kind: &str, message: &str, now: DateTime<Utc>) -> serde_json::Value {
+    json!([{ "attempt": job.attempt, "at": now, "kind": kind, "error": message }])
+}
+
+/// What to do with a job that did not succeed.
+pub enum Reschedule {
+    Retry { at: DateTime<Utc> },
+    /// Run again at `at` and give the attempt back.
+    Snooze { at: DateTime<Utc> },
+    Dead,
+}
+
+/// Applies `next` to a job this worker holds; `false` if the lease was lost meanwhile.
+pub fn reschedule(
+    conn: &mut PgConnection,
+    worker: &str,
+    job: &Job,
+    next: &Reschedule,
+    message: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<bool> {
+    let held = jobs::table.find(job.id).filter(jobs::state.eq("running")).filter(jobs::locked_by.eq(worker));
+    let unlock = (jobs::locked_by.eq(None::<String>), jobs::locked_until.eq(None::<DateTime<Utc>>));
+    let updated = match next {
+        Reschedule::Retry { at } => diesel::update(held)
+            .set((jobs::state.eq("available"), jobs::run_at.eq(at), jobs::errors.eq(jobs::errors.concat(error_entry(job, "retry", message, now))), unlock))
+            .execute(conn)?,
+        Reschedule::Snooze { at } => diesel::update(held)
+            .set((jobs::state.eq("available"), jobs::run_at.eq(at), jobs::attempt.eq(jobs::attempt - 1), unlock))
+            .execute(conn)?,
+        Reschedule::Dead => diesel::update(held)
+            .set((
+                jobs::state.eq("dead"),
+                jobs::finished_at.eq(now),
+                jobs::errors.eq(jobs::errors.concat(error_entry(job, "dead", message, now))),
+                unlock,
+            ))
+            .execute(conn)?,
+    };
+    Ok(updated == 1)
+}
+
+/// Jobs whose worker stopped answering (killed, machine lost): their lease ran out.
+pub fn expired_leases(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -> QueryResult<Vec<Job>> {
+    jobs::table
+        .filter(jobs::state.eq("running"))
+        .filter(jobs::locked_until.lt(now))
+        .order(jobs::locked_until)
+        .limit(limit)
+        .for_update()
+        .skip_locked()
+        .select(Job::as_select())
+        .load(conn)
+}
+
+/// Makes a job whose lease expired available again (its lost attempt counts).
+pub fn release_expired(conn: &mut PgConnection, job: &Job, now: DateTime<Utc>) -> QueryResult<usize> {
+    let message = format!("lease expired: worker {} stopped answering", job.locked_by.as_deref().unwrap_or("?"));
+    diesel::update(jobs::table.find(job.id).filter(jobs::state.eq("running")))
+        .set((
+            jobs::state.eq("available"),
+            jobs::run_at.eq(now),
+            jobs::locked_by.eq(None::<String>),
+            jobs::locked_until.eq(None::<DateTime<Utc>>),
+            jobs::errors.eq(jobs::errors.concat(error_entry(job, "lease", &message, now))),
+        ))
+        .execute(conn)
+}
+
+pub fn mark_dead(conn: &mut PgConnection, job: &Job, message: &str, now: DateTime<Utc>) -> QueryResult<usize> {
+    diesel::update(jobs::table.find(job.id).filter(jobs::state.eq("running")))
+        .set((
+            jobs::state.eq("dead"),
+            jobs::finished_at.eq(now),
+            jobs::locked_by.eq(None::<String>),
+            jobs::locked_until.eq(None::<DateTime<Utc>>),
+            jobs::errors.eq(jobs::errors.concat(error_entry(job, "dead", message, now))),
+        ))
+        .execute(conn)
+}
+
+pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Job>> {
+    jobs::table.find(id).select(Job::as_select()).first(conn).optional()
+}
+
+/// A dead job back in the queue with a fresh set of attempts.
+pub fn retry_dead(conn: &mut PgConnection, id: i64, now: DateTime<Utc>) -> QueryResult<bool> {
+    diesel::update(jobs::table.find(id).filter(jobs::state.eq("dead")))
+        .set((jobs::state.eq("available"), jobs::attempt.eq(0), jobs::run_at.eq(now), jobs::finished_at.eq(None::<DateTime<Utc>>)))
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+pub fn discard_dead(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+    diesel::delete(jobs::table.find(id).filter(jobs::state.eq("dead"))).execute(conn).map(|n| n == 1)
+}
+
+/// Forgets finished jobs older than `before`.
+pub fn prune(conn: &mut PgConnection, before: DateTime<Utc>) -> QueryResult<usize> {
+    diesel::delete(jobs::table.filter(jobs::state.eq("completed")).filter(jobs::finished_at.lt(before))).execute(conn)
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct StateCount {
+    #[diesel(sql_type = Text)]
+    pub queue: String,
+    #[diesel(sql_type = Text)]
+    pub state: String,
+    #[diesel(sql_type = BigInt)]
+    pub count: i64,
+}
+
+pub fn counts(conn: &mut PgConnection) -> QueryResult<Vec<StateCount>> {
+    diesel::sql_query("SELECT queue, state, count(*) AS count FROM jobs GROUP BY queue, state ORDER BY queue, state").load(conn)
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct Latency {
+    #[diesel(sql_type = Nullable<diesel::sql_types::Double>)]
+    pub seconds: Option<f64>,
+}
+
+/// How long the oldest due job has been waiting: the queue's latency.
+pub fn oldest_ready_age(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<Option<f64>> {
+    let row: Latency = diesel::sql_query(
+        "SELECT EXTRACT(EPOCH FROM ($1 - min(run_at)))::float8 AS seconds FROM jobs WHERE state = 'available' AND run_at <= $1",
+    )
+    .bind::<Timestamptz, _>(now)
+    .get_result(conn)?;
+    Ok(row.seconds)
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct MinuteCount {
+    #[diesel(sql_type = Timestamptz)]
+    pub minute: DateTime<Utc>,
+    #[diesel(sql_type = BigInt)]
+    pub count: i64,
+}
+
+/// Jobs completed per minute over the last `minutes` minutes.
+pub fn throughput(conn: &mut PgConnection, now: DateTime<Utc>, minutes: i32) -> QueryResult<Vec<MinuteCount>> {
+    diesel::sql_query(
+        "SELECT date_trunc('minute', finished_at) AS minute, count(*) AS count FROM jobs \
+         WHERE state = 'completed' AND finished_at > $1 - make_interval(mins => $2) \
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<Integer, _>(minutes)
+    .load(conn)
+}
+
+pub fn dead(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Job>> {
+    jobs::table
+        .filter(jobs::state.eq("dead"))
+        .order((jobs::finished_at.desc(), jobs::id.desc()))
+        .limit(limit)
+        .select(Job::as_select())
+        .load(conn)
+}

@@ -1,0 +1,124 @@
+//! The Jobs page for administrators: queue depth, latency, throughput, dead jobs, the breaker.
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::queue::{self, MinuteCount, StateCount};
+use super::Job;
+use crate::auth::AdminUser;
+use crate::payments::breaker::BreakerState;
+use crate::web::{csrf, html, parse_id, see_other, AppError, AppState, Db, Layout};
+
+pub struct DeadJobView {
+    pub id: i64,
+    pub kind: String,
+    pub queue: String,
+    pub attempts: i32,
+    pub args: String,
+    pub last_error: String,
+    pub finished: String,
+}
+
+impl From<Job> for DeadJobView {
+    fn from(job: Job) -> Self {
+        let last_error = job
+            .errors
+            .as_array()
+            .and_then(|e| e.last())
+            .and_then(|e| e.get("error"))
+            .and_then(|e| e.as_str())
+            .unwrap_or("")
+            .to_string();
+        DeadJobView {
+            id: job.id,
+            kind: job.kind,
+            queue: job.queue,
+            attempts: job.attempt,
+            args: job.args.to_string(),
+            last_error,
+            finished: job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    layout: Layout,
+    counts: Vec<StateCount>,
+    latency: String,
+    throughput: Vec<MinuteCount>,
+    dead: Vec<DeadJobView>,
+    breaker: Option<BreakerState>,
+    notice: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Notice {
+    notice: Option<String>,
+}
+
+async fn page(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppState>, query: web::Query<Notice>) -> Result<HttpResponse, AppError> {
+    let services = state.services.clone();
+    let (counts, latency, throughput, dead, breaker) = db
+        .run(move |conn| {
+            let now = services.clock.now();
+            Ok::<_, diesel::result::Error>((
+                queue::counts(conn)?,
+                queue::oldest_ready_age(conn, now)?,
+                queue::throughput(conn, now, 5)?,
+                queue::dead(conn, 50)?,
+                services.breaker.state(conn)?,
+            ))
+        })
+        .await?;
+    html(JobsPage {
+        layout: Layout::new(&session),
+        counts,
+        latency: latency.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "none waiting".into()),
+        throughput,
+        dead: dead.into_iter().map(DeadJobView::from).collect(),
+        breaker,
+        notice: query.into_inner().notice.filter(|n| n.len() < 200),
+    })
+}
+
+#[derive(Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<ActionForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let id = parse_id(&path)?;
+    let clock = state.services.clock.clone();
+    let outcome = db
+        .run(move |conn| match queue::retry_dead(conn, id, clock.now()) {
+            Ok(true) => Ok("Job queued again."),
+            Ok(false) => Ok("That job is no longer dead."),
+            Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+                Ok("An equal job is already waiting or running; this one was left dead.")
+            }
+            Err(e) => Err(e),
+        })
+        .await?;
+    state.services.wake.notify();
+    Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(outcome))))
+}
+
+async fn discard(_admin: AdminUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<ActionForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let id = parse_id(&path)?;
+    let removed = db.run(move |conn| queue::discard_dead(conn, id)).await?;
+    let notice = if removed { "Job discarded." } else { "That job is no longer dead." };
+    Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(notice))))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/jobs", web::get().to(page))
+        .route("/admin/jobs/{id}/retry", web::post().to(retry))
+        .route("/admin/jobs/{id}/discard", web::post().to(discard));
+}
