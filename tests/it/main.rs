@@ -7,4 +7,5 @@ mod auth_pages;
 mod browser;
 mod checkout_http;
 mod health;
+mod jobs_pipeline;
 mod payments_processor;

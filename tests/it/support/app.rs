@@ -22,13 +22,13 @@ use agora::web::{self, AppState, ServerOptions};
 use super::db::{redis_url, TestDb};
 
 /// Runs an actix server on its own thread and system; stops it when dropped.
-struct Running {
+pub struct Running {
     handle: ServerHandle,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Running {
-    fn start(make: impl FnOnce(TcpListener) -> std::io::Result<actix_web::dev::Server> + Send + 'static) -> (Running, String) {
+    pub fn start(make: impl FnOnce(TcpListener) -> std::io::Result<actix_web::dev::Server> + Send + 'static) -> (Running, String) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = mpsc::channel();

@@ -62,3 +62,9 @@ pub fn order_status(conn: &mut PgConnection, order_id: i64) -> String {
 pub fn payment_count(conn: &mut PgConnection) -> i64 {
     agora::schema::payments::table.count().get_result(conn).unwrap()
 }
+
+pub fn make_admin(conn: &mut PgConnection, email: &str) -> i64 {
+    let id = user(conn, email);
+    diesel::update(users::table.find(id)).set(users::is_admin.eq(true)).execute(conn).unwrap();
+    id
+}

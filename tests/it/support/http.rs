@@ -14,6 +14,7 @@ pub struct Resp {
     pub status: u16,
     pub location: Option<String>,
     pub queries: Option<u64>,
+    pub retry_after: Option<String>,
     pub body: String,
 }
 
@@ -49,6 +50,7 @@ impl Client {
             status: response.status(),
             location: response.header("location").map(str::to_string),
             queries: response.header("x-db-queries").and_then(|q| q.parse().ok()),
+            retry_after: response.header("retry-after").map(str::to_string),
             body: response.into_string().unwrap_or_default(),
         }
     }
@@ -67,6 +69,12 @@ impl Client {
 
     pub fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
         let request = self.with_cookie(self.agent.post(&format!("{}{}", self.base, path)));
+        self.finish(request.send_form(fields))
+    }
+
+    /// A form post from an API client that asks for JSON.
+    pub fn post_form_json(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let request = self.with_cookie(self.agent.post(&format!("{}{}", self.base, path))).set("Accept", "application/json");
         self.finish(request.send_form(fields))
     }
 
