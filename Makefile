@@ -8,6 +8,10 @@ run:
 test:
 	@bash scripts/devenv.sh test
 
+# Throughput of the job queue and of checkout; writes bench/results.md.
+bench:
+	@bash scripts/devenv.sh bench
+
 # Stops the private PostgreSQL and Redis that `make test` leaves running for the next run.
 stop:
 	@bash scripts/devenv.sh stop

@@ -150,11 +150,17 @@ run_tests() {
   cargo test "$@"
 }
 
+run_bench() {
+  eval "$(services)"
+  cargo bench --bench throughput
+}
+
 case "${1:-}" in
   services) services ;;
   browser) browser ;;
   run) run ;;
   test) shift; run_tests "$@" ;;
+  bench) run_bench ;;
   stop) stop_redis; stop_postgres ;;
   *) echo "usage: $0 services|browser|run|test|stop" >&2; exit 2 ;;
 esac

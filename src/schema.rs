@@ -135,7 +135,7 @@ diesel::joinable!(orders -> customers (customer_id));
 diesel::joinable!(order_items -> orders (order_id));
 diesel::joinable!(order_items -> products (product_id));
 diesel::joinable!(payments -> orders (order_id));
-diesel::joinable!(payment_events -> payments (payment_id));
+diesel::joinable!(payment_events -> payments (payment_id)); // by construction, not a foreign key
 
 diesel::allow_tables_to_appear_in_same_query!(
     users, customers, products, orders, order_items, payments, payment_events, jobs, periodic_runs,

@@ -1,6 +1,7 @@
 DROP TABLE payment_events;
 DROP FUNCTION payment_events_append_only();
 DROP TABLE payments;
+DROP FUNCTION payments_never_deleted();
 DROP FUNCTION payments_freeze_completed();
 DROP TABLE order_items;
 DROP TABLE orders;

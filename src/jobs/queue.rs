@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz};
 use serde_json::json;
 
 use super::Job;
@@ -112,6 +112,8 @@ pub fn enqueue_bounded(
 }
 
 /// Claims up to `limit` due jobs for `worker` until `lease_until`, skipping rows other workers hold.
+/// Queues are asked one at a time, in order: with a single queue the ready index hands rows over
+/// already sorted and the scan stops at `limit` (an `= ANY(queues)` would sort every ready row).
 pub fn claim(
     conn: &mut PgConnection,
     worker: &str,
@@ -120,22 +122,30 @@ pub fn claim(
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<Vec<Job>> {
-    let mut claimed: Vec<Job> = diesel::sql_query(
-        "UPDATE jobs SET state = 'running', attempt = attempt + 1, locked_by = $1, locked_until = $2 \
-         WHERE id IN ( \
-             SELECT id FROM jobs \
-             WHERE state = 'available' AND queue = ANY($3) AND run_at <= $4 \
-             ORDER BY priority DESC, run_at, id \
-             LIMIT $5 FOR UPDATE SKIP LOCKED) \
-         RETURNING *",
-    )
-    .bind::<Text, _>(worker)
-    .bind::<Timestamptz, _>(lease_until)
-    .bind::<Array<Text>, _>(queues)
-    .bind::<Timestamptz, _>(now)
-    .bind::<BigInt, _>(limit)
-    .load(conn)?;
-    claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
+    let mut claimed: Vec<Job> = Vec::new();
+    for queue in queues {
+        let wanted = limit - claimed.len() as i64;
+        if wanted <= 0 {
+            break;
+        }
+        let mut batch: Vec<Job> = diesel::sql_query(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, locked_by = $1, locked_until = $2 \
+             WHERE id IN ( \
+                 SELECT id FROM jobs \
+                 WHERE state = 'available' AND queue = $3 AND run_at <= $4 \
+                 ORDER BY priority DESC, run_at, id \
+                 LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING *",
+        )
+        .bind::<Text, _>(worker)
+        .bind::<Timestamptz, _>(lease_until)
+        .bind::<Text, _>(queue)
+        .bind::<Timestamptz, _>(now)
+        .bind::<BigInt, _>(wanted)
+        .load(conn)?;
+        batch.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id)));
+        claimed.append(&mut batch);
+    }
     Ok(claimed)
 }
 

@@ -97,12 +97,13 @@ impl JobHandler for ChargeOrder {
         let args: ChargeArgs =
             serde_json::from_value(job.args.clone()).map_err(|e| JobError::Permanent(format!("bad arguments: {e}")))?;
         let pay = PayOrder { user_id: args.user_id, order_id: args.order_id };
-        let order = orders::find(conn, args.order_id)?.ok_or_else(|| JobError::Permanent("the order no longer exists".into()))?;
+        let (order, payment_status, attempts) = orders::find_with_payment(conn, args.order_id)?
+            .ok_or_else(|| JobError::Permanent("the order no longer exists".into()))?;
         if order.status != "pending" {
             return Ok(()); // paid by an earlier run, or closed: nothing left to do
         }
-        let existing = payments::find_by_order(conn, order.id)?;
-        if existing.as_ref().is_none_or(|p| p.status == PaymentStatus::Pending && p.attempts == 0) {
+        let never_tried = payment_status.is_none_or(|s| s == PaymentStatus::Pending) && attempts.unwrap_or(0) == 0;
+        if never_tried {
             let facts = OrderFacts { user_id: order.user_id, order_id: order.id, amount: order.total.clone(), currency: order.currency.clone() };
             if let Verdict::Reject(why) = self.fraud.check(conn, &facts)? {
                 self.processor.refuse(conn, pay, "fraud_rejected", &why).map_err(payment_error)?;

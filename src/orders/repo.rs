@@ -187,6 +187,16 @@ pub fn close_unpaid(conn: &mut PgConnection, order_id: i64, status: &str, now: D
     Ok(closed == 1)
 }
 
+/// The order with its payment's status and attempt count, if paying has begun.
+pub fn find_with_payment(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<(Order, Option<PaymentStatus>, Option<i32>)>> {
+    orders::table
+        .left_join(payments::table)
+        .filter(orders::id.eq(order_id))
+        .select((Order::as_select(), payments::status.nullable(), payments::attempts.nullable()))
+        .first(conn)
+        .optional()
+}
+
 pub fn find(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<Order>> {
     orders::table.find(order_id).select(Order::as_select()).first(conn).optional()
 }

@@ -80,8 +80,7 @@ impl PaymentProcessor {
             ),
             PaymentStatus::Pending => (false, "charging the card".to_string()),
         };
-        let claimed = repo::start_attempt(conn, payment.id, now)?;
-        repo::record_event(conn, payment.id, Some(payment.status), PaymentStatus::Processing, &reason)?;
+        let claimed = repo::start_attempt(conn, payment.id, payment.status, &reason, now)?;
         Ok(Claim::Attempt { payment: claimed, may_have_charged })
     }
 
@@ -105,43 +104,38 @@ impl PaymentProcessor {
         outcome: Result<Charge, GatewayError>,
     ) -> QueryResult<Payment> {
         let now = self.clock.now();
-        let (settled, reason, order_status) = match outcome {
+        let error = match outcome {
             Ok(charge) => {
-                let settled = repo::complete_attempt(conn, attempt.id, attempt.attempts, &charge.id, now)?;
-                (settled, format!("charged, gateway transaction {}", charge.id), Some("paid"))
-            }
-            Err(error) => {
-                let transient = error.is_transient();
-                let retries_left = attempt.retry_count + 1 < self.settings.max_retries;
-                let message = if transient && !retries_left {
-                    format!("{error} (gave up after {} attempts)", self.settings.max_retries)
-                } else {
-                    error.to_string()
+                return match repo::complete_attempt(conn, attempt.id, attempt.attempts, &charge.id, now)? {
+                    Some(completed) => Ok(completed),
+                    None => self.lost_claim(conn, attempt),
                 };
-                let failure = Failure {
-                    code: error.code(),
-                    message: &message,
-                    retryable: transient && retries_left,
-                    counts_as_retry: transient,
-                };
-                let settled = repo::fail_attempt(conn, attempt.id, attempt.attempts, &failure, now)?;
-                let order_status = (!failure.retryable).then_some("failed");
-                (settled, message, order_status)
             }
+            Err(error) => error,
         };
-        let Some(settled) = settled else {
-            // A later attempt took the payment over after this one's lease ran out; that attempt
-            // recovers whatever this one did through the gateway's lookup.
-            log::warn!("payment {} attempt {} lost its claim before settling", attempt.reference, attempt.attempts);
-            return repo::reload(conn, attempt.id);
+        let transient = error.is_transient();
+        let retries_left = attempt.retry_count + 1 < self.settings.max_retries;
+        let message = if transient && !retries_left {
+            format!("{error} (gave up after {} attempts)", self.settings.max_retries)
+        } else {
+            error.to_string()
         };
-        repo::record_event(conn, settled.id, Some(PaymentStatus::Processing), settled.status, &reason)?;
-        match order_status {
-            Some("paid") => orders::mark_paid(conn, settled.order_id, now)?,
-            Some(_) => orders::close_unpaid(conn, settled.order_id, "failed", now).map(drop)?,
-            None => {}
+        let failure = Failure { code: error.code(), message: &message, retryable: transient && retries_left, counts_as_retry: transient };
+        let Some(failed) = repo::fail_attempt(conn, attempt.id, attempt.attempts, &failure, now)? else {
+            return self.lost_claim(conn, attempt);
+        };
+        repo::record_event(conn, failed.id, Some(PaymentStatus::Processing), PaymentStatus::Failed, &message)?;
+        if !failure.retryable {
+            orders::close_unpaid(conn, failed.order_id, "failed", now)?;
         }
-        Ok(settled)
+        Ok(failed)
+    }
+
+    /// A later attempt took the payment over after this one's lease ran out; that attempt
+    /// recovers whatever this one did through the gateway's lookup.
+    fn lost_claim(&self, conn: &mut PgConnection, attempt: &Payment) -> QueryResult<Payment> {
+        log::warn!("payment {} attempt {} lost its claim before settling", attempt.reference, attempt.attempts);
+        repo::reload(conn, attempt.id)
     }
 
     /// Fails a payment that never reached the gateway (a fraud rule said no); it will not be retried.
@@ -172,9 +166,8 @@ impl PaymentProcessor {
             if !stale {
                 return Ok::<_, PaymentError>(Err(payment));
             }
-            let claimed = repo::start_attempt(conn, payment.id, now)?;
-            repo::record_event(conn, payment.id, Some(PaymentStatus::Processing), PaymentStatus::Processing,
-                "stuck in processing; reconciling with the gateway")?;
+            let claimed = repo::start_attempt(conn, payment.id, PaymentStatus::Processing,
+                "stuck in processing; reconciling with the gateway", now)?;
             Ok(Ok(claimed))
         })?;
         let attempt = match claimed {
@@ -194,11 +187,12 @@ impl PaymentProcessor {
 /// was created by this call. The amount is the order's; the order must be the user's and unpaid.
 pub fn create_for_order(conn: &mut PgConnection, order: PayOrder) -> Result<(Payment, bool), PaymentError> {
     let key = IdempotencyKey::for_order(order.user_id, order.order_id);
+    // Usually the payment exists (a job, a second click): lock it. Otherwise insert-if-absent —
+    // one statement that concurrent callers cannot both win — and lock what is there then.
+    if let Some(payment) = repo::lock_by_key(conn, &key)? {
+        return Ok((payment, false));
+    }
     let created = repo::insert_for_order(conn, order.user_id, order.order_id, &key)? == 1;
     let payment = repo::lock_by_key(conn, &key)?.ok_or(PaymentError::OrderNotFound)?;
-    if created {
-        let reason = format!("created for order #{}", order.order_id);
-        repo::record_event(conn, payment.id, None, PaymentStatus::Pending, &reason)?;
-    }
     Ok((payment, created))
 }

@@ -3,14 +3,14 @@
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Text, Timestamptz};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::domain::{IdempotencyKey, PaymentStatus};
 use crate::schema::{payment_events, payments};
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize)]
 #[diesel(table_name = payments, check_for_backend(diesel::pg::Pg))]
 pub struct Payment {
     pub id: i64,
@@ -61,11 +61,16 @@ pub fn insert_for_order(
     order_id: i64,
     key: &IdempotencyKey,
 ) -> QueryResult<usize> {
+    // The creation is logged by the same statement: a payment never exists without its first event.
     diesel::sql_query(
-        "INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key) \
-         SELECT o.user_id, o.id, o.customer_id, o.total, o.currency, $3 \
-         FROM orders o WHERE o.id = $1 AND o.user_id = $2 AND o.status = 'pending' \
-         ON CONFLICT DO NOTHING",
+        "WITH created AS ( \
+             INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key) \
+             SELECT o.user_id, o.id, o.customer_id, o.total, o.currency, $3 \
+             FROM orders o WHERE o.id = $1 AND o.user_id = $2 AND o.status = 'pending' \
+             ON CONFLICT DO NOTHING \
+             RETURNING id, order_id) \
+         INSERT INTO payment_events (payment_id, to_status, reason) \
+         SELECT id, 'pending', 'created for order #' || order_id FROM created",
     )
     .bind::<BigInt, _>(order_id)
     .bind::<BigInt, _>(user_id)
@@ -82,20 +87,34 @@ pub fn lock_by_key(conn: &mut PgConnection, key: &IdempotencyKey) -> QueryResult
         .optional()
 }
 
-/// Claims the payment for one gateway attempt. `attempts` is the attempt's fencing token.
-pub fn start_attempt(conn: &mut PgConnection, id: i64, now: DateTime<Utc>) -> QueryResult<Payment> {
-    diesel::update(payments::table.find(id))
-        .set((
-            payments::status.eq(PaymentStatus::Processing),
-            payments::attempts.eq(payments::attempts + 1),
-            payments::processing_started_at.eq(now),
-            payments::updated_at.eq(now),
-        ))
-        .returning(Payment::as_returning())
-        .get_result(conn)
+/// Claims the payment for one gateway attempt and logs why, in one statement. `attempts` is the
+/// attempt's fencing token.
+pub fn start_attempt(
+    conn: &mut PgConnection,
+    id: i64,
+    from: PaymentStatus,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<Payment> {
+    diesel::sql_query(
+        "WITH claimed AS ( \
+             UPDATE payments SET status = 'processing', attempts = attempts + 1, \
+                 processing_started_at = $2, updated_at = $2 \
+             WHERE id = $1 RETURNING *), \
+         logged AS ( \
+             INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
+             SELECT id, $3, 'processing', $4 FROM claimed) \
+         SELECT * FROM claimed",
+    )
+    .bind::<BigInt, _>(id)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Text, _>(from.as_str())
+    .bind::<Text, _>(reason)
+    .get_result(conn)
 }
 
-/// Settles the attempt `attempts` as completed; `None` when that attempt no longer owns the row.
+/// Settles the attempt `attempts` as completed, logs it, and marks the order paid, in one
+/// statement; `None` when that attempt no longer owns the row.
 pub fn complete_attempt(
     conn: &mut PgConnection,
     id: i64,
@@ -103,21 +122,25 @@ pub fn complete_attempt(
     transaction_id: &str,
     now: DateTime<Utc>,
 ) -> QueryResult<Option<Payment>> {
-    diesel::update(
-        payments::table
-            .find(id)
-            .filter(payments::status.eq(PaymentStatus::Processing).and(payments::attempts.eq(attempts))),
+    diesel::sql_query(
+        "WITH completed AS ( \
+             UPDATE payments SET status = 'completed', external_transaction_id = $3, \
+                 error_code = NULL, error_message = NULL, updated_at = $4 \
+             WHERE id = $1 AND status = 'processing' AND attempts = $2 RETURNING *), \
+         logged AS ( \
+             INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
+             SELECT id, 'processing', 'completed', 'charged, gateway transaction ' || $3 FROM completed), \
+         paid AS ( \
+             UPDATE orders SET status = 'paid', updated_at = $4 \
+             WHERE id = (SELECT order_id FROM completed) AND status = 'pending') \
+         SELECT * FROM completed",
     )
-        .set((
-            payments::status.eq(PaymentStatus::Completed),
-            payments::external_transaction_id.eq(transaction_id),
-            payments::error_code.eq(None::<String>),
-            payments::error_message.eq(None::<String>),
-            payments::updated_at.eq(now),
-        ))
-        .returning(Payment::as_returning())
-        .get_result(conn)
-        .optional()
+    .bind::<BigInt, _>(id)
+    .bind::<diesel::sql_types::Integer, _>(attempts)
+    .bind::<Text, _>(transaction_id)
+    .bind::<Timestamptz, _>(now)
+    .get_result(conn)
+    .optional()
 }
 
 pub struct Failure<'a> {

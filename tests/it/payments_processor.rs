@@ -163,6 +163,8 @@ fn a_completed_payment_cannot_be_changed_even_by_hand() {
     assert!(reopened.is_err(), "the database refuses to move a completed payment");
     let erased = diesel::delete(payment_events::table).execute(&mut s.conn);
     assert!(erased.is_err(), "the audit log is append-only");
+    let deleted = diesel::delete(payments::table.find(payment.id)).execute(&mut s.conn);
+    assert!(deleted.is_err(), "payments are never deleted");
 }
 
 /// 32 threads, each with its own connection, process one order at the same instant; 20 rounds.

@@ -1,0 +1,247 @@
+//! `make bench`: throughput of the job queue and of checkout, against the private PostgreSQL on
+//! this machine. Prints a table and writes it to bench/results.md.
+
+use actix_web::cookie::Key;
+use diesel::prelude::*;
+use std::net::TcpListener;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use agora::app::{Services, Strategies};
+use agora::cache::Cache;
+use agora::clock::{Clock, SystemClock};
+use agora::config::{JobSettings, PaymentSettings};
+use agora::db;
+use agora::jobs::WorkerPool;
+use agora::payments::fraud;
+use agora::payments::gateway::{SimulatedGateway, Simulation};
+use agora::web::{self, AppState, ServerOptions};
+
+const NOOP_JOBS: i64 = 50_000;
+const PAYMENT_JOBS: i64 = 10_000;
+const CHECKOUTS: usize = 4_000;
+const CLIENTS: usize = 16;
+
+fn admin_url() -> String {
+    std::env::var("AGORA_ADMIN_DATABASE_URL").expect("run with `make bench`")
+}
+
+fn fresh_database(name: &str) -> String {
+    let mut admin = PgConnection::establish(&admin_url()).unwrap();
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).unwrap();
+    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
+    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
+    db::run_migrations(&mut PgConnection::establish(&url).unwrap()).unwrap();
+    url
+}
+
+fn services(url: &str, threads: usize, batch: i64) -> Arc<Services> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let strategies = Strategies {
+        gateway: Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), Duration::ZERO)),
+        fraud: Arc::new(fraud::default_rules(clock.clone())),
+        clock,
+    };
+    let jobs = JobSettings { workers: threads, batch, max_ready: 1_000_000, ..JobSettings::default() };
+    let pool = db::build_pool(url, (threads as u32 + 4).max(8)).unwrap();
+    Arc::new(Services::new(pool, strategies, PaymentSettings::default(), jobs))
+}
+
+fn count(conn: &mut PgConnection, sql: &str) -> i64 {
+    diesel::dsl::sql::<diesel::sql_types::BigInt>(sql).get_result(conn).unwrap()
+}
+
+/// Runs the pool until `expected` jobs are completed; returns jobs per second.
+fn drain(services: &Services, conn: &mut PgConnection, expected: i64) -> f64 {
+    let started = Instant::now();
+    let pool: WorkerPool = services.start_workers();
+    services.wake.notify();
+    loop {
+        if count(conn, "SELECT count(*) FROM jobs WHERE state IN ('completed', 'dead')") >= expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = started.elapsed();
+    pool.stop();
+    expected as f64 / elapsed.as_secs_f64()
+}
+
+fn noop_jobs(threads: usize, batch: i64) -> f64 {
+    let url = fresh_database("agora_bench");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    diesel::sql_query(format!(
+        "INSERT INTO jobs (kind, run_at) SELECT 'noop', now() - interval '1 second' FROM generate_series(1, {NOOP_JOBS})"
+    ))
+    .execute(&mut conn)
+    .unwrap();
+    diesel::sql_query("VACUUM ANALYZE jobs").execute(&mut conn).unwrap();
+    drain(&services(&url, threads, batch), &mut conn, NOOP_JOBS)
+}
+
+/// Users, one product, and `orders` unpaid orders spread over the users (so the velocity rule,
+/// 20 payments per user per hour, lets them all through).
+fn shop(conn: &mut PgConnection, users: i64, orders: i64) {
+    diesel::sql_query(format!(
+        "INSERT INTO users (email, name, password_hash) \
+         SELECT 'u' || g || '@bench.example', 'User ' || g, 'x' FROM generate_series(1, {users}) g"
+    ))
+    .execute(conn)
+    .unwrap();
+    diesel::sql_query("INSERT INTO customers (name) VALUES ('Bench Merchant')").execute(conn).unwrap();
+    diesel::sql_query("INSERT INTO products (customer_id, name, price, currency, stock) SELECT id, 'Widget', 9.99, 'USD', 1000000 FROM customers")
+        .execute(conn)
+        .unwrap();
+    diesel::sql_query(format!(
+        "INSERT INTO orders (user_id, customer_id, total, currency, stock_reserved) \
+         SELECT 1 + (g % {users}), (SELECT id FROM customers), 9.99, 'USD', true FROM generate_series(1, {orders}) g"
+    ))
+    .execute(conn)
+    .unwrap();
+    diesel::sql_query(
+        "INSERT INTO order_items (order_id, product_id, quantity, unit_price) SELECT o.id, p.id, 1, 9.99 FROM orders o, products p",
+    )
+    .execute(conn)
+    .unwrap();
+}
+
+fn payment_jobs(threads: usize, batch: i64) -> f64 {
+    let url = fresh_database("agora_bench");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    shop(&mut conn, PAYMENT_JOBS / 5, PAYMENT_JOBS);
+    diesel::sql_query(
+        "INSERT INTO jobs (kind, queue, args, max_attempts, unique_key, run_at) \
+         SELECT 'charge_order', 'payments', jsonb_build_object('order_id', id, 'user_id', user_id), 4, \
+                'charge_order:' || id, now() - interval '1 second' FROM orders",
+    )
+    .execute(&mut conn)
+    .unwrap();
+    diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).unwrap();
+    let jobs_per_sec = drain(&services(&url, threads, batch), &mut conn, PAYMENT_JOBS);
+    let paid = count(&mut conn, "SELECT count(*) FROM orders WHERE status = 'paid'");
+    assert_eq!(paid, PAYMENT_JOBS, "every order was paid");
+    jobs_per_sec
+}
+
+struct CheckoutRun {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn session_for(base: &str, agent: &ureq::Agent, email: &str) -> (String, String) {
+    let login = agent.get(&format!("{base}/login")).call().unwrap();
+    let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let body = login.into_string().unwrap();
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = body.find(marker).unwrap() + marker.len();
+    let token = body[start..start + 64].to_string();
+    let signed = agent
+        .post(&format!("{base}/login"))
+        .set("Cookie", &cookie)
+        .send_form(&[("csrf_token", &token), ("email", email), ("password", "bench-password"), ("next", "/")])
+        .unwrap();
+    let cookie = signed.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    (cookie, token)
+}
+
+fn checkouts() -> CheckoutRun {
+    let url = fresh_database("agora_bench");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    shop(&mut conn, CLIENTS as i64, CHECKOUTS as i64);
+    let hash = agora::auth::password::hash("bench-password");
+    diesel::update(agora::schema::users::table).set(agora::schema::users::password_hash.eq(hash)).execute(&mut conn).unwrap();
+    let services = services(&url, 0, 20);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    let server_services = services.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let state = AppState { cache: Cache::disabled(), services: server_services, query_count_header: false };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2) };
+            let server = web::server(listener, state, options).unwrap();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    let handle = rx.recv().unwrap();
+    let orders: Vec<(i64, i64)> = agora::schema::orders::table
+        .select((agora::schema::orders::id, agora::schema::orders::user_id))
+        .load(&mut conn)
+        .unwrap();
+    let started = Instant::now();
+    let clients: Vec<_> = (1..=CLIENTS as i64)
+        .map(|user| {
+            let mine: Vec<i64> = orders.iter().filter(|(_, u)| *u == user).map(|(o, _)| *o).collect();
+            let base = base.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().redirects(0).build();
+                let (cookie, token) = session_for(&base, &agent, &format!("u{user}@bench.example"));
+                let mut latencies = Vec::with_capacity(mine.len());
+                for order in mine {
+                    let t = Instant::now();
+                    let resp = agent
+                        .post(&format!("{base}/orders/{order}/pay"))
+                        .set("Cookie", &cookie)
+                        .send_form(&[("csrf_token", &token)])
+                        .unwrap();
+                    assert_eq!(resp.status(), 303);
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let elapsed = started.elapsed();
+    actix_web::rt::System::new().block_on(handle.stop(true));
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    assert_eq!(count(&mut conn, "SELECT count(*) FROM jobs WHERE kind = 'charge_order'"), CHECKOUTS as i64);
+    CheckoutRun { per_sec: latencies.len() as f64 / elapsed.as_secs_f64(), p50_ms: pct(0.50), p99_ms: pct(0.99) }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is read.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+    let mut rows = Vec::new();
+    // BENCH_ONLY=noop|payments|checkout runs one section (for working on it); the default runs all.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only == name;
+    for (threads, batch) in [(2, 100), (4, 200)].into_iter().filter(|_| wanted("noop")) {
+        let rate = noop_jobs(threads, batch);
+        rows.push(format!("| no-op jobs | {threads} workers, batch {batch} | {NOOP_JOBS} | {rate:.0} jobs/s | | |"));
+        eprintln!("{}", rows.last().unwrap());
+    }
+    for (threads, batch) in [(4, 20), (8, 20)].into_iter().filter(|_| wanted("payments")) {
+        let rate = payment_jobs(threads, batch);
+        rows.push(format!("| payment jobs (fraud check, breaker, charge, zero-latency gateway) | {threads} workers, batch {batch} | {PAYMENT_JOBS} | {rate:.0} jobs/s | | |"));
+        eprintln!("{}", rows.last().unwrap());
+    }
+    if wanted("checkout") {
+    let run = checkouts();
+    rows.push(format!(
+        "| checkout: POST /orders/{{id}}/pay (payment + job, one transaction) | {CLIENTS} clients, 2 HTTP workers | {CHECKOUTS} | {:.0} req/s | {:.2} ms | {:.2} ms |",
+        run.per_sec, run.p50_ms, run.p99_ms
+    ));
+    eprintln!("{}", rows.last().unwrap());
+    }
+
+    let table = format!(
+        "# Benchmarks\n\n`make bench`, {date}, on a machine with {cores} cores; PostgreSQL {pg} on the same machine, release build.\n\
+         Each row is one run on a fresh database; ratios are only comparable within one run.\n\n\
+         | what | configuration | n | throughput | p50 | p99 |\n| --- | --- | --- | --- | --- | --- |\n{}\n",
+        rows.join("\n"),
+        pg = pg_version(),
+    );
+    println!("\n{table}");
+    std::fs::create_dir_all("bench").unwrap();
+    std::fs::write("bench/results.md", table).unwrap();
+}
+
+fn pg_version() -> String {
+    let mut admin = PgConnection::establish(&admin_url()).unwrap();
+    diesel::dsl::sql::<diesel::sql_types::Text>("SELECT current_setting('server_version')").get_result(&mut admin).unwrap()
+}
