@@ -44,7 +44,7 @@ fn services(url: &str, threads: usize, batch: i64) -> Arc<Services> {
     };
     let jobs = JobSettings { workers: threads, batch, max_ready: 1_000_000, ..JobSettings::default() };
     let pool = db::build_pool(url, (threads as u32 + 4).max(8)).unwrap();
-    Arc::new(Services::new(pool, strategies, PaymentSettings::default(), jobs))
+    Arc::new(Services::new(pool, Cache::disabled(), strategies, PaymentSettings::default(), jobs))
 }
 
 fn count(conn: &mut PgConnection, sql: &str) -> i64 {
@@ -158,7 +158,7 @@ fn checkouts() -> CheckoutRun {
     let server_services = services.clone();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let state = AppState { cache: Cache::disabled(), services: server_services, query_count_header: false };
+            let state = AppState { services: server_services, query_count_header: false };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2) };
             let server = web::server(listener, state, options).unwrap();
             tx.send(server.handle()).unwrap();

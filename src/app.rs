@@ -12,7 +12,10 @@ use crate::payments::breaker::{BreakerSettings, CircuitBreaker};
 use crate::payments::fraud::FraudCheck;
 use crate::payments::gateway::PaymentGateway;
 use crate::payments::PaymentProcessor;
+use crate::cache::Cache;
 use crate::db::PgPool;
+use crate::threads::cache::ThreadCache;
+use crate::threads::counters::{ReconcileCounters, RECONCILE_COUNTERS};
 
 pub const GATEWAY_BREAKER: &str = "payment_gateway";
 
@@ -25,6 +28,8 @@ pub struct Strategies {
 
 pub struct Services {
     pub pool: PgPool,
+    pub cache: Cache,
+    pub threads: Arc<ThreadCache>,
     pub clock: Arc<dyn Clock>,
     pub processor: Arc<PaymentProcessor>,
     pub registry: Arc<Registry>,
@@ -36,8 +41,9 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(pool: PgPool, strategies: Strategies, payments: PaymentSettings, jobs: JobSettings) -> Services {
+    pub fn new(pool: PgPool, cache: Cache, strategies: Strategies, payments: PaymentSettings, jobs: JobSettings) -> Services {
         let Strategies { gateway, fraud, clock } = strategies;
+        let threads = Arc::new(ThreadCache::new(cache.clone()));
         let processor = Arc::new(PaymentProcessor::new(gateway, clock.clone(), payments.clone()));
         let breaker = CircuitBreaker::new(
             GATEWAY_BREAKER,
@@ -60,11 +66,14 @@ impl Services {
                 charge_attempts: jobs.charge_attempts,
             }))
             .register(Arc::new(jobs::PruneJobs { clock: clock.clone() }))
+            .register(Arc::new(ReconcileCounters { cache: threads.clone() }))
             .register(Arc::new(jobs::Noop));
         let scheduler = Scheduler::new(periodic_jobs(), clock.clone());
         let limits = QueueLimits { max_ready: jobs.max_ready, charge_attempts: jobs.charge_attempts };
         Services {
             pool,
+            cache,
+            threads,
             clock,
             processor,
             registry: Arc::new(registry),
@@ -104,6 +113,7 @@ pub fn periodic_jobs() -> Vec<Periodic> {
     vec![
         Periodic { name: pipeline::EXPIRE_ORDERS, every: Duration::from_secs(60), job: || jobs::NewJob::new(pipeline::EXPIRE_ORDERS, serde_json::json!({})) },
         Periodic { name: pipeline::RECONCILE_PAYMENTS, every: Duration::from_secs(60), job: || jobs::NewJob::new(pipeline::RECONCILE_PAYMENTS, serde_json::json!({})) },
+        Periodic { name: RECONCILE_COUNTERS, every: Duration::from_secs(600), job: || jobs::NewJob::new(RECONCILE_COUNTERS, serde_json::json!({})) },
         Periodic { name: jobs::PRUNE_JOBS, every: Duration::from_secs(3600), job: || jobs::NewJob::new(jobs::PRUNE_JOBS, serde_json::json!({})) },
     ]
 }

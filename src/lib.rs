@@ -14,4 +14,5 @@ pub mod orders;
 pub mod payments;
 pub mod schema;
 pub mod seed;
+pub mod threads;
 pub mod web;

@@ -64,7 +64,10 @@ fn load_seed() -> Result<(), String> {
     let config = config()?;
     let mut conn = db::connect(&config.database_url).map_err(|e| format!("cannot connect: {e}"))?;
     let report = seed::load(&mut conn).map_err(|e| e.to_string())?;
-    log::info!("demo data ready: {} users, {} new orders", report.users, report.orders_created);
+    log::info!(
+        "demo data ready: {} users, {} new orders, {} new comments",
+        report.users, report.orders_created, report.comments_created
+    );
     Ok(())
 }
 
@@ -80,13 +83,14 @@ fn session_key(config: &Config) -> Key {
 
 fn services(config: &Config) -> Result<Arc<Services>, String> {
     let pool = db::build_pool(&config.database_url, config.db_pool_size).map_err(|e| format!("database: {e}"))?;
+    let cache = Cache::new(config.redis_url.as_deref(), &config.redis_prefix);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let strategies = Strategies {
         gateway: gateway::from_config(&config.gateway),
         fraud: Arc::new(fraud::default_rules(clock.clone())),
         clock,
     };
-    Ok(Arc::new(Services::new(pool, strategies, config.payments.clone(), config.jobs.clone())))
+    Ok(Arc::new(Services::new(pool, cache, strategies, config.payments.clone(), config.jobs.clone())))
 }
 
 /// The web server, and the workers unless `WORKERS=0`. Ctrl-C or SIGTERM stops the server
@@ -95,14 +99,13 @@ fn services(config: &Config) -> Result<Arc<Services>, String> {
 async fn serve() -> Result<(), String> {
     let config = config()?;
     let services = services(&config)?;
-    let cache = Cache::new(config.redis_url.as_deref(), &config.redis_prefix);
-    if let Err(e) = cache.ping().await {
+    if let Err(e) = services.cache.ping().await {
         log::warn!("starting without Redis: {e}");
     }
     let workers = (config.jobs.workers > 0).then(|| services.start_workers());
     let listener = TcpListener::bind((config.host.as_str(), config.port)).map_err(|e| format!("bind: {e}"))?;
     log::info!("Agora is listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    let state = AppState { cache, services, query_count_header: config.query_count_header };
+    let state = AppState { services, query_count_header: config.query_count_header };
     let options = ServerOptions { session_key: session_key(&config), secure_cookies: config.secure_cookies, workers: None };
     let served = web::server(listener, state, options).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string());
     if let Some(workers) = workers {

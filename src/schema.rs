@@ -129,6 +129,49 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    posts (id) {
+        id -> Int8,
+        user_id -> Int8,
+        title -> Text,
+        body -> Text,
+        comments_count -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    comments (id) {
+        id -> Int8,
+        post_id -> Int8,
+        parent_comment_id -> Nullable<Int8>,
+        user_id -> Int8,
+        body -> Text,
+        depth -> Int4,
+        path -> Text,
+        upvotes -> Int4,
+        children_count -> Int4,
+        version -> Int4,
+        edited_at -> Nullable<Timestamptz>,
+        deleted_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    comment_votes (comment_id, user_id) {
+        comment_id -> Int8,
+        user_id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(posts -> users (user_id));
+diesel::joinable!(comments -> posts (post_id));
+diesel::joinable!(comments -> users (user_id));
+diesel::joinable!(comment_votes -> comments (comment_id));
 diesel::joinable!(products -> customers (customer_id));
 diesel::joinable!(orders -> users (user_id));
 diesel::joinable!(orders -> customers (customer_id));
@@ -139,5 +182,5 @@ diesel::joinable!(payment_events -> payments (payment_id)); // by construction, 
 
 diesel::allow_tables_to_appear_in_same_query!(
     users, customers, products, orders, order_items, payments, payment_events, jobs, periodic_runs,
-    circuit_breakers,
+    circuit_breakers, posts, comments, comment_votes,
 );

@@ -44,6 +44,7 @@ fn ensure_product(conn: &mut PgConnection, customer_id: i64, name: &str, price: 
 pub struct SeedReport {
     pub users: usize,
     pub orders_created: usize,
+    pub comments_created: usize,
 }
 
 pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
@@ -81,5 +82,60 @@ pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
             report.orders_created += 1;
         }
     }
+    report.comments_created = seed_discussions(conn)?;
     Ok(report)
+}
+
+const WORDS: [&str; 24] = [
+    "payments", "idempotency", "retry", "cache", "rust", "postgres", "lock", "queue", "worker", "fragment", "thread",
+    "latency", "backoff", "ledger", "merchant", "order", "stock", "breaker", "lease", "version", "key", "row", "commit",
+    "replay",
+];
+
+fn sentence(seed: usize) -> String {
+    let len = 6 + seed % 11;
+    let words: Vec<&str> = (0..len).map(|i| WORDS[(seed * 7 + i * 13 + i * i) % WORDS.len()]).collect();
+    let mut text = words.join(" ");
+    text[..1].make_ascii_uppercase();
+    text.push('.');
+    text
+}
+
+/// Two posts: a short discussion, and a deep, wide one (2 top-level comments, 3 replies to each,
+/// six levels: 728 comments) that shows the caching and the "continue this thread" links.
+fn seed_discussions(conn: &mut PgConnection) -> Result<usize, OrderError> {
+    use crate::schema::{posts, users};
+    use crate::threads::{repo as threads, CommentBody};
+    let has_posts: bool = diesel::select(diesel::dsl::exists(posts::table.select(posts::id))).get_result(conn)?;
+    if has_posts {
+        return Ok(0);
+    }
+    let people: Vec<i64> = users::table.order(users::id).select(users::id).load(conn)?;
+    let author = |i: usize| people[i % people.len()];
+    let small = threads::create_post(conn, author(0), "Welcome to Agora", "Say hello, ask questions, tell us what to build next.")?;
+    let mut created = 0;
+    let hello = threads::add_comment(conn, small, None, author(1), &CommentBody::parse("Hello! Paying was quick.").unwrap())?;
+    threads::add_comment(conn, small, hello, author(0), &CommentBody::parse("Glad to hear it — and it only charged once?").unwrap())?;
+    created += 2;
+    let big = threads::create_post(
+        conn,
+        author(2),
+        "How do you make a payment happen exactly once?",
+        "Double clicks, network retries and re-run jobs all ask to charge again. What works for you?",
+    )?;
+    let mut level: Vec<Option<i64>> = vec![None];
+    for depth in 0..6 {
+        let fan_out = if depth == 0 { 2 } else { 3 };
+        let mut next = Vec::new();
+        for parent in &level {
+            for _ in 0..fan_out {
+                let body = CommentBody::parse(&sentence(created)).unwrap();
+                let id = threads::add_comment(conn, big, *parent, author(created), &body)?;
+                next.push(id);
+                created += 1;
+            }
+        }
+        level = next;
+    }
+    Ok(created)
 }

@@ -19,13 +19,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use crate::auth::SessionUser;
-use crate::cache::Cache;
 use crate::db::{CountedConn, PgPool, QueryCounter};
 use crate::app::Services;
 pub use error::AppError;
 
 pub struct AppState {
-    pub cache: Cache,
     pub services: Arc<Services>,
     pub query_count_header: bool,
 }
@@ -117,7 +115,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    let redis = state.cache.ping().await;
+    let redis = state.services.cache.ping().await;
     let body = serde_json::json!({
         "status": if database.is_ok() { "ok" } else { "unavailable" },
         "database": match &database { Ok(()) => "ok".to_string(), Err(e) => format!("down: {e}") },
@@ -153,6 +151,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::orders::routes::configure(cfg);
     crate::payments::routes::configure(cfg);
     crate::jobs::routes::configure(cfg);
+    crate::threads::routes::configure(cfg);
 }
 
 fn form_error(err: actix_web::error::UrlencodedError, _: &HttpRequest) -> actix_web::Error {

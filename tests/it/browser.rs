@@ -39,3 +39,29 @@ fn a_shopper_signs_in_double_clicks_pay_and_is_charged_once() {
     assert_eq!(charges.len(), 1, "the ledger holds one charge for the order");
     assert_eq!(sim.charges().len(), 1, "and nothing else was charged");
 }
+
+#[test]
+fn a_member_replies_to_a_nested_comment_and_sees_the_reply_in_place() {
+    use agora::payments::gateway::ScriptedGateway;
+    let app = TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    let mut conn = app.conn();
+    let user = fixtures::user(&mut conn, "reader@example.com");
+    let post = fixtures::post(&mut conn, user, "A lively thread");
+    let root = fixtures::comment(&mut conn, post, None, user, "Top of the thread");
+    let nested = fixtures::comment(&mut conn, post, Some(root), user, "A nested thought");
+
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.goto(&format!("{}/login?next=/posts/{post}", app.url));
+    browser.type_into("input[name=email]", "reader@example.com");
+    browser.type_into("input[name=password]", PASSWORD);
+    browser.click("button[type=submit]");
+    browser.click(&format!("#c{nested} > .controls .reply-link"));
+    assert!(browser.text("blockquote").contains("A nested thought"), "the form shows what is answered");
+    browser.type_into("textarea[name=body]", "A reply, deep in the thread");
+    browser.click("form button[type=submit].primary");
+
+    browser.find(&format!("#c{nested} .replies .comment")); // waits for the redirected page
+    assert!(browser.text(&format!("#c{nested} .replies .comment .text")).contains("A reply, deep in the thread"));
+    assert!(browser.current_url().contains(&format!("/posts/{post}#c")));
+}

@@ -9,3 +9,4 @@ mod checkout_http;
 mod health;
 mod jobs_pipeline;
 mod payments_processor;
+mod threads_pages;

@@ -100,6 +100,8 @@ pub struct TestAppOptions {
     pub fraud: Arc<dyn FraudCheck>,
     pub clock: Arc<dyn Clock>,
     pub redis: bool,
+    /// A Redis of the test's own (to stop it mid-test) instead of the shared one.
+    pub redis_url: Option<String>,
     pub jobs: JobSettings,
     pub payments: PaymentSettings,
 }
@@ -111,6 +113,7 @@ impl TestAppOptions {
             fraud: Arc::new(NoFraudCheck),
             clock: Arc::new(SystemClock),
             redis: true,
+            redis_url: None,
             jobs: JobSettings::default(),
             payments: PaymentSettings::default(),
         }
@@ -126,12 +129,13 @@ impl TestApp {
         let db = TestDb::new();
         let pool = db::build_pool(&db.url, 24).expect("pool");
         let strategies = Strategies { gateway: options.gateway, fraud: options.fraud, clock: options.clock };
-        let services = Arc::new(Services::new(pool, strategies, options.payments, options.jobs));
-        let redis = options.redis.then(redis_url);
-        let prefix = format!("{}:", db.name);
+        // Each test has its own key prefix, so tests share one Redis without seeing each other.
+        let redis = options.redis.then(|| options.redis_url.clone().unwrap_or_else(redis_url));
+        let cache = Cache::new(redis.as_deref(), &format!("{}:", db.name));
+        let services = Arc::new(Services::new(pool, cache, strategies, options.payments, options.jobs));
         let state_services = services.clone();
         let (server, url) = Running::start(move |listener| {
-            let state = AppState { cache: Cache::new(redis.as_deref(), &prefix), services: state_services, query_count_header: true };
+            let state = AppState { services: state_services, query_count_header: true };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2) };
             web::server(listener, state, options)
         });

@@ -68,3 +68,30 @@ pub fn make_admin(conn: &mut PgConnection, email: &str) -> i64 {
     diesel::update(users::table.find(id)).set(users::is_admin.eq(true)).execute(conn).unwrap();
     id
 }
+
+pub fn post(conn: &mut PgConnection, user_id: i64, title: &str) -> i64 {
+    agora::threads::repo::create_post(conn, user_id, title, "Post body.").unwrap()
+}
+
+pub fn comment(conn: &mut PgConnection, post_id: i64, parent: Option<i64>, user_id: i64, body: &str) -> i64 {
+    let body = agora::threads::CommentBody::parse(body).unwrap();
+    agora::threads::repo::add_comment(conn, post_id, parent, user_id, &body).unwrap().expect("post and parent exist")
+}
+
+/// `roots` top-level comments, each with `fan_out` replies per level, `levels` levels deep.
+/// Returns the ids level by level.
+pub fn discussion(conn: &mut PgConnection, post_id: i64, user_id: i64, roots: usize, fan_out: usize, levels: usize) -> Vec<Vec<i64>> {
+    let mut all: Vec<Vec<i64>> = Vec::new();
+    let mut parents: Vec<Option<i64>> = vec![None];
+    for level in 0..levels {
+        let n = if level == 0 { roots } else { fan_out };
+        let ids: Vec<i64> = parents
+            .iter()
+            .flat_map(|p| (0..n).map(move |i| (*p, i)))
+            .map(|(parent, i)| comment(conn, post_id, parent, user_id, &format!("level {level} reply {i}")))
+            .collect();
+        parents = ids.iter().map(|id| Some(*id)).collect();
+        all.push(ids);
+    }
+    all
+}

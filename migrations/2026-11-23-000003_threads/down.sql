@@ -1,0 +1,3 @@
+DROP TABLE comment_votes;
+DROP TABLE comments;
+DROP TABLE posts;

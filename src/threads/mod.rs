@@ -1,0 +1,89 @@
+//! Comment threads: posts with nested discussions, loaded in two queries, rendered per comment
+//! with askama, and cached Russian-doll style in Redis so that a warm page costs no query at all.
+
+pub mod cache;
+pub mod counters;
+pub mod render;
+pub mod repo;
+pub mod routes;
+pub mod tree;
+
+use std::fmt;
+
+/// Comments shown on one page; the rest are a "load more comments" link away.
+pub const PAGE_SIZE: i64 = 200;
+/// Levels shown below a page's top; deeper replies are a "continue this thread" link away.
+pub const MAX_DEPTH: i32 = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadError {
+    #[error("not found")]
+    NotFound,
+    #[error("only the author can change this comment")]
+    NotAuthor,
+    #[error("{0}")]
+    Invalid(#[from] BodyError),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+impl From<ThreadError> for crate::web::AppError {
+    fn from(e: ThreadError) -> Self {
+        use crate::web::AppError;
+        match e {
+            // Someone else's comment is simply not editable: as if the page did not exist.
+            ThreadError::NotFound | ThreadError::NotAuthor => AppError::NotFound,
+            ThreadError::Invalid(e) => AppError::BadRequest(e.to_string()),
+            ThreadError::Database(e) => e.into(),
+        }
+    }
+}
+
+/// What a comment says: trimmed, not empty, at most 10,000 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentBody(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("A comment cannot be empty.")]
+    Empty,
+    #[error("A comment can be at most 10,000 characters long (this one has {0}).")]
+    TooLong(usize),
+}
+
+impl CommentBody {
+    pub fn parse(raw: &str) -> Result<CommentBody, BodyError> {
+        let trimmed = raw.trim();
+        let chars = trimmed.chars().count();
+        if chars == 0 {
+            Err(BodyError::Empty)
+        } else if chars > 10_000 {
+            Err(BodyError::TooLong(chars))
+        } else {
+            Ok(CommentBody(trimmed.replace("\r\n", "\n")))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CommentBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comment_bodies_are_trimmed_and_bounded() {
+        assert_eq!(CommentBody::parse("  hello \r\nworld ").unwrap().as_str(), "hello \nworld");
+        assert_eq!(CommentBody::parse(" \n\t "), Err(BodyError::Empty));
+        assert_eq!(CommentBody::parse(&"é".repeat(10_001)), Err(BodyError::TooLong(10_001)));
+        assert!(CommentBody::parse(&"é".repeat(10_000)).is_ok());
+    }
+}

@@ -1,0 +1,297 @@
+//! Every query the threads area makes.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable, Text};
+
+use super::CommentBody;
+use crate::schema::{comment_votes, comments, posts, users};
+
+#[derive(Debug, Clone, Queryable)]
+pub struct PostRow {
+    pub id: i64,
+    pub title: String,
+    pub body: String,
+    pub comments_count: i32,
+    pub created_at: DateTime<Utc>,
+    pub author: String,
+}
+
+/// A comment with what its fragment shows.
+#[derive(Debug, Clone, Queryable)]
+pub struct CommentRow {
+    pub id: i64,
+    pub post_id: i64,
+    pub parent_comment_id: Option<i64>,
+    pub user_id: i64,
+    pub body: String,
+    pub depth: i32,
+    pub path: String,
+    pub upvotes: i32,
+    pub children_count: i32,
+    pub version: i32,
+    pub edited: bool,
+    pub deleted: bool,
+    pub created_at: DateTime<Utc>,
+    pub author: String,
+}
+
+type CommentColumns = (
+    comments::id,
+    comments::post_id,
+    comments::parent_comment_id,
+    comments::user_id,
+    comments::body,
+    comments::depth,
+    comments::path,
+    comments::upvotes,
+    comments::children_count,
+    comments::version,
+    diesel::dsl::IsNotNull<comments::edited_at>,
+    diesel::dsl::IsNotNull<comments::deleted_at>,
+    comments::created_at,
+    users::name,
+);
+
+fn comment_columns() -> CommentColumns {
+    (
+        comments::id,
+        comments::post_id,
+        comments::parent_comment_id,
+        comments::user_id,
+        comments::body,
+        comments::depth,
+        comments::path,
+        comments::upvotes,
+        comments::children_count,
+        comments::version,
+        comments::edited_at.is_not_null(),
+        comments::deleted_at.is_not_null(),
+        comments::created_at,
+        users::name,
+    )
+}
+
+pub fn post(conn: &mut PgConnection, post_id: i64) -> QueryResult<Option<PostRow>> {
+    posts::table
+        .inner_join(users::table)
+        .filter(posts::id.eq(post_id))
+        .select((posts::id, posts::title, posts::body, posts::comments_count, posts::created_at, users::name))
+        .first(conn)
+        .optional()
+}
+
+pub fn recent_posts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<PostRow>> {
+    posts::table
+        .inner_join(users::table)
+        .order((posts::created_at.desc(), posts::id.desc()))
+        .limit(limit)
+        .select((posts::id, posts::title, posts::body, posts::comments_count, posts::created_at, users::name))
+        .load(conn)
+}
+
+/// One page of a post's discussion, depth-first: the comments after `after` (a path; keyset
+/// pagination), down to `max_depth`, at most `limit` of them. One query whatever the tree.
+pub fn page(conn: &mut PgConnection, post_id: i64, after: Option<&str>, max_depth: i32, limit: i64) -> QueryResult<Vec<CommentRow>> {
+    let mut query = comments::table
+        .inner_join(users::table)
+        .filter(comments::post_id.eq(post_id))
+        .filter(comments::depth.le(max_depth))
+        .order(comments::path.asc())
+        .limit(limit)
+        .select(comment_columns())
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(comments::path.gt(after.to_string()));
+    }
+    query.load(conn)
+}
+
+/// The comment a "continue this thread" page starts from, with its post.
+pub fn comment(conn: &mut PgConnection, comment_id: i64) -> QueryResult<Option<CommentRow>> {
+    comments::table.inner_join(users::table).filter(comments::id.eq(comment_id)).select(comment_columns()).first(conn).optional()
+}
+
+/// A subtree (the comment and its replies), depth-first, down to `max_depth`, after `after`.
+pub fn subtree(conn: &mut PgConnection, root: &CommentRow, after: Option<&str>, max_depth: i32, limit: i64) -> QueryResult<Vec<CommentRow>> {
+    // A subtree is the prefix range [path, path + '/'): '/' sorts right after '.' in "C" collation.
+    let upper = format!("{}/", root.path);
+    let lower = after.map(str::to_string).unwrap_or_else(|| root.path.clone());
+    let include_lower = after.is_none();
+    let mut query = comments::table
+        .inner_join(users::table)
+        .filter(comments::post_id.eq(root.post_id))
+        .filter(comments::path.lt(upper))
+        .filter(comments::depth.le(max_depth))
+        .order(comments::path.asc())
+        .limit(limit)
+        .select(comment_columns())
+        .into_boxed();
+    query = if include_lower { query.filter(comments::path.ge(lower)) } else { query.filter(comments::path.gt(lower)) };
+    query.load(conn)
+}
+
+/// The baseline that caching is measured against: the classic N+1, children loaded per comment.
+pub fn tree_naively(conn: &mut PgConnection, post_id: i64) -> QueryResult<Vec<CommentRow>> {
+    fn children(conn: &mut PgConnection, post_id: i64, parent: Option<i64>, out: &mut Vec<CommentRow>) -> QueryResult<()> {
+        let mut query = comments::table.inner_join(users::table).filter(comments::post_id.eq(post_id)).order(comments::id).select(comment_columns()).into_boxed();
+        query = match parent {
+            Some(id) => query.filter(comments::parent_comment_id.eq(id)),
+            None => query.filter(comments::parent_comment_id.is_null()),
+        };
+        for row in query.load::<CommentRow>(conn)? {
+            let id = row.id;
+            out.push(row);
+            children(conn, post_id, Some(id), out)?;
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    children(conn, post_id, None, &mut out)?;
+    Ok(out)
+}
+
+#[derive(QueryableByName)]
+struct NewComment {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Adds a comment (to the post, or as a reply) and moves both counters, in one transaction.
+/// `None` when the post, or the parent within that post, does not exist.
+pub fn add_comment(
+    conn: &mut PgConnection,
+    post_id: i64,
+    parent_id: Option<i64>,
+    user_id: i64,
+    body: &CommentBody,
+) -> QueryResult<Option<i64>> {
+    conn.transaction(|conn| {
+        // The path needs the new id, so the id is drawn first; depth and path come from the parent.
+        let created: Option<NewComment> = diesel::sql_query(
+            "WITH new AS (SELECT nextval(pg_get_serial_sequence('comments', 'id')) AS id), \
+                  parent AS (SELECT id, depth, path FROM comments WHERE id = $2 AND post_id = $1) \
+             INSERT INTO comments (id, post_id, parent_comment_id, user_id, body, depth, path) \
+             SELECT new.id, p.id, parent.id, $3, $4, COALESCE(parent.depth + 1, 0), \
+                    COALESCE(parent.path || '.', '') || lpad(new.id::text, 12, '0') \
+             FROM new CROSS JOIN posts p LEFT JOIN parent ON true \
+             WHERE p.id = $1 AND ($2 IS NULL OR parent.id IS NOT NULL) \
+             RETURNING id",
+        )
+        .bind::<BigInt, _>(post_id)
+        .bind::<Nullable<BigInt>, _>(parent_id)
+        .bind::<BigInt, _>(user_id)
+        .bind::<Text, _>(body.as_str())
+        .get_result(conn)
+        .optional()?;
+        let Some(NewComment { id }) = created else { return Ok(None) };
+        if let Some(parent) = parent_id {
+            diesel::update(comments::table.find(parent))
+                .set((comments::children_count.eq(comments::children_count + 1), comments::version.eq(comments::version + 1)))
+                .execute(conn)?;
+        }
+        diesel::update(posts::table.find(post_id)).set(posts::comments_count.eq(posts::comments_count + 1)).execute(conn)?;
+        Ok(Some(id))
+    })
+}
+
+/// Replaces the body of the author's own comment. `Err(NotFound)` for others' or deleted ones.
+pub fn edit_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, body: &CommentBody, now: DateTime<Utc>) -> QueryResult<Option<i64>> {
+    diesel::update(comments::table.find(comment_id).filter(comments::user_id.eq(user_id)).filter(comments::deleted_at.is_null()))
+        .set((
+            comments::body.eq(body.as_str()),
+            comments::edited_at.eq(now),
+            comments::updated_at.eq(now),
+            comments::version.eq(comments::version + 1),
+        ))
+        .returning(comments::post_id)
+        .get_result(conn)
+        .optional()
+}
+
+/// Soft delete: the comment shows "[deleted]" and keeps its replies.
+pub fn delete_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, now: DateTime<Utc>) -> QueryResult<Option<i64>> {
+    diesel::update(comments::table.find(comment_id).filter(comments::user_id.eq(user_id)).filter(comments::deleted_at.is_null()))
+        .set((comments::deleted_at.eq(now), comments::updated_at.eq(now), comments::version.eq(comments::version + 1)))
+        .returning(comments::post_id)
+        .get_result(conn)
+        .optional()
+}
+
+/// One upvote per user per comment: a second one changes nothing. Returns the post and whether
+/// the vote counted.
+pub fn upvote(conn: &mut PgConnection, comment_id: i64, user_id: i64) -> QueryResult<Option<(i64, bool)>> {
+    conn.transaction(|conn| {
+        let Some((post_id, deleted)) = comments::table
+            .find(comment_id)
+            .select((comments::post_id, comments::deleted_at.is_not_null()))
+            .first::<(i64, bool)>(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        if deleted {
+            return Ok(Some((post_id, false)));
+        }
+        let counted = diesel::insert_into(comment_votes::table)
+            .values((comment_votes::comment_id.eq(comment_id), comment_votes::user_id.eq(user_id)))
+            .on_conflict_do_nothing()
+            .execute(conn)?
+            == 1;
+        if counted {
+            diesel::update(comments::table.find(comment_id))
+                .set((comments::upvotes.eq(comments::upvotes + 1), comments::version.eq(comments::version + 1)))
+                .execute(conn)?;
+        }
+        Ok(Some((post_id, counted)))
+    })
+}
+
+/// The comments of a post this user has upvoted.
+pub fn votes_of(conn: &mut PgConnection, post_id: i64, user_id: i64) -> QueryResult<Vec<i64>> {
+    comment_votes::table
+        .inner_join(comments::table)
+        .filter(comments::post_id.eq(post_id))
+        .filter(comment_votes::user_id.eq(user_id))
+        .select(comment_votes::comment_id)
+        .load(conn)
+}
+
+pub fn create_post(conn: &mut PgConnection, user_id: i64, title: &str, body: &str) -> QueryResult<i64> {
+    diesel::insert_into(posts::table)
+        .values((posts::user_id.eq(user_id), posts::title.eq(title), posts::body.eq(body)))
+        .returning(posts::id)
+        .get_result(conn)
+}
+
+#[derive(QueryableByName)]
+struct Fixed {
+    #[diesel(sql_type = BigInt)]
+    post_id: i64,
+}
+
+/// Recomputes `children_count` and `comments_count` from the rows and fixes any that drifted.
+/// Returns the posts whose pages changed.
+pub fn reconcile_counters(conn: &mut PgConnection) -> QueryResult<Vec<i64>> {
+    conn.transaction(|conn| {
+        let children: Vec<Fixed> = diesel::sql_query(
+            "UPDATE comments c SET children_count = actual.n, version = c.version + 1 \
+             FROM (SELECT p.id, count(ch.id)::int AS n FROM comments p \
+                   LEFT JOIN comments ch ON ch.parent_comment_id = p.id GROUP BY p.id) actual \
+             WHERE c.id = actual.id AND c.children_count <> actual.n \
+             RETURNING c.post_id",
+        )
+        .load(conn)?;
+        let totals: Vec<Fixed> = diesel::sql_query(
+            "UPDATE posts p SET comments_count = actual.n \
+             FROM (SELECT p2.id, count(c.id)::int AS n FROM posts p2 LEFT JOIN comments c ON c.post_id = p2.id GROUP BY p2.id) actual \
+             WHERE p.id = actual.id AND p.comments_count <> actual.n \
+             RETURNING p.id AS post_id",
+        )
+        .load(conn)?;
+        let mut changed: Vec<i64> = children.into_iter().chain(totals).map(|f| f.post_id).collect();
+        changed.sort_unstable();
+        changed.dedup();
+        Ok(changed)
+    })
+}

@@ -1,0 +1,444 @@
+//! Post pages with their discussion, and the forms that write to it.
+
+use actix_session::Session;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::cache::ThreadCache;
+use super::render::{self, Frame};
+use super::repo::{self, PostRow};
+use super::{tree, CommentBody, ThreadError, MAX_DEPTH, PAGE_SIZE};
+use crate::auth::{AdminUser, CurrentUser, SessionUser};
+use crate::web::{csrf, html, parse_id, see_other, AppError, AppState, Db, Layout};
+
+#[derive(Template)]
+#[template(path = "thread_head.html")]
+struct ThreadHead<'a> {
+    post: &'a PostRow,
+    /// Set on a "continue this thread" page.
+    context: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "thread.html")]
+struct ThreadPage<'a> {
+    layout: Layout,
+    post_id: i64,
+    title: &'a str,
+    head: &'a str,
+    comments: &'a str,
+    /// Per-user presentation (which edit links and votes are yours), kept out of shared fragments.
+    user_style: String,
+}
+
+/// What is cached for a page: the same for everyone who sees it.
+struct SharedPage {
+    title: String,
+    head: String,
+    comments: String,
+}
+
+impl SharedPage {
+    fn encode(&self) -> String {
+        format!("{}\u{0}{}\u{0}{}", self.title, self.head, self.comments)
+    }
+
+    fn decode(raw: &str) -> Option<SharedPage> {
+        let mut parts = raw.splitn(3, '\u{0}');
+        Some(SharedPage { title: parts.next()?.into(), head: parts.next()?.into(), comments: parts.next()?.into() })
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<String>,
+}
+
+/// A page cursor is a comment path: digits and dots only.
+fn cursor(after: &Option<String>) -> Result<Option<String>, AppError> {
+    match after {
+        None => Ok(None),
+        Some(a) if !a.is_empty() && a.len() <= 13 * 256 && a.bytes().all(|b| b.is_ascii_digit() || b == b'.') => Ok(Some(a.clone())),
+        Some(_) => Err(AppError::NotFound),
+    }
+}
+
+/// What the page is a view of.
+enum View {
+    Post { post_id: i64 },
+    Subthread { post_id: i64, comment_id: i64 },
+}
+
+impl View {
+    fn post_id(&self) -> i64 {
+        match self {
+            View::Post { post_id } | View::Subthread { post_id, .. } => *post_id,
+        }
+    }
+
+    fn cache_key(&self, version: &str, after: Option<&str>) -> String {
+        let after = after.unwrap_or("-");
+        match self {
+            View::Post { post_id } => format!("page:{post_id}:{version}:{after}"),
+            View::Subthread { post_id, comment_id } => format!("page:{post_id}:{version}:c{comment_id}:{after}"),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            View::Post { post_id } => format!("/posts/{post_id}"),
+            View::Subthread { post_id, comment_id } => format!("/posts/{post_id}/comments/{comment_id}"),
+        }
+    }
+}
+
+/// Loads (two queries), renders with whatever fragments the cache has, and stores what is new.
+async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<String>, cache_on: bool) -> Result<SharedPage, AppError> {
+    let (post, rows, root_depth) = match *view {
+        View::Post { post_id } => {
+            let after = after.clone();
+            db.run(move |conn| {
+                let post = repo::post(conn, post_id)?.ok_or(AppError::NotFound)?;
+                let rows = repo::page(conn, post_id, after.as_deref(), MAX_DEPTH, PAGE_SIZE + 1)?;
+                Ok::<_, AppError>((post, rows, 0))
+            })
+            .await?
+        }
+        View::Subthread { post_id, comment_id } => {
+            let after = after.clone();
+            db.run(move |conn| {
+                let root = repo::comment(conn, comment_id)?.filter(|c| c.post_id == post_id).ok_or(AppError::NotFound)?;
+                let post = repo::post(conn, post_id)?.ok_or(AppError::NotFound)?;
+                let rows = repo::subtree(conn, &root, after.as_deref(), root.depth + MAX_DEPTH, PAGE_SIZE + 1)?;
+                Ok::<_, AppError>((post, rows, root.depth))
+            })
+            .await?
+        }
+    };
+    let mut rows = rows;
+    let more = rows.len() as i64 > PAGE_SIZE;
+    rows.truncate(PAGE_SIZE as usize);
+    let next = more.then(|| format!("{}?after={}", view.url(), rows.last().map(|r| r.path.as_str()).unwrap_or("")));
+    let tree = tree::build(rows);
+    let frame = Frame { post_id: post.id, max_depth: root_depth + MAX_DEPTH };
+    let keys = render::fragment_keys(&tree, &frame);
+    let cached = if cache_on { threads.fragments(&keys).await } else { vec![None; keys.len()] };
+    let rendered = render::render(&tree, &frame, &keys, cached)?;
+    threads.metrics.record_render(&rendered.rendered, rendered.hits);
+    if cache_on {
+        threads.store_fragments(&rendered.fresh).await;
+    }
+    let context = matches!(view, View::Subthread { .. }).then_some("Continuing a thread from");
+    let head = ThreadHead { post: &post, context }.render()?;
+    let mut comments = rendered.html;
+    if tree.rows.is_empty() && after.is_none() {
+        comments.push_str("<p class=\"muted\" id=\"no-comments\">No comments yet.</p>");
+    }
+    if let Some(next) = next {
+        comments.push_str(&format!("<p><a class=\"more\" id=\"more-comments\" href=\"{next}\">load more comments →</a></p>"));
+    }
+    Ok(SharedPage { title: post.title, head, comments })
+}
+
+fn user_style(user: Option<&SessionUser>, votes: &[i64]) -> String {
+    let Some(user) = user else { return String::new() };
+    let mut style = format!(
+        ".comment .controls {{ display: flex; }} .comment[data-author=\"{}\"] > .controls .edit-link {{ display: inline; }}",
+        user.id
+    );
+    for id in votes {
+        style.push_str(&format!(" .vote[data-comment=\"{id}\"]"));
+        style.push(',');
+    }
+    if !votes.is_empty() {
+        style.pop();
+        style.push_str(" { color: var(--accent); font-weight: 700; }");
+    }
+    style
+}
+
+async fn show(view: View, after: Option<String>, session: Session, db: Db, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let threads = state.services.threads.clone();
+    let post_id = view.post_id();
+    // The version is read before the database: see threads::cache for why that keeps pages fresh.
+    let version = threads.version(post_id).await;
+    let key = version.as_deref().map(|v| view.cache_key(v, after.as_deref()));
+    let cached = match &key {
+        Some(key) => threads.page(key).await.and_then(|raw| SharedPage::decode(&raw)),
+        None => None,
+    };
+    let page = match cached {
+        Some(page) => page,
+        None => {
+            let page = build_page(&db, &threads, &view, after, key.is_some()).await?;
+            if let Some(key) = &key {
+                threads.store_page(key, &page.encode()).await;
+            }
+            page
+        }
+    };
+    let user = SessionUser::from_session(&session);
+    let votes = match &user {
+        Some(user) => match threads.votes(post_id, user.id).await {
+            Some(votes) => votes,
+            None => {
+                let user_id = user.id;
+                let votes = db.run(move |conn| repo::votes_of(conn, post_id, user_id)).await?;
+                threads.store_votes(post_id, user_id, &votes).await;
+                votes
+            }
+        },
+        None => Vec::new(),
+    };
+    html(ThreadPage {
+        user_style: user_style(user.as_ref(), &votes),
+        layout: Layout::new(&session),
+        post_id,
+        title: &page.title,
+        head: &page.head,
+        comments: &page.comments,
+    })
+}
+
+async fn post_page(session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, query: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
+    let view = View::Post { post_id: parse_id(&path)? };
+    show(view, cursor(&query.after)?, session, db, state).await
+}
+
+async fn subthread_page(
+    session: Session,
+    db: Db,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, AppError> {
+    let view = View::Subthread { post_id: parse_id(&path.0)?, comment_id: parse_id(&path.1)? };
+    show(view, cursor(&query.after)?, session, db, state).await
+}
+
+#[derive(Template)]
+#[template(path = "posts.html")]
+struct PostsPage {
+    layout: Layout,
+    posts: Vec<PostRow>,
+}
+
+async fn posts(session: Session, db: Db) -> Result<HttpResponse, AppError> {
+    let posts = db.run(|conn| repo::recent_posts(conn, 50)).await?;
+    html(PostsPage { layout: Layout::new(&session), posts })
+}
+
+#[derive(Template)]
+#[template(path = "comment_form.html")]
+struct CommentForm {
+    layout: Layout,
+    heading: String,
+    action: String,
+    cancel: String,
+    quoted: Option<(String, String)>,
+    body: String,
+    problem: Option<String>,
+    submit: &'static str,
+}
+
+#[derive(Deserialize)]
+struct BodyForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    body: String,
+}
+
+fn form_page(form: CommentForm, status: actix_web::http::StatusCode) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(form.render()?))
+}
+
+async fn reply_form(_user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&path)?;
+    let parent = db.run(move |conn| repo::comment(conn, id)?.filter(|c| !c.deleted).ok_or(AppError::NotFound)).await?;
+    form_page(
+        CommentForm {
+            layout: Layout::new(&session),
+            heading: format!("Reply to {}", parent.author),
+            action: format!("/comments/{id}/replies"),
+            cancel: format!("/posts/{}#c{id}", parent.post_id),
+            quoted: Some((parent.author, parent.body)),
+            body: String::new(),
+            problem: None,
+            submit: "Post reply",
+        },
+        actix_web::http::StatusCode::OK,
+    )
+}
+
+/// Where to look at a comment after writing it: its post, or its subthread when it is deep.
+fn comment_url(post_id: i64, comment_id: i64, parent: Option<(i64, i32)>) -> String {
+    match parent {
+        Some((parent_id, depth)) if depth + 1 > MAX_DEPTH => format!("/posts/{post_id}/comments/{parent_id}#c{comment_id}"),
+        _ => format!("/posts/{post_id}#c{comment_id}"),
+    }
+}
+
+async fn add(
+    user: CurrentUser,
+    session: Session,
+    db: Db,
+    state: web::Data<AppState>,
+    target: (i64, Option<i64>),
+    form: BodyForm,
+) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let (post_id, parent_id) = target;
+    let body = match CommentBody::parse(&form.body) {
+        Ok(body) => body,
+        Err(problem) => {
+            let action = match parent_id {
+                Some(id) => format!("/comments/{id}/replies"),
+                None => format!("/posts/{post_id}/comments"),
+            };
+            return form_page(
+                CommentForm {
+                    layout: Layout::new(&session),
+                    heading: "Your comment".into(),
+                    action,
+                    cancel: format!("/posts/{post_id}"),
+                    quoted: None,
+                    body: form.body,
+                    problem: Some(problem.to_string()),
+                    submit: "Post",
+                },
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            );
+        }
+    };
+    let user_id = user.0.id;
+    let (id, parent) = db
+        .run(move |conn| {
+            let parent = match parent_id {
+                Some(pid) => Some(repo::comment(conn, pid)?.filter(|c| c.post_id == post_id && !c.deleted).ok_or(ThreadError::NotFound)?),
+                None => None,
+            };
+            let id = repo::add_comment(conn, post_id, parent_id, user_id, &body)?.ok_or(ThreadError::NotFound)?;
+            Ok::<_, ThreadError>((id, parent.map(|p| (p.id, p.depth))))
+        })
+        .await?;
+    state.services.threads.bump(post_id).await;
+    Ok(see_other(&comment_url(post_id, id, parent)))
+}
+
+async fn add_to_post(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+    let post_id = parse_id(&path)?;
+    add(user, session, db, state, (post_id, None), form.into_inner()).await
+}
+
+async fn add_reply(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+    let parent_id = parse_id(&path)?;
+    let post_id = db.run(move |conn| repo::comment(conn, parent_id)?.map(|c| c.post_id).ok_or(AppError::NotFound)).await?;
+    add(user, session, db, state, (post_id, Some(parent_id)), form.into_inner()).await
+}
+
+async fn edit_form(user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&path)?;
+    let user_id = user.0.id;
+    let comment = db
+        .run(move |conn| repo::comment(conn, id)?.filter(|c| c.user_id == user_id && !c.deleted).ok_or(AppError::NotFound))
+        .await?;
+    form_page(
+        CommentForm {
+            layout: Layout::new(&session),
+            heading: "Edit your comment".into(),
+            action: format!("/comments/{id}/edit"),
+            cancel: format!("/posts/{}#c{id}", comment.post_id),
+            quoted: None,
+            body: comment.body,
+            problem: None,
+            submit: "Save",
+        },
+        actix_web::http::StatusCode::OK,
+    )
+}
+
+async fn edit(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let id = parse_id(&path)?;
+    let body = match CommentBody::parse(&form.body) {
+        Ok(body) => body,
+        Err(problem) => {
+            return form_page(
+                CommentForm {
+                    layout: Layout::new(&session),
+                    heading: "Edit your comment".into(),
+                    action: format!("/comments/{id}/edit"),
+                    cancel: "/posts".into(),
+                    quoted: None,
+                    body: form.body.clone(),
+                    problem: Some(problem.to_string()),
+                    submit: "Save",
+                },
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
+    };
+    let (user_id, now) = (user.0.id, state.services.clock.now());
+    let post_id = db.run(move |conn| repo::edit_comment(conn, id, user_id, &body, now)?.ok_or(ThreadError::NotFound)).await?;
+    state.services.threads.bump(post_id).await;
+    Ok(see_other(&format!("/posts/{post_id}#c{id}")))
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+async fn upvote(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<TokenForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let id = parse_id(&path)?;
+    let user_id = user.0.id;
+    let (post_id, counted) = db.run(move |conn| repo::upvote(conn, id, user_id)?.ok_or(AppError::NotFound)).await?;
+    if counted {
+        state.services.threads.forget_votes(post_id, user_id).await;
+        state.services.threads.bump(post_id).await;
+    }
+    Ok(see_other(&format!("/posts/{post_id}#c{id}")))
+}
+
+async fn delete(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<TokenForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let id = parse_id(&path)?;
+    let (user_id, now) = (user.0.id, state.services.clock.now());
+    let post_id = db.run(move |conn| repo::delete_comment(conn, id, user_id, now)?.ok_or(ThreadError::NotFound)).await?;
+    state.services.threads.bump(post_id).await;
+    Ok(see_other(&format!("/posts/{post_id}#c{id}")))
+}
+
+#[derive(Template)]
+#[template(path = "cache_metrics.html")]
+struct MetricsPage {
+    layout: Layout,
+    m: super::cache::MetricsSnapshot,
+}
+
+async fn metrics_page(_admin: AdminUser, session: Session, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    html(MetricsPage { layout: Layout::new(&session), m: state.services.threads.metrics.snapshot() })
+}
+
+async fn metrics_json(_admin: AdminUser, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.services.threads.metrics.snapshot())
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/posts", web::get().to(posts))
+        .route("/posts/{id}", web::get().to(post_page))
+        .route("/posts/{id}/comments", web::post().to(add_to_post))
+        .route("/posts/{post}/comments/{comment}", web::get().to(subthread_page))
+        .route("/comments/{id}/reply", web::get().to(reply_form))
+        .route("/comments/{id}/replies", web::post().to(add_reply))
+        .route("/comments/{id}/edit", web::get().to(edit_form))
+        .route("/comments/{id}/edit", web::post().to(edit))
+        .route("/comments/{id}/upvote", web::post().to(upvote))
+        .route("/comments/{id}/delete", web::post().to(delete))
+        .route("/admin/cache", web::get().to(metrics_page))
+        .route("/admin/cache.json", web::get().to(metrics_json));
+}
