@@ -159,7 +159,7 @@ fn checkouts() -> CheckoutRun {
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let state = AppState { services: server_services, query_count_header: false };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2) };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: None };
             let server = web::server(listener, state, options).unwrap();
             tx.send(server.handle()).unwrap();
             server.await.unwrap();
@@ -202,12 +202,147 @@ fn checkouts() -> CheckoutRun {
     CheckoutRun { per_sec: latencies.len() as f64 / elapsed.as_secs_f64(), p50_ms: pct(0.50), p99_ms: pct(0.99) }
 }
 
+// --- thread pages ---------------------------------------------------------------------------
+
+/// The N+1 baseline: every comment's replies loaded by their own query, every fragment rendered.
+async fn naive_thread(path: actix_web::web::Path<i64>, state: actix_web::web::Data<AppState>) -> actix_web::HttpResponse {
+    use agora::threads::{render, repo, tree};
+    let post_id = path.into_inner();
+    let pool = state.services.pool.clone();
+    let html = actix_web::web::block(move || {
+        let mut conn = pool.get().unwrap();
+        let post = repo::post(&mut conn, post_id).unwrap().unwrap();
+        let tree = tree::build(repo::tree_naively(&mut conn, post_id).unwrap());
+        let frame = render::Frame { post_id, max_depth: i32::MAX };
+        let keys = render::fragment_keys(&tree, &frame);
+        let none = vec![None; keys.len()];
+        format!("<h1>{}</h1>{}", post.title, render::render(&tree, &frame, &keys, none).unwrap().html)
+    })
+    .await
+    .unwrap();
+    actix_web::HttpResponse::Ok().content_type("text/html").body(html)
+}
+
+fn naive_route(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.route("/naive/{id}", actix_web::web::get().to(naive_thread));
+}
+
+struct Served {
+    base: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+fn serve(services: Arc<Services>) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let state = AppState { services, query_count_header: false };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: Some(naive_route) };
+            let server = web::server(listener, state, options).unwrap();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    Served { base, handle: rx.recv().unwrap() }
+}
+
+struct Load {
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `clients` threads asking for `url` back to back for `seconds`.
+fn load(url: &str, clients: usize, seconds: f64) -> Load {
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.to_string();
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                let mut latencies = Vec::new();
+                let t0 = Instant::now();
+                while t0.elapsed().as_secs_f64() < seconds {
+                    let t = Instant::now();
+                    let body = agent.get(&url).call().unwrap().into_string().unwrap();
+                    assert!(body.len() > 1000);
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    Load { per_sec: latencies.len() as f64 / elapsed, p50_ms: pct(0.5), p99_ms: pct(0.99) }
+}
+
+fn thread_pages(rows: &mut Vec<String>) {
+    use agora::threads::{repo, CommentBody};
+    let url = fresh_database("agora_bench");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    shop(&mut conn, 10, 1);
+    let mut posts = Vec::new();
+    for size in [200usize, 1000] {
+        let post = repo::create_post(&mut conn, 1, &format!("A thread of {size}"), "Benchmark thread.").unwrap();
+        let mut ids: Vec<i64> = Vec::with_capacity(size);
+        for i in 0..size {
+            // Ten top-level comments, then every comment answers one three places back: a bushy tree ~5 deep.
+            let parent = if i < 10 { None } else { Some(ids[(i - 10) / 3]) };
+            let body = CommentBody::parse(&format!("Comment {i}: measured, not guessed; the cache decides.")).unwrap();
+            ids.push(repo::add_comment(&mut conn, post, parent, 1 + (i as i64 % 10), &body).unwrap().unwrap());
+        }
+        posts.push((size, post));
+    }
+    diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).unwrap();
+    let redis = std::env::var("REDIS_URL").expect("run with `make bench`");
+    let cached = |cache: Cache| {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let strategies = Strategies {
+            gateway: Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), Duration::ZERO)),
+            fraud: Arc::new(fraud::NoFraudCheck),
+            clock,
+        };
+        let pool = db::build_pool(&url, 8).unwrap();
+        Arc::new(Services::new(pool, cache, strategies, PaymentSettings::default(), JobSettings { workers: 0, ..JobSettings::default() }))
+    };
+    let warm_server = serve(cached(Cache::new(Some(&redis), &format!("bench:{}:", std::process::id()))));
+    let cold_server = serve(cached(Cache::disabled()));
+    const CLIENTS: usize = 4;
+    const SECONDS: f64 = 4.0;
+    for (size, post) in posts {
+        let naive = load(&format!("{}/naive/{post}", cold_server.base), CLIENTS, SECONDS);
+        let cold = load(&format!("{}/posts/{post}", cold_server.base), CLIENTS, SECONDS);
+        let _ = ureq::get(&format!("{}/posts/{post}", warm_server.base)).call().unwrap();
+        let warm = load(&format!("{}/posts/{post}", warm_server.base), CLIENTS, SECONDS);
+        for (name, run) in [("naive N+1, whole tree", &naive), ("cold (2 queries, no cache)", &cold), ("warm (Redis, 0 queries)", &warm)] {
+            rows.push(format!(
+                "| thread page, {size} comments: {name} | {CLIENTS} clients, 2 HTTP workers | {SECONDS} s | {:.0} req/s | {:.2} ms | {:.2} ms |",
+                run.per_sec, run.p50_ms, run.p99_ms
+            ));
+            eprintln!("{}", rows.last().unwrap());
+        }
+        rows.push(format!(
+            "| → {size} comments: warm ÷ naive | | | **{:.1}×** | | |\n| → {size} comments: warm ÷ cold | | | **{:.1}×** | | |",
+            warm.per_sec / naive.per_sec,
+            warm.per_sec / cold.per_sec
+        ));
+    }
+    for served in [warm_server, cold_server] {
+        actix_web::rt::System::new().block_on(served.handle.stop(true));
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; nothing else is read.
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let mut rows = Vec::new();
-    // BENCH_ONLY=noop|payments|checkout runs one section (for working on it); the default runs all.
+    // BENCH_ONLY=noop|payments|threads|checkout runs one section (for working on it); the default runs all.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only == name;
     for (threads, batch) in [(2, 100), (4, 200)].into_iter().filter(|_| wanted("noop")) {
@@ -219,6 +354,9 @@ fn main() {
         let rate = payment_jobs(threads, batch);
         rows.push(format!("| payment jobs (fraud check, breaker, charge, zero-latency gateway) | {threads} workers, batch {batch} | {PAYMENT_JOBS} | {rate:.0} jobs/s | | |"));
         eprintln!("{}", rows.last().unwrap());
+    }
+    if wanted("threads") {
+        thread_pages(&mut rows);
     }
     if wanted("checkout") {
     let run = checkouts();

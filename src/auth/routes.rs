@@ -47,7 +47,7 @@ async fn login_page(session: Session, query: web::Query<NextQuery>) -> Result<Ht
         return Ok(see_other(&safe_next(query.next.as_deref())));
     }
     html(LoginPage {
-        layout: Layout::new(&session),
+        layout: Layout::with_form(&session),
         email: String::new(),
         next: safe_next(query.next.as_deref()),
         problem: None,
@@ -74,7 +74,7 @@ async fn login(session: Session, db: Db, form: web::Form<LoginForm>) -> Result<H
         .await?;
     let Some(user) = user else {
         let page = LoginPage {
-            layout: Layout::new(&session),
+            layout: Layout::with_form(&session),
             email,
             next: safe_next(Some(&next)),
             problem: Some("That email and password don't match an account.".into()),

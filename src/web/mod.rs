@@ -73,7 +73,16 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// For pages whose forms are for signed-in people (and the sign-out button). An anonymous
+    /// visitor gets no session and no cookie from such a page.
     pub fn new(session: &Session) -> Layout {
+        let user = SessionUser::from_session(session);
+        let csrf = if user.is_some() { csrf::token(session) } else { String::new() };
+        Layout { user, csrf }
+    }
+
+    /// For pages with a form anyone may submit (signing in): a token even without a user.
+    pub fn with_form(session: &Session) -> Layout {
         Layout { user: SessionUser::from_session(session), csrf: csrf::token(session) }
     }
 
@@ -162,11 +171,13 @@ pub struct ServerOptions {
     pub session_key: Key,
     pub secure_cookies: bool,
     pub workers: Option<usize>,
+    /// More routes beside the app's own (benchmarks mount their baselines here).
+    pub extra_routes: Option<fn(&mut web::ServiceConfig)>,
 }
 
 pub fn server(listener: TcpListener, state: AppState, options: ServerOptions) -> std::io::Result<Server> {
     let state = web::Data::new(state);
-    let ServerOptions { session_key, secure_cookies, workers } = options;
+    let ServerOptions { session_key, secure_cookies, workers, extra_routes } = options;
     let mut server = HttpServer::new(move || {
         let sessions = SessionMiddleware::builder(CookieSessionStore::default(), session_key.clone())
             .cookie_name("agora_session".into())
@@ -187,6 +198,11 @@ pub fn server(listener: TcpListener, state: AppState, options: ServerOptions) ->
             )
             .wrap(from_fn(middleware::request_log))
             .configure(routes)
+            .configure(|cfg| {
+                if let Some(extra) = extra_routes {
+                    extra(cfg)
+                }
+            })
             .default_service(web::to(not_found))
     })
     .listen(listener)?;

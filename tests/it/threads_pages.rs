@@ -114,6 +114,7 @@ fn a_warm_page_makes_no_query_and_is_the_same_html() {
     assert_eq!(cold.queries, Some(2));
     assert_eq!(warm.queries, Some(0));
     assert_eq!(warm.body, cold.body);
+    assert!(!cold.sets_cookie && !warm.sets_cookie, "reading needs no session: no cookie for anonymous readers");
 
     // Signed in too: who you are comes from the cookie, your votes from the cache.
     let member = Client::new(&app.url);

@@ -136,7 +136,7 @@ impl TestApp {
         let state_services = services.clone();
         let (server, url) = Running::start(move |listener| {
             let state = AppState { services: state_services, query_count_header: true };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2) };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: None };
             web::server(listener, state, options)
         });
         TestApp { url, services, _server: server, db }

@@ -15,6 +15,7 @@ pub struct Resp {
     pub location: Option<String>,
     pub queries: Option<u64>,
     pub retry_after: Option<String>,
+    pub sets_cookie: bool,
     pub body: String,
 }
 
@@ -40,6 +41,7 @@ impl Client {
             Err(ureq::Error::Status(_, r)) => r,
             Err(e) => panic!("request failed: {e}"),
         };
+        let sets_cookie = !response.all("set-cookie").is_empty();
         for cookie in response.all("set-cookie") {
             if let Some(value) = cookie.strip_prefix("agora_session=") {
                 let value = value.split(';').next().unwrap_or("");
@@ -51,6 +53,7 @@ impl Client {
             location: response.header("location").map(str::to_string),
             queries: response.header("x-db-queries").and_then(|q| q.parse().ok()),
             retry_after: response.header("retry-after").map(str::to_string),
+            sets_cookie,
             body: response.into_string().unwrap_or_default(),
         }
     }
