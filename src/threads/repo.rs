@@ -18,7 +18,8 @@ pub struct PostRow {
 }
 
 /// A comment with what its fragment shows.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = comments, check_for_backend(diesel::pg::Pg))]
 pub struct CommentRow {
     pub id: i64,
     pub post_id: i64,
@@ -30,46 +31,19 @@ pub struct CommentRow {
     pub upvotes: i32,
     pub children_count: i32,
     pub version: i32,
+    #[diesel(select_expression = comments::edited_at.is_not_null())]
+    #[diesel(select_expression_type = diesel::dsl::IsNotNull<comments::edited_at>)]
     pub edited: bool,
+    #[diesel(select_expression = comments::deleted_at.is_not_null())]
+    #[diesel(select_expression_type = diesel::dsl::IsNotNull<comments::deleted_at>)]
     pub deleted: bool,
     pub created_at: DateTime<Utc>,
+    #[diesel(select_expression = users::name)]
     pub author: String,
 }
 
-type CommentColumns = (
-    comments::id,
-    comments::post_id,
-    comments::parent_comment_id,
-    comments::user_id,
-    comments::body,
-    comments::depth,
-    comments::path,
-    comments::upvotes,
-    comments::children_count,
-    comments::version,
-    diesel::dsl::IsNotNull<comments::edited_at>,
-    diesel::dsl::IsNotNull<comments::deleted_at>,
-    comments::created_at,
-    users::name,
-);
-
-fn comment_columns() -> CommentColumns {
-    (
-        comments::id,
-        comments::post_id,
-        comments::parent_comment_id,
-        comments::user_id,
-        comments::body,
-        comments::depth,
-        comments::path,
-        comments::upvotes,
-        comments::children_count,
-        comments::version,
-        comments::edited_at.is_not_null(),
-        comments::deleted_at.is_not_null(),
-        comments::created_at,
-        users::name,
-    )
+fn comment_columns() -> diesel::dsl::AsSelect<CommentRow, diesel::pg::Pg> {
+    CommentRow::as_select()
 }
 
 pub fn post(conn: &mut PgConnection, post_id: i64) -> QueryResult<Option<PostRow>> {

@@ -17,6 +17,7 @@ use agora::payments::{Charge, ChargeRequest, PayOrder, PaymentStatus};
 use agora::schema::{jobs as jobs_table, payments, products};
 
 use crate::support::app::TestAppOptions;
+use crate::support::gateways::ChargeThenDie;
 use crate::support::fixtures::{self, PASSWORD};
 use crate::support::{Client, TestApp};
 
@@ -219,29 +220,9 @@ fn a_gateway_and_a_fraud_check_defined_in_the_test_are_injected_and_used() {
 
 // --- leases -----------------------------------------------------------------------------------
 
-/// Takes the money, then the process dies before anything is saved (once).
-struct ChargeThenDie {
-    inner: ScriptedGateway,
-    die: AtomicBool,
-}
-
-impl PaymentGateway for ChargeThenDie {
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
-        let charge = self.inner.charge(request)?;
-        if self.die.swap(false, Ordering::SeqCst) {
-            panic!("the worker's process died right after the gateway charged");
-        }
-        Ok(charge)
-    }
-
-    fn lookup(&self, key: &str) -> Result<Option<Charge>, GatewayError> {
-        self.inner.lookup(key)
-    }
-}
-
 #[test]
 fn a_job_whose_worker_died_mid_charge_is_finished_by_another_worker_after_the_lease_with_one_charge() {
-    let gateway = Arc::new(ChargeThenDie { inner: ScriptedGateway::succeeding(), die: AtomicBool::new(true) });
+    let gateway = Arc::new(ChargeThenDie::new());
     let clock = Arc::new(FakeClock::starting_now());
     let app = fake_clock_app(gateway.clone(), clock.clone(), JobSettings::default());
     let me = shopper(&app, "lease@example.com");
@@ -520,7 +501,7 @@ fn two_schedulers_enqueue_each_periodic_job_once_per_bucket() {
 
 #[test]
 fn the_sweeper_settles_a_stuck_payment_from_the_gateway_without_charging() {
-    let gateway = Arc::new(ChargeThenDie { inner: ScriptedGateway::succeeding(), die: AtomicBool::new(true) });
+    let gateway = Arc::new(ChargeThenDie::new());
     let clock = Arc::new(FakeClock::starting_now());
     let app = fake_clock_app(gateway.clone(), clock.clone(), JobSettings::default());
     let mut conn = app.conn();

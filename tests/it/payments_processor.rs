@@ -2,17 +2,17 @@
 //! all against the real database.
 
 use diesel::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use agora::clock::{Clock, FakeClock, SystemClock};
 use agora::config::PaymentSettings;
 use agora::payments::gateway::{DeclineCode, GatewayError, PaymentGateway, ScriptedGateway};
-use agora::payments::{Charge, ChargeRequest, PayOrder, Payment, PaymentProcessor, PaymentStatus};
+use agora::payments::{PayOrder, Payment, PaymentProcessor, PaymentStatus};
 use agora::schema::{payment_events, payments};
 
 use crate::support::fixtures;
+use crate::support::gateways::ChargeThenDie;
 use crate::support::TestDb;
 
 struct Setup {
@@ -217,30 +217,10 @@ fn thirty_two_concurrent_workers_charge_an_order_exactly_once() {
     }
 }
 
-/// A gateway that takes the money and then loses the process before the answer is saved.
-struct CrashAfterCharge {
-    inner: ScriptedGateway,
-    crash: AtomicBool,
-}
-
-impl PaymentGateway for CrashAfterCharge {
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
-        let charge = self.inner.charge(request)?;
-        if self.crash.swap(false, Ordering::SeqCst) {
-            panic!("simulated crash after the gateway charged");
-        }
-        Ok(charge)
-    }
-
-    fn lookup(&self, key: &str) -> Result<Option<Charge>, GatewayError> {
-        self.inner.lookup(key)
-    }
-}
-
 #[test]
 fn a_crash_after_charging_is_recovered_from_the_gateway_without_charging_again() {
     let mut s = setup();
-    let gateway = Arc::new(CrashAfterCharge { inner: ScriptedGateway::succeeding(), crash: AtomicBool::new(true) });
+    let gateway = Arc::new(ChargeThenDie::new());
     let clock = Arc::new(FakeClock::starting_now());
     let settings = PaymentSettings::default();
     let lease = settings.processing_lease;

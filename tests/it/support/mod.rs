@@ -1,6 +1,7 @@
 pub mod app;
 pub mod db;
 pub mod fixtures;
+pub mod gateways;
 pub mod http;
 pub mod webdriver;
 
