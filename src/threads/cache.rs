@@ -99,14 +99,26 @@ impl ThreadCache {
         ThreadCache { cache, metrics: FragmentMetrics::default(), pending: Mutex::new(BTreeSet::new()) }
     }
 
-    /// The post's current version, created if it has none; `None` when Redis is away.
-    pub async fn version(&self, post_id: i64) -> Option<String> {
+    /// The post's current version and, if one is filed under it, the cached page at `page_key`:
+    /// one round trip. The version is created if the post has none; `(None, None)` when Redis is
+    /// away. A page filed under any other version is a miss.
+    pub async fn lookup(&self, post_id: i64, page_key: &str) -> (Option<String>, Option<String>) {
         self.flush_pending().await;
-        match self.cache.get(&version_key(post_id)).await {
-            Ok(Some(v)) => Some(v),
-            Ok(None) => self.cache.set_if_absent(&version_key(post_id), &fresh_version(), VERSION_TTL).await.ok(),
-            Err(_) => None,
-        }
+        let Ok(mut found) = self.cache.get_many(&[version_key(post_id), page_key.to_string()]).await else {
+            return (None, None);
+        };
+        let page = found.pop().flatten();
+        let version = match found.pop().flatten() {
+            Some(v) => v,
+            None => match self.cache.set_if_absent(&version_key(post_id), &fresh_version(), VERSION_TTL).await {
+                Ok(v) => v,
+                Err(_) => return (None, None),
+            },
+        };
+        let page = page.and_then(|p| p.strip_prefix(&format!("{version}\u{1}")).map(str::to_string));
+        let counter = if page.is_some() { &self.metrics.page_hits } else { &self.metrics.page_misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        (Some(version), page)
     }
 
     /// After a write to the post has committed: every page of it is from now on a miss.
@@ -134,15 +146,9 @@ impl ThreadCache {
         }
     }
 
-    pub async fn page(&self, key: &str) -> Option<String> {
-        let found = self.cache.get(key).await.ok().flatten();
-        let counter = if found.is_some() { &self.metrics.page_hits } else { &self.metrics.page_misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
-    }
-
-    pub async fn store_page(&self, key: &str, html: &str) {
-        let _ = self.cache.set(key, html, PAGE_TTL).await;
+    /// Files the page under the version that was read before its data was loaded.
+    pub async fn store_page(&self, key: &str, version: &str, html: &str) {
+        let _ = self.cache.set(key, &format!("{version}\u{1}{html}"), PAGE_TTL).await;
     }
 
     /// The cached fragments for `keys`, or all misses when Redis is away.

@@ -77,11 +77,11 @@ impl View {
         }
     }
 
-    fn cache_key(&self, version: &str, after: Option<&str>) -> String {
+    fn cache_key(&self, after: Option<&str>) -> String {
         let after = after.unwrap_or("-");
         match self {
-            View::Post { post_id } => format!("page:{post_id}:{version}:{after}"),
-            View::Subthread { post_id, comment_id } => format!("page:{post_id}:{version}:c{comment_id}:{after}"),
+            View::Post { post_id } => format!("page:{post_id}:{after}"),
+            View::Subthread { post_id, comment_id } => format!("page:{post_id}:c{comment_id}:{after}"),
         }
     }
 
@@ -162,18 +162,14 @@ async fn show(view: View, after: Option<String>, session: Session, db: Db, state
     let threads = state.services.threads.clone();
     let post_id = view.post_id();
     // The version is read before the database: see threads::cache for why that keeps pages fresh.
-    let version = threads.version(post_id).await;
-    let key = version.as_deref().map(|v| view.cache_key(v, after.as_deref()));
-    let cached = match &key {
-        Some(key) => threads.page(key).await.and_then(|raw| SharedPage::decode(&raw)),
-        None => None,
-    };
-    let page = match cached {
+    let key = view.cache_key(after.as_deref());
+    let (version, cached) = threads.lookup(post_id, &key).await;
+    let page = match cached.and_then(|raw| SharedPage::decode(&raw)) {
         Some(page) => page,
         None => {
-            let page = build_page(&db, &threads, &view, after, key.is_some()).await?;
-            if let Some(key) = &key {
-                threads.store_page(key, &page.encode()).await;
+            let page = build_page(&db, &threads, &view, after, version.is_some()).await?;
+            if let Some(version) = &version {
+                threads.store_page(&key, version, &page.encode()).await;
             }
             page
         }

@@ -345,3 +345,28 @@ fn with_redis_stopped_pages_are_served_from_the_database_correctly() {
     assert_eq!(health["database"], "ok");
     assert!(health["redis"].as_str().unwrap().starts_with("down"));
 }
+
+#[test]
+fn a_lost_version_key_means_a_fresh_page_never_an_old_one() {
+    let app = app();
+    let mut conn = app.conn();
+    let author = fixtures::user(&mut conn, "evicted@example.com");
+    let post = fixtures::post(&mut conn, author, "Eviction");
+    let comment = fixtures::comment(&mut conn, post, None, author, "as first written");
+    let client = Client::new(&app.url);
+    client.get(&format!("/posts/{post}"));
+    assert_eq!(client.get(&format!("/posts/{post}")).queries, Some(0), "cached");
+
+    // A committed change whose post-version bump was lost, then Redis evicts the version key.
+    diesel::update(comments::table.find(comment))
+        .set((comments::body.eq("changed underneath"), comments::version.eq(comments::version + 1)))
+        .execute(&mut conn)
+        .unwrap();
+    let mut redis = redis::Client::open(crate::support::db::redis_url()).unwrap().get_connection().unwrap();
+    let evicted: i64 = redis::cmd("DEL").arg(format!("{}:post:{post}:ver", app.db.name)).query(&mut redis).unwrap();
+    assert_eq!(evicted, 1);
+
+    let page = client.get(&format!("/posts/{post}"));
+    assert_eq!(page.queries, Some(2), "a new version: the old page is never served");
+    assert!(page.body.contains("changed underneath"));
+}
