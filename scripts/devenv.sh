@@ -84,13 +84,26 @@ stop_redis() {
   redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
 }
 
+# Servers named by DATABASE_URL / REDIS_URL are used as they are; otherwise private ones start.
 services() {
-  apt_install postgresql libpq-dev redis-server
-  start_postgres
-  start_redis
-  echo "export AGORA_ADMIN_DATABASE_URL=postgres://agora@127.0.0.1:$PG_PORT/postgres"
-  echo "export DATABASE_URL=${DATABASE_URL:-postgres://agora@127.0.0.1:$PG_PORT/agora}"
-  echo "export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
+  apt_install libpq-dev
+  if [ -z "${DATABASE_URL:-}" ]; then
+    apt_install postgresql
+    start_postgres
+    echo "export AGORA_ADMIN_DATABASE_URL=postgres://agora@127.0.0.1:$PG_PORT/postgres"
+    echo "export DATABASE_URL=postgres://agora@127.0.0.1:$PG_PORT/agora"
+  else
+    # Tests create their databases on the same server, through its maintenance database.
+    echo "export AGORA_ADMIN_DATABASE_URL=${AGORA_ADMIN_DATABASE_URL:-${DATABASE_URL%/*}/postgres}"
+    echo "export DATABASE_URL=$DATABASE_URL"
+  fi
+  apt_install redis-server # its redis-server binary also serves the tests' own throwaway instances
+  if [ -z "${REDIS_URL:-}" ]; then
+    start_redis
+    echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+  else
+    echo "export REDIS_URL=$REDIS_URL"
+  fi
 }
 
 browser() {
@@ -114,6 +127,7 @@ was_running() {
 run() {
   local own_db=0
   [ -z "${DATABASE_URL:-}" ] && own_db=1
+  [ -n "${PORT:-}" ] && export PORT
   # Globals, not locals: the exit trap runs after this function has returned.
   BEFORE="$(was_running)"
   SIM_PID=""
