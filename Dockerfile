@@ -7,6 +7,8 @@ COPY src src
 COPY templates templates
 COPY static static
 COPY migrations migrations
+# Declared in Cargo.toml, so cargo wants it present even for a binary-only build.
+COPY benches benches
 RUN cargo build --release --bin agora
 
 FROM debian:bookworm-slim

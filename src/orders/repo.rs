@@ -197,10 +197,6 @@ pub fn find_with_payment(conn: &mut PgConnection, order_id: i64) -> QueryResult<
         .optional()
 }
 
-pub fn find(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<Order>> {
-    orders::table.find(order_id).select(Order::as_select()).first(conn).optional()
-}
-
 /// Unpaid orders placed before `before` on which paying never began.
 pub fn abandoned(conn: &mut PgConnection, before: DateTime<Utc>, limit: i64) -> QueryResult<Vec<i64>> {
     orders::table

@@ -111,10 +111,6 @@ impl PaymentStatus {
         }
     }
 
-    /// Whether nothing more will happen to the payment without somebody asking for it.
-    pub fn is_settled(self) -> bool {
-        matches!(self, PaymentStatus::Completed | PaymentStatus::Failed)
-    }
 }
 
 impl fmt::Display for PaymentStatus {

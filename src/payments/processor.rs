@@ -46,10 +46,6 @@ impl PaymentProcessor {
         PaymentProcessor { gateway, clock, settings }
     }
 
-    pub fn gateway(&self) -> &Arc<dyn PaymentGateway> {
-        &self.gateway
-    }
-
     pub fn process(&self, conn: &mut PgConnection, order: PayOrder) -> Result<Payment, PaymentError> {
         let (payment, may_have_charged) = match conn.transaction(|conn| self.claim(conn, order))? {
             Claim::Nothing(payment) => return Ok(payment),
