@@ -121,6 +121,17 @@ fn a_warm_page_makes_no_query_and_is_the_same_html() {
     member.sign_in("warm@example.com", PASSWORD);
     member.get(&format!("/posts/{post}"));
     assert_eq!(member.get(&format!("/posts/{post}")).queries, Some(0));
+
+    // The cache's own account of it, for administrators only.
+    assert_eq!(member.get("/admin/cache.json").status, 404);
+    fixtures::make_admin(&mut conn, "cache-admin@example.com");
+    let admin = Client::new(&app.url);
+    admin.sign_in("cache-admin@example.com", PASSWORD);
+    let metrics: serde_json::Value = serde_json::from_str(&admin.get("/admin/cache.json").body).unwrap();
+    assert_eq!(metrics["page_misses"], 1, "one cold load");
+    assert_eq!(metrics["page_hits"], 3, "three warm ones");
+    assert_eq!(metrics["fragments_rendered"], 3 + 6 + 12, "every comment rendered once");
+    assert!(admin.get("/admin/cache").body.contains("id=\"page-hits\">3<"));
 }
 
 #[test]
