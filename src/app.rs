@@ -110,10 +110,11 @@ impl Services {
 }
 
 pub fn periodic_jobs() -> Vec<Periodic> {
+    let minute = Duration::from_secs(60);
     vec![
-        Periodic { name: pipeline::EXPIRE_ORDERS, every: Duration::from_secs(60), job: || jobs::NewJob::new(pipeline::EXPIRE_ORDERS, serde_json::json!({})) },
-        Periodic { name: pipeline::RECONCILE_PAYMENTS, every: Duration::from_secs(60), job: || jobs::NewJob::new(pipeline::RECONCILE_PAYMENTS, serde_json::json!({})) },
-        Periodic { name: RECONCILE_COUNTERS, every: Duration::from_secs(600), job: || jobs::NewJob::new(RECONCILE_COUNTERS, serde_json::json!({})) },
-        Periodic { name: jobs::PRUNE_JOBS, every: Duration::from_secs(3600), job: || jobs::NewJob::new(jobs::PRUNE_JOBS, serde_json::json!({})) },
+        Periodic { kind: pipeline::EXPIRE_ORDERS, every: minute },
+        Periodic { kind: pipeline::RECONCILE_PAYMENTS, every: minute },
+        Periodic { kind: RECONCILE_COUNTERS, every: 10 * minute },
+        Periodic { kind: jobs::PRUNE_JOBS, every: 60 * minute },
     ]
 }

@@ -133,14 +133,19 @@ impl Cache {
         self.run::<i64>(redis::cmd("DEL").arg(self.key(key))).await.map(drop)
     }
 
-    /// A plain blocking SET for code on worker threads (jobs), outside any async runtime.
-    pub fn set_blocking(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
+    /// `set_many` for code on worker threads (jobs), outside any async runtime: one connection.
+    pub fn set_many_blocking(&self, entries: &[(String, String)], ttl: Duration) -> Result<(), CacheError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let url = self.url.as_deref().ok_or(CacheError::NotConfigured)?;
+        let mut pipe = redis::pipe();
+        for (key, value) in entries {
+            pipe.cmd("SET").arg(self.key(key)).arg(value).arg("EX").arg(ttl.as_secs().max(1)).ignore();
+        }
         let result = redis::Client::open(url)
             .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(500)))
-            .and_then(|mut conn| {
-                redis::cmd("SET").arg(self.key(key)).arg(value).arg("EX").arg(ttl.as_secs().max(1)).query::<()>(&mut conn)
-            });
+            .and_then(|mut conn| pipe.query::<()>(&mut conn));
         result.map_err(|e| self.failed(e.to_string()))
     }
 

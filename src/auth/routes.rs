@@ -85,13 +85,7 @@ async fn login(session: Session, db: Db, form: web::Form<LoginForm>) -> Result<H
     Ok(see_other(&safe_next(Some(&next))))
 }
 
-#[derive(Deserialize)]
-struct LogoutForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
-async fn logout(session: Session, form: web::Form<LogoutForm>) -> Result<HttpResponse, AppError> {
+async fn logout(session: Session, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     session.purge();
     Ok(see_other("/"))

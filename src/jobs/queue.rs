@@ -219,36 +219,6 @@ pub fn expired_leases(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -
         .load(conn)
 }
 
-/// Makes a job whose lease expired available again (its lost attempt counts).
-pub fn release_expired(conn: &mut PgConnection, job: &Job, now: DateTime<Utc>) -> QueryResult<usize> {
-    let message = format!("lease expired: worker {} stopped answering", job.locked_by.as_deref().unwrap_or("?"));
-    diesel::update(jobs::table.find(job.id).filter(jobs::state.eq("running")))
-        .set((
-            jobs::state.eq("available"),
-            jobs::run_at.eq(now),
-            jobs::locked_by.eq(None::<String>),
-            jobs::locked_until.eq(None::<DateTime<Utc>>),
-            jobs::errors.eq(jobs::errors.concat(error_entry(job, "lease", &message, now))),
-        ))
-        .execute(conn)
-}
-
-pub fn mark_dead(conn: &mut PgConnection, job: &Job, message: &str, now: DateTime<Utc>) -> QueryResult<usize> {
-    diesel::update(jobs::table.find(job.id).filter(jobs::state.eq("running")))
-        .set((
-            jobs::state.eq("dead"),
-            jobs::finished_at.eq(now),
-            jobs::locked_by.eq(None::<String>),
-            jobs::locked_until.eq(None::<DateTime<Utc>>),
-            jobs::errors.eq(jobs::errors.concat(error_entry(job, "dead", message, now))),
-        ))
-        .execute(conn)
-}
-
-pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Job>> {
-    jobs::table.find(id).select(Job::as_select()).first(conn).optional()
-}
-
 /// A dead job back in the queue with a fresh set of attempts.
 pub fn retry_dead(conn: &mut PgConnection, id: i64, now: DateTime<Utc>) -> QueryResult<bool> {
     diesel::update(jobs::table.find(id).filter(jobs::state.eq("dead")))

@@ -85,13 +85,7 @@ async fn page(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppS
     })
 }
 
-#[derive(Deserialize)]
-struct ActionForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
-async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<ActionForm>) -> Result<HttpResponse, AppError> {
+async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
     let clock = state.services.clock.clone();
@@ -109,7 +103,7 @@ async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<App
     Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(outcome))))
 }
 
-async fn discard(_admin: AdminUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<ActionForm>) -> Result<HttpResponse, AppError> {
+async fn discard(_admin: AdminUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
     let removed = db.run(move |conn| queue::discard_dead(conn, id)).await?;

@@ -10,10 +10,10 @@ use super::queue::{enqueue, NewJob};
 use crate::clock::Clock;
 use crate::schema::periodic_runs;
 
+/// A job kind run once per `every`, with no arguments.
 pub struct Periodic {
-    pub name: &'static str,
+    pub kind: &'static str,
     pub every: Duration,
-    pub job: fn() -> NewJob,
 }
 
 pub struct Scheduler {
@@ -41,14 +41,15 @@ impl Scheduler {
             let at = bucket(now, entry.every);
             let created = conn.transaction(|conn| {
                 let claimed = diesel::insert_into(periodic_runs::table)
-                    .values((periodic_runs::name.eq(entry.name), periodic_runs::bucket.eq(at), periodic_runs::job_id.eq(0)))
+                    .values((periodic_runs::name.eq(entry.kind), periodic_runs::bucket.eq(at), periodic_runs::job_id.eq(0)))
                     .on_conflict_do_nothing()
                     .execute(conn)?;
                 if claimed == 0 {
                     return Ok(false);
                 }
-                let job_id = enqueue(conn, &(entry.job)().unique(format!("periodic:{}", entry.name)), now)?;
-                diesel::update(periodic_runs::table.find((entry.name, at)))
+                let job = NewJob::new(entry.kind, serde_json::json!({})).unique(format!("periodic:{}", entry.kind));
+                let job_id = enqueue(conn, &job, now)?;
+                diesel::update(periodic_runs::table.find((entry.kind, at)))
                     .set(periodic_runs::job_id.eq(job_id.unwrap_or(0)))
                     .execute(conn)?;
                 Ok::<_, diesel::result::Error>(true)

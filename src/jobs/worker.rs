@@ -93,7 +93,7 @@ impl Worker {
 
     fn settle_failure(&self, conn: &mut PgConnection, job: &Job, error: JobError) -> QueryResult<()> {
         let now = self.clock.now();
-        let handler = self.registry.get(&job.kind).cloned();
+        let handler = self.registry.get(&job.kind);
         let (next, message) = match &error {
             JobError::Snooze { until, reason } => (Reschedule::Snooze { at: *until }, reason.clone()),
             JobError::Transient(m) if job.attempt < job.max_attempts => {
@@ -103,16 +103,28 @@ impl Worker {
             JobError::Transient(m) => (Reschedule::Dead, format!("{m} (after {} attempts)", job.attempt)),
             JobError::Permanent(m) => (Reschedule::Dead, m.clone()),
         };
-        conn.transaction(|conn| {
-            let held = queue::reschedule(conn, &self.id, job, &next, &message, now)?;
-            if held && matches!(next, Reschedule::Dead) {
-                log::warn!("job {} ({}) is dead: {message}", job.id, job.kind);
-                if let Some(handler) = handler {
-                    handler.on_dead(conn, job)?;
-                }
+        conn.transaction(|conn| self.reschedule(conn, &self.id, job, &next, &message, now))
+    }
+
+    /// Moves a job `holder` holds to `next`; a job that dies runs its kind's `on_dead` hook in
+    /// the caller's transaction.
+    fn reschedule(
+        &self,
+        conn: &mut PgConnection,
+        holder: &str,
+        job: &Job,
+        next: &Reschedule,
+        message: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> QueryResult<()> {
+        let held = queue::reschedule(conn, holder, job, next, message, now)?;
+        if held && matches!(next, Reschedule::Dead) {
+            log::warn!("job {} ({}) is dead: {message}", job.id, job.kind);
+            if let Some(handler) = self.registry.get(&job.kind) {
+                handler.on_dead(conn, job)?;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Puts back jobs whose worker vanished; those out of attempts go dead (with their hook).
@@ -121,14 +133,11 @@ impl Worker {
         conn.transaction(|conn| {
             let expired = queue::expired_leases(conn, now, 100)?;
             for job in &expired {
-                if job.attempt < job.max_attempts {
-                    queue::release_expired(conn, job, now)?;
-                } else {
-                    queue::mark_dead(conn, job, "lease expired on the last attempt", now)?;
-                    if let Some(handler) = self.registry.get(&job.kind) {
-                        handler.on_dead(conn, job)?;
-                    }
-                }
+                // The vanished worker still holds the row; the rescuer acts in its name.
+                let holder = job.locked_by.as_deref().unwrap_or_default();
+                let message = format!("lease expired: worker {holder} stopped answering");
+                let next = if job.attempt < job.max_attempts { Reschedule::Retry { at: now } } else { Reschedule::Dead };
+                self.reschedule(conn, holder, job, &next, &message, now)?;
             }
             Ok(expired.len())
         })

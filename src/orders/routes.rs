@@ -6,7 +6,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use std::collections::HashMap;
 use askama::Template;
 use bigdecimal::BigDecimal;
-use serde::Deserialize;
 
 use super::pipeline::{self, StartPaymentError};
 use super::repo::{self, CheckoutLine, OrderSummary};
@@ -99,19 +98,13 @@ async fn checkout(user: CurrentUser, session: Session, db: Db, path: web::Path<S
     })
 }
 
-/// Only the token is read from the form: what is charged always comes from the order itself.
-#[derive(Deserialize)]
-struct PayForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
 fn wants_json(req: &HttpRequest) -> bool {
     req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"))
 }
 
 /// Starts paying: the payment and its charge job are created together, and the answer comes at
 /// once; a worker charges the card. A full queue creates nothing and asks to come back later.
+/// Only the token is read from the form: what is charged always comes from the order itself.
 async fn pay(
     req: HttpRequest,
     user: CurrentUser,
@@ -119,7 +112,7 @@ async fn pay(
     db: Db,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<PayForm>,
+    form: web::Form<csrf::TokenForm>,
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let order = PayOrder { user_id: user.0.id, order_id: parse_id(&path)? };

@@ -129,11 +129,12 @@ impl ThreadCache {
         }
     }
 
-    /// `bump` for worker threads.
-    pub fn bump_blocking(&self, post_id: i64) {
-        self.metrics.invalidations.fetch_add(1, Ordering::Relaxed);
-        if self.cache.set_blocking(&version_key(post_id), &fresh_version(), VERSION_TTL).is_err() {
-            self.pending.lock().unwrap().insert(post_id);
+    /// `bump` for worker threads, for many posts at once.
+    pub fn bump_blocking(&self, post_ids: &[i64]) {
+        self.metrics.invalidations.fetch_add(post_ids.len() as u64, Ordering::Relaxed);
+        let entries: Vec<(String, String)> = post_ids.iter().map(|id| (version_key(*id), fresh_version())).collect();
+        if self.cache.set_many_blocking(&entries, VERSION_TTL).is_err() {
+            self.pending.lock().unwrap().extend(post_ids);
         }
     }
 

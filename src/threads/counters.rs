@@ -23,9 +23,7 @@ impl JobHandler for ReconcileCounters {
         if !fixed.is_empty() {
             log::warn!("comment counters had drifted on {} posts; repaired", fixed.len());
         }
-        for post_id in fixed {
-            self.cache.bump_blocking(post_id);
-        }
+        self.cache.bump_blocking(&fixed);
         Ok(())
     }
 }

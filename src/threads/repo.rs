@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
+use std::ops::Bound;
 
 use super::CommentBody;
 use crate::schema::{comment_votes, comments, posts, users};
@@ -67,6 +68,31 @@ pub fn recent_posts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Post
 /// One page of a post's discussion, depth-first: the comments after `after` (a path; keyset
 /// pagination), down to `max_depth`, at most `limit` of them. One query whatever the tree.
 pub fn page(conn: &mut PgConnection, post_id: i64, after: Option<&str>, max_depth: i32, limit: i64) -> QueryResult<Vec<CommentRow>> {
+    let from = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_string()));
+    depth_first(conn, post_id, from, None, max_depth, limit)
+}
+
+/// A comment with its author.
+pub fn comment(conn: &mut PgConnection, comment_id: i64) -> QueryResult<Option<CommentRow>> {
+    comments::table.inner_join(users::table).filter(comments::id.eq(comment_id)).select(comment_columns()).first(conn).optional()
+}
+
+/// A subtree (the comment and its replies), depth-first, down to `max_depth`, after `after`.
+pub fn subtree(conn: &mut PgConnection, root: &CommentRow, after: Option<&str>, max_depth: i32, limit: i64) -> QueryResult<Vec<CommentRow>> {
+    let from = after.map_or_else(|| Bound::Included(root.path.clone()), |a| Bound::Excluded(a.to_string()));
+    // A subtree is the prefix range [path, path + '/'): '/' sorts right after '.' in "C" collation.
+    depth_first(conn, root.post_id, from, Some(format!("{}/", root.path)), max_depth, limit)
+}
+
+/// A post's comments with paths from `from` up to (not including) `below`, in path order.
+fn depth_first(
+    conn: &mut PgConnection,
+    post_id: i64,
+    from: Bound<String>,
+    below: Option<String>,
+    max_depth: i32,
+    limit: i64,
+) -> QueryResult<Vec<CommentRow>> {
     let mut query = comments::table
         .inner_join(users::table)
         .filter(comments::post_id.eq(post_id))
@@ -75,33 +101,14 @@ pub fn page(conn: &mut PgConnection, post_id: i64, after: Option<&str>, max_dept
         .limit(limit)
         .select(comment_columns())
         .into_boxed();
-    if let Some(after) = after {
-        query = query.filter(comments::path.gt(after.to_string()));
+    query = match from {
+        Bound::Included(path) => query.filter(comments::path.ge(path)),
+        Bound::Excluded(path) => query.filter(comments::path.gt(path)),
+        Bound::Unbounded => query,
+    };
+    if let Some(below) = below {
+        query = query.filter(comments::path.lt(below));
     }
-    query.load(conn)
-}
-
-/// The comment a "continue this thread" page starts from, with its post.
-pub fn comment(conn: &mut PgConnection, comment_id: i64) -> QueryResult<Option<CommentRow>> {
-    comments::table.inner_join(users::table).filter(comments::id.eq(comment_id)).select(comment_columns()).first(conn).optional()
-}
-
-/// A subtree (the comment and its replies), depth-first, down to `max_depth`, after `after`.
-pub fn subtree(conn: &mut PgConnection, root: &CommentRow, after: Option<&str>, max_depth: i32, limit: i64) -> QueryResult<Vec<CommentRow>> {
-    // A subtree is the prefix range [path, path + '/'): '/' sorts right after '.' in "C" collation.
-    let upper = format!("{}/", root.path);
-    let lower = after.map(str::to_string).unwrap_or_else(|| root.path.clone());
-    let include_lower = after.is_none();
-    let mut query = comments::table
-        .inner_join(users::table)
-        .filter(comments::post_id.eq(root.post_id))
-        .filter(comments::path.lt(upper))
-        .filter(comments::depth.le(max_depth))
-        .order(comments::path.asc())
-        .limit(limit)
-        .select(comment_columns())
-        .into_boxed();
-    query = if include_lower { query.filter(comments::path.ge(lower)) } else { query.filter(comments::path.gt(lower)) };
     query.load(conn)
 }
 

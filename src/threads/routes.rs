@@ -1,14 +1,16 @@
 //! Post pages with their discussion, and the forms that write to it.
 
 use actix_session::Session;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use diesel::PgConnection;
 use askama::Template;
 use serde::Deserialize;
 
 use super::cache::ThreadCache;
 use super::render::{self, Frame};
-use super::repo::{self, PostRow};
-use super::{tree, CommentBody, ThreadError, MAX_DEPTH, PAGE_SIZE};
+use super::repo::{self, CommentRow, PostRow};
+use super::{tree, BodyError, CommentBody, ThreadError, MAX_DEPTH, PAGE_SIZE};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
 use crate::web::{csrf, html, parse_id, see_other, AppError, AppState, Db, Layout};
 
@@ -238,6 +240,63 @@ struct CommentForm {
     submit: &'static str,
 }
 
+/// What a comment form is for: the parts that do not change when it is shown again with a problem.
+struct FormPurpose {
+    heading: String,
+    action: String,
+    cancel: String,
+    quoted: Option<(String, String)>,
+    submit: &'static str,
+}
+
+impl FormPurpose {
+    fn reply(parent: &CommentRow) -> FormPurpose {
+        FormPurpose {
+            heading: format!("Reply to {}", parent.author),
+            action: format!("/comments/{}/replies", parent.id),
+            cancel: format!("/posts/{}#c{}", parent.post_id, parent.id),
+            quoted: Some((parent.author.clone(), parent.body.clone())),
+            submit: "Post reply",
+        }
+    }
+
+    fn comment_on(post_id: i64) -> FormPurpose {
+        FormPurpose {
+            heading: "Your comment".into(),
+            action: format!("/posts/{post_id}/comments"),
+            cancel: format!("/posts/{post_id}"),
+            quoted: None,
+            submit: "Post",
+        }
+    }
+
+    fn edit(comment: &CommentRow) -> FormPurpose {
+        FormPurpose {
+            heading: "Edit your comment".into(),
+            action: format!("/comments/{}/edit", comment.id),
+            cancel: format!("/posts/{}#c{}", comment.post_id, comment.id),
+            quoted: None,
+            submit: "Save",
+        }
+    }
+
+    /// The form, empty or holding `body`; with a problem it answers 422 and says what is wrong.
+    fn page(self, session: &Session, body: String, problem: Option<BodyError>) -> Result<HttpResponse, AppError> {
+        let status = if problem.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+        let form = CommentForm {
+            layout: Layout::new(session),
+            heading: self.heading,
+            action: self.action,
+            cancel: self.cancel,
+            quoted: self.quoted,
+            body,
+            problem: problem.map(|p| p.to_string()),
+            submit: self.submit,
+        };
+        Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(form.render()?))
+    }
+}
+
 #[derive(Deserialize)]
 struct BodyForm {
     #[serde(default)]
@@ -246,149 +305,102 @@ struct BodyForm {
     body: String,
 }
 
-fn form_page(form: CommentForm, status: actix_web::http::StatusCode) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(form.render()?))
+/// A comment that can be answered or edited: it exists and is not deleted.
+fn live_comment(conn: &mut PgConnection, id: i64) -> Result<CommentRow, ThreadError> {
+    repo::comment(conn, id)?.filter(|c| !c.deleted).ok_or(ThreadError::NotFound)
 }
 
 async fn reply_form(_user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
     let id = parse_id(&path)?;
-    let parent = db.run(move |conn| repo::comment(conn, id)?.filter(|c| !c.deleted).ok_or(AppError::NotFound)).await?;
-    form_page(
-        CommentForm {
-            layout: Layout::new(&session),
-            heading: format!("Reply to {}", parent.author),
-            action: format!("/comments/{id}/replies"),
-            cancel: format!("/posts/{}#c{id}", parent.post_id),
-            quoted: Some((parent.author, parent.body)),
-            body: String::new(),
-            problem: None,
-            submit: "Post reply",
-        },
-        actix_web::http::StatusCode::OK,
-    )
+    let parent = db.run(move |conn| live_comment(conn, id)).await?;
+    FormPurpose::reply(&parent).page(&session, String::new(), None)
 }
 
 /// Where to look at a comment after writing it: its post, or its subthread when it is deep.
-fn comment_url(post_id: i64, comment_id: i64, parent: Option<(i64, i32)>) -> String {
+fn comment_url(post_id: i64, comment_id: i64, parent: Option<&CommentRow>) -> String {
     match parent {
-        Some((parent_id, depth)) if depth + 1 > MAX_DEPTH => format!("/posts/{post_id}/comments/{parent_id}#c{comment_id}"),
+        Some(parent) if parent.depth + 1 > MAX_DEPTH => format!("/posts/{post_id}/comments/{}#c{comment_id}", parent.id),
         _ => format!("/posts/{post_id}#c{comment_id}"),
     }
 }
 
-async fn add(
-    user: CurrentUser,
-    session: Session,
-    db: Db,
-    state: web::Data<AppState>,
-    target: (i64, Option<i64>),
-    form: BodyForm,
-) -> Result<HttpResponse, AppError> {
+/// What a new comment answers.
+#[derive(Clone, Copy)]
+enum Target {
+    Post(i64),
+    Comment(i64),
+}
+
+async fn add(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, target: Target, form: BodyForm) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
-    let (post_id, parent_id) = target;
     let body = match CommentBody::parse(&form.body) {
         Ok(body) => body,
         Err(problem) => {
-            let action = match parent_id {
-                Some(id) => format!("/comments/{id}/replies"),
-                None => format!("/posts/{post_id}/comments"),
+            let purpose = match target {
+                Target::Post(post_id) => FormPurpose::comment_on(post_id),
+                Target::Comment(id) => FormPurpose::reply(&db.run(move |conn| live_comment(conn, id)).await?),
             };
-            return form_page(
-                CommentForm {
-                    layout: Layout::new(&session),
-                    heading: "Your comment".into(),
-                    action,
-                    cancel: format!("/posts/{post_id}"),
-                    quoted: None,
-                    body: form.body,
-                    problem: Some(problem.to_string()),
-                    submit: "Post",
-                },
-                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-            );
+            return purpose.page(&session, form.body, Some(problem));
         }
     };
     let user_id = user.0.id;
-    let (id, parent) = db
+    let (post_id, id, parent) = db
         .run(move |conn| {
-            let parent = match parent_id {
-                Some(pid) => Some(repo::comment(conn, pid)?.filter(|c| c.post_id == post_id && !c.deleted).ok_or(ThreadError::NotFound)?),
-                None => None,
+            let (post_id, parent) = match target {
+                Target::Post(post_id) => (post_id, None),
+                Target::Comment(id) => {
+                    let parent = live_comment(conn, id)?;
+                    (parent.post_id, Some(parent))
+                }
             };
+            let parent_id = parent.as_ref().map(|p| p.id);
             let id = repo::add_comment(conn, post_id, parent_id, user_id, &body)?.ok_or(ThreadError::NotFound)?;
-            Ok::<_, ThreadError>((id, parent.map(|p| (p.id, p.depth))))
+            Ok::<_, ThreadError>((post_id, id, parent))
         })
         .await?;
     state.services.threads.bump(post_id).await;
-    Ok(see_other(&comment_url(post_id, id, parent)))
+    Ok(see_other(&comment_url(post_id, id, parent.as_ref())))
 }
 
 async fn add_to_post(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
-    let post_id = parse_id(&path)?;
-    add(user, session, db, state, (post_id, None), form.into_inner()).await
+    let target = Target::Post(parse_id(&path)?);
+    add(user, session, db, state, target, form.into_inner()).await
 }
 
 async fn add_reply(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
-    let parent_id = parse_id(&path)?;
-    let post_id = db.run(move |conn| repo::comment(conn, parent_id)?.map(|c| c.post_id).ok_or(AppError::NotFound)).await?;
-    add(user, session, db, state, (post_id, Some(parent_id)), form.into_inner()).await
+    let target = Target::Comment(parse_id(&path)?);
+    add(user, session, db, state, target, form.into_inner()).await
+}
+
+/// The author's own live comment; anyone else's is not found.
+fn own_comment(conn: &mut PgConnection, id: i64, user_id: i64) -> Result<CommentRow, ThreadError> {
+    Some(live_comment(conn, id)?).filter(|c| c.user_id == user_id).ok_or(ThreadError::NotFound)
 }
 
 async fn edit_form(user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
-    let id = parse_id(&path)?;
-    let user_id = user.0.id;
-    let comment = db
-        .run(move |conn| repo::comment(conn, id)?.filter(|c| c.user_id == user_id && !c.deleted).ok_or(AppError::NotFound))
-        .await?;
-    form_page(
-        CommentForm {
-            layout: Layout::new(&session),
-            heading: "Edit your comment".into(),
-            action: format!("/comments/{id}/edit"),
-            cancel: format!("/posts/{}#c{id}", comment.post_id),
-            quoted: None,
-            body: comment.body,
-            problem: None,
-            submit: "Save",
-        },
-        actix_web::http::StatusCode::OK,
-    )
+    let (id, user_id) = (parse_id(&path)?, user.0.id);
+    let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
+    let body = comment.body.clone();
+    FormPurpose::edit(&comment).page(&session, body, None)
 }
 
 async fn edit(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
-    let id = parse_id(&path)?;
+    let (id, user_id) = (parse_id(&path)?, user.0.id);
     let body = match CommentBody::parse(&form.body) {
         Ok(body) => body,
         Err(problem) => {
-            return form_page(
-                CommentForm {
-                    layout: Layout::new(&session),
-                    heading: "Edit your comment".into(),
-                    action: format!("/comments/{id}/edit"),
-                    cancel: "/posts".into(),
-                    quoted: None,
-                    body: form.body.clone(),
-                    problem: Some(problem.to_string()),
-                    submit: "Save",
-                },
-                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-            )
+            let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
+            return FormPurpose::edit(&comment).page(&session, form.into_inner().body, Some(problem));
         }
     };
-    let (user_id, now) = (user.0.id, state.services.clock.now());
+    let now = state.services.clock.now();
     let post_id = db.run(move |conn| repo::edit_comment(conn, id, user_id, &body, now)?.ok_or(ThreadError::NotFound)).await?;
     state.services.threads.bump(post_id).await;
     Ok(see_other(&format!("/posts/{post_id}#c{id}")))
 }
 
-#[derive(Deserialize)]
-struct TokenForm {
-    #[serde(default)]
-    csrf_token: String,
-}
-
-async fn upvote(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<TokenForm>) -> Result<HttpResponse, AppError> {
+async fn upvote(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
     let user_id = user.0.id;
@@ -400,7 +412,7 @@ async fn upvote(user: CurrentUser, session: Session, db: Db, state: web::Data<Ap
     Ok(see_other(&format!("/posts/{post_id}#c{id}")))
 }
 
-async fn delete(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<TokenForm>) -> Result<HttpResponse, AppError> {
+async fn delete(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
     let (user_id, now) = (user.0.id, state.services.clock.now());

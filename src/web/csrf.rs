@@ -8,6 +8,13 @@ use super::error::AppError;
 
 const SESSION_KEY: &str = "csrf";
 
+/// A form that carries nothing but its token: the buttons that act (pay, vote, sign out, retry).
+#[derive(serde::Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
 pub fn token(session: &Session) -> String {
     if let Ok(Some(existing)) = session.get::<String>(SESSION_KEY) {
         return existing;
