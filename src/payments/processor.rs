@@ -61,12 +61,8 @@ impl PaymentProcessor {
         let (may_have_charged, reason) = match payment.status {
             PaymentStatus::Completed => return Ok(Claim::Nothing(payment)),
             PaymentStatus::Failed if !payment.retryable => return Ok(Claim::Nothing(payment)),
+            PaymentStatus::Processing if !self.attempt_lost(&payment, now) => return Ok(Claim::Nothing(payment)),
             PaymentStatus::Processing => {
-                let lease = ChronoDuration::from_std(self.settings.processing_lease).unwrap_or(ChronoDuration::MAX);
-                let started = payment.processing_started_at.unwrap_or(now);
-                if now < started + lease {
-                    return Ok(Claim::Nothing(payment));
-                }
                 (true, "the previous attempt stopped answering; recovering it through the gateway".to_string())
             }
             PaymentStatus::Failed => (
@@ -78,6 +74,12 @@ impl PaymentProcessor {
         };
         let claimed = repo::start_attempt(conn, payment.id, payment.status, &reason, now)?;
         Ok(Claim::Attempt { payment: claimed, may_have_charged })
+    }
+
+    /// Whether a `processing` attempt has outlived its lease: its worker is presumed gone.
+    fn attempt_lost(&self, payment: &Payment, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let lease = ChronoDuration::from_std(self.settings.processing_lease).unwrap_or(ChronoDuration::MAX);
+        payment.processing_started_at.is_some_and(|started| started + lease <= now)
     }
 
     fn call_gateway(&self, payment: &Payment, may_have_charged: bool) -> Result<Charge, GatewayError> {
@@ -154,12 +156,9 @@ impl PaymentProcessor {
     /// It never charges.
     pub fn reconcile(&self, conn: &mut PgConnection, payment_id: i64) -> Result<Payment, PaymentError> {
         let now = self.clock.now();
-        let lease = ChronoDuration::from_std(self.settings.processing_lease).unwrap_or(ChronoDuration::MAX);
         let claimed = conn.transaction(|conn| {
             let payment = repo::lock_by_id(conn, payment_id)?.ok_or(PaymentError::PaymentNotFound)?;
-            let stale = payment.status == PaymentStatus::Processing
-                && payment.processing_started_at.is_some_and(|t| t + lease <= now);
-            if !stale {
+            if payment.status != PaymentStatus::Processing || !self.attempt_lost(&payment, now) {
                 return Ok::<_, PaymentError>(Err(payment));
             }
             let claimed = repo::start_attempt(conn, payment.id, PaymentStatus::Processing,
