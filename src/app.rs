@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{JobSettings, PaymentSettings};
 use crate::jobs::{self, Backoff, Periodic, Registry, Scheduler, Wake, WorkerPool, WorkerSettings};
-use crate::orders::pipeline::{self, ChargeOrder, ExpireOrders, QueueLimits, ReconcileStuckPayments};
+use crate::orders::pipeline::{self, ChargeOrder, ConfirmPayment, ExpireOrders, QueueLimits, ReconcilePayments};
 use crate::payments::breaker::{BreakerSettings, CircuitBreaker};
 use crate::payments::fraud::FraudCheck;
 use crate::payments::gateway::PaymentGateway;
@@ -49,6 +49,7 @@ impl Services {
             GATEWAY_BREAKER,
             BreakerSettings { threshold: jobs.breaker_threshold, cooldown: jobs.breaker_cooldown, ..BreakerSettings::default() },
         );
+        let reconciler = || ReconcilePayments { processor: processor.clone(), clock: clock.clone(), older_than: payments.processing_lease * 2 };
         let registry = Registry::new()
             .register(Arc::new(ChargeOrder {
                 processor: processor.clone(),
@@ -59,17 +60,13 @@ impl Services {
                 busy_retry: payments.processing_lease,
             }))
             .register(Arc::new(ExpireOrders { clock: clock.clone(), ttl: jobs.order_ttl }))
-            .register(Arc::new(ReconcileStuckPayments {
-                processor: processor.clone(),
-                clock: clock.clone(),
-                older_than: payments.processing_lease * 2,
-                charge_attempts: jobs.charge_attempts,
-            }))
+            .register(Arc::new(reconciler()))
+            .register(Arc::new(ConfirmPayment(reconciler())))
             .register(Arc::new(jobs::PruneJobs { clock: clock.clone() }))
             .register(Arc::new(ReconcileCounters { cache: threads.clone() }))
             .register(Arc::new(jobs::Noop));
         let scheduler = Scheduler::new(periodic_jobs(), clock.clone());
-        let limits = QueueLimits { max_ready: jobs.max_ready, charge_attempts: jobs.charge_attempts };
+        let limits = QueueLimits { max_ready: jobs.max_ready, charge_attempts: payments.max_attempts };
         Services {
             pool,
             cache,
@@ -89,6 +86,7 @@ impl Services {
         WorkerSettings {
             threads: self.jobs.workers,
             queues: vec!["default".into(), pipeline::PAYMENTS_QUEUE.into()],
+            one_at_a_time: vec![pipeline::PAYMENTS_QUEUE.into()],
             batch: self.jobs.batch,
             lease: self.jobs.lease,
             ..WorkerSettings::default()

@@ -37,9 +37,10 @@ pub struct JobSettings {
     pub lease: Duration,
     /// Ready jobs the payments queue may hold before checkout answers 503.
     pub max_ready: i64,
-    pub charge_attempts: i32,
     pub charge_backoff_base: Duration,
     pub order_ttl: Duration,
+    /// Unpaid orders one account may hold at once (stock is reserved for each).
+    pub max_unpaid_orders: i64,
     pub breaker_threshold: i32,
     pub breaker_cooldown: Duration,
 }
@@ -51,9 +52,9 @@ impl Default for JobSettings {
             batch: 20,
             lease: Duration::from_secs(30),
             max_ready: 10_000,
-            charge_attempts: 4,
             charge_backoff_base: Duration::from_secs(5),
             order_ttl: Duration::from_secs(1800),
+            max_unpaid_orders: 5,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
         }
@@ -62,16 +63,25 @@ impl Default for JobSettings {
 
 #[derive(Debug, Clone)]
 pub struct PaymentSettings {
-    /// Transient gateway failures tolerated before a payment is failed for good.
-    pub max_retries: i32,
+    /// Gateway attempts a payment gets (its charge job gets as many): the one setting for it.
+    pub max_attempts: i32,
     /// How long a claimed attempt is presumed alive; after it, the attempt is recovered through
     /// the gateway's lookup.
     pub processing_lease: Duration,
+    /// The first pause before a payment awaiting confirmation is looked up again; it doubles
+    /// with every unanswered check, up to `confirm_backoff_max`.
+    pub confirm_backoff_base: Duration,
+    pub confirm_backoff_max: Duration,
 }
 
 impl Default for PaymentSettings {
     fn default() -> Self {
-        PaymentSettings { max_retries: 5, processing_lease: Duration::from_secs(60) }
+        PaymentSettings {
+            max_attempts: 5,
+            processing_lease: Duration::from_secs(60),
+            confirm_backoff_base: Duration::from_secs(60),
+            confirm_backoff_max: Duration::from_secs(6 * 3600),
+        }
     }
 }
 
@@ -122,9 +132,14 @@ impl Config {
             query_count_header: var("QUERY_COUNT_HEADER").is_some_and(|v| v == "1" || v == "true"),
             session_secret,
             secure_cookies: var("SECURE_COOKIES").is_some_and(|v| v == "1" || v == "true"),
-            payments: PaymentSettings {
-                max_retries: parsed("PAYMENT_MAX_RETRIES", 5)?,
-                processing_lease: Duration::from_secs(parsed("PAYMENT_PROCESSING_LEASE_SECS", 60)?),
+            payments: {
+                let d = PaymentSettings::default();
+                PaymentSettings {
+                    max_attempts: parsed("PAYMENT_MAX_ATTEMPTS", d.max_attempts)?.max(1),
+                    processing_lease: Duration::from_secs(parsed("PAYMENT_PROCESSING_LEASE_SECS", d.processing_lease.as_secs())?),
+                    confirm_backoff_base: Duration::from_secs(parsed("PAYMENT_CONFIRM_BACKOFF_SECS", d.confirm_backoff_base.as_secs())?),
+                    confirm_backoff_max: Duration::from_secs(parsed("PAYMENT_CONFIRM_BACKOFF_MAX_SECS", d.confirm_backoff_max.as_secs())?),
+                }
             },
             jobs: {
                 let d = JobSettings::default();
@@ -133,9 +148,9 @@ impl Config {
                     batch: parsed("JOB_BATCH", d.batch)?,
                     lease: Duration::from_secs(parsed("JOB_LEASE_SECS", d.lease.as_secs())?),
                     max_ready: parsed("QUEUE_MAX_READY", d.max_ready)?,
-                    charge_attempts: parsed("CHARGE_MAX_ATTEMPTS", d.charge_attempts)?,
                     charge_backoff_base: Duration::from_secs(parsed("CHARGE_BACKOFF_BASE_SECS", d.charge_backoff_base.as_secs())?),
                     order_ttl: Duration::from_secs(parsed("ORDER_TTL_SECS", d.order_ttl.as_secs())?),
+                    max_unpaid_orders: parsed("MAX_UNPAID_ORDERS", d.max_unpaid_orders)?,
                     breaker_threshold: parsed("BREAKER_THRESHOLD", d.breaker_threshold)?,
                     breaker_cooldown: Duration::from_secs(parsed("BREAKER_COOLDOWN_SECS", d.breaker_cooldown.as_secs())?),
                 }

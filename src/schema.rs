@@ -75,6 +75,9 @@ diesel::table! {
         processing_started_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        gateway_key -> Text,
+        next_check_at -> Nullable<Timestamptz>,
+        confirmation_checks -> Int4,
     }
 }
 
@@ -168,6 +171,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    user_sessions (id) {
+        id -> Int8,
+        token_hash -> Bytea,
+        user_id -> Int8,
+        user_agent -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(user_sessions -> users (user_id));
 diesel::joinable!(posts -> users (user_id));
 diesel::joinable!(comments -> posts (post_id));
 diesel::joinable!(comments -> users (user_id));
@@ -182,5 +198,5 @@ diesel::joinable!(payment_events -> payments (payment_id)); // by construction, 
 
 diesel::allow_tables_to_appear_in_same_query!(
     users, customers, products, orders, order_items, payments, payment_events, jobs, periodic_runs,
-    circuit_breakers, posts, comments, comment_votes,
+    circuit_breakers, posts, comments, comment_votes, user_sessions,
 );

@@ -114,17 +114,23 @@ pub fn enqueue_bounded(
 /// Claims up to `limit` due jobs for `worker` until `lease_until`, skipping rows other workers hold.
 /// Queues are asked one at a time, in order: with a single queue the ready index hands rows over
 /// already sorted and the scan stops at `limit` (an `= ANY(queues)` would sort every ready row).
+/// A queue in `one_at_a_time` gives one job, and only to an otherwise empty batch.
 pub fn claim(
     conn: &mut PgConnection,
     worker: &str,
     queues: &[String],
+    one_at_a_time: &[String],
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<Vec<Job>> {
     let mut claimed: Vec<Job> = Vec::new();
     for queue in queues {
-        let wanted = limit - claimed.len() as i64;
+        let wanted = match one_at_a_time.contains(queue) {
+            true if claimed.is_empty() => 1,
+            true => continue,
+            false => limit - claimed.len() as i64,
+        };
         if wanted <= 0 {
             break;
         }
@@ -162,6 +168,14 @@ pub fn complete(conn: &mut PgConnection, worker: &str, ids: &[i64], now: DateTim
             jobs::locked_until.eq(None::<DateTime<Utc>>),
         ))
         .execute(conn)
+}
+
+/// Extends the lease of those of `ids` that `worker` still holds; returns their ids.
+pub fn extend_leases(conn: &mut PgConnection, worker: &str, ids: &[i64], until: DateTime<Utc>) -> QueryResult<Vec<i64>> {
+    diesel::update(jobs::table.filter(jobs::id.eq_any(ids)).filter(jobs::state.eq("running")).filter(jobs::locked_by.eq(worker)))
+        .set(jobs::locked_until.eq(until))
+        .returning(jobs::id)
+        .get_results(conn)
 }
 
 fn error_entry(job: &Job, kind: &str, message: &str, now: DateTime<Utc>) -> serde_json::Value {

@@ -9,6 +9,8 @@ use super::queue::{self, MinuteCount, StateCount};
 use super::Job;
 use crate::auth::AdminUser;
 use crate::payments::breaker::BreakerState;
+use crate::payments::domain::format_money;
+use crate::payments::{repo as payments, Payment};
 use crate::web::{csrf, html, parse_id, see_other, AppError, AppState, Db, Layout};
 
 pub struct DeadJobView {
@@ -43,6 +45,32 @@ impl From<Job> for DeadJobView {
     }
 }
 
+/// A payment whose outcome the gateway has not confirmed: money may have moved.
+pub struct UnconfirmedView {
+    pub reference: String,
+    pub order_id: i64,
+    pub amount: String,
+    pub since: String,
+    pub checks: i32,
+    pub next_check: String,
+    pub reason: String,
+}
+
+impl From<Payment> for UnconfirmedView {
+    fn from(p: Payment) -> Self {
+        let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+        UnconfirmedView {
+            reference: p.reference.to_string(),
+            order_id: p.order_id,
+            amount: format_money(&p.amount, &p.currency),
+            since: stamp(p.updated_at),
+            checks: p.confirmation_checks,
+            next_check: p.next_check_at.map(stamp).unwrap_or_default(),
+            reason: p.error_message.unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "jobs.html")]
 struct JobsPage {
@@ -51,6 +79,7 @@ struct JobsPage {
     latency: String,
     throughput: Vec<MinuteCount>,
     dead: Vec<DeadJobView>,
+    unconfirmed: Vec<UnconfirmedView>,
     breaker: Option<BreakerState>,
     notice: Option<String>,
 }
@@ -62,7 +91,7 @@ struct Notice {
 
 async fn page(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppState>, query: web::Query<Notice>) -> Result<HttpResponse, AppError> {
     let services = state.services.clone();
-    let (counts, latency, throughput, dead, breaker) = db
+    let (counts, latency, throughput, dead, unconfirmed, breaker) = db
         .run(move |conn| {
             let now = services.clock.now();
             Ok::<_, diesel::result::Error>((
@@ -70,6 +99,7 @@ async fn page(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppS
                 queue::oldest_ready_age(conn, now)?,
                 queue::throughput(conn, now, 5)?,
                 queue::dead(conn, 50)?,
+                payments::awaiting_confirmation(conn, 50)?,
                 services.breaker.state(conn)?,
             ))
         })
@@ -80,6 +110,7 @@ async fn page(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppS
         latency: latency.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "none waiting".into()),
         throughput,
         dead: dead.into_iter().map(DeadJobView::from).collect(),
+        unconfirmed: unconfirmed.into_iter().map(UnconfirmedView::from).collect(),
         breaker,
         notice: query.into_inner().notice.filter(|n| n.len() < 200),
     })

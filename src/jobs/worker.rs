@@ -1,10 +1,12 @@
 //! Workers: threads that claim jobs in batches, run them, and settle them under their lease.
 
-use chrono::Duration as ChronoDuration;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,9 @@ use crate::db::{CountedConn, PgPool, QueryCounter};
 pub struct WorkerSettings {
     pub threads: usize,
     pub queues: Vec<String>,
+    /// Queues whose jobs wait on other systems (a gateway): claimed one job at a time, and only
+    /// into an otherwise empty batch, so no such job waits in a worker's hand behind another.
+    pub one_at_a_time: Vec<String>,
     /// Jobs claimed at once: what a worker holds in memory, and how claims and completions batch.
     pub batch: i64,
     /// How long a claimed job is presumed alive without its worker finishing it.
@@ -30,6 +35,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             threads: 4,
             queues: vec!["default".into()],
+            one_at_a_time: Vec::new(),
             batch: 20,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
@@ -38,12 +44,16 @@ impl Default for WorkerSettings {
 }
 
 /// One worker: claims a batch, runs it, settles it. `run_once` is the whole cycle, which tests
-/// call directly under a fake clock.
+/// call directly under a fake clock, as they call `heartbeat` for the pool's heartbeat thread.
 pub struct Worker {
     pub id: String,
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     settings: WorkerSettings,
+    /// The jobs this worker holds and until when its lease on each runs, as last confirmed by the
+    /// database (at the claim, then at each heartbeat). Before the lease runs out nobody else may
+    /// take a job, so a job whose lease is still ahead can be started without asking again.
+    held: Mutex<HashMap<i64, DateTime<Utc>>>,
 }
 
 fn chrono(d: Duration) -> ChronoDuration {
@@ -52,41 +62,95 @@ fn chrono(d: Duration) -> ChronoDuration {
 
 impl Worker {
     pub fn new(id: String, registry: Arc<Registry>, clock: Arc<dyn Clock>, settings: WorkerSettings) -> Worker {
-        Worker { id, registry, clock, settings }
+        Worker { id, registry, clock, settings, held: Mutex::new(HashMap::new()) }
     }
 
     /// Claims due jobs without running them (what a worker that dies right after claiming leaves).
     pub fn claim(&self, conn: &mut PgConnection) -> QueryResult<Vec<Job>> {
         let now = self.clock.now();
-        queue::claim(conn, &self.id, &self.settings.queues, now, now + chrono(self.settings.lease), self.settings.batch)
+        let claimed = queue::claim(
+            conn,
+            &self.id,
+            &self.settings.queues,
+            &self.settings.one_at_a_time,
+            now,
+            now + chrono(self.settings.lease),
+            self.settings.batch,
+        )?;
+        let mut held = self.held.lock().unwrap();
+        for job in &claimed {
+            held.insert(job.id, job.locked_until.unwrap_or(now));
+        }
+        Ok(claimed)
     }
 
-    /// Claims a batch and runs every job in it; returns how many ran.
+    /// Claims a batch and runs every job in it that it still holds; returns how many it claimed.
     pub fn run_once(&self, conn: &mut PgConnection) -> QueryResult<usize> {
         let claimed = self.claim(conn)?;
         let mut succeeded = Vec::with_capacity(claimed.len());
         for job in &claimed {
-            match self.perform(conn, job) {
+            if !self.still_holds(job.id) {
+                // Its lease ran out while earlier jobs ran: another worker may be running it now.
+                log::warn!("job {} ({}): lease lost before it started; left to whoever holds it", job.id, job.kind);
+                self.release(job.id);
+                continue;
+            }
+            let result = self.perform(conn, job)?;
+            match result {
                 Ok(()) => succeeded.push(job.id),
                 Err(error) => self.settle_failure(conn, job, error)?,
             }
+            self.release(job.id);
         }
         queue::complete(conn, &self.id, &succeeded, self.clock.now())?;
         Ok(claimed.len())
     }
 
-    fn perform(&self, conn: &mut PgConnection, job: &Job) -> Result<(), JobError> {
+    fn still_holds(&self, job_id: i64) -> bool {
+        let now = self.clock.now();
+        self.held.lock().unwrap().get(&job_id).is_some_and(|until| now < *until)
+    }
+
+    fn release(&self, job_id: i64) {
+        self.held.lock().unwrap().remove(&job_id);
+    }
+
+    /// Extends the lease of every job this worker holds, so that a job that runs long (a slow
+    /// gateway) is not taken for abandoned; forgets the ones it no longer holds. Returns how many
+    /// it still holds.
+    pub fn heartbeat(&self, conn: &mut PgConnection) -> QueryResult<usize> {
+        let ids: Vec<i64> = self.held.lock().unwrap().keys().copied().collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let until = self.clock.now() + chrono(self.settings.lease);
+        let kept = queue::extend_leases(conn, &self.id, &ids, until)?;
+        let mut held = self.held.lock().unwrap();
+        held.retain(|id, _| kept.contains(id));
+        for id in &kept {
+            // A job that finished while the heartbeat ran is not brought back.
+            if let Some(lease) = held.get_mut(id) {
+                *lease = until;
+            }
+        }
+        Ok(held.len())
+    }
+
+    /// Runs the job's handler. The outer error means the connection could not be made clean
+    /// again after a panic: the caller must stop using it.
+    fn perform(&self, conn: &mut PgConnection, job: &Job) -> QueryResult<Result<(), JobError>> {
         let Some(handler) = self.registry.get(&job.kind) else {
-            return Err(JobError::Permanent(format!("no handler for job kind {:?}", job.kind)));
+            return Ok(Err(JobError::Permanent(format!("no handler for job kind {:?}", job.kind))));
         };
         // A panicking handler is a bug in one job, not a reason to lose the worker and its batch.
         match catch_unwind(AssertUnwindSafe(|| handler.perform(conn, job))) {
-            Ok(result) => result,
+            Ok(result) => Ok(result),
             Err(panic) => {
                 let why = panic.downcast_ref::<&str>().map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown".into());
-                Err(JobError::Transient(format!("job panicked: {why}")))
+                roll_back_abandoned(conn)?;
+                Ok(Err(JobError::Transient(format!("job panicked: {why}"))))
             }
         }
     }
@@ -144,12 +208,26 @@ impl Worker {
     }
 }
 
+/// A handler that panicked inside `conn.transaction` left that transaction open (diesel rolls
+/// back on error, not on unwind). Everything the next job did on this connection would join it
+/// and never commit, so it is rolled back here, savepoints and all.
+fn roll_back_abandoned(conn: &mut PgConnection) -> QueryResult<()> {
+    while AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?.is_some() {
+        AnsiTransactionManager::rollback_transaction(conn)?;
+    }
+    log::warn!("rolled back the transaction a panicking job left open");
+    Ok(())
+}
+
 /// A pool of worker threads sharing a stop flag. `stop()` stops claiming, lets every claimed job
 /// finish, and returns when all threads have.
 pub struct WorkerPool {
     stop: Arc<AtomicBool>,
+    /// Wakes the heartbeat thread when the pool is asked to stop.
+    stopping: Arc<Wake>,
     wake: Arc<Wake>,
     threads: Vec<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
 }
 
 pub struct PoolParts {
@@ -163,10 +241,23 @@ pub struct PoolParts {
 impl WorkerPool {
     pub fn start(settings: WorkerSettings, parts: PoolParts) -> WorkerPool {
         let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::new(Wake::default());
         let prefix = format!("{}-{}", hostname(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let threads = (0..settings.threads.max(1))
-            .map(|n| {
-                let worker = Worker::new(format!("{prefix}-{n}"), parts.registry.clone(), parts.clock.clone(), settings.clone());
+        let workers: Vec<Arc<Worker>> = (0..settings.threads.max(1))
+            .map(|n| Arc::new(Worker::new(format!("{prefix}-{n}"), parts.registry.clone(), parts.clock.clone(), settings.clone())))
+            .collect();
+        let heartbeat = {
+            let (workers, pool, stop, stopping, every) =
+                (workers.clone(), parts.pool.clone(), stop.clone(), stopping.clone(), settings.lease / 3);
+            std::thread::Builder::new()
+                .name("worker-heartbeat".into())
+                .spawn(move || beat(workers, pool, stop, stopping, every))
+                .expect("spawn the heartbeat thread")
+        };
+        let threads = workers
+            .into_iter()
+            .enumerate()
+            .map(|(n, worker)| {
                 let (pool, stop, wake) = (parts.pool.clone(), stop.clone(), parts.wake.clone());
                 // The first thread also keeps time for the scheduler and the lease rescuer.
                 let scheduler = if n == 0 { parts.scheduler.clone() } else { None };
@@ -178,19 +269,24 @@ impl WorkerPool {
             })
             .collect();
         log::info!("{} workers started ({prefix})", settings.threads.max(1));
-        WorkerPool { stop, wake: parts.wake, threads }
+        WorkerPool { stop, stopping, wake: parts.wake, threads, heartbeat: Some(heartbeat) }
     }
 
     /// Stops claiming; workers finish what they hold. Returns at once.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.wake.notify();
+        self.stopping.notify();
     }
 
     /// Waits until every worker has finished its jobs and exited.
-    pub fn join(self) {
-        for thread in self.threads {
+    pub fn join(mut self) {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        // Beats until the last job is finished, then sees the stop flag.
+        if let Some(heartbeat) = self.heartbeat.take() {
+            let _ = heartbeat.join();
         }
         log::info!("workers stopped");
     }
@@ -201,12 +297,30 @@ impl WorkerPool {
     }
 }
 
+/// Extends the leases of the jobs every worker of the pool holds, every `every` (a third of the
+/// lease, so two beats can be missed before anyone takes a job for abandoned). Stops with the pool.
+fn beat(workers: Vec<Arc<Worker>>, pool: PgPool, stop: Arc<AtomicBool>, stopping: Arc<Wake>, every: Duration) {
+    let counter = QueryCounter::default();
+    loop {
+        stopping.wait(every);
+        if stop.load(Ordering::SeqCst) && workers.iter().all(|w| w.held.lock().unwrap().is_empty()) {
+            return;
+        }
+        let Ok(mut conn) = CountedConn::checkout(&pool, &counter) else { continue };
+        for worker in &workers {
+            if let Err(e) = worker.heartbeat(&mut conn) {
+                log::warn!("heartbeat for {} failed: {e}", worker.id);
+            }
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "worker".into())
 }
 
 fn run_loop(
-    worker: Worker,
+    worker: Arc<Worker>,
     pool: PgPool,
     stop: Arc<AtomicBool>,
     wake: Arc<Wake>,

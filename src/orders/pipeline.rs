@@ -36,6 +36,7 @@ pub fn charge_job(order: PayOrder, max_attempts: i32) -> NewJob {
 pub struct QueueLimits {
     /// Ready jobs the payments queue may hold before checkout answers 503.
     pub max_ready: i64,
+    /// A charge job gets as many attempts as its payment gets gateway attempts.
     pub charge_attempts: i32,
 }
 
@@ -134,6 +135,12 @@ impl JobHandler for ChargeOrder {
                 }
                 Err(JobError::Permanent(message()))
             }
+            // The gateway could not say whether it charged: the reconciler asks it again later,
+            // and this job's work (attempting the charge) is over.
+            PaymentStatus::RequiresConfirmation => {
+                self.breaker.record_failure(conn, now)?;
+                Ok(())
+            }
             PaymentStatus::Pending | PaymentStatus::Processing => Err(JobError::Snooze {
                 until: now + ChronoDuration::from_std(self.busy_retry).unwrap_or(ChronoDuration::MAX),
                 reason: "another attempt on this payment is in flight".into(),
@@ -141,19 +148,20 @@ impl JobHandler for ChargeOrder {
         }
     }
 
-    /// The last attempt failed: the payment is given up, the order fails and its stock comes back,
-    /// all in the transaction that buries the job.
+    /// The job is out of attempts. In the transaction that buries it, with the order's row locked
+    /// (so no claim slips in between the look and the close): the order fails and its stock comes
+    /// back only if its payment certainly took no money. A payment in flight, lost, or whose last
+    /// attempt had no answer keeps its order open for the attempt or the reconciler to settle.
     fn on_dead(&self, conn: &mut PgConnection, job: &Job) -> QueryResult<()> {
         let Ok(args) = serde_json::from_value::<ChargeArgs>(job.args.clone()) else { return Ok(()) };
-        let now = self.clock.now();
-        let before = payments::find_by_order(conn, args.order_id)?;
-        if let Some(before) = before.filter(|p| p.status != PaymentStatus::Completed && (p.retryable || p.status == PaymentStatus::Pending)) {
-            let reason = format!("gave up after {} attempts", job.attempt);
-            if let Some(after) = payments::give_up(conn, args.order_id, &reason, now)? {
-                payments::record_event(conn, after.id, Some(before.status), after.status, &reason)?;
-            }
+        if !orders::lock_pending(conn, args.order_id)? {
+            return Ok(());
         }
-        orders::close_unpaid(conn, args.order_id, "failed", now).map(drop)
+        let reason = format!("gave up after {} job attempts", job.attempt);
+        if self.processor.give_up(conn, args.order_id, &reason)? {
+            orders::close_unpaid(conn, args.order_id, "failed", self.clock.now())?;
+        }
+        Ok(())
     }
 }
 
@@ -181,37 +189,72 @@ impl JobHandler for ExpireOrders {
         let now = self.clock.now();
         let before = now - ChronoDuration::from_std(self.ttl).unwrap_or(ChronoDuration::MAX);
         for order_id in orders::abandoned(conn, before, 500)? {
-            conn.transaction(|conn| orders::close_unpaid(conn, order_id, "expired", now))?;
+            conn.transaction(|conn| orders::expire_if_abandoned(conn, order_id, now))?;
         }
         Ok(())
     }
 }
 
-pub const RECONCILE_PAYMENTS: &str = "reconcile_stuck_payments";
+pub const RECONCILE_PAYMENTS: &str = "reconcile_payments";
 
-/// Payments stuck in `processing` (their worker vanished) are settled from the gateway's record;
-/// those the gateway never charged get a charge job again.
-pub struct ReconcileStuckPayments {
+/// Asks the gateway about every payment whose outcome is open: stuck in `processing` (its worker
+/// vanished) or awaiting confirmation and due. Charged ones complete; those the gateway never
+/// charged get a charge job again while attempts remain; the rest are asked again later, with
+/// growing pauses. It never charges.
+pub struct ReconcilePayments {
     pub processor: Arc<PaymentProcessor>,
     pub clock: Arc<dyn Clock>,
     pub older_than: Duration,
-    pub charge_attempts: i32,
 }
 
-impl JobHandler for ReconcileStuckPayments {
+impl ReconcilePayments {
+    fn confirm(&self, conn: &mut PgConnection, payment_id: i64, now_please: bool) -> Result<(), JobError> {
+        let payment = self.processor.confirm(conn, payment_id, now_please).map_err(payment_error)?;
+        if payment.status == PaymentStatus::Failed && payment.retryable {
+            let pay = PayOrder { user_id: payment.user_id, order_id: payment.order_id };
+            jobs::enqueue(conn, &charge_job(pay, self.processor.settings().max_attempts), self.clock.now())?;
+        }
+        Ok(())
+    }
+}
+
+impl JobHandler for ReconcilePayments {
     fn kind(&self) -> &'static str {
         RECONCILE_PAYMENTS
     }
 
     fn perform(&self, conn: &mut PgConnection, _: &Job) -> Result<(), JobError> {
-        let before = self.clock.now() - ChronoDuration::from_std(self.older_than).unwrap_or(ChronoDuration::MAX);
-        for payment_id in payments::stuck_processing(conn, before, 100)? {
-            let payment = self.processor.reconcile(conn, payment_id).map_err(payment_error)?;
-            if payment.status == PaymentStatus::Failed && payment.retryable {
-                let pay = PayOrder { user_id: payment.user_id, order_id: payment.order_id };
-                jobs::enqueue(conn, &charge_job(pay, self.charge_attempts), self.clock.now())?;
-            }
+        let now = self.clock.now();
+        let lost_before = now - ChronoDuration::from_std(self.older_than).unwrap_or(ChronoDuration::MAX);
+        for payment_id in payments::due_for_check(conn, lost_before, now, 100)? {
+            self.confirm(conn, payment_id, false)?;
         }
         Ok(())
+    }
+}
+
+pub const CONFIRM_PAYMENT: &str = "confirm_payment";
+
+/// One payment awaiting confirmation, looked up now (an administrator's "Check now").
+pub struct ConfirmPayment(pub ReconcilePayments);
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ConfirmArgs {
+    pub payment_id: i64,
+}
+
+pub fn confirm_job(payment_id: i64) -> NewJob {
+    NewJob::new(CONFIRM_PAYMENT, serde_json::json!(ConfirmArgs { payment_id })).unique(format!("{CONFIRM_PAYMENT}:{payment_id}"))
+}
+
+impl JobHandler for ConfirmPayment {
+    fn kind(&self) -> &'static str {
+        CONFIRM_PAYMENT
+    }
+
+    fn perform(&self, conn: &mut PgConnection, job: &Job) -> Result<(), JobError> {
+        let args: ConfirmArgs =
+            serde_json::from_value(job.args.clone()).map_err(|e| JobError::Permanent(format!("bad arguments: {e}")))?;
+        self.0.confirm(conn, args.payment_id, true)
     }
 }

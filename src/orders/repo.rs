@@ -187,6 +187,34 @@ pub fn close_unpaid(conn: &mut PgConnection, order_id: i64, status: &str, now: D
     Ok(closed == 1)
 }
 
+/// Locks the order's row if it is still pending: whoever closes an order looks at its payment
+/// only after this, and a payment is only created under a share lock on the same row, so nothing
+/// can start paying an order between the look and the close. `false` when it is not pending.
+pub fn lock_pending(conn: &mut PgConnection, order_id: i64) -> QueryResult<bool> {
+    orders::table
+        .find(order_id)
+        .filter(orders::status.eq("pending"))
+        .for_update()
+        .select(orders::id)
+        .first::<i64>(conn)
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// Expires an unpaid order on which paying never began, and gives its stock back; `false` if it
+/// was paid for, closed, or has a payment by the time its row is locked.
+pub fn expire_if_abandoned(conn: &mut PgConnection, order_id: i64, now: DateTime<Utc>) -> QueryResult<bool> {
+    if !lock_pending(conn, order_id)? {
+        return Ok(false);
+    }
+    // A new statement, so a payment committed while we waited for the lock is seen.
+    let paying: bool = diesel::select(diesel::dsl::exists(payments::table.filter(payments::order_id.eq(order_id)))).get_result(conn)?;
+    if paying {
+        return Ok(false);
+    }
+    close_unpaid(conn, order_id, "expired", now)
+}
+
 /// The order with its payment's status and attempt count, if paying has begun.
 pub fn find_with_payment(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<(Order, Option<PaymentStatus>, Option<i32>)>> {
     orders::table

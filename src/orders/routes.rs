@@ -10,7 +10,7 @@ use bigdecimal::BigDecimal;
 use super::pipeline::{self, StartPaymentError};
 use super::repo::{self, CheckoutLine, OrderSummary};
 use super::OrderError;
-use crate::auth::{CurrentUser, SessionUser};
+use crate::auth::{AdminUser, CurrentUser, SessionUser};
 use crate::payments::domain::format_money;
 use crate::payments::PayOrder;
 use crate::web::{csrf, html, parse_id, see_other, AppError, AppState, Db, Layout};
@@ -217,10 +217,38 @@ async fn place_order(
     Ok(HttpResponse::Conflict().content_type("text/html; charset=utf-8").body(page.render()?))
 }
 
+/// An administrator asks the gateway about an unconfirmed payment now, instead of at its next
+/// scheduled check; a worker does the asking.
+async fn check_payment_now(
+    _admin: AdminUser,
+    session: Session,
+    db: Db,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<csrf::TokenForm>,
+) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let reference = uuid::Uuid::parse_str(&path).map_err(|_| AppError::NotFound)?;
+    let now = state.services.clock.now();
+    let notice = db
+        .run(move |conn| {
+            let payment = crate::payments::repo::find_by_reference(conn, reference)?.ok_or(AppError::NotFound)?;
+            if payment.status != crate::payments::PaymentStatus::RequiresConfirmation {
+                return Ok::<_, AppError>("That payment is no longer awaiting confirmation.");
+            }
+            crate::jobs::enqueue(conn, &pipeline::confirm_job(payment.id), now)?;
+            Ok("The gateway will be asked about that payment in a moment.")
+        })
+        .await?;
+    state.services.wake.notify();
+    Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(notice))))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/orders/{id}/checkout", web::get().to(checkout))
         .route("/orders/{id}/pay", web::post().to(pay))
         .route("/products", web::get().to(products))
-        .route("/orders", web::post().to(place_order));
+        .route("/orders", web::post().to(place_order))
+        .route("/admin/payments/{reference}/check", web::post().to(check_payment_now));
 }

@@ -64,9 +64,9 @@ pub fn format_money(value: &BigDecimal, currency: &str) -> String {
     format!("{} {}", value.with_scale(2), currency)
 }
 
-/// The key that makes paying an order idempotent. It is derived from who pays for what, so every
-/// retry of the same intent — a double click, a resubmitted form, a re-run job — finds the same
-/// payment, and the gateway sees the same key.
+/// The key that makes paying an order idempotent inside Agora. It is derived from who pays for
+/// what, so every retry of the same intent — a double click, a resubmitted form, a re-run job —
+/// finds the same payment. It is unique in one database only: the gateway sees `gateway_key`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IdempotencyKey(String);
 
@@ -86,6 +86,12 @@ impl IdempotencyKey {
     }
 }
 
+/// The key a payment is charged under at the gateway: derived from the payment's random reference,
+/// so it is unique across databases, resets and installations sharing one gateway account.
+pub fn gateway_key(reference: uuid::Uuid) -> String {
+    format!("pay_{}", reference.simple())
+}
+
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -99,6 +105,9 @@ pub enum PaymentStatus {
     Processing,
     Completed,
     Failed,
+    /// The last attempt may have reached the gateway and nobody could tell whether it charged:
+    /// not final, and never reported as a failure; the gateway is asked again later.
+    RequiresConfirmation,
 }
 
 impl PaymentStatus {
@@ -108,9 +117,9 @@ impl PaymentStatus {
             PaymentStatus::Processing => "processing",
             PaymentStatus::Completed => "completed",
             PaymentStatus::Failed => "failed",
+            PaymentStatus::RequiresConfirmation => "requires_confirmation",
         }
     }
-
 }
 
 impl fmt::Display for PaymentStatus {
@@ -127,6 +136,7 @@ impl FromStr for PaymentStatus {
             "processing" => Ok(PaymentStatus::Processing),
             "completed" => Ok(PaymentStatus::Completed),
             "failed" => Ok(PaymentStatus::Failed),
+            "requires_confirmation" => Ok(PaymentStatus::RequiresConfirmation),
             other => Err(format!("unknown payment status {other:?}")),
         }
     }
@@ -171,8 +181,22 @@ mod tests {
     }
 
     #[test]
+    fn gateway_keys_come_from_the_random_reference_not_from_ids() {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        assert_ne!(gateway_key(a), gateway_key(b));
+        assert!(gateway_key(a).starts_with("pay_") && gateway_key(a).len() == 36);
+        assert!(IdempotencyKey::parse(&gateway_key(a)).is_some(), "a key any gateway accepts");
+    }
+
+    #[test]
     fn statuses_round_trip_through_their_names() {
-        for s in [PaymentStatus::Pending, PaymentStatus::Processing, PaymentStatus::Completed, PaymentStatus::Failed] {
+        for s in [
+            PaymentStatus::Pending,
+            PaymentStatus::Processing,
+            PaymentStatus::Completed,
+            PaymentStatus::Failed,
+            PaymentStatus::RequiresConfirmation,
+        ] {
             assert_eq!(s.as_str().parse::<PaymentStatus>().unwrap(), s);
         }
         assert!("refunded".parse::<PaymentStatus>().is_err());

@@ -68,7 +68,11 @@ pub enum GatewayError {
     /// No answer in time: the charge may or may not have happened.
     #[error("Gateway timeout")]
     Timeout,
-    /// The gateway answered that it could not take the request now (5xx, 429, connection refused).
+    /// The request was sent and the gateway failed while handling it (500, 502, a reset
+    /// connection): the charge may or may not have happened.
+    #[error("Gateway error: {0}")]
+    Ambiguous(String),
+    /// The gateway did not take the request (503, 429, connection refused): nothing was charged.
     #[error("Gateway unavailable: {0}")]
     Unavailable(String),
     /// The gateway refused the charge for good; asking again gives the same answer.
@@ -85,9 +89,15 @@ impl GatewayError {
         !matches!(self, GatewayError::Declined { .. })
     }
 
+    /// Whether money may have been taken although no charge came back: only a lookup can tell.
+    pub fn may_have_charged(&self) -> bool {
+        matches!(self, GatewayError::Timeout | GatewayError::Ambiguous(_))
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::Timeout => "gateway_timeout",
+            GatewayError::Ambiguous(_) => "gateway_error",
             GatewayError::Unavailable(_) => "gateway_unavailable",
             GatewayError::Declined { code, .. } => code.as_str(),
         }
@@ -217,6 +227,8 @@ impl PaymentGateway for SimulatedGateway {
 pub enum Outcome {
     Succeed,
     Fail(GatewayError),
+    /// Takes the money, then the answer is lost on the way back.
+    ChargeThenTimeout,
 }
 
 /// Exact, repeatable outcomes for tests: a queue of outcomes per call, then a default. It counts
@@ -227,6 +239,7 @@ pub struct ScriptedGateway {
     then: Outcome,
     charge_calls: AtomicUsize,
     lookup_calls: AtomicUsize,
+    lookups_down: std::sync::atomic::AtomicBool,
 }
 
 impl ScriptedGateway {
@@ -242,6 +255,7 @@ impl ScriptedGateway {
             then,
             charge_calls: AtomicUsize::new(0),
             lookup_calls: AtomicUsize::new(0),
+            lookups_down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -265,6 +279,11 @@ impl ScriptedGateway {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
+
+    /// While down, every lookup times out: nobody can say what happened to a charge.
+    pub fn set_lookups_down(&self, down: bool) {
+        self.lookups_down.store(down, Ordering::SeqCst);
+    }
 }
 
 impl PaymentGateway for ScriptedGateway {
@@ -274,11 +293,18 @@ impl PaymentGateway for ScriptedGateway {
         match next {
             Outcome::Succeed => Ok(self.ledger.record(request)),
             Outcome::Fail(e) => Err(e),
+            Outcome::ChargeThenTimeout => {
+                self.ledger.record(request);
+                Err(GatewayError::Timeout)
+            }
         }
     }
 
     fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {
         self.lookup_calls.fetch_add(1, Ordering::SeqCst);
+        if self.lookups_down.load(Ordering::SeqCst) {
+            return Err(GatewayError::Timeout);
+        }
         Ok(self.ledger.find(idempotency_key))
     }
 }
@@ -336,6 +362,9 @@ mod tests {
     #[test]
     fn transient_and_permanent_failures_are_told_apart() {
         assert!(GatewayError::Timeout.is_transient());
+        assert!(GatewayError::Timeout.may_have_charged() && GatewayError::Ambiguous("502".into()).may_have_charged());
+        assert!(!GatewayError::Unavailable("503".into()).may_have_charged());
+        assert!(!GatewayError::declined(DeclineCode::InvalidCard).may_have_charged());
         assert!(GatewayError::Unavailable("503".into()).is_transient());
         assert!(!GatewayError::declined(DeclineCode::InvalidCard).is_transient());
         assert!(!GatewayError::declined(DeclineCode::InsufficientFunds).is_transient());

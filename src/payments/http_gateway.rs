@@ -51,13 +51,18 @@ impl HttpGateway {
                         GatewayError::Declined { code, message }
                     }
                     408 | 504 => GatewayError::Timeout,
-                    _ => GatewayError::Unavailable(format!("HTTP {status}")),
+                    // Refused before any work was done: nothing was charged.
+                    429 | 503 => GatewayError::Unavailable(format!("HTTP {status}")),
+                    // Failed while handling a request it had received: it may have charged.
+                    _ => GatewayError::Ambiguous(format!("HTTP {status}")),
                 }
             }
-            // No answer: a timeout, a refused or reset connection. The charge may have happened.
             ureq::Error::Transport(t) => match t.kind() {
+                // Never connected: the request did not reach the gateway.
+                ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => GatewayError::Unavailable(t.to_string()),
+                // Sent, and then no answer (a timeout, a reset): the charge may have happened.
                 ureq::ErrorKind::Io => GatewayError::Timeout,
-                _ => GatewayError::Unavailable(t.to_string()),
+                _ => GatewayError::Ambiguous(t.to_string()),
             },
         }
     }
@@ -72,7 +77,8 @@ impl PaymentGateway for HttpGateway {
             .set("Idempotency-Key", request.idempotency_key)
             .send_json(body)
             .map_err(HttpGateway::classify)?;
-        response.into_json::<Charge>().map_err(|e| GatewayError::Unavailable(format!("bad answer: {e}")))
+        // An answer we cannot read may still report a charge.
+        response.into_json::<Charge>().map_err(|e| GatewayError::Ambiguous(format!("unreadable answer: {e}")))
     }
 
     fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {

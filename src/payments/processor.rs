@@ -1,5 +1,6 @@
 //! Drives one order's payment through pending → processing → completed | failed, charging it
-//! exactly once however often, however concurrently, it is asked to.
+//! exactly once however often, however concurrently, it is asked to — and never reporting a
+//! failure while money may have been taken.
 //!
 //! The work is split into three steps so that no transaction stays open while the gateway is
 //! called (a slow gateway must not hold row locks or pool connections hostage):
@@ -9,8 +10,13 @@
 //!    gateway (it timed out, or its worker vanished mid-call), look the charge up by key first;
 //! 3. settle — in one transaction: record the outcome only if this attempt still owns the row,
 //!    append the audit event, and move the order along.
+//!
+//! An attempt ends in one of three ways (`Outcome`): the money was taken; the gateway said it
+//! took none; or nobody can tell (no answer, and no lookup could answer either). The last is
+//! never a failure: while attempts remain the next one looks up first, and after the last one the
+//! payment waits in `requires_confirmation`, its order and stock untouched, until a lookup answers.
 
-use chrono::Duration as ChronoDuration;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use diesel::prelude::*;
 use std::sync::Arc;
 
@@ -36,9 +42,39 @@ pub struct PaymentProcessor {
 }
 
 enum Claim {
-    /// Nothing to do now: completed, failed for good, or another attempt is under way.
+    /// Nothing to do now: completed, failed for good, awaiting confirmation, or another attempt
+    /// is under way.
     Nothing(Payment),
     Attempt { payment: Payment, may_have_charged: bool },
+}
+
+/// What one visit to the gateway established.
+enum Outcome {
+    Charged(Charge),
+    /// The gateway said no money was taken for this payment.
+    NotCharged(GatewayError),
+    /// Money may have been taken and nobody could say whether it was.
+    Unknown(GatewayError),
+}
+
+/// Why a charge the gateway reports cannot complete this payment as it stands.
+fn mismatch(payment: &Payment, charge: &Charge) -> Option<String> {
+    let same_amount = charge.amount.with_scale(2) == payment.amount.with_scale(2);
+    let same_currency = charge.currency.eq_ignore_ascii_case(&payment.currency);
+    (!same_amount || !same_currency).then(|| {
+        format!(
+            "the gateway's charge {} is for {} {}, the payment is for {} {}: held for review",
+            charge.id,
+            charge.amount.with_scale(2),
+            charge.currency.to_uppercase(),
+            payment.amount.with_scale(2),
+            payment.currency
+        )
+    })
+}
+
+fn chrono(d: std::time::Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
 }
 
 impl PaymentProcessor {
@@ -46,28 +82,37 @@ impl PaymentProcessor {
         PaymentProcessor { gateway, clock, settings }
     }
 
+    pub fn settings(&self) -> &PaymentSettings {
+        &self.settings
+    }
+
     pub fn process(&self, conn: &mut PgConnection, order: PayOrder) -> Result<Payment, PaymentError> {
         let (payment, may_have_charged) = match conn.transaction(|conn| self.claim(conn, order))? {
             Claim::Nothing(payment) => return Ok(payment),
             Claim::Attempt { payment, may_have_charged } => (payment, may_have_charged),
         };
-        let outcome = self.call_gateway(&payment, may_have_charged);
+        let outcome = self.call_gateway(&payment, may_have_charged, self.is_last_attempt(&payment));
         Ok(conn.transaction(|conn| self.settle(conn, &payment, outcome))?)
+    }
+
+    fn is_last_attempt(&self, payment: &Payment) -> bool {
+        payment.retry_count + 1 >= self.settings.max_attempts
     }
 
     fn claim(&self, conn: &mut PgConnection, order: PayOrder) -> Result<Claim, PaymentError> {
         let (payment, _) = create_for_order(conn, order)?;
         let now = self.clock.now();
         let (may_have_charged, reason) = match payment.status {
-            PaymentStatus::Completed => return Ok(Claim::Nothing(payment)),
+            PaymentStatus::Completed | PaymentStatus::RequiresConfirmation => return Ok(Claim::Nothing(payment)),
             PaymentStatus::Failed if !payment.retryable => return Ok(Claim::Nothing(payment)),
             PaymentStatus::Processing if !self.attempt_lost(&payment, now) => return Ok(Claim::Nothing(payment)),
             PaymentStatus::Processing => {
                 (true, "the previous attempt stopped answering; recovering it through the gateway".to_string())
             }
             PaymentStatus::Failed => (
-                true,
-                format!("attempt {} of {} after: {}", payment.retry_count + 1, self.settings.max_retries,
+                // After a refusal (503, 429) nothing can have been charged: no need to look first.
+                payment.error_code.as_deref().is_some_and(may_have_charged),
+                format!("attempt {} of {} after: {}", payment.retry_count + 1, self.settings.max_attempts,
                     payment.error_message.as_deref().unwrap_or("a transient failure")),
             ),
             PaymentStatus::Pending => (false, "charging the card".to_string()),
@@ -77,56 +122,96 @@ impl PaymentProcessor {
     }
 
     /// Whether a `processing` attempt has outlived its lease: its worker is presumed gone.
-    fn attempt_lost(&self, payment: &Payment, now: chrono::DateTime<chrono::Utc>) -> bool {
-        let lease = ChronoDuration::from_std(self.settings.processing_lease).unwrap_or(ChronoDuration::MAX);
-        payment.processing_started_at.is_some_and(|started| started + lease <= now)
+    fn attempt_lost(&self, payment: &Payment, now: DateTime<Utc>) -> bool {
+        payment.processing_started_at.is_some_and(|started| started + chrono(self.settings.processing_lease) <= now)
     }
 
-    fn call_gateway(&self, payment: &Payment, may_have_charged: bool) -> Result<Charge, GatewayError> {
+    fn call_gateway(&self, payment: &Payment, may_have_charged: bool, last: bool) -> Outcome {
         if may_have_charged {
-            if let Some(charge) = self.gateway.lookup(&payment.idempotency_key)? {
-                return Ok(charge);
+            match self.gateway.lookup(&payment.gateway_key) {
+                Ok(Some(charge)) => return Outcome::Charged(charge),
+                Ok(None) => {}
+                Err(error) => return Outcome::Unknown(error),
             }
         }
-        self.gateway.charge(&ChargeRequest {
-            idempotency_key: &payment.idempotency_key,
-            amount: &payment.amount,
-            currency: &payment.currency,
-        })
+        let request = ChargeRequest { idempotency_key: &payment.gateway_key, amount: &payment.amount, currency: &payment.currency };
+        match self.gateway.charge(&request) {
+            Ok(charge) => Outcome::Charged(charge),
+            // No attempt follows the last one, so ask now rather than leave the question open.
+            Err(error) if error.may_have_charged() && last => self.ask(payment, error),
+            Err(error) if error.may_have_charged() => Outcome::Unknown(error),
+            Err(error) => Outcome::NotCharged(error),
+        }
     }
 
-    fn settle(
+    /// Looks the payment's charge up after `error` left its outcome open.
+    fn ask(&self, payment: &Payment, error: GatewayError) -> Outcome {
+        match self.gateway.lookup(&payment.gateway_key) {
+            Ok(Some(charge)) => Outcome::Charged(charge),
+            Ok(None) => Outcome::NotCharged(error),
+            Err(_) => Outcome::Unknown(error),
+        }
+    }
+
+    fn settle(&self, conn: &mut PgConnection, attempt: &Payment, outcome: Outcome) -> QueryResult<Payment> {
+        let now = self.clock.now();
+        let from = attempt.status;
+        let last = self.is_last_attempt(attempt);
+        let settled = match outcome {
+            Outcome::Charged(charge) => match mismatch(attempt, &charge) {
+                Some(why) => self.await_confirmation(conn, attempt, "charge_mismatch", &why, now)?,
+                None => repo::complete_attempt(conn, attempt.id, attempt.attempts, from, &charge.id, now)?,
+            },
+            Outcome::Unknown(error) if last => {
+                let why = format!("{error}, and the gateway could not confirm whether it charged: asking it again");
+                self.await_confirmation(conn, attempt, error.code(), &why, now)?
+            }
+            Outcome::Unknown(error) => self.fail(conn, attempt, &error, true, error.to_string(), now)?,
+            Outcome::NotCharged(error) => {
+                let retry = error.is_transient() && !last;
+                let message = if error.is_transient() && !retry {
+                    format!("{error} (gave up after {} attempts; no charge was made)", self.settings.max_attempts)
+                } else {
+                    error.to_string()
+                };
+                self.fail(conn, attempt, &error, retry, message, now)?
+            }
+        };
+        match settled {
+            Some(payment) => Ok(payment),
+            None => self.lost_claim(conn, attempt),
+        }
+    }
+
+    fn fail(
         &self,
         conn: &mut PgConnection,
         attempt: &Payment,
-        outcome: Result<Charge, GatewayError>,
-    ) -> QueryResult<Payment> {
-        let now = self.clock.now();
-        let error = match outcome {
-            Ok(charge) => {
-                return match repo::complete_attempt(conn, attempt.id, attempt.attempts, &charge.id, now)? {
-                    Some(completed) => Ok(completed),
-                    None => self.lost_claim(conn, attempt),
-                };
-            }
-            Err(error) => error,
+        error: &GatewayError,
+        retryable: bool,
+        message: String,
+        now: DateTime<Utc>,
+    ) -> QueryResult<Option<Payment>> {
+        let failure = Failure { code: error.code(), message: &message, retryable, counts_as_retry: error.is_transient() };
+        let Some(failed) = repo::fail_attempt(conn, attempt.id, attempt.attempts, attempt.status, &failure, now)? else {
+            return Ok(None);
         };
-        let transient = error.is_transient();
-        let retries_left = attempt.retry_count + 1 < self.settings.max_retries;
-        let message = if transient && !retries_left {
-            format!("{error} (gave up after {} attempts)", self.settings.max_retries)
-        } else {
-            error.to_string()
-        };
-        let failure = Failure { code: error.code(), message: &message, retryable: transient && retries_left, counts_as_retry: transient };
-        let Some(failed) = repo::fail_attempt(conn, attempt.id, attempt.attempts, &failure, now)? else {
-            return self.lost_claim(conn, attempt);
-        };
-        repo::record_event(conn, failed.id, Some(PaymentStatus::Processing), PaymentStatus::Failed, &message)?;
-        if !failure.retryable {
+        repo::record_event(conn, failed.id, Some(attempt.status), PaymentStatus::Failed, &message)?;
+        if !retryable {
             orders::close_unpaid(conn, failed.order_id, "failed", now)?;
         }
-        Ok(failed)
+        Ok(Some(failed))
+    }
+
+    /// Parks the payment until the gateway can say what happened; its order keeps its stock.
+    fn await_confirmation(&self, conn: &mut PgConnection, attempt: &Payment, code: &str, why: &str, now: DateTime<Utc>) -> QueryResult<Option<Payment>> {
+        let next = now + chrono(self.settings.confirm_backoff_base);
+        let parked = repo::await_confirmation(conn, attempt.id, attempt.attempts, attempt.status, code, why, next, now)?;
+        if let Some(parked) = &parked {
+            log::warn!("payment {} needs confirmation: {why}", parked.reference);
+            repo::record_event(conn, parked.id, Some(attempt.status), PaymentStatus::RequiresConfirmation, why)?;
+        }
+        Ok(parked)
     }
 
     /// A later attempt took the payment over after this one's lease ran out; that attempt
@@ -151,31 +236,120 @@ impl PaymentProcessor {
         })
     }
 
-    /// Settles a payment left `processing` by an attempt that vanished, from the gateway's record
-    /// alone: a charge found by its key completes it; none found leaves it failed and retryable.
-    /// It never charges.
-    pub fn reconcile(&self, conn: &mut PgConnection, payment_id: i64) -> Result<Payment, PaymentError> {
+    /// The charge job for this payment is given up on (out of attempts). Called with the order's
+    /// row locked. A payment that may have been charged is never failed here: a live or lost
+    /// attempt is left to finish or be reconciled, and one whose last attempt had no answer waits
+    /// for confirmation. `true` when the payment is now failed for good, so the order may close.
+    pub fn give_up(&self, conn: &mut PgConnection, order_id: i64, reason: &str) -> QueryResult<bool> {
+        let Some(payment) = repo::lock_by_order(conn, order_id)? else { return Ok(true) };
+        let now = self.clock.now();
+        match payment.status {
+            PaymentStatus::Completed | PaymentStatus::Processing | PaymentStatus::RequiresConfirmation => Ok(false),
+            PaymentStatus::Failed if !payment.retryable => Ok(true),
+            PaymentStatus::Failed if payment.error_code.as_deref().is_some_and(may_have_charged) => {
+                let why = format!("{reason}; the last attempt had no clear answer: asking the gateway");
+                let next = now + chrono(self.settings.confirm_backoff_base);
+                repo::park(conn, payment.id, &why, next, now)?;
+                repo::record_event(conn, payment.id, Some(payment.status), PaymentStatus::RequiresConfirmation, &why)?;
+                Ok(false)
+            }
+            PaymentStatus::Pending | PaymentStatus::Failed => {
+                let why = format!("{reason}; no charge was made");
+                repo::give_up(conn, payment.id, &why, now)?;
+                repo::record_event(conn, payment.id, Some(payment.status), PaymentStatus::Failed, &why)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Asks the gateway about a payment whose outcome is open — stuck in `processing` past its
+    /// lease, or awaiting confirmation and due (or `now` when an administrator asks) — and
+    /// settles it from the answer. It never charges.
+    pub fn confirm(&self, conn: &mut PgConnection, payment_id: i64, now_please: bool) -> Result<Payment, PaymentError> {
         let now = self.clock.now();
         let claimed = conn.transaction(|conn| {
             let payment = repo::lock_by_id(conn, payment_id)?.ok_or(PaymentError::PaymentNotFound)?;
-            if payment.status != PaymentStatus::Processing || !self.attempt_lost(&payment, now) {
-                return Ok::<_, PaymentError>(Err(payment));
-            }
-            let claimed = repo::start_attempt(conn, payment.id, PaymentStatus::Processing,
-                "stuck in processing; reconciling with the gateway", now)?;
+            let claimed = match payment.status {
+                PaymentStatus::Processing if self.attempt_lost(&payment, now) => repo::start_attempt(
+                    conn, payment.id, PaymentStatus::Processing, "stuck in processing; reconciling with the gateway", now,
+                )?,
+                PaymentStatus::RequiresConfirmation if now_please || payment.next_check_at.is_some_and(|t| t <= now) => {
+                    // Held for one lease, so that a second checker leaves it alone meanwhile.
+                    repo::claim_check(conn, payment.id, now + chrono(self.settings.processing_lease), now)?
+                }
+                _ => return Ok::<_, PaymentError>(Err(payment)),
+            };
             Ok(Ok(claimed))
         })?;
         let attempt = match claimed {
             Ok(attempt) => attempt,
             Err(untouched) => return Ok(untouched),
         };
-        let outcome = match self.gateway.lookup(&attempt.idempotency_key) {
-            Ok(Some(charge)) => Ok(charge),
-            Ok(None) => Err(GatewayError::Unavailable("the attempt was lost before the gateway charged".into())),
-            Err(e) => Err(e),
+        let outcome = match self.gateway.lookup(&attempt.gateway_key) {
+            Ok(Some(charge)) => Outcome::Charged(charge),
+            Ok(None) => Outcome::NotCharged(GatewayError::Unavailable("the gateway has no charge for this payment".into())),
+            Err(error) => Outcome::Unknown(error),
         };
-        Ok(conn.transaction(|conn| self.settle(conn, &attempt, outcome))?)
+        Ok(conn.transaction(|conn| match attempt.status {
+            PaymentStatus::RequiresConfirmation => self.settle_check(conn, &attempt, outcome),
+            _ => self.settle(conn, &attempt, outcome),
+        })?)
     }
+
+    /// The answer to a confirmation check: charged completes, "no charge" fails for good (now we
+    /// know), and still no answer asks again after a longer pause.
+    fn settle_check(&self, conn: &mut PgConnection, check: &Payment, outcome: Outcome) -> QueryResult<Payment> {
+        let now = self.clock.now();
+        let from = PaymentStatus::RequiresConfirmation;
+        let settled = match outcome {
+            Outcome::Charged(charge) => match mismatch(check, &charge) {
+                Some(why) => self.recheck_later(conn, check, "charge_mismatch", &why, now)?,
+                None => repo::complete_attempt(conn, check.id, check.attempts, from, &charge.id, now)?,
+            },
+            Outcome::NotCharged(error) => {
+                let message = "the gateway confirmed that no charge was made".to_string();
+                let failure = Failure { code: error.code(), message: &message, retryable: false, counts_as_retry: false };
+                let failed = repo::fail_attempt(conn, check.id, check.attempts, from, &failure, now)?;
+                if let Some(failed) = &failed {
+                    repo::record_event(conn, failed.id, Some(from), PaymentStatus::Failed, &message)?;
+                    orders::close_unpaid(conn, failed.order_id, "failed", now)?;
+                }
+                failed
+            }
+            Outcome::Unknown(error) => {
+                let why = format!("still no answer from the gateway ({error})");
+                self.recheck_later(conn, check, error.code(), &why, now)?
+            }
+        };
+        match settled {
+            Some(payment) => Ok(payment),
+            None => self.lost_claim(conn, check),
+        }
+    }
+
+    fn recheck_later(&self, conn: &mut PgConnection, check: &Payment, code: &str, why: &str, now: DateTime<Utc>) -> QueryResult<Option<Payment>> {
+        let checks = check.confirmation_checks + 1;
+        let next = now + chrono(self.confirm_pause(checks));
+        let why = format!("{why}; next check at {} UTC", next.format("%Y-%m-%d %H:%M"));
+        let rescheduled = repo::recheck_later(conn, check.id, check.attempts, code, &why, checks, next, now)?;
+        if rescheduled.is_some() {
+            let status = PaymentStatus::RequiresConfirmation;
+            repo::record_event(conn, check.id, Some(status), status, &why)?;
+        }
+        Ok(rescheduled)
+    }
+
+    /// The pause after the `checks`-th unanswered check: minutes at first, then hours.
+    pub fn confirm_pause(&self, checks: i32) -> std::time::Duration {
+        let base = self.settings.confirm_backoff_base;
+        let doubled = base.saturating_mul(2u32.saturating_pow(checks.clamp(0, 20) as u32));
+        doubled.min(self.settings.confirm_backoff_max)
+    }
+}
+
+/// Error codes an attempt can end with when the gateway may have charged.
+fn may_have_charged(code: &str) -> bool {
+    matches!(code, "gateway_timeout" | "gateway_error")
 }
 
 /// Finds or creates the order's payment and locks it, in the caller's transaction. `true` when it
@@ -187,7 +361,7 @@ pub fn create_for_order(conn: &mut PgConnection, order: PayOrder) -> Result<(Pay
     if let Some(payment) = repo::lock_by_key(conn, &key)? {
         return Ok((payment, false));
     }
-    let created = repo::insert_for_order(conn, order.user_id, order.order_id, &key)? == 1;
+    let created = repo::insert_for_order(conn, order.user_id, order.order_id, &key, uuid::Uuid::new_v4())? == 1;
     let payment = repo::lock_by_key(conn, &key)?.ok_or(PaymentError::OrderNotFound)?;
     Ok((payment, created))
 }

@@ -3,7 +3,7 @@
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Integer, Text, Timestamptz};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -32,6 +32,11 @@ pub struct Payment {
     pub processing_started_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The key the gateway knows this payment by (see `domain::gateway_key`).
+    pub gateway_key: String,
+    /// While `requires_confirmation`: when the gateway is asked again.
+    pub next_check_at: Option<DateTime<Utc>>,
+    pub confirmation_checks: i32,
 }
 
 fn serialize_status<S: serde::Serializer>(status: &PaymentStatus, s: S) -> Result<S::Ok, S::Error> {
@@ -51,22 +56,31 @@ pub struct PaymentEvent {
 /// both insert (the unique key decides) and nobody checks before acting. The amount is copied
 /// from the order, which must belong to the user and still be pending.
 ///
-/// The conflict target is left out on purpose: with two unique indexes (key and order) and only
-/// one named as arbiter, two racing inserts each wait on the other's speculative index entry and
-/// PostgreSQL reports a deadlock (the 32-thread race test found it). Without a target every
-/// unique index arbitrates.
+/// The conflict target is left out on purpose: with several unique indexes (key, order, gateway
+/// key) and only one named as arbiter, two racing inserts each wait on the other's speculative
+/// index entry and PostgreSQL reports a deadlock (the 32-thread race test found it). Without a
+/// target every unique index arbitrates.
+///
+/// The order row is key-share-locked, so an order cannot expire between "has no payment" and
+/// "gets one": expiry locks the order `FOR UPDATE` before it looks (see
+/// `orders::repo::expire_if_abandoned`), which waits for this lock and is waited for by it. A
+/// plain `FOR SHARE` would also block the settle's `UPDATE orders` and deadlock concurrent payers
+/// (the 32-thread race test showed it); a key-share lock does not.
 pub fn insert_for_order(
     conn: &mut PgConnection,
     user_id: i64,
     order_id: i64,
     key: &IdempotencyKey,
+    reference: Uuid,
 ) -> QueryResult<usize> {
     // The creation is logged by the same statement: a payment never exists without its first event.
     diesel::sql_query(
-        "WITH created AS ( \
-             INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key) \
-             SELECT o.user_id, o.id, o.customer_id, o.total, o.currency, $3 \
-             FROM orders o WHERE o.id = $1 AND o.user_id = $2 AND o.status = 'pending' \
+        "WITH payable AS ( \
+             SELECT o.user_id, o.id, o.customer_id, o.total, o.currency FROM orders o \
+             WHERE o.id = $1 AND o.user_id = $2 AND o.status = 'pending' FOR KEY SHARE), \
+         created AS ( \
+             INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key, reference, gateway_key) \
+             SELECT user_id, id, customer_id, total, currency, $3, $4, $5 FROM payable \
              ON CONFLICT DO NOTHING \
              RETURNING id, order_id) \
          INSERT INTO payment_events (payment_id, to_status, reason) \
@@ -75,6 +89,8 @@ pub fn insert_for_order(
     .bind::<BigInt, _>(order_id)
     .bind::<BigInt, _>(user_id)
     .bind::<Text, _>(key.as_str())
+    .bind::<diesel::sql_types::Uuid, _>(reference)
+    .bind::<Text, _>(super::domain::gateway_key(reference))
     .execute(conn)
 }
 
@@ -113,34 +129,112 @@ pub fn start_attempt(
     .get_result(conn)
 }
 
-/// Settles the attempt `attempts` as completed, logs it, and marks the order paid, in one
-/// statement; `None` when that attempt no longer owns the row.
+/// Settles the attempt `attempts` (made from status `from`) as completed, logs it, and marks the
+/// order paid, in one statement; `None` when that attempt no longer owns the row.
 pub fn complete_attempt(
     conn: &mut PgConnection,
     id: i64,
     attempts: i32,
+    from: PaymentStatus,
     transaction_id: &str,
     now: DateTime<Utc>,
 ) -> QueryResult<Option<Payment>> {
     diesel::sql_query(
         "WITH completed AS ( \
              UPDATE payments SET status = 'completed', external_transaction_id = $3, \
-                 error_code = NULL, error_message = NULL, updated_at = $4 \
-             WHERE id = $1 AND status = 'processing' AND attempts = $2 RETURNING *), \
+                 error_code = NULL, error_message = NULL, next_check_at = NULL, updated_at = $4 \
+             WHERE id = $1 AND status = $5 AND attempts = $2 RETURNING *), \
          logged AS ( \
              INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
-             SELECT id, 'processing', 'completed', 'charged, gateway transaction ' || $3 FROM completed), \
+             SELECT id, $5, 'completed', 'charged, gateway transaction ' || $3 FROM completed), \
          paid AS ( \
              UPDATE orders SET status = 'paid', updated_at = $4 \
              WHERE id = (SELECT order_id FROM completed) AND status = 'pending') \
          SELECT * FROM completed",
     )
     .bind::<BigInt, _>(id)
-    .bind::<diesel::sql_types::Integer, _>(attempts)
+    .bind::<Integer, _>(attempts)
     .bind::<Text, _>(transaction_id)
     .bind::<Timestamptz, _>(now)
+    .bind::<Text, _>(from.as_str())
     .get_result(conn)
     .optional()
+}
+
+/// Parks the attempt `attempts` in `requires_confirmation` until `next_check_at`; `None` when
+/// that attempt no longer owns the row.
+#[allow(clippy::too_many_arguments)]
+pub fn await_confirmation(
+    conn: &mut PgConnection,
+    id: i64,
+    attempts: i32,
+    from: PaymentStatus,
+    code: &str,
+    message: &str,
+    next_check_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<Payment>> {
+    diesel::update(payments::table.find(id).filter(payments::status.eq(from).and(payments::attempts.eq(attempts))))
+        .set((
+            payments::status.eq(PaymentStatus::RequiresConfirmation),
+            payments::error_code.eq(code),
+            payments::error_message.eq(message),
+            payments::retryable.eq(false),
+            payments::next_check_at.eq(next_check_at),
+            payments::updated_at.eq(now),
+        ))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+        .optional()
+}
+
+/// A locked, failed payment whose last attempt may have charged goes to `requires_confirmation`.
+pub fn park(conn: &mut PgConnection, id: i64, message: &str, next_check_at: DateTime<Utc>, now: DateTime<Utc>) -> QueryResult<()> {
+    diesel::update(payments::table.find(id))
+        .set((
+            payments::status.eq(PaymentStatus::RequiresConfirmation),
+            payments::error_message.eq(message),
+            payments::retryable.eq(false),
+            payments::next_check_at.eq(next_check_at),
+            payments::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Takes a payment awaiting confirmation for one check: a new fencing token, and the next check
+/// pushed out to `hold_until` so that nobody else checks meanwhile.
+pub fn claim_check(conn: &mut PgConnection, id: i64, hold_until: DateTime<Utc>, now: DateTime<Utc>) -> QueryResult<Payment> {
+    diesel::update(payments::table.find(id))
+        .set((payments::attempts.eq(payments::attempts + 1), payments::next_check_at.eq(hold_until), payments::updated_at.eq(now)))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+}
+
+/// A check that got no answer: count it and ask again at `next_check_at`.
+#[allow(clippy::too_many_arguments)]
+pub fn recheck_later(
+    conn: &mut PgConnection,
+    id: i64,
+    attempts: i32,
+    code: &str,
+    message: &str,
+    checks: i32,
+    next_check_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> QueryResult<Option<Payment>> {
+    let held = payments::status.eq(PaymentStatus::RequiresConfirmation).and(payments::attempts.eq(attempts));
+    diesel::update(payments::table.find(id).filter(held))
+        .set((
+            payments::error_code.eq(code),
+            payments::error_message.eq(message),
+            payments::confirmation_checks.eq(checks),
+            payments::next_check_at.eq(next_check_at),
+            payments::updated_at.eq(now),
+        ))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+        .optional()
 }
 
 pub struct Failure<'a> {
@@ -155,16 +249,14 @@ pub fn fail_attempt(
     conn: &mut PgConnection,
     id: i64,
     attempts: i32,
+    from: PaymentStatus,
     failure: &Failure<'_>,
     now: DateTime<Utc>,
 ) -> QueryResult<Option<Payment>> {
-    diesel::update(
-        payments::table
-            .find(id)
-            .filter(payments::status.eq(PaymentStatus::Processing).and(payments::attempts.eq(attempts))),
-    )
+    diesel::update(payments::table.find(id).filter(payments::status.eq(from).and(payments::attempts.eq(attempts))))
         .set((
             payments::status.eq(PaymentStatus::Failed),
+            payments::next_check_at.eq(None::<DateTime<Utc>>),
             payments::error_code.eq(failure.code),
             payments::error_message.eq(failure.message),
             payments::retryable.eq(failure.retryable),
@@ -198,19 +290,30 @@ pub fn lock_by_id(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Paymen
     payments::table.find(id).for_update().select(Payment::as_select()).first(conn).optional()
 }
 
-pub fn find_by_order(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<Payment>> {
-    payments::table.filter(payments::order_id.eq(order_id)).select(Payment::as_select()).first(conn).optional()
+pub fn lock_by_order(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<Payment>> {
+    payments::table.filter(payments::order_id.eq(order_id)).for_update().select(Payment::as_select()).first(conn).optional()
 }
 
-/// Payments whose attempt started before `before` and never settled.
-pub fn stuck_processing(conn: &mut PgConnection, before: DateTime<Utc>, limit: i64) -> QueryResult<Vec<i64>> {
+/// Payments whose outcome the gateway must be asked about: attempts that started before
+/// `lost_before` and never settled, and payments awaiting confirmation whose check is due.
+pub fn due_for_check(conn: &mut PgConnection, lost_before: DateTime<Utc>, now: DateTime<Utc>, limit: i64) -> QueryResult<Vec<i64>> {
+    let lost = payments::status.eq(PaymentStatus::Processing).and(payments::processing_started_at.lt(lost_before));
+    let due = payments::status.eq(PaymentStatus::RequiresConfirmation).and(payments::next_check_at.le(now));
+    payments::table.filter(lost.or(due)).order(payments::updated_at).limit(limit).select(payments::id).load(conn)
+}
+
+/// Payments waiting for the gateway to confirm them, oldest first: the operators' worry list.
+pub fn awaiting_confirmation(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Payment>> {
     payments::table
-        .filter(payments::status.eq(PaymentStatus::Processing))
-        .filter(payments::processing_started_at.lt(before))
-        .order(payments::processing_started_at)
+        .filter(payments::status.eq(PaymentStatus::RequiresConfirmation))
+        .order((payments::created_at.asc(), payments::id.asc()))
         .limit(limit)
-        .select(payments::id)
+        .select(Payment::as_select())
         .load(conn)
+}
+
+pub fn find_by_reference(conn: &mut PgConnection, reference: Uuid) -> QueryResult<Option<Payment>> {
+    payments::table.filter(payments::reference.eq(reference)).select(Payment::as_select()).first(conn).optional()
 }
 
 pub fn refuse_pending(conn: &mut PgConnection, id: i64, code: &str, message: &str, now: DateTime<Utc>) -> QueryResult<Payment> {
@@ -226,23 +329,17 @@ pub fn refuse_pending(conn: &mut PgConnection, id: i64, code: &str, message: &st
         .get_result(conn)
 }
 
-/// A payment still failing when its job is given up on: no more attempts.
-pub fn give_up(conn: &mut PgConnection, order_id: i64, reason: &str, now: DateTime<Utc>) -> QueryResult<Option<Payment>> {
-    let given_up: Option<Payment> = diesel::update(
-        payments::table
-            .filter(payments::order_id.eq(order_id))
-            .filter(payments::status.eq(PaymentStatus::Failed).or(payments::status.eq(PaymentStatus::Pending))),
-    )
-    .set((
-        payments::status.eq(PaymentStatus::Failed),
-        payments::retryable.eq(false),
-        payments::error_message.eq(reason),
-        payments::updated_at.eq(now),
-    ))
-    .returning(Payment::as_returning())
-    .get_result(conn)
-    .optional()?;
-    Ok(given_up)
+/// A locked payment that certainly took no money, given up on: no more attempts.
+pub fn give_up(conn: &mut PgConnection, id: i64, reason: &str, now: DateTime<Utc>) -> QueryResult<()> {
+    diesel::update(payments::table.find(id))
+        .set((
+            payments::status.eq(PaymentStatus::Failed),
+            payments::retryable.eq(false),
+            payments::error_message.eq(reason),
+            payments::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .map(drop)
 }
 
 pub fn reload(conn: &mut PgConnection, id: i64) -> QueryResult<Payment> {

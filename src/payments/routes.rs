@@ -21,6 +21,8 @@ struct PaymentPage {
     headline: &'static str,
     advice: String,
     in_flight: bool,
+    /// Seconds between the page's own refreshes while something is still to happen.
+    refresh: u32,
 }
 
 /// What the person paying should understand, and do, in each state.
@@ -31,6 +33,13 @@ fn explain(payment: &Payment) -> (&'static str, String) {
             "Processing",
             "We are confirming your payment with the card network. This page refreshes by itself; \
              there is no need to press Pay again — you will not be charged twice."
+                .into(),
+        ),
+        PaymentStatus::RequiresConfirmation => (
+            "Confirming with your bank",
+            "The payment provider did not give us a clear answer about this payment, so we are asking \
+             it again and will update this page as soon as it replies. You will not be charged twice, and \
+             your items stay reserved for you meanwhile. There is nothing you need to do."
                 .into(),
         ),
         PaymentStatus::Failed if payment.retryable => (
@@ -89,7 +98,10 @@ async fn show(user: CurrentUser, session: Session, db: Db, path: web::Path<Strin
         })
         .await?;
     let (headline, advice) = explain(&payment);
+    // An unconfirmed payment is re-checked in minutes, not seconds: no need to reload every 2 s.
+    let refresh = if payment.status == PaymentStatus::RequiresConfirmation { 30 } else { 2 };
     html(PaymentPage {
+        refresh,
         layout: Layout::new(&session),
         amount: format_money(&payment.amount, &payment.currency),
         in_flight: !is_final(&payment),

@@ -52,6 +52,7 @@ async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web:
         }
         Err(GatewayError::Timeout) => error(StatusCode::GATEWAY_TIMEOUT, "api_error", "gateway_timeout", "Gateway timeout"),
         Err(GatewayError::Unavailable(why)) => error(StatusCode::SERVICE_UNAVAILABLE, "api_error", "unavailable", &why),
+        Err(GatewayError::Ambiguous(why)) => error(StatusCode::BAD_GATEWAY, "api_error", "gateway_error", &why),
     }
 }
 

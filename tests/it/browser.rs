@@ -1,7 +1,6 @@
 //! A person in a real browser: headless Chromium driven through chromedriver.
 
 use agora::payments::gateway::Simulation;
-use agora::payments::IdempotencyKey;
 
 use crate::support::fixtures::{self, PASSWORD};
 use crate::support::webdriver::{Browser, Driver};
@@ -35,7 +34,7 @@ fn a_shopper_signs_in_double_clicks_pay_and_is_charged_once() {
     assert_eq!(browser.text("#payment-status"), "completed");
     assert!(browser.text("#transaction").starts_with("ch_"));
 
-    let charges = sim.charges_for(IdempotencyKey::for_order(user_id, order_id).as_str());
+    let charges = sim.charges_for(&fixtures::gateway_key(&mut app.conn(), order_id));
     assert_eq!(charges.len(), 1, "the ledger holds one charge for the order");
     assert_eq!(sim.charges().len(), 1, "and nothing else was charged");
 }

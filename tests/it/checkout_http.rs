@@ -3,7 +3,6 @@
 use std::sync::{Arc, Barrier};
 
 use agora::payments::gateway::Simulation;
-use agora::payments::IdempotencyKey;
 
 use crate::support::fixtures::{self, PASSWORD};
 use crate::support::{Client, GatewaySim, TestApp};
@@ -55,8 +54,8 @@ fn twenty_concurrent_pay_posts_from_one_session_charge_once() {
         assert_eq!(answer.status, 303, "{answer:?}");
         assert_eq!(answer.location.as_deref(), Some(first.as_str()), "every click lands on the same payment");
     }
-    let key = IdempotencyKey::for_order(shop.user_id, order_id);
-    assert_eq!(shop.sim.charges_for(key.as_str()).len(), 1, "the gateway's ledger holds one charge");
+    let key = fixtures::gateway_key(&mut shop.app.conn(), order_id);
+    assert_eq!(shop.sim.charges_for(&key).len(), 1, "the gateway's ledger holds one charge");
     assert_eq!(fixtures::payment_count(&mut shop.app.conn()), 1);
 
     let page = client.get(&first);
@@ -73,7 +72,7 @@ fn the_amount_charged_comes_from_the_order_not_the_form() {
     let resp = client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token), ("amount", "0.01")]);
     assert_eq!(resp.status, 303);
     shop.app.drain_jobs();
-    let charges = shop.sim.charges_for(IdempotencyKey::for_order(shop.user_id, order_id).as_str());
+    let charges = shop.sim.charges_for(&fixtures::gateway_key(&mut shop.app.conn(), order_id));
     assert_eq!(charges.len(), 1);
     assert_eq!(charges[0].amount, fixtures::order_total(&mut shop.app.conn(), order_id));
     let page = client.get(resp.location.as_deref().unwrap());

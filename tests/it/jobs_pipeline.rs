@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex};
 use std::time::Duration;
 
 use agora::clock::{Clock, FakeClock};
-use agora::config::JobSettings;
+use agora::config::{JobSettings, PaymentSettings};
 use agora::jobs::{self, Job, JobError, JobHandler, NewJob, Registry, Scheduler, WorkerPool, WorkerSettings};
 use agora::orders::pipeline::{self, ChargeArgs};
 use agora::payments::fraud::{FraudCheck, OrderFacts, Verdict};
@@ -19,6 +19,7 @@ use agora::schema::{jobs as jobs_table, payments, products};
 use crate::support::app::TestAppOptions;
 use crate::support::gateways::ChargeThenDie;
 use crate::support::fixtures::{self, PASSWORD};
+use crate::support::shopper::shopper;
 use crate::support::{Client, TestApp};
 
 fn job_rows(conn: &mut PgConnection, kind: &str) -> Vec<Job> {
@@ -31,26 +32,6 @@ fn stock(conn: &mut PgConnection, product: i64) -> i32 {
 
 fn payment_status(conn: &mut PgConnection, order_id: i64) -> (PaymentStatus, bool) {
     payments::table.filter(payments::order_id.eq(order_id)).select((payments::status, payments::retryable)).first(conn).unwrap()
-}
-
-struct Shopper {
-    client: Client,
-    user_id: i64,
-    token: String,
-}
-
-fn shopper(app: &TestApp, email: &str) -> Shopper {
-    let user_id = fixtures::user(&mut app.conn(), email);
-    let client = Client::new(&app.url);
-    client.sign_in(email, PASSWORD);
-    let token = client.csrf_token();
-    Shopper { client, user_id, token }
-}
-
-impl Shopper {
-    fn pay(&self, order_id: i64) -> crate::support::http::Resp {
-        self.client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &self.token)])
-    }
 }
 
 fn fake_clock_app(gateway: Arc<dyn PaymentGateway>, clock: Arc<FakeClock>, jobs: JobSettings) -> TestApp {
@@ -113,7 +94,8 @@ fn a_gateway_failing_five_times_gets_four_attempts_with_growing_delays_then_the_
     let gateway = Arc::new(ScriptedGateway::script(vec![Outcome::Fail(GatewayError::Timeout); 5], Outcome::Succeed));
     let clock = Arc::new(FakeClock::starting_now());
     let settings = JobSettings { breaker_threshold: 100, ..JobSettings::default() };
-    let app = fake_clock_app(gateway.clone(), clock.clone(), settings);
+    let payments = PaymentSettings { max_attempts: 4, ..PaymentSettings::default() };
+    let app = TestApp::spawn_with(TestAppOptions { clock: clock.clone(), jobs: settings, payments, ..TestAppOptions::new(gateway.clone()) });
     let me = shopper(&app, "retry@example.com");
     let mut conn = app.conn();
     let products = fixtures::catalogue(&mut conn, 1);
@@ -207,7 +189,7 @@ fn a_gateway_and_a_fraud_check_defined_in_the_test_are_injected_and_used() {
     me.pay(large);
     assert_eq!(app.drain_jobs(), 2);
 
-    assert_eq!(*gateway.charged.lock().unwrap(), vec![format!("payment_{}_{small}", me.user_id)]);
+    assert_eq!(*gateway.charged.lock().unwrap(), vec![fixtures::gateway_key(&mut conn, small)]);
     assert_eq!(fixtures::order_status(&mut conn, small), "paid");
     let txn: Option<String> = payments::table.filter(payments::order_id.eq(small)).select(payments::external_transaction_id).first(&mut conn).unwrap();
     assert!(txn.unwrap().starts_with("notebook-"));

@@ -8,5 +8,6 @@ mod browser;
 mod checkout_http;
 mod health;
 mod jobs_pipeline;
+mod money;
 mod payments_processor;
 mod threads_pages;

@@ -213,7 +213,7 @@ fn thirty_two_concurrent_workers_charge_an_order_exactly_once() {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].status, PaymentStatus::Completed);
         assert_eq!(rows[0].attempts, 1);
-        assert_eq!(gateway.ledger().all().iter().filter(|c| c.idempotency_key == rows[0].idempotency_key).count(), 1);
+        assert_eq!(gateway.ledger().all().iter().filter(|c| c.idempotency_key == rows[0].gateway_key).count(), 1);
     }
 }
 

@@ -95,3 +95,9 @@ pub fn discussion(conn: &mut PgConnection, post_id: i64, user_id: i64, roots: us
     }
     all
 }
+
+/// The key the order's payment is charged under at the gateway.
+pub fn gateway_key(conn: &mut PgConnection, order_id: i64) -> String {
+    use agora::schema::payments;
+    payments::table.filter(payments::order_id.eq(order_id)).select(payments::gateway_key).first(conn).unwrap()
+}
