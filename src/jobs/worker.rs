@@ -302,7 +302,9 @@ impl WorkerPool {
 fn beat(workers: Vec<Arc<Worker>>, pool: PgPool, stop: Arc<AtomicBool>, stopping: Arc<Wake>, every: Duration) {
     let counter = QueryCounter::default();
     loop {
-        stopping.wait(every);
+        // While the pool stops, look often for the moment its last job is done.
+        let stopping_now = stop.load(Ordering::SeqCst);
+        stopping.wait(if stopping_now { every.min(Duration::from_millis(50)) } else { every });
         if stop.load(Ordering::SeqCst) && workers.iter().all(|w| w.held.lock().unwrap().is_empty()) {
             return;
         }
