@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use agora::app::{Services, Strategies};
 use agora::cache::Cache;
 use agora::clock::{Clock, SystemClock};
-use agora::config::{JobSettings, PaymentSettings};
+use agora::config::{AuthSettings, JobSettings, PaymentSettings};
 use agora::db;
 use agora::jobs::WorkerPool;
 use agora::payments::fraud;
@@ -44,7 +44,7 @@ fn services(url: &str, threads: usize, batch: i64) -> Arc<Services> {
     };
     let jobs = JobSettings { workers: threads, batch, max_ready: 1_000_000, ..JobSettings::default() };
     let pool = db::build_pool(url, (threads as u32 + 4).max(8)).unwrap();
-    Arc::new(Services::new(pool, Cache::disabled(), strategies, PaymentSettings::default(), jobs))
+    Arc::new(Services::new(pool, Cache::disabled(), strategies, PaymentSettings::default(), jobs, AuthSettings::default()))
 }
 
 fn count(conn: &mut PgConnection, sql: &str) -> i64 {
@@ -158,7 +158,7 @@ fn checkouts() -> CheckoutRun {
     let server_services = services.clone();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let state = AppState { services: server_services, query_count_header: false };
+            let state = AppState { services: server_services, query_count_header: false, trusted_proxy_hops: 0 };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: None };
             let server = web::server(listener, state, options).unwrap();
             tx.send(server.handle()).unwrap();
@@ -238,7 +238,7 @@ fn serve(services: Arc<Services>) -> Served {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let state = AppState { services, query_count_header: false };
+            let state = AppState { services, query_count_header: false, trusted_proxy_hops: 0 };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: Some(naive_route) };
             let server = web::server(listener, state, options).unwrap();
             tx.send(server.handle()).unwrap();
@@ -308,7 +308,7 @@ fn thread_pages(rows: &mut Vec<String>) {
             clock,
         };
         let pool = db::build_pool(&url, 8).unwrap();
-        Arc::new(Services::new(pool, cache, strategies, PaymentSettings::default(), JobSettings { workers: 0, ..JobSettings::default() }))
+        Arc::new(Services::new(pool, cache, strategies, PaymentSettings::default(), JobSettings { workers: 0, ..JobSettings::default() }, AuthSettings::default()))
     };
     let warm_server = serve(cached(Cache::new(Some(&redis), &format!("bench:{}:", std::process::id()))));
     let cold_server = serve(cached(Cache::disabled()));

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::config::{JobSettings, PaymentSettings};
+use crate::auth::password::HashPool;
+use crate::auth::sessions::SessionStore;
+use crate::auth::throttle::LoginThrottle;
+use crate::config::{AuthSettings, JobSettings, PaymentSettings};
 use crate::jobs::{self, Backoff, Periodic, Registry, Scheduler, Wake, WorkerPool, WorkerSettings};
 use crate::orders::pipeline::{self, ChargeOrder, ConfirmPayment, ExpireOrders, QueueLimits, ReconcilePayments};
 use crate::payments::breaker::{BreakerSettings, CircuitBreaker};
@@ -38,10 +41,13 @@ pub struct Services {
     pub wake: Arc<Wake>,
     pub jobs: JobSettings,
     pub limits: QueueLimits,
+    pub sessions: Arc<SessionStore>,
+    pub logins: Arc<LoginThrottle>,
+    pub hashing: Arc<HashPool>,
 }
 
 impl Services {
-    pub fn new(pool: PgPool, cache: Cache, strategies: Strategies, payments: PaymentSettings, jobs: JobSettings) -> Services {
+    pub fn new(pool: PgPool, cache: Cache, strategies: Strategies, payments: PaymentSettings, jobs: JobSettings, auth: AuthSettings) -> Services {
         let Strategies { gateway, fraud, clock } = strategies;
         let threads = Arc::new(ThreadCache::new(cache.clone()));
         let processor = Arc::new(PaymentProcessor::new(gateway, clock.clone(), payments.clone()));
@@ -69,7 +75,7 @@ impl Services {
         let limits = QueueLimits { max_ready: jobs.max_ready, charge_attempts: payments.max_attempts };
         Services {
             pool,
-            cache,
+            cache: cache.clone(),
             threads,
             clock,
             processor,
@@ -79,6 +85,9 @@ impl Services {
             wake: Arc::new(Wake::default()),
             jobs,
             limits,
+            sessions: Arc::new(SessionStore::new(cache.clone(), auth.session_ttl, auth.session_cache_ttl)),
+            logins: Arc::new(LoginThrottle::new(cache.clone(), auth.max_login_failures, auth.login_window)),
+            hashing: Arc::new(HashPool::new(auth.hash_threads, auth.hash_queue)),
         }
     }
 

@@ -1,18 +1,32 @@
 //! Redis: caches, counters and limits that can all be rebuilt. Nothing here may be the only copy
 //! of anything, and every caller must cope with Redis being away: the app then runs uncached.
+//!
+//! "Away" includes hanging: every command has a short deadline (`REDIS_TIMEOUT_MS`, 50 ms by
+//! default) and after a failure Redis is left alone for a moment (`REST`), so a stalled server
+//! costs a request at most one deadline and the requests after it nothing, until a probe finds it
+//! answering again.
 
 use deadpool_redis::{Config as RedisConfig, Pool, PoolConfig, Runtime, Timeouts};
+use redis::FromRedisValue;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Deadline and rest, by default.
+pub const DEADLINE: Duration = Duration::from_millis(50);
+pub const REST: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Cache {
     pool: Option<Pool>,
     url: Option<String>,
     prefix: String,
+    deadline: Duration,
+    /// How long Redis is skipped after it failed, before one request tries it again.
+    rest: Duration,
     // Whether the last operation failed: the log says so once per outage, not once per request.
     down: Arc<AtomicBool>,
+    resting_until: Arc<Mutex<Option<Instant>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +39,15 @@ pub enum CacheError {
 
 impl Cache {
     pub fn new(url: Option<&str>, prefix: &str) -> Cache {
+        Cache::with_timing(url, prefix, DEADLINE, REST)
+    }
+
+    pub fn with_timing(url: Option<&str>, prefix: &str, deadline: Duration, rest: Duration) -> Cache {
         let pool = url.and_then(|url| {
             let mut cfg = RedisConfig::from_url(url);
-            let short = Some(Duration::from_millis(500));
             cfg.pool = Some(PoolConfig {
                 max_size: 16,
-                timeouts: Timeouts { wait: short, create: short, recycle: short },
+                timeouts: Timeouts { wait: Some(deadline), create: Some(deadline), recycle: Some(deadline) },
                 ..PoolConfig::default()
             });
             match cfg.create_pool(Some(Runtime::Tokio1)) {
@@ -41,7 +58,15 @@ impl Cache {
                 }
             }
         });
-        Cache { pool, url: url.map(str::to_string), prefix: prefix.to_string(), down: Arc::new(AtomicBool::new(false)) }
+        Cache {
+            pool,
+            url: url.map(str::to_string),
+            prefix: prefix.to_string(),
+            deadline,
+            rest,
+            down: Arc::new(AtomicBool::new(false)),
+            resting_until: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// A cache that is never there: the app's behaviour with Redis down.
@@ -53,36 +78,50 @@ impl Cache {
         format!("{}{}", self.prefix, suffix)
     }
 
-    pub async fn connection(&self) -> Result<deadpool_redis::Connection, CacheError> {
-        let pool = self.pool.as_ref().ok_or(CacheError::NotConfigured)?;
-        match pool.get().await {
-            Ok(conn) => Ok(conn),
-            Err(e) => Err(self.failed(e.to_string())),
-        }
-    }
-
-    pub async fn ping(&self) -> Result<(), CacheError> {
-        let mut conn = self.connection().await?;
-        let reply: Result<String, _> = redis::cmd("PING").query_async(&mut *conn).await;
-        match reply {
-            Ok(_) => {
-                self.recovered();
-                Ok(())
+    fn resting(&self) -> bool {
+        let mut until = self.resting_until.lock().unwrap();
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                *until = None; // this caller probes
+                false
             }
-            Err(e) => Err(self.failed(e.to_string())),
+            None => false,
         }
     }
 
-    /// Runs one command on a pooled connection, logging an outage once.
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
-        let mut conn = self.connection().await?;
-        match cmd.query_async::<T>(&mut *conn).await {
-            Ok(value) => {
+    /// Runs a command (or a pipeline) on a pooled connection within the deadline.
+    async fn query<T: FromRedisValue>(&self, command: Command<'_>) -> Result<T, CacheError> {
+        let pool = self.pool.as_ref().ok_or(CacheError::NotConfigured)?;
+        if self.resting() {
+            return Err(CacheError::Unavailable("resting after a failure".into()));
+        }
+        let attempt = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            // A command abandoned at the deadline is harmless: the connection is multiplexed, and
+            // its late reply is matched to the dropped request and discarded.
+            match command {
+                Command::One(cmd) => cmd.query_async::<T>(&mut *conn).await,
+                Command::Many(pipe) => pipe.query_async::<T>(&mut *conn).await,
+            }
+            .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.deadline, attempt).await {
+            Ok(Ok(value)) => {
                 self.recovered();
                 Ok(value)
             }
-            Err(e) => Err(self.failed(e.to_string())),
+            Ok(Err(why)) => Err(self.failed(why)),
+            Err(_) => Err(self.failed(format!("no answer within {} ms", self.deadline.as_millis()))),
         }
+    }
+
+    async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+        self.query(Command::One(cmd)).await
+    }
+
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        self.run::<String>(&redis::cmd("PING")).await.map(drop)
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
@@ -118,38 +157,82 @@ impl Cache {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut conn = self.connection().await?;
-        let mut pipe = redis::pipe();
-        for (key, value) in entries {
-            pipe.cmd("SET").arg(self.key(key)).arg(value).arg("EX").arg(ttl.as_secs().max(1)).ignore();
-        }
-        match pipe.query_async::<()>(&mut *conn).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.failed(e.to_string())),
-        }
+        self.query(Command::Many(&self.set_pipeline(entries, ttl))).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), CacheError> {
         self.run::<i64>(redis::cmd("DEL").arg(self.key(key))).await.map(drop)
     }
 
-    /// `set_many` for code on worker threads (jobs), outside any async runtime: one connection.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<(), CacheError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("DEL");
+        for key in keys {
+            cmd.arg(self.key(key));
+        }
+        self.run::<i64>(&cmd).await.map(drop)
+    }
+
+    /// Counts one more event in the window that `key` opens: the window starts at the first event
+    /// and lasts `window`. Returns the count so far.
+    pub async fn count_in_window(&self, key: &str, window: Duration) -> Result<i64, CacheError> {
+        let key = self.key(key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&key).arg(0).arg("NX").arg("EX").arg(window.as_secs().max(1)).ignore();
+        pipe.cmd("INCR").arg(&key);
+        let (count,): (i64,) = self.query(Command::Many(&pipe)).await?;
+        Ok(count)
+    }
+
+    /// For each key, its count and how long its window still runs (in one round trip).
+    pub async fn window_counts(&self, keys: &[String]) -> Result<Vec<(i64, Duration)>, CacheError> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("GET").arg(self.key(key)).cmd("PTTL").arg(self.key(key));
+        }
+        let replies: Vec<(Option<i64>, i64)> = self.query(Command::Many(&pipe)).await?;
+        Ok(replies.into_iter().map(|(count, ttl)| (count.unwrap_or(0), Duration::from_millis(ttl.max(0) as u64))).collect())
+    }
+
+    fn set_pipeline(&self, entries: &[(String, String)], ttl: Duration) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for (key, value) in entries {
+            pipe.cmd("SET").arg(self.key(key)).arg(value).arg("EX").arg(ttl.as_secs().max(1)).ignore();
+        }
+        pipe
+    }
+
+    /// `set_many` for code on worker threads (jobs), outside any async runtime: one connection,
+    /// the same deadline for connecting, writing and reading.
     pub fn set_many_blocking(&self, entries: &[(String, String)], ttl: Duration) -> Result<(), CacheError> {
         if entries.is_empty() {
             return Ok(());
         }
         let url = self.url.as_deref().ok_or(CacheError::NotConfigured)?;
-        let mut pipe = redis::pipe();
-        for (key, value) in entries {
-            pipe.cmd("SET").arg(self.key(key)).arg(value).arg("EX").arg(ttl.as_secs().max(1)).ignore();
+        if self.resting() {
+            return Err(CacheError::Unavailable("resting after a failure".into()));
         }
+        let pipe = self.set_pipeline(entries, ttl);
         let result = redis::Client::open(url)
-            .and_then(|client| client.get_connection_with_timeout(Duration::from_millis(500)))
-            .and_then(|mut conn| pipe.query::<()>(&mut conn));
-        result.map_err(|e| self.failed(e.to_string()))
+            .and_then(|client| client.get_connection_with_timeout(self.deadline))
+            .and_then(|mut conn| {
+                conn.set_read_timeout(Some(self.deadline))?;
+                conn.set_write_timeout(Some(self.deadline))?;
+                pipe.query::<()>(&mut conn)
+            });
+        match result {
+            Ok(()) => {
+                self.recovered();
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e.to_string())),
+        }
     }
 
     fn failed(&self, why: String) -> CacheError {
+        *self.resting_until.lock().unwrap() = Some(Instant::now() + self.rest);
         if !self.down.swap(true, Ordering::Relaxed) {
             log::warn!("Redis is unavailable, serving uncached until it is back: {why}");
         }
@@ -161,4 +244,9 @@ impl Cache {
             log::info!("Redis is back");
         }
     }
+}
+
+enum Command<'a> {
+    One(&'a redis::Cmd),
+    Many(&'a redis::Pipeline),
 }

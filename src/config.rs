@@ -17,6 +17,12 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prepended to every Redis key, so that several apps (or tests) can share one server.
     pub redis_prefix: String,
+    /// Every Redis command's deadline, and how long Redis is skipped after a failure.
+    pub redis_timeout: Duration,
+    pub redis_rest: Duration,
+    /// Reverse proxies in front of the app that append to `X-Forwarded-For` (0: none, the peer
+    /// address is the client's). Only then is that header believed, and only its last N entries.
+    pub trusted_proxy_hops: usize,
     pub host: String,
     pub port: u16,
     pub gateway: GatewayConfig,
@@ -24,9 +30,37 @@ pub struct Config {
     pub query_count_header: bool,
     /// Signs and encrypts session cookies; at least 64 bytes.
     pub session_secret: Option<Vec<u8>>,
+    /// The site is served over HTTPS: cookies are `Secure` and HSTS is sent.
     pub secure_cookies: bool,
     pub payments: PaymentSettings,
     pub jobs: JobSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Failed sign-ins per account, and per IP address, before sign-in answers 429.
+    pub max_login_failures: i64,
+    pub login_window: Duration,
+    /// Threads that hash passwords, and sign-ins that may wait for one before the answer is 503.
+    pub hash_threads: usize,
+    pub hash_queue: usize,
+    pub session_ttl: Duration,
+    /// How long a session's user (name, roles) may be served from Redis before it is read again.
+    pub session_cache_ttl: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            max_login_failures: 10,
+            login_window: Duration::from_secs(15 * 60),
+            hash_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            hash_queue: 256,
+            session_ttl: Duration::from_secs(7 * 24 * 3600),
+            session_cache_ttl: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +134,33 @@ fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError
     }
 }
 
+/// The session secret kept in a file: read if it is there, otherwise made once (64 random hex
+/// characters, readable by its owner only) so that every later start finds the same one.
+fn secret_from_file(path: &str) -> Result<String, ConfigError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        return Ok(existing.trim().to_string());
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(secret.as_bytes()));
+    match written {
+        Ok(()) => Ok(secret),
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(|e| ConfigError(format!("{path}: {e}")))
+        }
+        Err(e) => Err(ConfigError(format!("SESSION_SECRET_FILE {path}: {e}"))),
+    }
+}
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         let database_url = var("DATABASE_URL")
@@ -117,6 +178,13 @@ impl Config {
             },
         };
         let session_secret = match var("SESSION_SECRET") {
+            Some(s) => Some(s),
+            None => match var("SESSION_SECRET_FILE") {
+                Some(path) => Some(secret_from_file(&path)?),
+                None => None,
+            },
+        };
+        let session_secret = match session_secret {
             None => None,
             Some(s) if s.len() >= 64 => Some(s.into_bytes()),
             Some(_) => return Err(ConfigError("SESSION_SECRET must be at least 64 bytes".into())),
@@ -126,6 +194,9 @@ impl Config {
             db_pool_size: parsed("DB_POOL_SIZE", 16)?,
             redis_url: var("REDIS_URL"),
             redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "agora:".into()),
+            redis_timeout: Duration::from_millis(parsed("REDIS_TIMEOUT_MS", crate::cache::DEADLINE.as_millis() as u64)?),
+            redis_rest: Duration::from_millis(parsed("REDIS_REST_MS", crate::cache::REST.as_millis() as u64)?),
+            trusted_proxy_hops: parsed("TRUSTED_PROXY_HOPS", 0)?,
             host: var("HOST").unwrap_or_else(|| "127.0.0.1".into()),
             port: parsed("PORT", 8080)?,
             gateway,
@@ -139,6 +210,17 @@ impl Config {
                     processing_lease: Duration::from_secs(parsed("PAYMENT_PROCESSING_LEASE_SECS", d.processing_lease.as_secs())?),
                     confirm_backoff_base: Duration::from_secs(parsed("PAYMENT_CONFIRM_BACKOFF_SECS", d.confirm_backoff_base.as_secs())?),
                     confirm_backoff_max: Duration::from_secs(parsed("PAYMENT_CONFIRM_BACKOFF_MAX_SECS", d.confirm_backoff_max.as_secs())?),
+                }
+            },
+            auth: {
+                let d = AuthSettings::default();
+                AuthSettings {
+                    max_login_failures: parsed("LOGIN_MAX_FAILURES", d.max_login_failures)?,
+                    login_window: Duration::from_secs(parsed("LOGIN_WINDOW_SECS", d.login_window.as_secs())?),
+                    hash_threads: parsed("HASH_THREADS", d.hash_threads)?.max(1),
+                    hash_queue: parsed("HASH_QUEUE", d.hash_queue)?.max(1),
+                    session_ttl: Duration::from_secs(parsed("SESSION_TTL_SECS", d.session_ttl.as_secs())?),
+                    session_cache_ttl: d.session_cache_ttl,
                 }
             },
             jobs: {

@@ -83,14 +83,14 @@ fn session_key(config: &Config) -> Key {
 
 fn services(config: &Config) -> Result<Arc<Services>, String> {
     let pool = db::build_pool(&config.database_url, config.db_pool_size).map_err(|e| format!("database: {e}"))?;
-    let cache = Cache::new(config.redis_url.as_deref(), &config.redis_prefix);
+    let cache = Cache::with_timing(config.redis_url.as_deref(), &config.redis_prefix, config.redis_timeout, config.redis_rest);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let strategies = Strategies {
         gateway: gateway::from_config(&config.gateway),
         fraud: Arc::new(fraud::default_rules(clock.clone())),
         clock,
     };
-    Ok(Arc::new(Services::new(pool, cache, strategies, config.payments.clone(), config.jobs.clone())))
+    Ok(Arc::new(Services::new(pool, cache, strategies, config.payments.clone(), config.jobs.clone(), config.auth.clone())))
 }
 
 /// The web server, and the workers unless `WORKERS=0`. Ctrl-C or SIGTERM stops the server
@@ -105,7 +105,7 @@ async fn serve() -> Result<(), String> {
     let workers = (config.jobs.workers > 0).then(|| services.start_workers());
     let listener = TcpListener::bind((config.host.as_str(), config.port)).map_err(|e| format!("bind: {e}"))?;
     log::info!("Agora is listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    let state = AppState { services, query_count_header: config.query_count_header };
+    let state = AppState { services, query_count_header: config.query_count_header, trusted_proxy_hops: config.trusted_proxy_hops };
     let options = ServerOptions { session_key: session_key(&config), secure_cookies: config.secure_cookies, workers: None, extra_routes: None };
     let served = web::server(listener, state, options).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string());
     if let Some(workers) = workers {

@@ -1,20 +1,20 @@
-//! Accounts: who may sign in, and who is signed in on a request.
+//! Accounts: who may sign in, who is signed in on a request, and how often sign-in may be tried.
 
 pub mod password;
 pub mod repo;
 pub mod routes;
+pub mod sessions;
+pub mod throttle;
 
-use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
-use actix_web::{http::Method, FromRequest, HttpRequest};
+use actix_web::{http::Method, FromRequest, HttpMessage, HttpRequest};
 use serde::{Deserialize, Serialize};
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
 
-use crate::web::AppError;
+use crate::web::{AppError, Db};
 
-const SESSION_KEY: &str = "user";
-
-/// The signed-in user as the session remembers them; reading it costs no query.
+/// The signed-in user as their session established it (see `sessions`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionUser {
     pub id: i64,
@@ -23,15 +23,14 @@ pub struct SessionUser {
     pub is_admin: bool,
 }
 
-impl SessionUser {
-    pub fn from_session(session: &Session) -> Option<SessionUser> {
-        session.get::<SessionUser>(SESSION_KEY).ok().flatten()
-    }
+/// Who is on the other end of this request: put in the request's extensions by
+/// `sessions::identify` before any handler runs.
+#[derive(Debug, Clone)]
+pub struct Visitor(pub Option<SessionUser>);
 
-    pub fn store(&self, session: &Session) -> Result<(), AppError> {
-        // A new session id on sign-in, so a session fixed before it is worth nothing after.
-        session.renew();
-        session.insert(SESSION_KEY, self).map_err(|e| AppError::Internal(format!("session: {e}")))
+impl SessionUser {
+    pub fn of(req: &HttpRequest) -> Option<SessionUser> {
+        req.extensions().get::<Visitor>().and_then(|v| v.0.clone())
     }
 }
 
@@ -44,8 +43,7 @@ impl FromRequest for CurrentUser {
     type Future = Ready<Result<CurrentUser, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let session = req.get_session();
-        ready(match SessionUser::from_session(&session) {
+        ready(match SessionUser::of(req) {
             Some(user) => Ok(CurrentUser(user)),
             None => {
                 let next = (req.method() == Method::GET).then(|| req.uri().to_string());
@@ -56,17 +54,25 @@ impl FromRequest for CurrentUser {
 }
 
 /// A handler argument that requires an administrator; to anyone else the page does not exist.
+/// The role is read from the database on every request, so taking it away takes effect at once.
 pub struct AdminUser(pub SessionUser);
 
 impl FromRequest for AdminUser {
     type Error = AppError;
-    type Future = Ready<Result<AdminUser, AppError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<AdminUser, AppError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let user = match CurrentUser::from_request(req, payload).into_inner() {
-            Ok(user) => user,
-            Err(e) => return ready(Err(e)),
-        };
-        ready(if user.0.is_admin { Ok(AdminUser(user.0)) } else { Err(AppError::NotFound) })
+        let user = CurrentUser::from_request(req, payload).into_inner();
+        let db = Db::from_request(req, payload).into_inner();
+        Box::pin(async move {
+            let (CurrentUser(user), db) = (user?, db?);
+            let user_id = user.id;
+            let is_admin = db.run(move |conn| repo::is_admin(conn, user_id)).await?;
+            if is_admin {
+                Ok(AdminUser(SessionUser { is_admin, ..user }))
+            } else {
+                Err(AppError::NotFound)
+            }
+        })
     }
 }

@@ -3,7 +3,9 @@
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub fn hash(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
@@ -27,6 +29,94 @@ pub fn verify_against_nothing(password: &str) {
     let _ = verify(dummy, password);
 }
 
+/// Checks `password` against `stored` (or against nothing, at the same cost, when there is no
+/// such account).
+pub fn check(stored: Option<&str>, password: &str) -> bool {
+    match stored {
+        Some(hash) => verify(hash, password),
+        None => {
+            verify_against_nothing(password);
+            false
+        }
+    }
+}
+
+type Task = Box<dyn FnOnce() + Send>;
+
+/// A few threads that do nothing but slow hashing, behind a bounded queue. A flood of sign-ins
+/// waits here — holding no database connection and no web worker — instead of taking the
+/// blocking pool and the CPU from every other page; past the queue's bound it is told to come
+/// back later.
+pub struct HashPool {
+    tasks: SyncSender<Task>,
+    threads: usize,
+    queued: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("too many sign-ins are waiting")]
+pub struct HashPoolBusy;
+
+impl HashPool {
+    pub fn new(threads: usize, queue: usize) -> HashPool {
+        let (tasks, inbox) = sync_channel::<Task>(queue);
+        let inbox = Arc::new(Mutex::new(inbox));
+        for n in 0..threads.max(1) {
+            let inbox = inbox.clone();
+            std::thread::Builder::new()
+                .name(format!("hasher-{n}"))
+                .spawn(move || work(inbox))
+                .expect("spawn a hashing thread");
+        }
+        HashPool { tasks, threads: threads.max(1), queued: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Tasks waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// Queues `task` without waiting for it.
+    pub fn submit(&self, task: impl FnOnce() + Send + 'static) -> Result<(), HashPoolBusy> {
+        let queued = self.queued.clone();
+        queued.fetch_add(1, Ordering::SeqCst);
+        let wrapped: Task = Box::new(move || {
+            queued.fetch_sub(1, Ordering::SeqCst);
+            task();
+        });
+        match self.tasks.try_send(wrapped) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                Err(HashPoolBusy)
+            }
+        }
+    }
+
+    /// Runs `work` on a hashing thread and waits for its answer without blocking the caller's thread.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashPoolBusy> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.submit(move || {
+            let _ = answer.send(work());
+        })?;
+        answered.await.map_err(|_| HashPoolBusy)
+    }
+}
+
+fn work(inbox: Arc<Mutex<Receiver<Task>>>) {
+    loop {
+        let next = inbox.lock().unwrap().recv();
+        match next {
+            Ok(task) => task(),
+            Err(_) => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +129,23 @@ mod tests {
         assert!(!verify(&stored, "correct horse "));
         assert!(!verify("not a hash", "correct horse"));
         assert_ne!(hash("same"), hash("same"), "every hash has its own salt");
+        assert!(check(Some(&stored), "correct horse") && !check(None, "correct horse"));
+    }
+
+    #[test]
+    fn a_full_hashing_queue_refuses_instead_of_growing() {
+        let pool = HashPool::new(1, 1);
+        let (started, wait) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        pool.submit(move || {
+            started.send(()).unwrap();
+            let _ = gate.recv();
+        })
+        .unwrap();
+        wait.recv().unwrap(); // the one thread is busy
+        pool.submit(|| {}).unwrap(); // the one place in the queue
+        assert_eq!(pool.queued(), 1);
+        assert!(pool.submit(|| {}).is_err(), "the queue is full");
+        release.send(()).unwrap();
     }
 }

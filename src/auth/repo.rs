@@ -2,7 +2,9 @@
 
 use diesel::prelude::*;
 
-use crate::schema::users;
+use chrono::{DateTime, Utc};
+
+use crate::schema::{user_sessions, users};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
@@ -45,4 +47,78 @@ pub fn ensure(conn: &mut PgConnection, user: &NewUser<'_>) -> QueryResult<i64> {
         ))
         .returning(users::id)
         .get_result(conn)
+}
+
+pub fn is_admin(conn: &mut PgConnection, user_id: i64) -> QueryResult<bool> {
+    users::table.find(user_id).select(users::is_admin).first(conn).optional().map(|a| a.unwrap_or(false))
+}
+
+pub fn create_session(
+    conn: &mut PgConnection,
+    user_id: i64,
+    token_hash: &[u8],
+    user_agent: &str,
+    expires_at: DateTime<Utc>,
+) -> QueryResult<()> {
+    let user_agent: String = user_agent.chars().take(200).collect();
+    diesel::insert_into(user_sessions::table)
+        .values((
+            user_sessions::user_id.eq(user_id),
+            user_sessions::token_hash.eq(token_hash),
+            user_sessions::user_agent.eq(user_agent),
+            user_sessions::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+        .map(drop)
+}
+
+/// The user a live (unrevoked, unexpired) session belongs to.
+pub fn session_user(conn: &mut PgConnection, token_hash: &[u8], now: DateTime<Utc>) -> QueryResult<Option<User>> {
+    user_sessions::table
+        .inner_join(users::table)
+        .filter(user_sessions::token_hash.eq(token_hash))
+        .filter(user_sessions::revoked_at.is_null())
+        .filter(user_sessions::expires_at.gt(now))
+        .select(User::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn revoke_session(conn: &mut PgConnection, token_hash: &[u8], now: DateTime<Utc>) -> QueryResult<()> {
+    diesel::update(user_sessions::table.filter(user_sessions::token_hash.eq(token_hash)).filter(user_sessions::revoked_at.is_null()))
+        .set(user_sessions::revoked_at.eq(now))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Ends every session of the user; returns their token hashes (to drop them from the cache).
+pub fn revoke_all_sessions(conn: &mut PgConnection, user_id: i64, now: DateTime<Utc>) -> QueryResult<Vec<Vec<u8>>> {
+    diesel::update(user_sessions::table.filter(user_sessions::user_id.eq(user_id)).filter(user_sessions::revoked_at.is_null()))
+        .set(user_sessions::revoked_at.eq(now))
+        .returning(user_sessions::token_hash)
+        .get_results(conn)
+}
+
+#[derive(Debug, Clone, Queryable)]
+pub struct ActiveSession {
+    pub token_hash: Vec<u8>,
+    pub user_agent: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub fn active_sessions(conn: &mut PgConnection, user_id: i64, now: DateTime<Utc>) -> QueryResult<Vec<ActiveSession>> {
+    user_sessions::table
+        .filter(user_sessions::user_id.eq(user_id))
+        .filter(user_sessions::revoked_at.is_null())
+        .filter(user_sessions::expires_at.gt(now))
+        .order(user_sessions::created_at.desc())
+        .limit(50)
+        .select((user_sessions::token_hash, user_sessions::user_agent, user_sessions::created_at))
+        .load(conn)
+}
+
+/// Forgets sessions that ended (revoked or expired) before `before`.
+pub fn prune_sessions(conn: &mut PgConnection, before: DateTime<Utc>) -> QueryResult<usize> {
+    diesel::delete(user_sessions::table.filter(user_sessions::expires_at.lt(before).or(user_sessions::revoked_at.lt(before))))
+        .execute(conn)
 }

@@ -1,7 +1,7 @@
 //! The Jobs page for administrators: queue depth, latency, throughput, dead jobs, the breaker.
 
 use actix_session::Session;
-use actix_web::{web, HttpResponse};
+use actix_web::{HttpRequest, web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
@@ -89,7 +89,7 @@ struct Notice {
     notice: Option<String>,
 }
 
-async fn page(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppState>, query: web::Query<Notice>) -> Result<HttpResponse, AppError> {
+async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<AppState>, query: web::Query<Notice>) -> Result<HttpResponse, AppError> {
     let services = state.services.clone();
     let (counts, latency, throughput, dead, unconfirmed, breaker) = db
         .run(move |conn| {
@@ -105,7 +105,7 @@ async fn page(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppS
         })
         .await?;
     html(JobsPage {
-        layout: Layout::new(&session),
+        layout: Layout::new(&req),
         counts,
         latency: latency.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "none waiting".into()),
         throughput,

@@ -16,6 +16,8 @@ pub enum OrderError {
     BadQuantity,
     #[error("only {left} left of {product}")]
     OutOfStock { product: String, left: i32 },
+    #[error("you already have {max} unpaid orders: pay for one of them, or let one expire, before placing another")]
+    TooManyUnpaid { max: i64 },
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::OrderError;
 use crate::payments::PaymentStatus;
-use crate::schema::{customers, order_items, orders, payments, products};
+use crate::schema::{customers, order_items, orders, payments, products, users};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = orders, check_for_backend(diesel::pg::Pg))]
@@ -72,7 +72,10 @@ pub fn recent_for_user(conn: &mut PgConnection, user_id: i64, limit: i64) -> Que
 /// Places an order at today's prices and reserves its stock, in one transaction: every product's
 /// stock is taken with a conditional `UPDATE … WHERE stock >= qty`, so it is never oversold, and a
 /// shortage anywhere leaves nothing behind.
-pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)]) -> Result<i64, OrderError> {
+///
+/// An account holds at most `max_unpaid` unpaid orders: each one keeps stock from everybody else.
+/// The user's row is locked while they are counted, so concurrent orders cannot both slip in.
+pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)], max_unpaid: i64) -> Result<i64, OrderError> {
     if items.is_empty() {
         return Err(OrderError::Empty);
     }
@@ -80,6 +83,15 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)]) -> Re
         return Err(OrderError::BadQuantity);
     }
     conn.transaction(|conn| {
+        users::table.find(user_id).select(users::id).for_update().first::<i64>(conn)?;
+        let unpaid: i64 = orders::table
+            .filter(orders::user_id.eq(user_id))
+            .filter(orders::status.eq("pending"))
+            .count()
+            .get_result(conn)?;
+        if unpaid >= max_unpaid {
+            return Err(OrderError::TooManyUnpaid { max: max_unpaid });
+        }
         let ids: Vec<i64> = items.iter().map(|(id, _)| *id).collect();
         let found: Vec<(i64, i64, BigDecimal, String, String)> = products::table
             .filter(products::id.eq_any(&ids))
@@ -166,13 +178,6 @@ pub fn release_stock(conn: &mut PgConnection, order_id: i64) -> QueryResult<bool
     .bind::<diesel::sql_types::BigInt, _>(order_id)
     .execute(conn)?;
     Ok(true)
-}
-
-pub fn mark_paid(conn: &mut PgConnection, order_id: i64, now: DateTime<Utc>) -> QueryResult<()> {
-    diesel::update(orders::table.find(order_id).filter(orders::status.eq("pending")))
-        .set((orders::status.eq("paid"), orders::updated_at.eq(now)))
-        .execute(conn)
-        .map(drop)
 }
 
 /// Ends an unpaid order (`failed`, `expired`, `cancelled`) and gives its stock back.

@@ -42,12 +42,12 @@ struct HomePage {
     orders: Vec<OrderRow>,
 }
 
-async fn home(session: Session, db: Db) -> Result<HttpResponse, AppError> {
-    let orders = match SessionUser::from_session(&session) {
+async fn home(req: HttpRequest, db: Db) -> Result<HttpResponse, AppError> {
+    let orders = match SessionUser::of(&req) {
         Some(user) => db.run(move |conn| repo::recent_for_user(conn, user.id, 50)).await?,
         None => Vec::new(),
     };
-    html(HomePage { layout: Layout::new(&session), orders: orders.into_iter().map(OrderRow::from).collect() })
+    html(HomePage { layout: Layout::new(&req), orders: orders.into_iter().map(OrderRow::from).collect() })
 }
 
 pub struct LineView {
@@ -76,7 +76,7 @@ fn line_view(line: CheckoutLine, currency: &str) -> LineView {
     }
 }
 
-async fn checkout(user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+async fn checkout(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
     let order_id = parse_id(&path)?;
     let user_id = user.0.id;
     let (summary, lines) = db
@@ -91,7 +91,7 @@ async fn checkout(user: CurrentUser, session: Session, db: Db, path: web::Path<S
     let currency = summary.order.currency.clone();
     let payable = summary.order.status == "pending" && summary.payment_reference.is_none();
     html(CheckoutPage {
-        layout: Layout::new(&session),
+        layout: Layout::new(&req),
         order: summary.into(),
         lines: lines.into_iter().map(|l| line_view(l, &currency)).collect(),
         payable,
@@ -167,12 +167,20 @@ fn merchants(rows: Vec<repo::ProductRow>) -> Vec<MerchantView> {
     out
 }
 
-async fn products(_user: CurrentUser, session: Session, db: Db) -> Result<HttpResponse, AppError> {
+async fn products(req: HttpRequest, _user: CurrentUser, db: Db) -> Result<HttpResponse, AppError> {
     let rows = db.run(repo::catalogue).await?;
-    html(ProductsPage { layout: Layout::new(&session), merchants: merchants(rows), problem: None })
+    html(ProductsPage { layout: Layout::new(&req), merchants: merchants(rows), problem: None })
 }
 
-/// The quantities asked for, from fields named `qty_<product id>`; blanks and zeros are skipped.
+/// A product id as the catalogue writes it: digits, no sign, no leading zero.
+fn canonical_id(raw: &str) -> Option<i64> {
+    let canonical = !raw.is_empty() && !raw.starts_with('0') && raw.bytes().all(|b| b.is_ascii_digit());
+    canonical.then(|| raw.parse::<i64>().ok()).flatten()
+}
+
+/// The quantities asked for, from fields named exactly `qty_<product id>`; blanks and zeros are
+/// skipped. `qty_01` or `qty_+1` are refused: otherwise one product could be named many ways and
+/// its quantity counted past the per-item cap.
 fn basket(form: &HashMap<String, String>) -> Result<Vec<(i64, i32)>, AppError> {
     let mut items = Vec::new();
     for (field, value) in form {
@@ -181,10 +189,10 @@ fn basket(form: &HashMap<String, String>) -> Result<Vec<(i64, i32)>, AppError> {
         if value.is_empty() || value == "0" {
             continue;
         }
-        let id = id.parse::<i64>().map_err(|_| AppError::BadRequest("Unknown product in the form.".into()))?;
-        let quantity = value
-            .parse::<i32>()
-            .ok()
+        let id = canonical_id(id).ok_or_else(|| AppError::BadRequest("The form names a product that does not exist.".into()))?;
+        let quantity = Some(value)
+            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<i32>().ok())
             .filter(|q| (1..=1000).contains(q))
             .ok_or_else(|| AppError::BadRequest(format!("{value:?} is not a quantity between 1 and 1000.")))?;
         items.push((id, quantity));
@@ -194,26 +202,29 @@ fn basket(form: &HashMap<String, String>) -> Result<Vec<(i64, i32)>, AppError> {
 }
 
 async fn place_order(
+    req: HttpRequest,
     user: CurrentUser,
     session: Session,
     db: Db,
+    state: web::Data<AppState>,
     form: web::Form<HashMap<String, String>>,
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, form.get("csrf_token").map(String::as_str).unwrap_or(""))?;
-    let user_id = user.0.id;
+    let (user_id, max_unpaid) = (user.0.id, state.services.jobs.max_unpaid_orders);
     let problem = match basket(&form) {
         Ok(items) if items.is_empty() => "Choose at least one item.".to_string(),
-        Ok(items) => match db.run(move |conn| Ok::<_, AppError>(repo::create(conn, user_id, &items))).await? {
+        Ok(items) => match db.run(move |conn| Ok::<_, AppError>(repo::create(conn, user_id, &items, max_unpaid))).await? {
             Ok(order_id) => return Ok(see_other(&format!("/orders/{order_id}/checkout"))),
             Err(OrderError::Database(e)) => return Err(e.into()),
             Err(e @ OrderError::OutOfStock { .. }) => format!("Sorry: {e}. Nothing was reserved; adjust the quantity and try again."),
+            Err(e @ OrderError::TooManyUnpaid { .. }) => format!("Sorry: {e}. Your unpaid orders are listed on your home page."),
             Err(e) => format!("{e}."),
         },
         Err(AppError::BadRequest(why)) => why,
         Err(other) => return Err(other),
     };
     let rows = db.run(repo::catalogue).await?;
-    let page = ProductsPage { layout: Layout::new(&session), merchants: merchants(rows), problem: Some(problem) };
+    let page = ProductsPage { layout: Layout::new(&req), merchants: merchants(rows), problem: Some(problem) };
     Ok(HttpResponse::Conflict().content_type("text/html; charset=utf-8").body(page.render()?))
 }
 
@@ -251,4 +262,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/products", web::get().to(products))
         .route("/orders", web::post().to(place_order))
         .route("/admin/payments/{reference}/check", web::post().to(check_payment_now));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(fields: &[(&str, &str)]) -> HashMap<String, String> {
+        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_product_has_one_name_in_the_form() {
+        assert_eq!(basket(&form(&[("qty_1", "2"), ("qty_12", ""), ("csrf_token", "x")])).unwrap(), vec![(1, 2)]);
+        for field in ["qty_01", "qty_+1", "qty_-1", "qty_1.0", "qty_", "qty_ 1", "qty_0"] {
+            assert!(basket(&form(&[(field, "1")])).is_err(), "{field}");
+        }
+        assert!(basket(&form(&[("qty_1", "+1")])).is_err());
+        assert!(basket(&form(&[("qty_1", "1001")])).is_err());
+    }
 }

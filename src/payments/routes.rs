@@ -1,7 +1,6 @@
 //! The payment page: status, amount, the gateway's transaction id and the full history.
 
-use actix_session::Session;
-use actix_web::{web, HttpResponse};
+use actix_web::{HttpRequest, web, HttpResponse};
 use askama::Template;
 use uuid::Uuid;
 
@@ -87,7 +86,7 @@ async fn status(user: CurrentUser, db: Db, path: web::Path<String>) -> Result<Ht
     })))
 }
 
-async fn show(user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+async fn show(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
     let reference = Uuid::parse_str(&path).map_err(|_| AppError::NotFound)?;
     let user_id = user.0.id;
     let (payment, events) = db
@@ -102,7 +101,7 @@ async fn show(user: CurrentUser, session: Session, db: Db, path: web::Path<Strin
     let refresh = if payment.status == PaymentStatus::RequiresConfirmation { 30 } else { 2 };
     html(PaymentPage {
         refresh,
-        layout: Layout::new(&session),
+        layout: Layout::new(&req),
         amount: format_money(&payment.amount, &payment.currency),
         in_flight: !is_final(&payment),
         headline,

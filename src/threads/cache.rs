@@ -77,6 +77,13 @@ impl FragmentMetrics {
     }
 }
 
+pub struct Lookup {
+    pub version: Option<String>,
+    pub page: Option<String>,
+    /// The version did not exist and this lookup created it.
+    pub fresh: bool,
+}
+
 pub struct ThreadCache {
     cache: Cache,
     pub metrics: FragmentMetrics,
@@ -100,25 +107,32 @@ impl ThreadCache {
     }
 
     /// The post's current version and, if one is filed under it, the cached page at `page_key`:
-    /// one round trip. The version is created if the post has none; `(None, None)` when Redis is
-    /// away. A page filed under any other version is a miss.
-    pub async fn lookup(&self, post_id: i64, page_key: &str) -> (Option<String>, Option<String>) {
+    /// one round trip. The version is created if the post has none (`Lookup::fresh`); no version
+    /// when Redis is away. A page filed under any other version is a miss.
+    pub async fn lookup(&self, post_id: i64, page_key: &str) -> Lookup {
         self.flush_pending().await;
+        let away = Lookup { version: None, page: None, fresh: false };
         let Ok(mut found) = self.cache.get_many(&[version_key(post_id), page_key.to_string()]).await else {
-            return (None, None);
+            return away;
         };
         let page = found.pop().flatten();
-        let version = match found.pop().flatten() {
-            Some(v) => v,
+        let (version, fresh) = match found.pop().flatten() {
+            Some(v) => (v, false),
             None => match self.cache.set_if_absent(&version_key(post_id), &fresh_version(), VERSION_TTL).await {
-                Ok(v) => v,
-                Err(_) => return (None, None),
+                Ok(v) => (v, true),
+                Err(_) => return away,
             },
         };
         let page = page.and_then(|p| p.strip_prefix(&format!("{version}\u{1}")).map(str::to_string));
         let counter = if page.is_some() { &self.metrics.page_hits } else { &self.metrics.page_misses };
         counter.fetch_add(1, Ordering::Relaxed);
-        (Some(version), page)
+        Lookup { version: Some(version), page, fresh }
+    }
+
+    /// Takes back a version this request created for a post that turned out not to exist, so that
+    /// asking for made-up posts leaves nothing behind in Redis.
+    pub async fn forget_version(&self, post_id: i64) {
+        let _ = self.cache.delete(&version_key(post_id)).await;
     }
 
     /// After a write to the post has committed: every page of it is from now on a miss.

@@ -56,6 +56,18 @@ pub fn post(conn: &mut PgConnection, post_id: i64) -> QueryResult<Option<PostRow
         .optional()
 }
 
+/// The post, and whether `cursor` (a page cursor: a comment's path) is the path of one of its
+/// comments — in the same query, so a page after a cursor still costs two queries.
+pub fn post_at_cursor(conn: &mut PgConnection, post_id: i64, cursor: &str) -> QueryResult<Option<(PostRow, bool)>> {
+    let cursor_exists = diesel::dsl::exists(comments::table.filter(comments::post_id.eq(post_id)).filter(comments::path.eq(cursor.to_string())));
+    posts::table
+        .inner_join(users::table)
+        .filter(posts::id.eq(post_id))
+        .select(((posts::id, posts::title, posts::body, posts::comments_count, posts::created_at, users::name), cursor_exists))
+        .first(conn)
+        .optional()
+}
+
 pub fn recent_posts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<PostRow>> {
     posts::table
         .inner_join(users::table)

@@ -1,8 +1,8 @@
 //! Post pages with their discussion, and the forms that write to it.
 
-use actix_session::Session;
+use actix_session::{Session, SessionExt};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{HttpRequest, web, HttpResponse};
 use diesel::PgConnection;
 use askama::Template;
 use serde::Deserialize;
@@ -57,12 +57,17 @@ struct PageQuery {
     after: Option<String>,
 }
 
-/// A page cursor is a comment path: digits and dots only.
+/// A page cursor is a comment's path, written exactly as the database writes it: ids of twelve
+/// digits joined by dots. Any other spelling (`00`, `1`, `0001`) is not found, so one page cannot
+/// be cached under many keys.
 fn cursor(after: &Option<String>) -> Result<Option<String>, AppError> {
-    match after {
-        None => Ok(None),
-        Some(a) if !a.is_empty() && a.len() <= 13 * 256 && a.bytes().all(|b| b.is_ascii_digit() || b == b'.') => Ok(Some(a.clone())),
-        Some(_) => Err(AppError::NotFound),
+    let Some(after) = after else { return Ok(None) };
+    let canonical = after.len() <= 13 * 256
+        && after.split('.').all(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) && id != "000000000000");
+    if canonical {
+        Ok(Some(after.clone()))
+    } else {
+        Err(AppError::NotFound)
     }
 }
 
@@ -95,13 +100,22 @@ impl View {
     }
 }
 
+/// The post, provided it exists and `after` (if any) is one of its comments: a cursor that points
+/// nowhere is not found, and no page is cached under it.
+fn post_with_cursor(conn: &mut PgConnection, post_id: i64, after: Option<&str>) -> Result<PostRow, AppError> {
+    match repo::post_at_cursor(conn, post_id, after.unwrap_or(""))? {
+        Some((post, cursor_exists)) if cursor_exists || after.is_none() => Ok(post),
+        _ => Err(AppError::NotFound),
+    }
+}
+
 /// Loads (two queries), renders with whatever fragments the cache has, and stores what is new.
 async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<String>, cache_on: bool) -> Result<SharedPage, AppError> {
     let (post, rows, root_depth) = match *view {
         View::Post { post_id } => {
             let after = after.clone();
             db.run(move |conn| {
-                let post = repo::post(conn, post_id)?.ok_or(AppError::NotFound)?;
+                let post = post_with_cursor(conn, post_id, after.as_deref())?;
                 let rows = repo::page(conn, post_id, after.as_deref(), MAX_DEPTH, PAGE_SIZE + 1)?;
                 Ok::<_, AppError>((post, rows, 0))
             })
@@ -111,7 +125,7 @@ async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<S
             let after = after.clone();
             db.run(move |conn| {
                 let root = repo::comment(conn, comment_id)?.filter(|c| c.post_id == post_id).ok_or(AppError::NotFound)?;
-                let post = repo::post(conn, post_id)?.ok_or(AppError::NotFound)?;
+                let post = post_with_cursor(conn, post_id, after.as_deref())?;
                 let rows = repo::subtree(conn, &root, after.as_deref(), root.depth + MAX_DEPTH, PAGE_SIZE + 1)?;
                 Ok::<_, AppError>((post, rows, root.depth))
             })
@@ -160,23 +174,32 @@ fn user_style(user: Option<&SessionUser>, votes: &[i64]) -> String {
     style
 }
 
-async fn show(view: View, after: Option<String>, session: Session, db: Db, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let threads = state.services.threads.clone();
     let post_id = view.post_id();
     // The version is read before the database: see threads::cache for why that keeps pages fresh.
     let key = view.cache_key(after.as_deref());
-    let (version, cached) = threads.lookup(post_id, &key).await;
-    let page = match cached.and_then(|raw| SharedPage::decode(&raw)) {
+    let lookup = threads.lookup(post_id, &key).await;
+    let page = match lookup.page.and_then(|raw| SharedPage::decode(&raw)) {
         Some(page) => page,
         None => {
-            let page = build_page(&db, &threads, &view, after, version.is_some()).await?;
+            let version = lookup.version;
+            let page = match build_page(&db, &threads, &view, after, version.is_some()).await {
+                Ok(page) => page,
+                Err(e) => {
+                    if lookup.fresh {
+                        threads.forget_version(post_id).await;
+                    }
+                    return Err(e);
+                }
+            };
             if let Some(version) = &version {
                 threads.store_page(&key, version, &page.encode()).await;
             }
             page
         }
     };
-    let user = SessionUser::from_session(&session);
+    let user = SessionUser::of(&req);
     let votes = match &user {
         Some(user) => match threads.votes(post_id, user.id).await {
             Some(votes) => votes,
@@ -191,7 +214,7 @@ async fn show(view: View, after: Option<String>, session: Session, db: Db, state
     };
     html(ThreadPage {
         user_style: user_style(user.as_ref(), &votes),
-        layout: Layout::new(&session),
+        layout: Layout::new(&req),
         post_id,
         title: &page.title,
         head: &page.head,
@@ -199,20 +222,20 @@ async fn show(view: View, after: Option<String>, session: Session, db: Db, state
     })
 }
 
-async fn post_page(session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, query: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
+async fn post_page(req: HttpRequest, db: Db, state: web::Data<AppState>, path: web::Path<String>, query: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
     let view = View::Post { post_id: parse_id(&path)? };
-    show(view, cursor(&query.after)?, session, db, state).await
+    show(req, view, cursor(&query.after)?, db, state).await
 }
 
 async fn subthread_page(
-    session: Session,
+    req: HttpRequest,
     db: Db,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, AppError> {
     let view = View::Subthread { post_id: parse_id(&path.0)?, comment_id: parse_id(&path.1)? };
-    show(view, cursor(&query.after)?, session, db, state).await
+    show(req, view, cursor(&query.after)?, db, state).await
 }
 
 #[derive(Template)]
@@ -222,9 +245,9 @@ struct PostsPage {
     posts: Vec<PostRow>,
 }
 
-async fn posts(session: Session, db: Db) -> Result<HttpResponse, AppError> {
+async fn posts(req: HttpRequest, db: Db) -> Result<HttpResponse, AppError> {
     let posts = db.run(|conn| repo::recent_posts(conn, 50)).await?;
-    html(PostsPage { layout: Layout::new(&session), posts })
+    html(PostsPage { layout: Layout::new(&req), posts })
 }
 
 #[derive(Template)]
@@ -281,10 +304,10 @@ impl FormPurpose {
     }
 
     /// The form, empty or holding `body`; with a problem it answers 422 and says what is wrong.
-    fn page(self, session: &Session, body: String, problem: Option<BodyError>) -> Result<HttpResponse, AppError> {
+    fn page(self, req: &HttpRequest, body: String, problem: Option<BodyError>) -> Result<HttpResponse, AppError> {
         let status = if problem.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
         let form = CommentForm {
-            layout: Layout::new(session),
+            layout: Layout::new(req),
             heading: self.heading,
             action: self.action,
             cancel: self.cancel,
@@ -310,10 +333,10 @@ fn live_comment(conn: &mut PgConnection, id: i64) -> Result<CommentRow, ThreadEr
     repo::comment(conn, id)?.filter(|c| !c.deleted).ok_or(ThreadError::NotFound)
 }
 
-async fn reply_form(_user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+async fn reply_form(req: HttpRequest, _user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
     let id = parse_id(&path)?;
     let parent = db.run(move |conn| live_comment(conn, id)).await?;
-    FormPurpose::reply(&parent).page(&session, String::new(), None)
+    FormPurpose::reply(&parent).page(&req, String::new(), None)
 }
 
 /// Where to look at a comment after writing it: its post, or its subthread when it is deep.
@@ -331,8 +354,8 @@ enum Target {
     Comment(i64),
 }
 
-async fn add(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, target: Target, form: BodyForm) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, &form.csrf_token)?;
+async fn add(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppState>, target: Target, form: BodyForm) -> Result<HttpResponse, AppError> {
+    csrf::verify(&req.get_session(), &form.csrf_token)?;
     let body = match CommentBody::parse(&form.body) {
         Ok(body) => body,
         Err(problem) => {
@@ -340,7 +363,7 @@ async fn add(user: CurrentUser, session: Session, db: Db, state: web::Data<AppSt
                 Target::Post(post_id) => FormPurpose::comment_on(post_id),
                 Target::Comment(id) => FormPurpose::reply(&db.run(move |conn| live_comment(conn, id)).await?),
             };
-            return purpose.page(&session, form.body, Some(problem));
+            return purpose.page(&req, form.body, Some(problem));
         }
     };
     let user_id = user.0.id;
@@ -362,14 +385,14 @@ async fn add(user: CurrentUser, session: Session, db: Db, state: web::Data<AppSt
     Ok(see_other(&comment_url(post_id, id, parent.as_ref())))
 }
 
-async fn add_to_post(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+async fn add_to_post(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
     let target = Target::Post(parse_id(&path)?);
-    add(user, session, db, state, target, form.into_inner()).await
+    add(user, req, db, state, target, form.into_inner()).await
 }
 
-async fn add_reply(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+async fn add_reply(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
     let target = Target::Comment(parse_id(&path)?);
-    add(user, session, db, state, target, form.into_inner()).await
+    add(user, req, db, state, target, form.into_inner()).await
 }
 
 /// The author's own live comment; anyone else's is not found.
@@ -377,21 +400,21 @@ fn own_comment(conn: &mut PgConnection, id: i64, user_id: i64) -> Result<Comment
     Some(live_comment(conn, id)?).filter(|c| c.user_id == user_id).ok_or(ThreadError::NotFound)
 }
 
-async fn edit_form(user: CurrentUser, session: Session, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+async fn edit_form(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
     let (id, user_id) = (parse_id(&path)?, user.0.id);
     let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
     let body = comment.body.clone();
-    FormPurpose::edit(&comment).page(&session, body, None)
+    FormPurpose::edit(&comment).page(&req, body, None)
 }
 
-async fn edit(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, &form.csrf_token)?;
+async fn edit(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&req.get_session(), &form.csrf_token)?;
     let (id, user_id) = (parse_id(&path)?, user.0.id);
     let body = match CommentBody::parse(&form.body) {
         Ok(body) => body,
         Err(problem) => {
             let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
-            return FormPurpose::edit(&comment).page(&session, form.into_inner().body, Some(problem));
+            return FormPurpose::edit(&comment).page(&req, form.into_inner().body, Some(problem));
         }
     };
     let now = state.services.clock.now();
@@ -428,8 +451,8 @@ struct MetricsPage {
     m: super::cache::MetricsSnapshot,
 }
 
-async fn metrics_page(_admin: AdminUser, session: Session, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    html(MetricsPage { layout: Layout::new(&session), m: state.services.threads.metrics.snapshot() })
+async fn metrics_page(req: HttpRequest, _admin: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    html(MetricsPage { layout: Layout::new(&req), m: state.services.threads.metrics.snapshot() })
 }
 
 async fn metrics_json(_admin: AdminUser, state: web::Data<AppState>) -> HttpResponse {

@@ -6,7 +6,7 @@ pub mod middleware;
 
 use actix_session::config::PersistentSession;
 use actix_session::storage::CookieSessionStore;
-use actix_session::{Session, SessionMiddleware};
+use actix_session::{SessionExt, SessionMiddleware};
 use actix_web::cookie::{time::Duration as CookieDuration, Key, SameSite};
 use actix_web::dev::{Payload, Server};
 use actix_web::http::header;
@@ -26,6 +26,29 @@ pub use error::AppError;
 pub struct AppState {
     pub services: Arc<Services>,
     pub query_count_header: bool,
+    /// Proxies in front of the app whose `X-Forwarded-For` entries are believed (see `client_ip`).
+    pub trusted_proxy_hops: usize,
+}
+
+/// The address a request came from. Without trusted proxies it is the peer's address: a client
+/// cannot choose it. Behind N proxies that each append the address they saw to
+/// `X-Forwarded-For`, it is the Nth entry from the right — the one the outermost proxy wrote;
+/// anything left of it was written by the client and is ignored.
+pub fn client_ip(req: &HttpRequest) -> String {
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let hops = req.app_data::<web::Data<AppState>>().map(|s| s.trusted_proxy_hops).unwrap_or(0);
+    if hops == 0 {
+        return peer;
+    }
+    let forwarded: Vec<String> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|a| a.trim().to_string())
+        .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    forwarded.len().checked_sub(hops).and_then(|i| forwarded.get(i).cloned()).unwrap_or(peer)
 }
 
 /// Database access for a handler: every query it runs is charged to the request's counter.
@@ -75,15 +98,15 @@ pub struct Layout {
 impl Layout {
     /// For pages whose forms are for signed-in people (and the sign-out button). An anonymous
     /// visitor gets no session and no cookie from such a page.
-    pub fn new(session: &Session) -> Layout {
-        let user = SessionUser::from_session(session);
-        let csrf = if user.is_some() { csrf::token(session) } else { String::new() };
+    pub fn new(req: &HttpRequest) -> Layout {
+        let user = SessionUser::of(req);
+        let csrf = if user.is_some() { csrf::token(&req.get_session()) } else { String::new() };
         Layout { user, csrf }
     }
 
     /// For pages with a form anyone may submit (signing in): a token even without a user.
-    pub fn with_form(session: &Session) -> Layout {
-        Layout { user: SessionUser::from_session(session), csrf: csrf::token(session) }
+    pub fn with_form(req: &HttpRequest) -> Layout {
+        Layout { user: SessionUser::of(req), csrf: csrf::token(&req.get_session()) }
     }
 
     /// For error pages, which are rendered without the request at hand.
@@ -167,8 +190,14 @@ fn form_error(err: actix_web::error::UrlencodedError, _: &HttpRequest) -> actix_
     AppError::BadRequest(format!("The form could not be read: {err}")).into()
 }
 
+/// No inline script, no plug-ins, no framing, forms only to this site. Inline `<style>` stays
+/// allowed: the thread page's per-user style block is generated from numbers only.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 pub struct ServerOptions {
     pub session_key: Key,
+    /// Served over HTTPS: `Secure` cookies and HSTS.
     pub secure_cookies: bool,
     pub workers: Option<usize>,
     /// More routes beside the app's own (benchmarks mount their baselines here).
@@ -186,16 +215,21 @@ pub fn server(listener: TcpListener, state: AppState, options: ServerOptions) ->
             .cookie_same_site(SameSite::Lax)
             .session_lifecycle(PersistentSession::default().session_ttl(CookieDuration::days(7)))
             .build();
+        let mut headers = DefaultHeaders::new()
+            .add(("X-Content-Type-Options", "nosniff"))
+            .add(("X-Frame-Options", "DENY"))
+            .add(("Referrer-Policy", "same-origin"))
+            .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY));
+        if secure_cookies {
+            headers = headers.add(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"));
+        }
         App::new()
             .app_data(state.clone())
             .app_data(web::FormConfig::default().limit(16 * 1024).error_handler(form_error))
+            // Inside the session middleware (it reads the session), outside every handler.
+            .wrap(from_fn(crate::auth::sessions::identify))
             .wrap(sessions)
-            .wrap(
-                DefaultHeaders::new()
-                    .add(("X-Content-Type-Options", "nosniff"))
-                    .add(("X-Frame-Options", "DENY"))
-                    .add(("Referrer-Policy", "same-origin")),
-            )
+            .wrap(headers)
             .wrap(from_fn(middleware::request_log))
             .configure(routes)
             .configure(|cfg| {

@@ -317,7 +317,9 @@ fn stopping_the_pool_lets_all_fifty_in_flight_jobs_finish() {
 fn a_hundred_concurrent_checkouts_for_ten_in_stock_reserve_exactly_ten_and_failures_give_stock_back() {
     let declines = vec![Outcome::Fail(GatewayError::declined(DeclineCode::InvalidCard)); 3];
     let gateway = Arc::new(ScriptedGateway::script(declines, Outcome::Succeed));
-    let app = TestApp::spawn(gateway.clone());
+    // One shopper places them all: lift the cap on unpaid orders (tested on its own elsewhere).
+    let jobs = JobSettings { max_unpaid_orders: 1000, ..JobSettings::default() };
+    let app = TestApp::spawn_with(TestAppOptions { jobs, ..TestAppOptions::new(gateway.clone()) });
     let mut conn = app.conn();
     let product = fixtures::catalogue(&mut conn, 1)[0];
     diesel::update(products::table.find(product)).set(products::stock.eq(10)).execute(&mut conn).unwrap();

@@ -2,7 +2,6 @@
 //! outages, escaping.
 
 use diesel::prelude::*;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use agora::payments::gateway::ScriptedGateway;
@@ -291,46 +290,9 @@ fn only_the_author_can_edit_and_a_deleted_comment_keeps_its_replies() {
     assert!(fragment(&page, reply).contains("still here"));
 }
 
-/// A Redis server of this test's own, so that it can be stopped mid-test.
-struct OwnRedis {
-    child: Child,
-    url: String,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (make test installs it)");
-        let mut own = OwnRedis { child, url: format!("redis://127.0.0.1:{port}") };
-        // redis-server says when it accepts connections; wait for that line, not for time.
-        use std::io::{BufRead, BufReader};
-        let stdout = own.child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        assert!(lines.by_ref().map_while(Result::ok).any(|l| l.contains("Ready to accept connections")));
-        std::thread::spawn(move || lines.for_each(drop));
-        own
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[test]
 fn with_redis_stopped_pages_are_served_from_the_database_correctly() {
-    let mut redis = OwnRedis::start();
+    let mut redis = crate::support::redis::OwnRedis::start();
     let app = TestApp::spawn_with(TestAppOptions { redis_url: Some(redis.url.clone()), ..TestAppOptions::new(Arc::new(ScriptedGateway::succeeding())) });
     let mut conn = app.conn();
     let author = fixtures::user(&mut conn, "steady@example.com");
@@ -345,7 +307,7 @@ fn with_redis_stopped_pages_are_served_from_the_database_correctly() {
     let page = client.get(&format!("/posts/{post}"));
     assert_eq!(page.status, 200);
     assert!(page.body.contains("before the outage"));
-    assert_eq!(page.queries, Some(3), "from the database: post, comments, your votes");
+    assert_eq!(page.queries, Some(4), "from the database: your session, the post, its comments, your votes");
 
     let token = client.csrf_token();
     let reply = client.post_form(&format!("/comments/{root}/replies"), &[("csrf_token", &token), ("body", "during the outage")]);

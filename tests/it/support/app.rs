@@ -10,7 +10,7 @@ use std::time::Duration;
 use agora::app::{Services, Strategies};
 use agora::cache::Cache;
 use agora::clock::{Clock, SystemClock};
-use agora::config::{JobSettings, PaymentSettings};
+use agora::config::{AuthSettings, JobSettings, PaymentSettings};
 use agora::db;
 use agora::jobs::Worker;
 use agora::payments::fraud::{FraudCheck, NoFraudCheck};
@@ -104,6 +104,7 @@ pub struct TestAppOptions {
     pub redis_url: Option<String>,
     pub jobs: JobSettings,
     pub payments: PaymentSettings,
+    pub auth: AuthSettings,
 }
 
 impl TestAppOptions {
@@ -116,6 +117,7 @@ impl TestAppOptions {
             redis_url: None,
             jobs: JobSettings::default(),
             payments: PaymentSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -132,10 +134,11 @@ impl TestApp {
         // Each test has its own key prefix, so tests share one Redis without seeing each other.
         let redis = options.redis.then(|| options.redis_url.clone().unwrap_or_else(redis_url));
         let cache = Cache::new(redis.as_deref(), &format!("{}:", db.name));
-        let services = Arc::new(Services::new(pool, cache, strategies, options.payments, options.jobs));
+        let services = Arc::new(Services::new(pool, cache, strategies, options.payments, options.jobs, options.auth));
         let state_services = services.clone();
         let (server, url) = Running::start(move |listener| {
-            let state = AppState { services: state_services, query_count_header: true };
+            // One trusted proxy, so a test can speak from another address with `X-Forwarded-For`.
+            let state = AppState { services: state_services, query_count_header: true, trusted_proxy_hops: 1 };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: None };
             web::server(listener, state, options)
         });

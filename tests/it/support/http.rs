@@ -7,6 +7,8 @@ pub struct Client {
     base: String,
     agent: ureq::Agent,
     session: Mutex<Option<String>>,
+    /// Sent as `X-Forwarded-For`: the test app trusts one proxy, so this is the client's address.
+    address: Option<String>,
 }
 
 #[derive(Debug)]
@@ -16,10 +18,15 @@ pub struct Resp {
     pub queries: Option<u64>,
     pub retry_after: Option<String>,
     pub sets_cookie: bool,
+    pub headers: Vec<(String, String)>,
     pub body: String,
 }
 
 impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     /// The value of the page's first CSRF token field.
     pub fn csrf_token(&self) -> String {
         let marker = "name=\"csrf_token\" value=\"";
@@ -31,8 +38,23 @@ impl Resp {
 
 impl Client {
     pub fn new(base: &str) -> Client {
-        let agent = ureq::AgentBuilder::new().redirects(0).build();
-        Client { base: base.to_string(), agent, session: Mutex::new(None) }
+        // A hung server fails the test instead of hanging it.
+        let agent = ureq::AgentBuilder::new().redirects(0).timeout(std::time::Duration::from_secs(30)).build();
+        Client { base: base.to_string(), agent, session: Mutex::new(None), address: None }
+    }
+
+    /// A client that reaches the app from `address` (through the one proxy the test app trusts).
+    pub fn from_address(base: &str, address: &str) -> Client {
+        Client { address: Some(address.to_string()), ..Client::new(base) }
+    }
+
+    /// The session cookie's value, to replay it from another client.
+    pub fn cookie(&self) -> Option<String> {
+        self.session.lock().unwrap().clone()
+    }
+
+    pub fn set_cookie(&self, value: Option<String>) {
+        *self.session.lock().unwrap() = value;
     }
 
     fn finish(&self, result: Result<ureq::Response, ureq::Error>) -> Resp {
@@ -42,6 +64,11 @@ impl Client {
             Err(e) => panic!("request failed: {e}"),
         };
         let sets_cookie = !response.all("set-cookie").is_empty();
+        let headers = response
+            .headers_names()
+            .into_iter()
+            .flat_map(|name| response.all(&name).into_iter().map(move |v| (name.clone(), v.to_string())).collect::<Vec<_>>())
+            .collect();
         for cookie in response.all("set-cookie") {
             if let Some(value) = cookie.strip_prefix("agora_session=") {
                 let value = value.split(';').next().unwrap_or("");
@@ -54,11 +81,16 @@ impl Client {
             queries: response.header("x-db-queries").and_then(|q| q.parse().ok()),
             retry_after: response.header("retry-after").map(str::to_string),
             sets_cookie,
+            headers,
             body: response.into_string().unwrap_or_default(),
         }
     }
 
     fn with_cookie(&self, request: ureq::Request) -> ureq::Request {
+        let request = match &self.address {
+            Some(address) => request.set("X-Forwarded-For", address),
+            None => request,
+        };
         match self.session.lock().unwrap().as_deref() {
             Some(value) => request.set("Cookie", &format!("agora_session={value}")),
             None => request,
