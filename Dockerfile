@@ -14,6 +14,8 @@ RUN cargo build --release --bin agora
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libpq5 ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/agora /usr/local/bin/agora
+# Where the session secret is kept (a volume in docker-compose.yml); the volume takes this owner.
+RUN mkdir -p /var/lib/agora && chown nobody /var/lib/agora
 USER nobody
 EXPOSE 8080
 CMD ["agora", "serve"]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::auth::password::HashPool;
-use crate::auth::sessions::SessionStore;
+use crate::auth::sessions::{PruneSessions, SessionStore, PRUNE_SESSIONS};
 use crate::auth::throttle::LoginThrottle;
 use crate::config::{AuthSettings, JobSettings, PaymentSettings};
 use crate::jobs::{self, Backoff, Periodic, Registry, Scheduler, Wake, WorkerPool, WorkerSettings};
@@ -69,6 +69,7 @@ impl Services {
             .register(Arc::new(reconciler()))
             .register(Arc::new(ConfirmPayment(reconciler())))
             .register(Arc::new(jobs::PruneJobs { clock: clock.clone() }))
+            .register(Arc::new(PruneSessions { clock: clock.clone() }))
             .register(Arc::new(ReconcileCounters { cache: threads.clone() }))
             .register(Arc::new(jobs::Noop));
         let scheduler = Scheduler::new(periodic_jobs(), clock.clone());
@@ -123,5 +124,6 @@ pub fn periodic_jobs() -> Vec<Periodic> {
         Periodic { kind: pipeline::RECONCILE_PAYMENTS, every: minute },
         Periodic { kind: RECONCILE_COUNTERS, every: 10 * minute },
         Periodic { kind: jobs::PRUNE_JOBS, every: 60 * minute },
+        Periodic { kind: PRUNE_SESSIONS, every: 60 * minute },
     ]
 }

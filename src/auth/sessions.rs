@@ -128,3 +128,21 @@ pub async fn identify(req: ServiceRequest, next: Next<impl MessageBody>) -> Resu
     req.extensions_mut().insert(Visitor(visitor));
     next.call(req).await
 }
+
+pub const PRUNE_SESSIONS: &str = "prune_sessions";
+
+/// Forgets sessions that ended (revoked or expired) more than a day ago.
+pub struct PruneSessions {
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+}
+
+impl crate::jobs::JobHandler for PruneSessions {
+    fn kind(&self) -> &'static str {
+        PRUNE_SESSIONS
+    }
+
+    fn perform(&self, conn: &mut diesel::PgConnection, _: &crate::jobs::Job) -> Result<(), crate::jobs::JobError> {
+        repo::prune_sessions(conn, self.clock.now() - chrono::Duration::days(1))?;
+        Ok(())
+    }
+}

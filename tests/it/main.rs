@@ -6,6 +6,7 @@ mod support;
 mod auth_pages;
 mod browser;
 mod checkout_http;
+mod front_door;
 mod health;
 mod jobs_pipeline;
 mod money;

@@ -102,6 +102,8 @@ pub struct TestAppOptions {
     pub redis: bool,
     /// A Redis of the test's own (to stop it mid-test) instead of the shared one.
     pub redis_url: Option<String>,
+    /// How long Redis is left alone after a failure.
+    pub redis_rest: Duration,
     pub jobs: JobSettings,
     pub payments: PaymentSettings,
     pub auth: AuthSettings,
@@ -115,6 +117,7 @@ impl TestAppOptions {
             clock: Arc::new(SystemClock),
             redis: true,
             redis_url: None,
+            redis_rest: agora::cache::REST,
             jobs: JobSettings::default(),
             payments: PaymentSettings::default(),
             auth: AuthSettings::default(),
@@ -133,7 +136,7 @@ impl TestApp {
         let strategies = Strategies { gateway: options.gateway, fraud: options.fraud, clock: options.clock };
         // Each test has its own key prefix, so tests share one Redis without seeing each other.
         let redis = options.redis.then(|| options.redis_url.clone().unwrap_or_else(redis_url));
-        let cache = Cache::new(redis.as_deref(), &format!("{}:", db.name));
+        let cache = Cache::with_timing(redis.as_deref(), &format!("{}:", db.name), agora::cache::DEADLINE, options.redis_rest);
         let services = Arc::new(Services::new(pool, cache, strategies, options.payments, options.jobs, options.auth));
         let state_services = services.clone();
         let (server, url) = Running::start(move |listener| {
