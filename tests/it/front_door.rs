@@ -182,6 +182,15 @@ fn pages_forbid_inline_script_and_carry_none() {
 }
 
 #[test]
+fn served_over_https_cookies_are_secure_and_hsts_is_sent() {
+    let app = TestApp::spawn_with(TestAppOptions { secure_cookies: true, ..TestAppOptions::new(Arc::new(ScriptedGateway::succeeding())) });
+    let login = Client::new(&app.url).get("/login");
+    assert!(login.header("strict-transport-security").is_some_and(|h| h.starts_with("max-age=")));
+    let cookie = login.header("set-cookie").unwrap();
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+}
+
+#[test]
 fn a_next_with_a_control_character_or_backslash_stays_on_the_site() {
     let app = app();
     fixtures::user(&mut app.conn(), "nav@example.com");

@@ -107,6 +107,8 @@ pub struct TestAppOptions {
     pub jobs: JobSettings,
     pub payments: PaymentSettings,
     pub auth: AuthSettings,
+    /// Served as if over HTTPS (`SECURE_COOKIES`).
+    pub secure_cookies: bool,
 }
 
 impl TestAppOptions {
@@ -121,6 +123,7 @@ impl TestAppOptions {
             jobs: JobSettings::default(),
             payments: PaymentSettings::default(),
             auth: AuthSettings::default(),
+            secure_cookies: false,
         }
     }
 }
@@ -139,10 +142,11 @@ impl TestApp {
         let cache = Cache::with_timing(redis.as_deref(), &format!("{}:", db.name), agora::cache::DEADLINE, options.redis_rest);
         let services = Arc::new(Services::new(pool, cache, strategies, options.payments, options.jobs, options.auth));
         let state_services = services.clone();
+        let secure_cookies = options.secure_cookies;
         let (server, url) = Running::start(move |listener| {
             // One trusted proxy, so a test can speak from another address with `X-Forwarded-For`.
             let state = AppState { services: state_services, query_count_header: true, trusted_proxy_hops: 1 };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: None };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies, workers: Some(2), extra_routes: None };
             web::server(listener, state, options)
         });
         TestApp { url, services, _server: server, db }
