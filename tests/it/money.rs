@@ -192,6 +192,15 @@ fn held_app(gateway: Arc<HeldGateway>, clock: Arc<FakeClock>, payments: PaymentS
     })
 }
 
+/// Worker A claims the charge job on its own thread and is held inside the gateway.
+fn start_charging(app: &TestApp, gateway: &HeldGateway) -> (Arc<Worker>, std::thread::JoinHandle<usize>) {
+    let a = Arc::new(app.worker("worker-a"));
+    let (url, runner) = (app.db.url.clone(), a.clone());
+    let charging = std::thread::spawn(move || runner.run_once(&mut PgConnection::establish(&url).unwrap()).unwrap());
+    gateway.wait_for_arrivals(1);
+    (a, charging)
+}
+
 #[test]
 fn a_slow_charge_keeps_its_job_by_heartbeat_and_its_order_is_never_expired_while_in_flight() {
     let gateway = Arc::new(HeldGateway::new());
@@ -204,10 +213,7 @@ fn a_slow_charge_keeps_its_job_by_heartbeat_and_its_order_is_never_expired_while
     let abandoned = fixtures::order(&mut conn, me.user_id, &products);
     me.pay(paying);
 
-    let a = Arc::new(app.worker("worker-a"));
-    let (url, runner) = (app.db.url.clone(), a.clone());
-    let charging = std::thread::spawn(move || runner.run_once(&mut PgConnection::establish(&url).unwrap()).unwrap());
-    gateway.wait_for_arrivals(1);
+    let (a, charging) = start_charging(&app, &gateway);
 
     clock.tick(Duration::from_secs(20));
     assert_eq!(a.heartbeat(&mut conn).unwrap(), 1, "worker A still holds its job");
@@ -245,10 +251,7 @@ fn a_job_that_dies_while_its_charge_is_in_flight_does_not_close_the_order() {
 
     // Worker A is stuck in the gateway and misses its heartbeats: its job's lease runs out, and
     // with its only attempt used the job dies.
-    let a = Arc::new(app.worker("worker-a"));
-    let (url, runner) = (app.db.url.clone(), a.clone());
-    let charging = std::thread::spawn(move || runner.run_once(&mut PgConnection::establish(&url).unwrap()).unwrap());
-    gateway.wait_for_arrivals(1);
+    let (_a, charging) = start_charging(&app, &gateway);
     clock.tick(Duration::from_secs(31));
     assert_eq!(app.worker("rescuer").rescue_expired(&mut conn).unwrap(), 1);
     assert_eq!(charge_jobs(&mut conn)[0].state, "dead");
