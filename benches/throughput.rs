@@ -38,7 +38,7 @@ fn fresh_database(name: &str) -> String {
 fn services(url: &str, threads: usize, batch: i64) -> Arc<Services> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let strategies = Strategies {
-        gateway: Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), Duration::ZERO)),
+        gateway: Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), agora::payments::gateway::Latency::default())),
         fraud: Arc::new(fraud::default_rules(clock.clone())),
         clock,
     };
@@ -303,7 +303,7 @@ fn thread_pages(rows: &mut Vec<String>) {
     let cached = |cache: Cache| {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let strategies = Strategies {
-            gateway: Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), Duration::ZERO)),
+            gateway: Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), agora::payments::gateway::Latency::default())),
             fraud: Arc::new(fraud::NoFraudCheck),
             clock,
         };

@@ -5,7 +5,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum GatewayConfig {
     /// The in-process simulated gateway (no network).
-    Simulated { success_rate: f64, timeout_rate: f64, latency: Duration, seed: Option<u64> },
+    Simulated { success_rate: f64, timeout_rate: f64, latency: crate::payments::gateway::Latency, seed: Option<u64> },
     /// A Stripe-like HTTP API, such as `agora gateway-sim`.
     Http { base_url: String, timeout: Duration },
 }
@@ -75,6 +75,8 @@ pub struct JobSettings {
     pub order_ttl: Duration,
     /// Unpaid orders one account may hold at once (stock is reserved for each).
     pub max_unpaid_orders: i64,
+    /// Charges this process may have waiting on the gateway at once, shared by its workers.
+    pub charges_in_flight: usize,
     pub breaker_threshold: i32,
     pub breaker_cooldown: Duration,
 }
@@ -89,6 +91,7 @@ impl Default for JobSettings {
             charge_backoff_base: Duration::from_secs(5),
             order_ttl: Duration::from_secs(1800),
             max_unpaid_orders: 5,
+            charges_in_flight: 500,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(30),
         }
@@ -173,7 +176,10 @@ impl Config {
             None => GatewayConfig::Simulated {
                 success_rate: parsed("GATEWAY_SUCCESS_RATE", 0.7)?,
                 timeout_rate: parsed("GATEWAY_TIMEOUT_RATE", 0.2)?,
-                latency: Duration::from_millis(parsed("GATEWAY_LATENCY_MS", 0)?),
+                latency: crate::payments::gateway::Latency {
+                    latency: Duration::from_millis(parsed("GATEWAY_LATENCY_MS", 0)?),
+                    jitter: Duration::from_millis(parsed("GATEWAY_JITTER_MS", 0)?),
+                },
                 seed: var("GATEWAY_SEED").and_then(|s| s.parse().ok()),
             },
         };
@@ -233,6 +239,7 @@ impl Config {
                     charge_backoff_base: Duration::from_secs(parsed("CHARGE_BACKOFF_BASE_SECS", d.charge_backoff_base.as_secs())?),
                     order_ttl: Duration::from_secs(parsed("ORDER_TTL_SECS", d.order_ttl.as_secs())?),
                     max_unpaid_orders: parsed("MAX_UNPAID_ORDERS", d.max_unpaid_orders)?,
+                    charges_in_flight: parsed("CHARGES_IN_FLIGHT", d.charges_in_flight)?.max(1),
                     breaker_threshold: parsed("BREAKER_THRESHOLD", d.breaker_threshold)?,
                     breaker_cooldown: Duration::from_secs(parsed("BREAKER_COOLDOWN_SECS", d.breaker_cooldown.as_secs())?),
                 }

@@ -10,7 +10,7 @@ use agora::app::{Services, Strategies};
 use agora::cache::Cache;
 use agora::clock::{Clock, SystemClock};
 use agora::config::Config;
-use agora::payments::gateway::{self, Simulation};
+use agora::payments::gateway::{self, Latency, Simulation};
 use agora::payments::{fraud, sim_server};
 use agora::web::{self, AppState, ServerOptions};
 use agora::{db, seed};
@@ -146,7 +146,10 @@ async fn gateway_sim() -> Result<(), String> {
         rate("GATEWAY_TIMEOUT_RATE", 0.2),
         std::env::var("GATEWAY_SEED").ok().and_then(|s| s.parse().ok()),
     );
-    let latency = Duration::from_millis(rate("GATEWAY_LATENCY_MS", 0.0) as u64);
+    let latency = Latency {
+        latency: Duration::from_millis(rate("GATEWAY_LATENCY_MS", 0.0) as u64),
+        jitter: Duration::from_millis(rate("GATEWAY_JITTER_MS", 0.0) as u64),
+    };
     let host = std::env::var("GATEWAY_SIM_HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let listener = TcpListener::bind((host.as_str(), port)).map_err(|e| format!("bind: {e}"))?;
     log::info!("gateway-sim listening on http://{host}:{port} (ledger at /charges)");

@@ -1,6 +1,9 @@
 //! The payment gateway as a strategy: the processor only knows this trait. Implementations here
 //! are the simulated gateway (random outcomes, for demos) and the scripted one (exact outcomes, for
 //! tests); `http_gateway` talks to a Stripe-like API over HTTP.
+//!
+//! Calls are asynchronous: a charge waiting on a gateway that answers in 300 ms is a small future
+//! on the `GatewayRuntime`, not a thread, so hundreds can be in flight at once.
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
@@ -8,16 +11,19 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::GatewayConfig;
 
-pub struct ChargeRequest<'a> {
-    pub idempotency_key: &'a str,
-    pub amount: &'a BigDecimal,
-    pub currency: &'a str,
+#[derive(Debug, Clone)]
+pub struct ChargeRequest {
+    pub idempotency_key: String,
+    pub amount: BigDecimal,
+    pub currency: String,
 }
 
 /// Money the gateway has taken.
@@ -104,11 +110,14 @@ impl GatewayError {
     }
 }
 
-pub trait PaymentGateway: Send + Sync {
+/// What a gateway call gives back, some time later.
+pub type GatewayFuture<T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send + 'static>>;
+
+pub trait PaymentGateway: Send + Sync + 'static {
     /// Takes the money. Calling it again with the same key must not take it twice.
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError>;
+    fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge>;
     /// Finds the charge made under this key, if any: how a lost answer is recovered.
-    fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError>;
+    fn lookup(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<Charge>>;
 }
 
 /// The charges a fake gateway has made, one per idempotency key, in order.
@@ -124,16 +133,16 @@ impl Ledger {
     }
 
     /// Records a charge, or returns the one already made under the same key.
-    pub fn record(&self, request: &ChargeRequest<'_>) -> Charge {
+    pub fn record(&self, request: &ChargeRequest) -> Charge {
         let mut guard = self.charges.lock().unwrap();
-        if let Some(&i) = guard.1.get(request.idempotency_key) {
+        if let Some(&i) = guard.1.get(&request.idempotency_key) {
             return guard.0[i].clone();
         }
         let charge = Charge {
             id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
-            idempotency_key: request.idempotency_key.to_string(),
+            idempotency_key: request.idempotency_key.clone(),
             amount: request.amount.clone(),
-            currency: request.currency.to_string(),
+            currency: request.currency.clone(),
             created_at: Utc::now(),
         };
         let index = guard.0.len();
@@ -169,8 +178,8 @@ impl Simulation {
         Simulation::new(1.0, 0.0, None)
     }
 
-    pub fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
-        if let Some(existing) = self.ledger.find(request.idempotency_key) {
+    pub fn charge(&self, request: &ChargeRequest) -> Result<Charge, GatewayError> {
+        if let Some(existing) = self.ledger.find(&request.idempotency_key) {
             return Ok(existing);
         }
         let roll: f64 = self.rng.lock().unwrap().gen();
@@ -188,37 +197,64 @@ impl Simulation {
     }
 }
 
+/// How long a simulated gateway takes to answer: `latency`, give or take up to `jitter`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub latency: Duration,
+    pub jitter: Duration,
+}
+
+impl Latency {
+    pub fn fixed(latency: Duration) -> Latency {
+        Latency { latency, jitter: Duration::ZERO }
+    }
+
+    pub fn sample(&self) -> Duration {
+        if self.jitter.is_zero() {
+            return self.latency;
+        }
+        let spread = rand::thread_rng().gen_range(-1.0..=1.0) * self.jitter.as_secs_f64();
+        Duration::from_secs_f64((self.latency.as_secs_f64() + spread).max(0.0))
+    }
+
+    /// Waits one sampled latency, on the timer of the runtime the call runs on.
+    pub async fn wait(&self) {
+        let pause = self.sample();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
 /// The simulation in-process, with an optional latency per call.
 pub struct SimulatedGateway {
     simulation: Simulation,
-    latency: Duration,
+    latency: Latency,
 }
 
 impl SimulatedGateway {
-    pub fn new(simulation: Simulation, latency: Duration) -> SimulatedGateway {
+    pub fn new(simulation: Simulation, latency: Latency) -> SimulatedGateway {
         SimulatedGateway { simulation, latency }
     }
 
     pub fn ledger(&self) -> &Ledger {
         self.simulation.ledger()
     }
-
-    fn wait(&self) {
-        if !self.latency.is_zero() {
-            std::thread::sleep(self.latency);
-        }
-    }
 }
 
 impl PaymentGateway for SimulatedGateway {
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
-        self.wait();
-        self.simulation.charge(request)
+    fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
+        Box::pin(async move {
+            self.latency.wait().await;
+            self.simulation.charge(&request)
+        })
     }
 
-    fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {
-        self.wait();
-        Ok(self.simulation.ledger().find(idempotency_key))
+    fn lookup(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<Charge>> {
+        Box::pin(async move {
+            self.latency.wait().await;
+            Ok(self.simulation.ledger().find(&idempotency_key))
+        })
     }
 }
 
@@ -286,8 +322,9 @@ impl ScriptedGateway {
     }
 }
 
-impl PaymentGateway for ScriptedGateway {
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
+impl ScriptedGateway {
+    /// What the next `charge` does, decided at once (the scripted gateway has no latency).
+    pub fn charge_now(&self, request: &ChargeRequest) -> Result<Charge, GatewayError> {
         self.charge_calls.fetch_add(1, Ordering::SeqCst);
         let next = self.script.lock().unwrap().pop_front().unwrap_or_else(|| self.then.clone());
         match next {
@@ -300,12 +337,22 @@ impl PaymentGateway for ScriptedGateway {
         }
     }
 
-    fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {
+    pub fn lookup_now(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {
         self.lookup_calls.fetch_add(1, Ordering::SeqCst);
         if self.lookups_down.load(Ordering::SeqCst) {
             return Err(GatewayError::Timeout);
         }
         Ok(self.ledger.find(idempotency_key))
+    }
+}
+
+impl PaymentGateway for ScriptedGateway {
+    fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
+        Box::pin(async move { self.charge_now(&request) })
+    }
+
+    fn lookup(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<Charge>> {
+        Box::pin(async move { self.lookup_now(&idempotency_key) })
     }
 }
 
@@ -325,15 +372,14 @@ pub fn from_config(config: &GatewayConfig) -> Arc<dyn PaymentGateway> {
 mod tests {
     use super::*;
 
-    fn request(key: &str) -> (String, BigDecimal) {
-        (key.to_string(), BigDecimal::from(10))
+    fn request(key: &str) -> ChargeRequest {
+        ChargeRequest { idempotency_key: key.to_string(), amount: BigDecimal::from(10), currency: "USD".into() }
     }
 
     #[test]
     fn a_repeated_key_returns_the_original_charge() {
         let sim = Simulation::always_succeeding();
-        let (key, amount) = request("k1");
-        let req = ChargeRequest { idempotency_key: &key, amount: &amount, currency: "USD" };
+        let req = request("k1");
         let first = sim.charge(&req).unwrap();
         let second = sim.charge(&req).unwrap();
         assert_eq!(first, second);
@@ -343,11 +389,9 @@ mod tests {
     #[test]
     fn simulated_outcomes_follow_the_configured_rates() {
         let sim = Simulation::new(0.7, 0.2, Some(42));
-        let amount = BigDecimal::from(1);
         let (mut ok, mut timeouts, mut declines) = (0, 0, 0);
         for i in 0..10_000 {
-            let key = format!("k{i}");
-            match sim.charge(&ChargeRequest { idempotency_key: &key, amount: &amount, currency: "USD" }) {
+            match sim.charge(&request(&format!("k{i}"))) {
                 Ok(_) => ok += 1,
                 Err(GatewayError::Timeout) => timeouts += 1,
                 Err(GatewayError::Declined { .. }) => declines += 1,

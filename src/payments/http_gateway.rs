@@ -2,12 +2,13 @@
 //! `GET /v1/charges?idempotency_key=…` to find a charge whose answer was lost.
 
 use serde::Deserialize;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::gateway::{Charge, ChargeRequest, DeclineCode, GatewayError, PaymentGateway};
+use super::gateway::{Charge, ChargeRequest, DeclineCode, GatewayError, GatewayFuture, PaymentGateway};
 
 pub struct HttpGateway {
-    agent: ureq::Agent,
+    client: reqwest::Client,
     base_url: String,
 }
 
@@ -29,67 +30,85 @@ struct ChargeList {
 
 impl HttpGateway {
     pub fn new(base_url: &str, timeout: Duration) -> HttpGateway {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(timeout.min(Duration::from_secs(2)))
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
             .timeout(timeout)
-            .redirects(0)
-            .build();
-        HttpGateway { agent, base_url: base_url.trim_end_matches('/').to_string() }
+            .redirect(reqwest::redirect::Policy::none())
+            // Many charges in flight to one host: keep plenty of connections warm.
+            .pool_max_idle_per_host(1024)
+            .build()
+            .expect("an HTTP client with these settings");
+        HttpGateway { client, base_url: base_url.trim_end_matches('/').to_string() }
     }
 
-    fn classify(error: ureq::Error) -> GatewayError {
-        match error {
-            ureq::Error::Status(status, response) => {
-                let detail = response.into_json::<ErrorBody>().ok().map(|b| b.error);
-                match status {
-                    402 | 400 | 422 => {
-                        let (code, message) = match detail {
-                            Some(d) => (DeclineCode::parse(&d.code), d.message),
-                            None => (DeclineCode::CardDeclined, None),
-                        };
-                        let message = message.unwrap_or_else(|| code.default_message().to_string());
-                        GatewayError::Declined { code, message }
-                    }
-                    408 | 504 => GatewayError::Timeout,
-                    // Refused before any work was done: nothing was charged.
-                    429 | 503 => GatewayError::Unavailable(format!("HTTP {status}")),
-                    // Failed while handling a request it had received: it may have charged.
-                    _ => GatewayError::Ambiguous(format!("HTTP {status}")),
-                }
+    /// What a failed exchange means for the money: only "never sent" and a refusal are certain.
+    fn transport(error: reqwest::Error) -> GatewayError {
+        if error.is_connect() {
+            // Never connected: the request did not reach the gateway.
+            GatewayError::Unavailable(error.to_string())
+        } else if error.is_timeout() {
+            GatewayError::Timeout
+        } else {
+            // Sent, then the exchange broke (a reset, a cut body): the charge may have happened.
+            GatewayError::Ambiguous(error.to_string())
+        }
+    }
+
+    async fn refusal(response: reqwest::Response) -> GatewayError {
+        let status = response.status().as_u16();
+        let detail = response.json::<ErrorBody>().await.ok().map(|b| b.error);
+        match status {
+            402 | 400 | 422 => {
+                let (code, message) = match detail {
+                    Some(d) => (DeclineCode::parse(&d.code), d.message),
+                    None => (DeclineCode::CardDeclined, None),
+                };
+                let message = message.unwrap_or_else(|| code.default_message().to_string());
+                GatewayError::Declined { code, message }
             }
-            ureq::Error::Transport(t) => match t.kind() {
-                // Never connected: the request did not reach the gateway.
-                ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => GatewayError::Unavailable(t.to_string()),
-                // Sent, and then no answer (a timeout, a reset): the charge may have happened.
-                ureq::ErrorKind::Io => GatewayError::Timeout,
-                _ => GatewayError::Ambiguous(t.to_string()),
-            },
+            408 | 504 => GatewayError::Timeout,
+            // Refused before any work was done: nothing was charged.
+            429 | 503 => GatewayError::Unavailable(format!("HTTP {status}")),
+            // Failed while handling a request it had received: it may have charged.
+            _ => GatewayError::Ambiguous(format!("HTTP {status}")),
         }
     }
 }
 
 impl PaymentGateway for HttpGateway {
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
-        let body = serde_json::json!({ "amount": request.amount.to_string(), "currency": request.currency });
-        let response = self
-            .agent
-            .post(&format!("{}/v1/charges", self.base_url))
-            .set("Idempotency-Key", request.idempotency_key)
-            .send_json(body)
-            .map_err(HttpGateway::classify)?;
-        // An answer we cannot read may still report a charge.
-        response.into_json::<Charge>().map_err(|e| GatewayError::Ambiguous(format!("unreadable answer: {e}")))
+    fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
+        Box::pin(async move {
+            let body = serde_json::json!({ "amount": request.amount.to_string(), "currency": request.currency });
+            let response = self
+                .client
+                .post(format!("{}/v1/charges", self.base_url))
+                .header("Idempotency-Key", &request.idempotency_key)
+                .json(&body)
+                .send()
+                .await
+                .map_err(HttpGateway::transport)?;
+            if !response.status().is_success() {
+                return Err(HttpGateway::refusal(response).await);
+            }
+            // An answer we cannot read may still report a charge.
+            response.json::<Charge>().await.map_err(|e| GatewayError::Ambiguous(format!("unreadable answer: {e}")))
+        })
     }
 
-    fn lookup(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {
-        let response = self
-            .agent
-            .get(&format!("{}/v1/charges", self.base_url))
-            .query("idempotency_key", idempotency_key)
-            .call()
-            .map_err(HttpGateway::classify)?;
-        let list: ChargeList =
-            response.into_json().map_err(|e| GatewayError::Unavailable(format!("bad answer: {e}")))?;
-        Ok(list.data.into_iter().find(|c| c.idempotency_key == idempotency_key))
+    fn lookup(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<Charge>> {
+        Box::pin(async move {
+            let response = self
+                .client
+                .get(format!("{}/v1/charges", self.base_url))
+                .query(&[("idempotency_key", &idempotency_key)])
+                .send()
+                .await
+                .map_err(HttpGateway::transport)?;
+            if !response.status().is_success() {
+                return Err(HttpGateway::refusal(response).await);
+            }
+            let list: ChargeList = response.json().await.map_err(|e| GatewayError::Unavailable(format!("bad answer: {e}")))?;
+            Ok(list.data.into_iter().find(|c| c.idempotency_key == idempotency_key))
+        })
     }
 }

@@ -9,6 +9,7 @@ pub mod http_gateway;
 pub mod processor;
 pub mod repo;
 pub mod routes;
+pub mod runtime;
 pub mod sim_server;
 
 pub use domain::{Amount, IdempotencyKey, PaymentStatus};

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use super::domain::{IdempotencyKey, PaymentStatus};
 use super::gateway::{Charge, ChargeRequest, GatewayError, PaymentGateway};
 use super::repo::{self, Failure, Payment};
+use super::runtime::GatewayRuntime;
 use super::PaymentError;
 use crate::clock::Clock;
 use crate::config::PaymentSettings;
@@ -37,11 +38,12 @@ pub struct PayOrder {
 
 pub struct PaymentProcessor {
     gateway: Arc<dyn PaymentGateway>,
+    runtime: GatewayRuntime,
     clock: Arc<dyn Clock>,
     settings: PaymentSettings,
 }
 
-enum Claim {
+pub enum Claim {
     /// Nothing to do now: completed, failed for good, awaiting confirmation, or another attempt
     /// is under way.
     Nothing(Payment),
@@ -49,7 +51,7 @@ enum Claim {
 }
 
 /// What one visit to the gateway established.
-enum Outcome {
+pub enum Outcome {
     Charged(Charge),
     /// The gateway said no money was taken for this payment.
     NotCharged(GatewayError),
@@ -79,7 +81,7 @@ fn chrono(d: std::time::Duration) -> ChronoDuration {
 
 impl PaymentProcessor {
     pub fn new(gateway: Arc<dyn PaymentGateway>, clock: Arc<dyn Clock>, settings: PaymentSettings) -> Self {
-        PaymentProcessor { gateway, clock, settings }
+        PaymentProcessor { gateway, runtime: GatewayRuntime::start(), clock, settings }
     }
 
     pub fn settings(&self) -> &PaymentSettings {
@@ -91,8 +93,38 @@ impl PaymentProcessor {
             Claim::Nothing(payment) => return Ok(payment),
             Claim::Attempt { payment, may_have_charged } => (payment, may_have_charged),
         };
-        let outcome = self.call_gateway(&payment, may_have_charged, self.is_last_attempt(&payment));
+        let outcome = self.runtime.run(self.attempt(&payment, may_have_charged));
         Ok(conn.transaction(|conn| self.settle(conn, &payment, outcome))?)
+    }
+
+    /// Claims the payments of these orders for one attempt each, in one transaction; `Nothing`
+    /// for those with nothing to do now. One order's trouble (it vanished) is its own.
+    pub fn claim_many(&self, conn: &mut PgConnection, orders: &[PayOrder]) -> QueryResult<Vec<Result<Claim, PaymentError>>> {
+        conn.transaction(|conn| {
+            orders
+                .iter()
+                .map(|order| match conn.transaction(|conn| self.claim(conn, *order)) {
+                    Err(PaymentError::Database(e)) if !matches!(e, diesel::result::Error::NotFound) => Err(e),
+                    other => Ok(other),
+                })
+                .collect()
+        })
+    }
+
+    /// The gateway call for one claimed attempt, as a future that owns everything it needs.
+    pub fn attempt(&self, payment: &Payment, may_have_charged: bool) -> impl std::future::Future<Output = Outcome> + Send + 'static {
+        call_gateway(self.gateway.clone(), payment.clone(), may_have_charged, self.is_last_attempt(payment))
+    }
+
+    /// Runs these gateway calls all at once, and waits for every answer.
+    pub fn attempt_all(&self, attempts: &[(Payment, bool)]) -> Vec<Outcome> {
+        self.runtime.run_all(attempts.iter().map(|(payment, may)| self.attempt(payment, *may)).collect())
+    }
+
+    /// Settles many attempts in one transaction, each in a savepoint of its own: one that fails
+    /// is rolled back alone and reported, the others commit.
+    pub fn settle_many(&self, conn: &mut PgConnection, settled: Vec<(Payment, Outcome)>) -> QueryResult<Vec<QueryResult<Payment>>> {
+        conn.transaction(|conn| Ok(settled.into_iter().map(|(attempt, outcome)| conn.transaction(|conn| self.settle(conn, &attempt, outcome))).collect()))
     }
 
     fn is_last_attempt(&self, payment: &Payment) -> bool {
@@ -124,33 +156,6 @@ impl PaymentProcessor {
     /// Whether a `processing` attempt has outlived its lease: its worker is presumed gone.
     fn attempt_lost(&self, payment: &Payment, now: DateTime<Utc>) -> bool {
         payment.processing_started_at.is_some_and(|started| started + chrono(self.settings.processing_lease) <= now)
-    }
-
-    fn call_gateway(&self, payment: &Payment, may_have_charged: bool, last: bool) -> Outcome {
-        if may_have_charged {
-            match self.gateway.lookup(&payment.gateway_key) {
-                Ok(Some(charge)) => return Outcome::Charged(charge),
-                Ok(None) => {}
-                Err(error) => return Outcome::Unknown(error),
-            }
-        }
-        let request = ChargeRequest { idempotency_key: &payment.gateway_key, amount: &payment.amount, currency: &payment.currency };
-        match self.gateway.charge(&request) {
-            Ok(charge) => Outcome::Charged(charge),
-            // No attempt follows the last one, so ask now rather than leave the question open.
-            Err(error) if error.may_have_charged() && last => self.ask(payment, error),
-            Err(error) if error.may_have_charged() => Outcome::Unknown(error),
-            Err(error) => Outcome::NotCharged(error),
-        }
-    }
-
-    /// Looks the payment's charge up after `error` left its outcome open.
-    fn ask(&self, payment: &Payment, error: GatewayError) -> Outcome {
-        match self.gateway.lookup(&payment.gateway_key) {
-            Ok(Some(charge)) => Outcome::Charged(charge),
-            Ok(None) => Outcome::NotCharged(error),
-            Err(_) => Outcome::Unknown(error),
-        }
     }
 
     fn settle(&self, conn: &mut PgConnection, attempt: &Payment, outcome: Outcome) -> QueryResult<Payment> {
@@ -285,7 +290,7 @@ impl PaymentProcessor {
             Ok(attempt) => attempt,
             Err(untouched) => return Ok(untouched),
         };
-        let outcome = match self.gateway.lookup(&attempt.gateway_key) {
+        let outcome = match self.runtime.run(self.gateway.clone().lookup(attempt.gateway_key.clone())) {
             Ok(Some(charge)) => Outcome::Charged(charge),
             Ok(None) => Outcome::NotCharged(GatewayError::Unavailable("the gateway has no charge for this payment".into())),
             Err(error) => Outcome::Unknown(error),
@@ -344,6 +349,34 @@ impl PaymentProcessor {
         let base = self.settings.confirm_backoff_base;
         let doubled = base.saturating_mul(2u32.saturating_pow(checks.clamp(0, 20) as u32));
         doubled.min(self.settings.confirm_backoff_max)
+    }
+}
+
+/// One attempt at the gateway. If an earlier attempt may have charged, the charge is looked up
+/// first; after the last attempt an open outcome is looked up at once rather than left open.
+async fn call_gateway(gateway: Arc<dyn PaymentGateway>, payment: Payment, may_have_charged: bool, last: bool) -> Outcome {
+    if may_have_charged {
+        match gateway.clone().lookup(payment.gateway_key.clone()).await {
+            Ok(Some(charge)) => return Outcome::Charged(charge),
+            Ok(None) => {}
+            Err(error) => return Outcome::Unknown(error),
+        }
+    }
+    let request = ChargeRequest { idempotency_key: payment.gateway_key.clone(), amount: payment.amount.clone(), currency: payment.currency.clone() };
+    let error = match gateway.clone().charge(request).await {
+        Ok(charge) => return Outcome::Charged(charge),
+        Err(error) => error,
+    };
+    if !error.may_have_charged() {
+        return Outcome::NotCharged(error);
+    }
+    if !last {
+        return Outcome::Unknown(error);
+    }
+    match gateway.lookup(payment.gateway_key.clone()).await {
+        Ok(Some(charge)) => Outcome::Charged(charge),
+        Ok(None) => Outcome::NotCharged(error),
+        Err(_) => Outcome::Unknown(error),
     }
 }
 

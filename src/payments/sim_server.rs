@@ -6,14 +6,13 @@ use serde::Deserialize;
 use serde_json::json;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::domain::{Amount, IdempotencyKey};
-use super::gateway::{ChargeRequest, GatewayError, Simulation};
+use super::gateway::{ChargeRequest, GatewayError, Latency, Simulation};
 
 struct SimState {
     simulation: Arc<Simulation>,
-    latency: Duration,
+    latency: Latency,
 }
 
 #[derive(Deserialize)]
@@ -41,10 +40,8 @@ async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web:
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_amount", &e.to_string()),
     };
-    if !state.latency.is_zero() {
-        actix_web::rt::time::sleep(state.latency).await;
-    }
-    let request = ChargeRequest { idempotency_key: key.as_str(), amount: amount.as_decimal(), currency: &body.currency };
+    state.latency.wait().await;
+    let request = ChargeRequest { idempotency_key: key.as_str().to_string(), amount: amount.as_decimal().clone(), currency: body.currency.clone() };
     match state.simulation.charge(&request) {
         Ok(charge) => HttpResponse::Ok().json(charge),
         Err(GatewayError::Declined { code, message }) => {
@@ -70,7 +67,7 @@ async fn all_charges(state: web::Data<SimState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "count": charges.len(), "charges": charges }))
 }
 
-pub fn run(listener: TcpListener, simulation: Arc<Simulation>, latency: Duration) -> std::io::Result<Server> {
+pub fn run(listener: TcpListener, simulation: Arc<Simulation>, latency: Latency) -> std::io::Result<Server> {
     let state = web::Data::new(SimState { simulation, latency });
     let server = HttpServer::new(move || {
         App::new()

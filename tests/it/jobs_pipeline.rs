@@ -12,7 +12,7 @@ use agora::config::{JobSettings, PaymentSettings};
 use agora::jobs::{self, Job, JobError, JobHandler, NewJob, Registry, Scheduler, WorkerPool, WorkerSettings};
 use agora::orders::pipeline::{self, ChargeArgs};
 use agora::payments::fraud::{FraudCheck, OrderFacts, Verdict};
-use agora::payments::gateway::{DeclineCode, GatewayError, Outcome, PaymentGateway, ScriptedGateway};
+use agora::payments::gateway::{DeclineCode, GatewayError, GatewayFuture, Outcome, PaymentGateway, ScriptedGateway};
 use agora::payments::{Charge, ChargeRequest, PayOrder, PaymentStatus};
 use agora::schema::{jobs as jobs_table, payments, products};
 
@@ -151,19 +151,21 @@ struct NotebookGateway {
 }
 
 impl PaymentGateway for NotebookGateway {
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
-        self.charged.lock().unwrap().push(request.idempotency_key.to_string());
-        Ok(Charge {
-            id: format!("notebook-{}", request.idempotency_key),
-            idempotency_key: request.idempotency_key.into(),
-            amount: request.amount.clone(),
-            currency: request.currency.into(),
-            created_at: chrono::Utc::now(),
+    fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
+        Box::pin(async move {
+            self.charged.lock().unwrap().push(request.idempotency_key.clone());
+            Ok(Charge {
+                id: format!("notebook-{}", request.idempotency_key),
+                idempotency_key: request.idempotency_key,
+                amount: request.amount,
+                currency: request.currency,
+                created_at: chrono::Utc::now(),
+            })
         })
     }
 
-    fn lookup(&self, _: &str) -> Result<Option<Charge>, GatewayError> {
-        Ok(None)
+    fn lookup(self: Arc<Self>, _: String) -> GatewayFuture<Option<Charge>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -558,7 +560,7 @@ async fn stalling_charge(
 ) -> actix_web::HttpResponse {
     let key = req.headers().get("Idempotency-Key").unwrap().to_str().unwrap().to_string();
     let amount: bigdecimal::BigDecimal = body["amount"].as_str().unwrap().parse().unwrap();
-    let charge = state.simulation.charge(&ChargeRequest { idempotency_key: &key, amount: &amount, currency: "USD" }).unwrap();
+    let charge = state.simulation.charge(&ChargeRequest { idempotency_key: key, amount, currency: "USD".into() }).unwrap();
     if state.stall.swap(false, Ordering::SeqCst) {
         state.charged.lock().unwrap().send(()).unwrap();
         std::future::pending::<()>().await;

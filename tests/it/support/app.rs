@@ -62,7 +62,7 @@ pub struct GatewaySim {
 impl GatewaySim {
     pub fn start(simulation: Simulation) -> GatewaySim {
         let simulation = Arc::new(simulation);
-        let (server, url) = Running::start(move |l| sim_server::run(l, simulation, Duration::ZERO));
+        let (server, url) = Running::start(move |l| sim_server::run(l, simulation, agora::payments::gateway::Latency::default()));
         GatewaySim { url, _server: server }
     }
 

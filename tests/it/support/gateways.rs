@@ -1,11 +1,11 @@
 //! Gateways that misbehave in the ways tests need.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use agora::payments::gateway::{PaymentGateway, ScriptedGateway};
-use agora::payments::{Charge, ChargeRequest, GatewayError};
+use agora::payments::gateway::{GatewayFuture, PaymentGateway, ScriptedGateway};
+use agora::payments::{Charge, ChargeRequest};
 
 /// Takes the money, then (once) the process dies before the answer is saved: the worker thread
 /// panics with its connection, as a killed process would leave things.
@@ -21,37 +21,41 @@ impl ChargeThenDie {
 }
 
 impl PaymentGateway for ChargeThenDie {
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
-        let charge = self.inner.charge(request)?;
-        if self.die.swap(false, Ordering::SeqCst) {
-            panic!("the process died right after the gateway charged");
-        }
-        Ok(charge)
+    fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
+        Box::pin(async move {
+            let charge = self.inner.charge_now(&request)?;
+            if self.die.swap(false, Ordering::SeqCst) {
+                panic!("the process died right after the gateway charged");
+            }
+            Ok(charge)
+        })
     }
 
-    fn lookup(&self, key: &str) -> Result<Option<Charge>, GatewayError> {
-        self.inner.lookup(key)
+    fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
+        Box::pin(async move { self.inner.lookup_now(&key) })
     }
 }
 
-/// Holds every charge until the test opens the gate, and says when each one arrives: a gateway
-/// slower than any lease, without a test that waits on real time.
+/// Holds every charge until the test opens the gate, and says how many are waiting: a gateway
+/// slower than any lease, without a test that waits on real time. Its charges wait as futures, as
+/// a real gateway's do, so hundreds can be held at once.
 pub struct HeldGateway {
     pub inner: ScriptedGateway,
-    open: Mutex<bool>,
-    opened: Condvar,
+    open: tokio::sync::watch::Sender<bool>,
     arrived: Mutex<usize>,
     arrival: Condvar,
+    /// The most charges held at the same moment.
+    high_water: Mutex<usize>,
 }
 
 impl HeldGateway {
     pub fn new() -> HeldGateway {
         HeldGateway {
             inner: ScriptedGateway::succeeding(),
-            open: Mutex::new(false),
-            opened: Condvar::new(),
+            open: tokio::sync::watch::channel(false).0,
             arrived: Mutex::new(0),
             arrival: Condvar::new(),
+            high_water: Mutex::new(0),
         }
     }
 
@@ -63,20 +67,32 @@ impl HeldGateway {
     }
 
     pub fn release(&self) {
-        *self.open.lock().unwrap() = true;
-        self.opened.notify_all();
+        self.open.send_replace(true);
+    }
+
+    pub fn high_water(&self) -> usize {
+        *self.high_water.lock().unwrap()
     }
 }
 
 impl PaymentGateway for HeldGateway {
-    fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, GatewayError> {
-        *self.arrived.lock().unwrap() += 1;
-        self.arrival.notify_all();
-        drop(self.opened.wait_while(self.open.lock().unwrap(), |open| !*open).unwrap());
-        self.inner.charge(request)
+    fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
+        Box::pin(async move {
+            {
+                let mut arrived = self.arrived.lock().unwrap();
+                *arrived += 1;
+                let mut high = self.high_water.lock().unwrap();
+                *high = (*high).max(*arrived);
+            }
+            self.arrival.notify_all();
+            let mut open = self.open.subscribe();
+            let _ = open.wait_for(|o| *o).await;
+            *self.arrived.lock().unwrap() -= 1;
+            self.inner.charge_now(&request)
+        })
     }
 
-    fn lookup(&self, key: &str) -> Result<Option<Charge>, GatewayError> {
-        self.inner.lookup(key)
+    fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
+        Box::pin(async move { self.inner.lookup_now(&key) })
     }
 }
