@@ -96,7 +96,8 @@ impl Services {
         WorkerSettings {
             threads: self.jobs.workers,
             queues: vec!["default".into(), pipeline::PAYMENTS_QUEUE.into()],
-            one_at_a_time: vec![pipeline::PAYMENTS_QUEUE.into()],
+            // The process's charges in flight, shared out among its workers.
+            in_flight: vec![(pipeline::PAYMENTS_QUEUE.into(), (self.jobs.charges_in_flight / self.jobs.workers.max(1)).max(1) as i64)],
             batch: self.jobs.batch,
             lease: self.jobs.lease,
             ..WorkerSettings::default()

@@ -95,6 +95,13 @@ pub trait JobHandler: Send + Sync {
     /// Does the work, outside any transaction: slow calls to other systems belong here.
     fn perform(&self, conn: &mut PgConnection, job: &Job) -> Result<(), JobError>;
 
+    /// Does the work of several jobs of this kind at once (all claimed together, all to start
+    /// now); one result per job, in order. Kinds whose jobs wait on other systems override it to
+    /// wait for all of them together.
+    fn perform_batch(&self, conn: &mut PgConnection, jobs: &[Job]) -> Vec<Result<(), JobError>> {
+        jobs.iter().map(|job| self.perform(conn, job)).collect()
+    }
+
     /// Runs inside the transaction that marks the job dead.
     fn on_dead(&self, _conn: &mut PgConnection, _job: &Job) -> QueryResult<()> {
         Ok(())

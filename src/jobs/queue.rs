@@ -114,22 +114,22 @@ pub fn enqueue_bounded(
 /// Claims up to `limit` due jobs for `worker` until `lease_until`, skipping rows other workers hold.
 /// Queues are asked one at a time, in order: with a single queue the ready index hands rows over
 /// already sorted and the scan stops at `limit` (an `= ANY(queues)` would sort every ready row).
-/// A queue in `one_at_a_time` gives one job, and only to an otherwise empty batch.
+/// A queue in `in_flight` gives up to its own number of jobs, and only to an otherwise empty batch.
 pub fn claim(
     conn: &mut PgConnection,
     worker: &str,
     queues: &[String],
-    one_at_a_time: &[String],
+    in_flight: &[(String, i64)],
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<Vec<Job>> {
     let mut claimed: Vec<Job> = Vec::new();
     for queue in queues {
-        let wanted = match one_at_a_time.contains(queue) {
-            true if claimed.is_empty() => 1,
-            true => continue,
-            false => limit - claimed.len() as i64,
+        let wanted = match in_flight.iter().find(|(q, _)| q == queue) {
+            Some((_, at_once)) if claimed.is_empty() => *at_once,
+            Some(_) => continue,
+            None => limit - claimed.len() as i64,
         };
         if wanted <= 0 {
             break;

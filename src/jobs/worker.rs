@@ -19,9 +19,10 @@ use crate::db::{CountedConn, PgPool, QueryCounter};
 pub struct WorkerSettings {
     pub threads: usize,
     pub queues: Vec<String>,
-    /// Queues whose jobs wait on other systems (a gateway): claimed one job at a time, and only
-    /// into an otherwise empty batch, so no such job waits in a worker's hand behind another.
-    pub one_at_a_time: Vec<String>,
+    /// Queues whose jobs wait on other systems (a gateway), with how many a worker takes at once:
+    /// they are claimed only into an otherwise empty batch and all started together
+    /// (`JobHandler::perform_batch`), so none waits in a worker's hand behind another.
+    pub in_flight: Vec<(String, i64)>,
     /// Jobs claimed at once: what a worker holds in memory, and how claims and completions batch.
     pub batch: i64,
     /// How long a claimed job is presumed alive without its worker finishing it.
@@ -35,7 +36,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             threads: 4,
             queues: vec!["default".into()],
-            one_at_a_time: Vec::new(),
+            in_flight: Vec::new(),
             batch: 20,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
@@ -72,7 +73,7 @@ impl Worker {
             conn,
             &self.id,
             &self.settings.queues,
-            &self.settings.one_at_a_time,
+            &self.settings.in_flight,
             now,
             now + chrono(self.settings.lease),
             self.settings.batch,
@@ -84,23 +85,34 @@ impl Worker {
         Ok(claimed)
     }
 
-    /// Claims a batch and runs every job in it that it still holds; returns how many it claimed.
+    /// Claims a batch and runs every job in it that it still holds — jobs of one kind that
+    /// follow each other together, through their handler's `perform_batch` — then settles them.
+    /// Returns how many it claimed.
     pub fn run_once(&self, conn: &mut PgConnection) -> QueryResult<usize> {
         let claimed = self.claim(conn)?;
         let mut succeeded = Vec::with_capacity(claimed.len());
-        for job in &claimed {
-            if !self.still_holds(job.id) {
+        let mut rest: &[Job] = &claimed;
+        while let Some(first) = rest.first() {
+            let same_kind = rest.iter().take_while(|j| j.kind == first.kind).count();
+            let (group, tail) = rest.split_at(same_kind);
+            rest = tail;
+            let (startable, lost): (Vec<Job>, Vec<Job>) = group.iter().cloned().partition(|job| self.still_holds(job.id));
+            for job in lost {
                 // Its lease ran out while earlier jobs ran: another worker may be running it now.
                 log::warn!("job {} ({}): lease lost before it started; left to whoever holds it", job.id, job.kind);
                 self.release(job.id);
+            }
+            if startable.is_empty() {
                 continue;
             }
-            let result = self.perform(conn, job)?;
-            match result {
-                Ok(()) => succeeded.push(job.id),
-                Err(error) => self.settle_failure(conn, job, error)?,
+            let results = self.perform_batch(conn, &startable)?;
+            for (job, result) in startable.iter().zip(results) {
+                match result {
+                    Ok(()) => succeeded.push(job.id),
+                    Err(error) => self.settle_failure(conn, job, error)?,
+                }
+                self.release(job.id);
             }
-            self.release(job.id);
         }
         queue::complete(conn, &self.id, &succeeded, self.clock.now())?;
         Ok(claimed.len())
@@ -136,21 +148,27 @@ impl Worker {
         Ok(held.len())
     }
 
-    /// Runs the job's handler. The outer error means the connection could not be made clean
-    /// again after a panic: the caller must stop using it.
-    fn perform(&self, conn: &mut PgConnection, job: &Job) -> QueryResult<Result<(), JobError>> {
-        let Some(handler) = self.registry.get(&job.kind) else {
-            return Ok(Err(JobError::Permanent(format!("no handler for job kind {:?}", job.kind))));
+    /// Runs the handler of these jobs (all of one kind). The outer error means the connection
+    /// could not be made clean again after a panic: the caller must stop using it.
+    fn perform_batch(&self, conn: &mut PgConnection, jobs: &[Job]) -> QueryResult<Vec<Result<(), JobError>>> {
+        let Some(handler) = self.registry.get(&jobs[0].kind) else {
+            let unknown = JobError::Permanent(format!("no handler for job kind {:?}", jobs[0].kind));
+            return Ok(vec![Err(unknown); jobs.len()]);
         };
-        // A panicking handler is a bug in one job, not a reason to lose the worker and its batch.
-        match catch_unwind(AssertUnwindSafe(|| handler.perform(conn, job))) {
-            Ok(result) => Ok(result),
+        // A panicking handler is a bug in its jobs, not a reason to lose the worker.
+        let results = if jobs.len() == 1 {
+            catch_unwind(AssertUnwindSafe(|| vec![handler.perform(conn, &jobs[0])]))
+        } else {
+            catch_unwind(AssertUnwindSafe(|| handler.perform_batch(conn, jobs)))
+        };
+        match results {
+            Ok(results) => Ok(results),
             Err(panic) => {
                 let why = panic.downcast_ref::<&str>().map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown".into());
                 roll_back_abandoned(conn)?;
-                Ok(Err(JobError::Transient(format!("job panicked: {why}"))))
+                Ok(vec![Err(JobError::Transient(format!("job panicked: {why}"))); jobs.len()])
             }
         }
     }

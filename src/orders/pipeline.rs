@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::jobs::{self, Backoff, Job, JobError, JobHandler, NewJob, QueueFull};
 use crate::payments::breaker::{Admission, CircuitBreaker};
 use crate::payments::fraud::{FraudCheck, OrderFacts, Verdict};
-use crate::payments::processor::create_for_order;
+use crate::payments::processor::{create_for_order, Claim};
 use crate::payments::{repo as payments, PayOrder, Payment, PaymentError, PaymentProcessor, PaymentStatus};
 
 pub const CHARGE_ORDER: &str = "charge_order";
@@ -82,7 +82,155 @@ pub struct ChargeOrder {
 }
 
 fn is_gateway_trouble(code: Option<&str>) -> bool {
-    matches!(code, Some("gateway_timeout" | "gateway_unavailable"))
+    matches!(code, Some("gateway_timeout" | "gateway_unavailable" | "gateway_error"))
+}
+
+/// What the gateway's answers in one batch say about its health.
+#[derive(Default)]
+struct Health {
+    answered: bool,
+    failures: i32,
+}
+
+impl Health {
+    fn note(&mut self, payment: &Payment) {
+        match payment.status {
+            PaymentStatus::Completed => self.answered = true,
+            PaymentStatus::RequiresConfirmation => self.failures += 1,
+            PaymentStatus::Failed if is_gateway_trouble(payment.error_code.as_deref()) => self.failures += 1,
+            PaymentStatus::Failed => self.answered = true, // a decline is a healthy answer
+            PaymentStatus::Pending | PaymentStatus::Processing => {}
+        }
+    }
+}
+
+impl ChargeOrder {
+    /// The job's result, from the state its payment is left in.
+    fn result_for(&self, payment: &Payment) -> Result<(), JobError> {
+        let message = || payment.error_message.clone().unwrap_or_else(|| "payment failed".into());
+        match payment.status {
+            PaymentStatus::Completed => Ok(()),
+            // The gateway could not say whether it charged: the reconciler asks it again later,
+            // and this job's work (attempting the charge) is over.
+            PaymentStatus::RequiresConfirmation => Ok(()),
+            PaymentStatus::Failed if payment.retryable => Err(JobError::Transient(message())),
+            PaymentStatus::Failed => Err(JobError::Permanent(message())),
+            PaymentStatus::Pending | PaymentStatus::Processing => Err(JobError::Snooze {
+                until: self.clock.now() + ChronoDuration::from_std(self.busy_retry).unwrap_or(ChronoDuration::MAX),
+                reason: "another attempt on this payment is in flight".into(),
+            }),
+        }
+    }
+
+    /// The batch: read every order in one query, judge the never-tried ones with the fraud rules
+    /// in one pass, ask the breaker once, claim every payment in one transaction, send every
+    /// gateway call at once, and settle every answer in one transaction. Each job's result is
+    /// written into `results` at its index.
+    fn charge_all(&self, conn: &mut PgConnection, jobs: &[Job], results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
+        let mut pending: Vec<(usize, PayOrder)> = Vec::new();
+        // Two deliveries of the same order's job in one batch are one piece of work: the second
+        // shares the first's result.
+        let mut twins: Vec<(usize, usize)> = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match serde_json::from_value::<ChargeArgs>(job.args.clone()) {
+                Ok(args) => match pending.iter().find(|(_, p)| p.order_id == args.order_id) {
+                    Some((first, _)) => twins.push((i, *first)),
+                    None => pending.push((i, PayOrder { user_id: args.user_id, order_id: args.order_id })),
+                },
+                Err(e) => results[i] = Some(Err(JobError::Permanent(format!("bad arguments: {e}")))),
+            }
+        }
+        let outcome = self.charge_orders(conn, pending, results);
+        for (twin, first) in twins {
+            results[twin] = results[first].clone();
+        }
+        outcome
+    }
+
+    fn charge_orders(&self, conn: &mut PgConnection, pending: Vec<(usize, PayOrder)>, results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
+        let ids: Vec<i64> = pending.iter().map(|(_, p)| p.order_id).collect();
+        let found = orders::find_many_with_payment(conn, &ids)?;
+        let mut fresh: Vec<(usize, PayOrder, OrderFacts)> = Vec::new();
+        let mut ready: Vec<(usize, PayOrder)> = Vec::new();
+        for (i, pay) in pending {
+            let Some((order, payment_status, attempts)) = found.iter().find(|(o, _, _)| o.id == pay.order_id) else {
+                results[i] = Some(Err(JobError::Permanent("the order no longer exists".into())));
+                continue;
+            };
+            if order.status != "pending" {
+                results[i] = Some(Ok(())); // paid by an earlier run, or closed: nothing left to do
+                continue;
+            }
+            let never_tried = payment_status.is_none_or(|s| s == PaymentStatus::Pending) && attempts.unwrap_or(0) == 0;
+            if never_tried {
+                let facts = OrderFacts { user_id: order.user_id, order_id: order.id, amount: order.total.clone(), currency: order.currency.clone() };
+                fresh.push((i, pay, facts));
+            } else {
+                ready.push((i, pay));
+            }
+        }
+        let facts: Vec<OrderFacts> = fresh.iter().map(|(_, _, f)| f.clone()).collect();
+        for ((i, pay, _), verdict) in fresh.into_iter().zip(self.fraud.check_many(conn, &facts)?) {
+            match verdict {
+                Verdict::Allow => ready.push((i, pay)),
+                Verdict::Reject(why) => {
+                    self.processor.refuse(conn, pay, "fraud_rejected", &why).map_err(payment_error)?;
+                    results[i] = Some(Err(JobError::Permanent(format!("fraud check: {why}"))));
+                }
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+
+        let now = self.clock.now();
+        match self.breaker.admit(conn, now)? {
+            Admission::Closed => {}
+            Admission::Open { until } => {
+                for (i, _) in ready {
+                    results[i] = Some(Err(JobError::Snooze { until, reason: "the gateway's circuit breaker is open".into() }));
+                }
+                return Ok(());
+            }
+            // Half open: one call tests the gateway; the rest wait for its verdict.
+            Admission::Probe => {
+                let until = now + ChronoDuration::from_std(self.busy_retry).unwrap_or(ChronoDuration::MAX);
+                for (i, _) in ready.split_off(1) {
+                    results[i] = Some(Err(JobError::Snooze { until, reason: "the circuit breaker is testing the gateway".into() }));
+                }
+            }
+        }
+
+        let orders: Vec<PayOrder> = ready.iter().map(|(_, p)| *p).collect();
+        let mut calls: Vec<(usize, Payment, bool)> = Vec::new();
+        for ((i, _), claim) in ready.iter().zip(self.processor.claim_many(conn, &orders)?) {
+            match claim {
+                Ok(Claim::Attempt { payment, may_have_charged }) => calls.push((*i, payment, may_have_charged)),
+                Ok(Claim::Nothing(payment)) => results[*i] = Some(self.result_for(&payment)),
+                Err(e) => results[*i] = Some(Err(payment_error(e))),
+            }
+        }
+        let attempts: Vec<(Payment, bool)> = calls.iter().map(|(_, p, may)| (p.clone(), *may)).collect();
+        let outcomes = self.processor.attempt_all(&attempts);
+        let settled = self.processor.settle_many(conn, attempts.into_iter().map(|(p, _)| p).zip(outcomes).collect())?;
+        let mut health = Health::default();
+        for ((i, _, _), payment) in calls.into_iter().zip(settled) {
+            results[i] = Some(match payment {
+                Ok(payment) => {
+                    health.note(&payment);
+                    self.result_for(&payment)
+                }
+                Err(e) => Err(e.into()),
+            });
+        }
+        let now = self.clock.now();
+        if health.answered {
+            self.breaker.record_success(conn, now)?;
+        } else if health.failures > 0 {
+            self.breaker.record_failures(conn, now, health.failures)?;
+        }
+        Ok(())
+    }
 }
 
 impl JobHandler for ChargeOrder {
@@ -95,57 +243,17 @@ impl JobHandler for ChargeOrder {
     }
 
     fn perform(&self, conn: &mut PgConnection, job: &Job) -> Result<(), JobError> {
-        let args: ChargeArgs =
-            serde_json::from_value(job.args.clone()).map_err(|e| JobError::Permanent(format!("bad arguments: {e}")))?;
-        let pay = PayOrder { user_id: args.user_id, order_id: args.order_id };
-        let (order, payment_status, attempts) = orders::find_with_payment(conn, args.order_id)?
-            .ok_or_else(|| JobError::Permanent("the order no longer exists".into()))?;
-        if order.status != "pending" {
-            return Ok(()); // paid by an earlier run, or closed: nothing left to do
-        }
-        let never_tried = payment_status.is_none_or(|s| s == PaymentStatus::Pending) && attempts.unwrap_or(0) == 0;
-        if never_tried {
-            let facts = OrderFacts { user_id: order.user_id, order_id: order.id, amount: order.total.clone(), currency: order.currency.clone() };
-            if let Verdict::Reject(why) = self.fraud.check(conn, &facts)? {
-                self.processor.refuse(conn, pay, "fraud_rejected", &why).map_err(payment_error)?;
-                return Err(JobError::Permanent(format!("fraud check: {why}")));
-            }
-        }
-        let now = self.clock.now();
-        if let Admission::Open { until } = self.breaker.admit(conn, now)? {
-            return Err(JobError::Snooze { until, reason: "the gateway's circuit breaker is open".into() });
-        }
-        let payment = self.processor.process(conn, pay).map_err(payment_error)?;
-        let now = self.clock.now();
-        let message = || payment.error_message.clone().unwrap_or_else(|| "payment failed".into());
-        match payment.status {
-            PaymentStatus::Completed => {
-                self.breaker.record_success(conn, now)?;
-                Ok(())
-            }
-            PaymentStatus::Failed if payment.retryable => {
-                self.breaker.record_failure(conn, now)?;
-                Err(JobError::Transient(message()))
-            }
-            PaymentStatus::Failed => {
-                if is_gateway_trouble(payment.error_code.as_deref()) {
-                    self.breaker.record_failure(conn, now)?;
-                } else {
-                    self.breaker.record_success(conn, now)?;
-                }
-                Err(JobError::Permanent(message()))
-            }
-            // The gateway could not say whether it charged: the reconciler asks it again later,
-            // and this job's work (attempting the charge) is over.
-            PaymentStatus::RequiresConfirmation => {
-                self.breaker.record_failure(conn, now)?;
-                Ok(())
-            }
-            PaymentStatus::Pending | PaymentStatus::Processing => Err(JobError::Snooze {
-                until: now + ChronoDuration::from_std(self.busy_retry).unwrap_or(ChronoDuration::MAX),
-                reason: "another attempt on this payment is in flight".into(),
-            }),
-        }
+        self.perform_batch(conn, std::slice::from_ref(job)).remove(0)
+    }
+
+    fn perform_batch(&self, conn: &mut PgConnection, jobs: &[Job]) -> Vec<Result<(), JobError>> {
+        let mut results: Vec<Option<Result<(), JobError>>> = vec![None; jobs.len()];
+        // A failure of the batch as a whole (the database went away) is every unfinished job's.
+        let shared = self.charge_all(conn, jobs, &mut results).err();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(shared.clone().unwrap_or_else(|| JobError::Transient("not attempted".into())))))
+            .collect()
     }
 
     /// The job is out of attempts. In the transaction that buries it, with the order's row locked

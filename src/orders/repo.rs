@@ -230,6 +230,15 @@ pub fn find_with_payment(conn: &mut PgConnection, order_id: i64) -> QueryResult<
         .optional()
 }
 
+/// `find_with_payment` for many orders, in one query.
+pub fn find_many_with_payment(conn: &mut PgConnection, order_ids: &[i64]) -> QueryResult<Vec<(Order, Option<PaymentStatus>, Option<i32>)>> {
+    orders::table
+        .left_join(payments::table)
+        .filter(orders::id.eq_any(order_ids))
+        .select((Order::as_select(), payments::status.nullable(), payments::attempts.nullable()))
+        .load(conn)
+}
+
 /// Unpaid orders placed before `before` on which paying never began.
 pub fn abandoned(conn: &mut PgConnection, before: DateTime<Utc>, limit: i64) -> QueryResult<Vec<i64>> {
     orders::table

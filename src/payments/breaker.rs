@@ -115,14 +115,19 @@ impl CircuitBreaker {
     /// The gateway timed out or was unavailable. Opens the breaker at the threshold, or at once
     /// when the failing call was the half-open probe.
     pub fn record_failure(&self, conn: &mut PgConnection, now: DateTime<Utc>) -> QueryResult<()> {
+        self.record_failures(conn, now, 1)
+    }
+
+    /// `failures` calls in a row failed (a batch that got no good answer at all).
+    pub fn record_failures(&self, conn: &mut PgConnection, now: DateTime<Utc>, failures: i32) -> QueryResult<()> {
         diesel::sql_query(
             "INSERT INTO circuit_breakers AS cb (name, state, consecutive_failures, opened_at, updated_at) \
-             VALUES ($1, CASE WHEN $2 <= 1 THEN 'open' ELSE 'closed' END, 1, CASE WHEN $2 <= 1 THEN $3 END, $3) \
+             VALUES ($1, CASE WHEN $2 <= $4 THEN 'open' ELSE 'closed' END, $4, CASE WHEN $2 <= $4 THEN $3 END, $3) \
              ON CONFLICT (name) DO UPDATE SET \
-               consecutive_failures = cb.consecutive_failures + 1, \
-               state = CASE WHEN cb.state = 'half_open' OR cb.consecutive_failures + 1 >= $2 THEN 'open' ELSE cb.state END, \
+               consecutive_failures = cb.consecutive_failures + $4, \
+               state = CASE WHEN cb.state = 'half_open' OR cb.consecutive_failures + $4 >= $2 THEN 'open' ELSE cb.state END, \
                opened_at = CASE \
-                 WHEN cb.state = 'half_open' OR (cb.state = 'closed' AND cb.consecutive_failures + 1 >= $2) THEN $3 \
+                 WHEN cb.state = 'half_open' OR (cb.state = 'closed' AND cb.consecutive_failures + $4 >= $2) THEN $3 \
                  ELSE cb.opened_at END, \
                probe_until = NULL, \
                updated_at = $3",
@@ -130,6 +135,7 @@ impl CircuitBreaker {
         .bind::<Text, _>(&self.name)
         .bind::<Integer, _>(self.settings.threshold)
         .bind::<Timestamptz, _>(now)
+        .bind::<Integer, _>(failures)
         .execute(conn)
         .map(drop)
     }

@@ -27,6 +27,12 @@ pub enum Verdict {
 
 pub trait FraudCheck: Send + Sync {
     fn check(&self, conn: &mut PgConnection, facts: &OrderFacts) -> QueryResult<Verdict>;
+
+    /// The verdicts for many orders at once; rules that read the database override it to read
+    /// once for the whole batch instead of once per order.
+    fn check_many(&self, conn: &mut PgConnection, facts: &[OrderFacts]) -> QueryResult<Vec<Verdict>> {
+        facts.iter().map(|f| self.check(conn, f)).collect()
+    }
 }
 
 /// Rejects a single order above a limit.
@@ -51,20 +57,34 @@ pub struct VelocityLimit {
     pub clock: Arc<dyn Clock>,
 }
 
-impl FraudCheck for VelocityLimit {
-    fn check(&self, conn: &mut PgConnection, facts: &OrderFacts) -> QueryResult<Verdict> {
-        let since = self.clock.now() - ChronoDuration::from_std(self.window).unwrap_or(ChronoDuration::MAX);
-        let recent: i64 = payments::table
-            .filter(payments::user_id.eq(facts.user_id))
-            .filter(payments::created_at.ge(since))
-            .filter(payments::order_id.ne(facts.order_id))
-            .count()
-            .get_result(conn)?;
-        Ok(if recent >= self.max {
+impl VelocityLimit {
+    fn verdict(&self, recent: i64) -> Verdict {
+        if recent >= self.max {
             Verdict::Reject(format!("too many payments in a short time ({recent} in the last {} minutes)", self.window.as_secs() / 60))
         } else {
             Verdict::Allow
-        })
+        }
+    }
+}
+
+impl FraudCheck for VelocityLimit {
+    fn check(&self, conn: &mut PgConnection, facts: &OrderFacts) -> QueryResult<Verdict> {
+        Ok(self.check_many(conn, std::slice::from_ref(facts))?.remove(0))
+    }
+
+    /// One query for the whole batch: every recent payment of the batch's users.
+    fn check_many(&self, conn: &mut PgConnection, facts: &[OrderFacts]) -> QueryResult<Vec<Verdict>> {
+        let since = self.clock.now() - ChronoDuration::from_std(self.window).unwrap_or(ChronoDuration::MAX);
+        let users: Vec<i64> = facts.iter().map(|f| f.user_id).collect();
+        let recent: Vec<(i64, i64)> = payments::table
+            .filter(payments::user_id.eq_any(&users))
+            .filter(payments::created_at.ge(since))
+            .select((payments::user_id, payments::order_id))
+            .load(conn)?;
+        Ok(facts
+            .iter()
+            .map(|f| self.verdict(recent.iter().filter(|(user, order)| *user == f.user_id && *order != f.order_id).count() as i64))
+            .collect())
     }
 }
 
@@ -73,12 +93,19 @@ pub struct AllOf(pub Vec<Arc<dyn FraudCheck>>);
 
 impl FraudCheck for AllOf {
     fn check(&self, conn: &mut PgConnection, facts: &OrderFacts) -> QueryResult<Verdict> {
+        Ok(self.check_many(conn, std::slice::from_ref(facts))?.remove(0))
+    }
+
+    fn check_many(&self, conn: &mut PgConnection, facts: &[OrderFacts]) -> QueryResult<Vec<Verdict>> {
+        let mut verdicts = vec![Verdict::Allow; facts.len()];
         for rule in &self.0 {
-            if let Verdict::Reject(why) = rule.check(conn, facts)? {
-                return Ok(Verdict::Reject(why));
+            for (verdict, said) in verdicts.iter_mut().zip(rule.check_many(conn, facts)?) {
+                if *verdict == Verdict::Allow {
+                    *verdict = said;
+                }
             }
         }
-        Ok(Verdict::Allow)
+        Ok(verdicts)
     }
 }
 

@@ -416,6 +416,9 @@ fn consecutive_timeouts_open_the_breaker_jobs_wait_without_losing_attempts_and_a
     let gateway = Arc::new(ScriptedGateway::script(vec![Outcome::Fail(GatewayError::Timeout); 3], Outcome::Succeed));
     let clock = Arc::new(FakeClock::starting_now());
     let settings = JobSettings {
+        // One charge in flight per worker, so that charges go one after another: calls already in
+        // flight together cannot be held back by the breaker.
+        charges_in_flight: JobSettings::default().workers,
         breaker_threshold: 3,
         breaker_cooldown: Duration::from_secs(30),
         charge_backoff_base: Duration::from_secs(600),

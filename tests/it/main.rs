@@ -7,6 +7,7 @@ mod auth_pages;
 mod browser;
 mod checkout_http;
 mod front_door;
+mod gateway_speed;
 mod health;
 mod jobs_pipeline;
 mod money;

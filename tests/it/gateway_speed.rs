@@ -1,0 +1,55 @@
+//! Payments at gateway speed (issue 8): charges in flight scale with the gateway's latency, not
+//! with threads, and Pay's backpressure needs no global lock.
+
+use diesel::prelude::*;
+use std::sync::Arc;
+
+use agora::clock::Clock;
+use agora::orders::pipeline;
+use agora::payments::PayOrder;
+use agora::schema::{jobs as jobs_table, orders, payments};
+
+use crate::support::fixtures;
+use crate::support::gateways::HeldGateway;
+use crate::support::TestApp;
+
+#[test]
+fn three_hundred_charges_are_in_flight_at_once_and_each_settles_exactly_once() {
+    let gateway = Arc::new(HeldGateway::new());
+    let app = TestApp::spawn(gateway.clone());
+    let mut conn = app.conn();
+    let user_id = fixtures::user(&mut conn, "crowd@example.com");
+    let products = fixtures::catalogue(&mut conn, 1);
+    let now = app.services.clock.now();
+    let orders: Vec<i64> = (0..300).map(|_| fixtures::order(&mut conn, user_id, &products)).collect();
+    for &order_id in &orders {
+        pipeline::start_payment(&mut conn, PayOrder { user_id, order_id }, app.services.limits, now).unwrap();
+    }
+
+    // The real worker pool: four threads, 500 charges in flight between them.
+    let workers = app.services.start_workers();
+    gateway.wait_for_arrivals(300);
+    assert_eq!(gateway.high_water(), 300, "all 300 charges were waiting on the gateway together");
+    let processing: i64 = payments::table.filter(payments::status.eq("processing")).count().get_result(&mut conn).unwrap();
+    assert_eq!(processing, 300);
+
+    gateway.release();
+    workers.stop(); // returns once every claimed job has finished
+
+    let completed: i64 = payments::table.filter(payments::status.eq("completed")).count().get_result(&mut conn).unwrap();
+    assert_eq!(completed, 300);
+    let paid: i64 = orders::table.filter(orders::status.eq("paid")).count().get_result(&mut conn).unwrap();
+    assert_eq!(paid, 300);
+    assert_eq!(gateway.inner.charge_calls(), 300, "one charge per payment, never more");
+    assert_eq!(gateway.inner.ledger().all().len(), 300);
+    let attempts: Vec<i32> = payments::table.select(payments::attempts).load(&mut conn).unwrap();
+    assert!(attempts.iter().all(|a| *a == 1), "each settled by the attempt that claimed it");
+    let done: i64 = jobs_table::table
+        .filter(jobs_table::kind.eq(pipeline::CHARGE_ORDER))
+        .filter(jobs_table::state.eq("completed"))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(done, 300);
+    assert!(orders.iter().all(|o| fixtures::order_status(&mut conn, *o) == "paid"));
+}
