@@ -53,3 +53,43 @@ fn three_hundred_charges_are_in_flight_at_once_and_each_settles_exactly_once() {
     assert_eq!(done, 300);
     assert!(orders.iter().all(|o| fixtures::order_status(&mut conn, *o) == "paid"));
 }
+
+#[test]
+fn with_the_queue_bound_at_100_four_hundred_concurrent_pays_overshoot_by_at_most_the_connections() {
+    let jobs = agora::config::JobSettings { max_ready: 100, ..agora::config::JobSettings::default() };
+    let app = TestApp::spawn_with(crate::support::app::TestAppOptions {
+        jobs,
+        ..crate::support::app::TestAppOptions::new(Arc::new(agora::payments::gateway::ScriptedGateway::succeeding()))
+    });
+    let me = Arc::new(crate::support::shopper::shopper(&app, "rush@example.com"));
+    let mut conn = app.conn();
+    let products = fixtures::catalogue(&mut conn, 1);
+    let orders: Vec<i64> = (0..400).map(|_| fixtures::order(&mut conn, me.user_id, &products)).collect();
+
+    let start = Arc::new(std::sync::Barrier::new(orders.len()));
+    let pays: Vec<_> = orders
+        .iter()
+        .map(|&order_id| {
+            let (me, start) = (me.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                (order_id, me.pay(order_id))
+            })
+        })
+        .collect();
+    let answers: Vec<_> = pays.into_iter().map(|p| p.join().unwrap()).collect();
+
+    let accepted: Vec<i64> = answers.iter().filter(|(_, a)| a.status == 303).map(|(o, _)| *o).collect();
+    let created: i64 = jobs_table::table.filter(jobs_table::kind.eq(pipeline::CHARGE_ORDER)).count().get_result(&mut conn).unwrap();
+    let connections = i64::from(app.services.pool.max_size());
+    assert!(created >= 100, "the queue filled up: {created}");
+    assert!(created <= 100 + connections, "{created} jobs for a bound of 100 and {connections} connections");
+    assert_eq!(created, accepted.len() as i64, "one job per accepted Pay");
+    for (order_id, answer) in answers.iter().filter(|(_, a)| a.status != 303) {
+        assert_eq!(answer.status, 503);
+        assert!(answer.retry_after.is_some());
+        let payment = payments::table.filter(payments::order_id.eq(order_id)).count().get_result::<i64>(&mut conn).unwrap();
+        assert_eq!(payment, 0, "a refused Pay creates nothing");
+    }
+    assert_eq!(fixtures::payment_count(&mut conn), created);
+}
