@@ -202,6 +202,191 @@ fn checkouts() -> CheckoutRun {
     CheckoutRun { per_sec: latencies.len() as f64 / elapsed.as_secs_f64(), p50_ms: pct(0.50), p99_ms: pct(0.99) }
 }
 
+// --- payments end to end: the real server, the real gateway-sim, over HTTP --------------------
+
+const E2E_CLIENTS: usize = 64;
+const E2E_ORDERS: i64 = 20_000;
+
+/// A child process, killed when dropped.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `url` until it answers 200 (a benchmark may wait on real time; tests may not).
+fn wait_until_up(url: &str) {
+    for _ in 0..600 {
+        if ureq::get(url).call().is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} did not come up");
+}
+
+fn gateway_sim(latency_ms: u64) -> (Process, String) {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .arg("gateway-sim")
+        .env("GATEWAY_SIM_PORT", port.to_string())
+        .env("GATEWAY_SUCCESS_RATE", "1")
+        .env("GATEWAY_TIMEOUT_RATE", "0")
+        .env("GATEWAY_LATENCY_MS", latency_ms.to_string())
+        .env("GATEWAY_JITTER_MS", (latency_ms / 10).to_string())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{url}/stats"));
+    (Process(child), url)
+}
+
+fn agora_server(database_url: &str, gateway_url: &str) -> (Process, String) {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("GATEWAY_URL", gateway_url)
+        .env("PORT", port.to_string())
+        .env("REDIS_PREFIX", format!("bench-e2e:{}:", std::process::id()))
+        .env("SESSION_SECRET", "b".repeat(64))
+        .env("DB_POOL_SIZE", "32")
+        .env("QUEUE_MAX_READY", "1000000")
+        .env("FRAUD_VELOCITY_MAX", "1000000") // one bench user pays hundreds of orders
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{base}/healthz"));
+    (Process(child), base)
+}
+
+struct EndToEnd {
+    pay_per_sec: f64,
+    pay_p50_ms: f64,
+    pay_p99_ms: f64,
+    settled_per_sec: f64,
+    in_flight_max: u64,
+}
+
+/// Pay for `E2E_ORDERS` orders over HTTP (64 signed-in clients, one order per request, each with
+/// its session and CSRF token) while the server's workers settle them through gateway-sim.
+fn end_to_end(latency_ms: u64) -> EndToEnd {
+    let url = fresh_database("agora_bench_e2e");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    shop(&mut conn, E2E_CLIENTS as i64, E2E_ORDERS);
+    let hash = agora::auth::password::hash("bench-password");
+    diesel::update(agora::schema::users::table).set(agora::schema::users::password_hash.eq(hash)).execute(&mut conn).unwrap();
+    let orders: Vec<(i64, i64)> = agora::schema::orders::table
+        .select((agora::schema::orders::id, agora::schema::orders::user_id))
+        .load(&mut conn)
+        .unwrap();
+    let (_sim, sim_url) = gateway_sim(latency_ms);
+    let (_server, base) = agora_server(&url, &sim_url);
+
+    let ready = Arc::new(std::sync::Barrier::new(E2E_CLIENTS + 1));
+    let clients: Vec<_> = (1..=E2E_CLIENTS as i64)
+        .map(|user| {
+            let mine: Vec<i64> = orders.iter().filter(|(_, u)| *u == user).map(|(o, _)| *o).collect();
+            let (base, ready) = (base.clone(), ready.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().redirects(0).build();
+                let (cookie, token) = session_for(&base, &agent, &format!("u{user}@bench.example"));
+                ready.wait();
+                let mut latencies = Vec::with_capacity(mine.len());
+                for order in mine {
+                    let t = Instant::now();
+                    let resp = agent.post(&format!("{base}/orders/{order}/pay")).set("Cookie", &cookie).send_form(&[("csrf_token", &token)]).unwrap();
+                    assert_eq!(resp.status(), 303);
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    ready.wait(); // every client signed in: the clock starts with the first Pay
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let paying = started.elapsed();
+    while count(&mut conn, "SELECT count(*) FROM payments WHERE status = 'completed'") < E2E_ORDERS {
+        assert!(started.elapsed() < Duration::from_secs(600), "payments did not settle");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settling = started.elapsed();
+    let stats: serde_json::Value = ureq::get(&format!("{sim_url}/stats")).call().unwrap().into_json().unwrap();
+    assert_eq!(stats["charges"].as_u64(), Some(E2E_ORDERS as u64), "one charge per order");
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    EndToEnd {
+        pay_per_sec: latencies.len() as f64 / paying.as_secs_f64(),
+        pay_p50_ms: pct(0.50),
+        pay_p99_ms: pct(0.99),
+        settled_per_sec: E2E_ORDERS as f64 / settling.as_secs_f64(),
+        in_flight_max: stats["in_flight_max"].as_u64().unwrap_or(0),
+    }
+}
+
+/// PostgreSQL's own rate for Pay's writes (bench/pay.pgbench), 16 clients for 10 s.
+fn pgbench_pay() -> f64 {
+    let url = fresh_database("agora_bench_pgbench");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    for ddl in [
+        "CREATE TABLE pgb_payments (LIKE payments INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
+        "CREATE TABLE pgb_jobs (LIKE jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
+        "CREATE SEQUENCE pgb_orders",
+    ] {
+        diesel::sql_query(ddl).execute(&mut conn).unwrap();
+    }
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin/pgbench")))
+        .filter(|p| p.exists())
+        .max()
+        .expect("pgbench (Debian's postgresql package) is installed");
+    let out = std::process::Command::new(bin)
+        .args(["-n", "-c", "16", "-j", "2", "-T", "10", "-f", "bench/pay.pgbench", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()).and_then(|t| t.parse().ok()))
+        .unwrap_or_else(|| panic!("pgbench said: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn payments_end_to_end(rows: &mut Vec<String>) {
+    let limit = pgbench_pay();
+    rows.push(format!(
+        "| PostgreSQL alone: Pay's writes (payment + event + job, one commit), pgbench | 16 clients, 10 s | | {limit:.0} tx/s | | |"
+    ));
+    eprintln!("{}", rows.last().unwrap());
+    for latency in [0, 300] {
+        let run = end_to_end(latency);
+        rows.push(format!(
+            "| Pay accepted over HTTP while workers settle, gateway-sim at {latency} ms | {E2E_CLIENTS} clients, release server | {E2E_ORDERS} | {:.0} req/s ({:.0}% of PostgreSQL's) | {:.2} ms | {:.2} ms |",
+            run.pay_per_sec,
+            100.0 * run.pay_per_sec / limit,
+            run.pay_p50_ms,
+            run.pay_p99_ms
+        ));
+        eprintln!("{}", rows.last().unwrap());
+        rows.push(format!(
+            "| settled payments, gateway-sim at {latency} ms (first Pay to last settle) | {} charges in flight at most (seen by the gateway) | {E2E_ORDERS} | {:.0} payments/s ({:.0}% of PostgreSQL's) | | |",
+            run.in_flight_max,
+            run.settled_per_sec,
+            100.0 * run.settled_per_sec / limit
+        ));
+        eprintln!("{}", rows.last().unwrap());
+    }
+}
+
 // --- thread pages ---------------------------------------------------------------------------
 
 /// The N+1 baseline: every comment's replies loaded by their own query, every fragment rendered.
@@ -342,7 +527,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let mut rows = Vec::new();
-    // BENCH_ONLY=noop|payments|threads|checkout runs one section (for working on it); the default runs all.
+    // BENCH_ONLY=noop|payments|threads|endtoend|checkout runs one section (for working on it); the default runs all.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only == name;
     for (threads, batch) in [(2, 100), (4, 200)].into_iter().filter(|_| wanted("noop")) {
@@ -357,6 +542,9 @@ fn main() {
     }
     if wanted("threads") {
         thread_pages(&mut rows);
+    }
+    if wanted("endtoend") {
+        payments_end_to_end(&mut rows);
     }
     if wanted("checkout") {
     let run = checkouts();

@@ -35,6 +35,8 @@ pub struct Config {
     pub payments: PaymentSettings,
     pub jobs: JobSettings,
     pub auth: AuthSettings,
+    /// Payments one user may start in an hour before the fraud rules refuse more.
+    pub fraud_velocity_max: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +220,7 @@ impl Config {
                     confirm_backoff_max: Duration::from_secs(parsed("PAYMENT_CONFIRM_BACKOFF_MAX_SECS", d.confirm_backoff_max.as_secs())?),
                 }
             },
+            fraud_velocity_max: parsed("FRAUD_VELOCITY_MAX", 20)?,
             auth: {
                 let d = AuthSettings::default();
                 AuthSettings {

@@ -87,7 +87,7 @@ fn services(config: &Config) -> Result<Arc<Services>, String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let strategies = Strategies {
         gateway: gateway::from_config(&config.gateway),
-        fraud: Arc::new(fraud::default_rules(clock.clone())),
+        fraud: Arc::new(fraud::rules(clock.clone(), config.fraud_velocity_max)),
         clock,
     };
     Ok(Arc::new(Services::new(pool, cache, strategies, config.payments.clone(), config.jobs.clone(), config.auth.clone())))

@@ -99,16 +99,34 @@ pub fn enqueue_bounded(
     limit: i64,
     now: DateTime<Utc>,
 ) -> QueryResult<Result<Option<i64>, QueueFull>> {
-    let ready: i64 = diesel::dsl::sql::<BigInt>("SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available' AND queue = ")
-        .bind::<Text, _>(&job.queue)
-        .sql(" LIMIT ")
-        .bind::<BigInt, _>(limit)
-        .sql(") ready")
-        .get_result(conn)?;
-    if ready >= limit {
-        return Ok(Err(QueueFull { limit }));
+    // The count and the insert in one statement; no row back means full, or an equal job waiting.
+    let rows: Vec<Id> = diesel::sql_query(
+        "INSERT INTO jobs (queue, kind, args, priority, max_attempts, run_at, unique_key) \
+         SELECT $1, $2, $3, $4, $5, $6, $7 \
+         WHERE (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available' AND queue = $1 LIMIT $8) ready) < $8 \
+         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running') \
+         DO NOTHING RETURNING id",
+    )
+    .bind::<Text, _>(&job.queue)
+    .bind::<Text, _>(&job.kind)
+    .bind::<Jsonb, _>(&job.args)
+    .bind::<SmallInt, _>(job.priority)
+    .bind::<Integer, _>(job.max_attempts)
+    .bind::<Timestamptz, _>(job.run_at.unwrap_or(now))
+    .bind::<Nullable<Text>, _>(&job.unique_key)
+    .bind::<BigInt, _>(limit)
+    .load(conn)?;
+    if let Some(row) = rows.first() {
+        return Ok(Ok(Some(row.id)));
     }
-    enqueue(conn, job, now).map(Ok)
+    let duplicate = match &job.unique_key {
+        Some(key) => diesel::select(diesel::dsl::exists(
+            jobs::table.filter(jobs::unique_key.eq(key)).filter(jobs::state.eq_any(["available", "running"])),
+        ))
+        .get_result::<bool>(conn)?,
+        None => false,
+    };
+    Ok(if duplicate { Ok(None) } else { Err(QueueFull { limit }) })
 }
 
 /// Claims up to `limit` due jobs for `worker` until `lease_until`, skipping rows other workers hold.

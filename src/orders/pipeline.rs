@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::jobs::{self, Backoff, Job, JobError, JobHandler, NewJob, QueueFull};
 use crate::payments::breaker::{Admission, CircuitBreaker};
 use crate::payments::fraud::{FraudCheck, OrderFacts, Verdict};
-use crate::payments::processor::{create_for_order, Claim};
+use crate::payments::processor::{open_for_order, Claim};
 use crate::payments::{repo as payments, PayOrder, Payment, PaymentError, PaymentProcessor, PaymentStatus};
 
 pub const CHARGE_ORDER: &str = "charge_order";
@@ -63,7 +63,7 @@ pub fn start_payment(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Payment, StartPaymentError> {
     conn.transaction(|conn| {
-        let (payment, created) = create_for_order(conn, order)?;
+        let (payment, created) = open_for_order(conn, order)?;
         if created {
             jobs::enqueue_bounded(conn, &charge_job(order, limits.charge_attempts), limits.max_ready, now)??;
         }

@@ -98,13 +98,14 @@ impl PaymentProcessor {
     }
 
     /// Claims the payments of these orders for one attempt each, in one transaction; `Nothing`
-    /// for those with nothing to do now. One order's trouble (it vanished) is its own.
+    /// for those with nothing to do now. An order that vanished is its own trouble; a database
+    /// error is the whole batch's (the transaction is gone), and rolls every claim back.
     pub fn claim_many(&self, conn: &mut PgConnection, orders: &[PayOrder]) -> QueryResult<Vec<Result<Claim, PaymentError>>> {
         conn.transaction(|conn| {
             orders
                 .iter()
-                .map(|order| match conn.transaction(|conn| self.claim(conn, *order)) {
-                    Err(PaymentError::Database(e)) if !matches!(e, diesel::result::Error::NotFound) => Err(e),
+                .map(|order| match self.claim(conn, *order) {
+                    Err(PaymentError::Database(e)) => Err(e),
                     other => Ok(other),
                 })
                 .collect()
@@ -121,10 +122,39 @@ impl PaymentProcessor {
         self.runtime.run_all(attempts.iter().map(|(payment, may)| self.attempt(payment, *may)).collect())
     }
 
-    /// Settles many attempts in one transaction, each in a savepoint of its own: one that fails
-    /// is rolled back alone and reported, the others commit.
+    /// Settles many attempts in one transaction. Every clean charge completes in one statement;
+    /// the rest (failures, unknowns, mismatches — and the charges too, should that statement
+    /// fail) settle one by one, each in a savepoint of its own: one that fails is rolled back
+    /// alone and reported, the others commit.
     pub fn settle_many(&self, conn: &mut PgConnection, settled: Vec<(Payment, Outcome)>) -> QueryResult<Vec<QueryResult<Payment>>> {
-        conn.transaction(|conn| Ok(settled.into_iter().map(|(attempt, outcome)| conn.transaction(|conn| self.settle(conn, &attempt, outcome))).collect()))
+        let now = self.clock.now();
+        let clean: Vec<(i64, i32, String)> = settled
+            .iter()
+            .filter_map(|(attempt, outcome)| match outcome {
+                Outcome::Charged(charge) if attempt.status == PaymentStatus::Processing && mismatch(attempt, charge).is_none() => {
+                    Some((attempt.id, attempt.attempts, charge.id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        conn.transaction(|conn| {
+            let mut completed = match conn.transaction(|conn| repo::complete_many(conn, &clean, now)) {
+                Ok(done) => done,
+                Err(e) => {
+                    log::warn!("completing {} charges at once failed, settling them one by one: {e}", clean.len());
+                    Vec::new()
+                }
+            };
+            let mut results = Vec::with_capacity(settled.len());
+            for (attempt, outcome) in settled {
+                if let Some(at) = completed.iter().position(|p| p.id == attempt.id) {
+                    results.push(Ok(completed.swap_remove(at)));
+                    continue;
+                }
+                results.push(conn.transaction(|conn| self.settle(conn, &attempt, outcome)));
+            }
+            Ok(results)
+        })
     }
 
     fn is_last_attempt(&self, payment: &Payment) -> bool {
@@ -387,14 +417,23 @@ fn may_have_charged(code: &str) -> bool {
 
 /// Finds or creates the order's payment and locks it, in the caller's transaction. `true` when it
 /// was created by this call. The amount is the order's; the order must be the user's and unpaid.
+/// For callers that usually find it (a job, a retry): it looks before it inserts.
 pub fn create_for_order(conn: &mut PgConnection, order: PayOrder) -> Result<(Payment, bool), PaymentError> {
     let key = IdempotencyKey::for_order(order.user_id, order.order_id);
-    // Usually the payment exists (a job, a second click): lock it. Otherwise insert-if-absent —
-    // one statement that concurrent callers cannot both win — and lock what is there then.
     if let Some(payment) = repo::lock_by_key(conn, &key)? {
         return Ok((payment, false));
     }
-    let created = repo::insert_for_order(conn, order.user_id, order.order_id, &key, uuid::Uuid::new_v4())? == 1;
+    open_for_order(conn, order)
+}
+
+/// `create_for_order` for callers that usually create it (Pay): one statement when it is new.
+/// Insert-if-absent is one statement that concurrent callers cannot both win; the loser locks
+/// what the winner made.
+pub fn open_for_order(conn: &mut PgConnection, order: PayOrder) -> Result<(Payment, bool), PaymentError> {
+    let key = IdempotencyKey::for_order(order.user_id, order.order_id);
+    if let Some(created) = repo::insert_for_order(conn, order.user_id, order.order_id, &key, uuid::Uuid::new_v4())? {
+        return Ok((created, true));
+    }
     let payment = repo::lock_by_key(conn, &key)?.ok_or(PaymentError::OrderNotFound)?;
-    Ok((payment, created))
+    Ok((payment, false))
 }

@@ -72,8 +72,9 @@ pub fn insert_for_order(
     order_id: i64,
     key: &IdempotencyKey,
     reference: Uuid,
-) -> QueryResult<usize> {
-    // The creation is logged by the same statement: a payment never exists without its first event.
+) -> QueryResult<Option<Payment>> {
+    // The creation is logged by the same statement: a payment never exists without its first
+    // event. The new row comes back, locked by this transaction as any row it inserted.
     diesel::sql_query(
         "WITH payable AS ( \
              SELECT o.user_id, o.id, o.customer_id, o.total, o.currency FROM orders o \
@@ -82,16 +83,19 @@ pub fn insert_for_order(
              INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key, reference, gateway_key) \
              SELECT user_id, id, customer_id, total, currency, $3, $4, $5 FROM payable \
              ON CONFLICT DO NOTHING \
-             RETURNING id, order_id) \
-         INSERT INTO payment_events (payment_id, to_status, reason) \
-         SELECT id, 'pending', 'created for order #' || order_id FROM created",
+             RETURNING *), \
+         logged AS ( \
+             INSERT INTO payment_events (payment_id, to_status, reason) \
+             SELECT id, 'pending', 'created for order #' || order_id FROM created) \
+         SELECT * FROM created",
     )
     .bind::<BigInt, _>(order_id)
     .bind::<BigInt, _>(user_id)
     .bind::<Text, _>(key.as_str())
     .bind::<diesel::sql_types::Uuid, _>(reference)
     .bind::<Text, _>(super::domain::gateway_key(reference))
-    .execute(conn)
+    .get_result(conn)
+    .optional()
 }
 
 pub fn lock_by_key(conn: &mut PgConnection, key: &IdempotencyKey) -> QueryResult<Option<Payment>> {
@@ -159,6 +163,37 @@ pub fn complete_attempt(
     .bind::<Text, _>(from.as_str())
     .get_result(conn)
     .optional()
+}
+
+/// `complete_attempt` for many attempts that all came back charged, in one statement: each
+/// completes only if that attempt still owns its payment. Returns the payments it completed (an
+/// attempt that lost its claim is simply absent).
+pub fn complete_many(conn: &mut PgConnection, attempts: &[(i64, i32, String)], now: DateTime<Utc>) -> QueryResult<Vec<Payment>> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = attempts.iter().map(|a| a.0).collect();
+    let tokens: Vec<i32> = attempts.iter().map(|a| a.1).collect();
+    let charges: Vec<String> = attempts.iter().map(|a| a.2.clone()).collect();
+    diesel::sql_query(
+        "WITH settled AS (SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[]) AS s(id, attempts, charge)), \
+         completed AS ( \
+             UPDATE payments p SET status = 'completed', external_transaction_id = s.charge, \
+                 error_code = NULL, error_message = NULL, next_check_at = NULL, updated_at = $4 \
+             FROM settled s WHERE p.id = s.id AND p.status = 'processing' AND p.attempts = s.attempts RETURNING p.*), \
+         logged AS ( \
+             INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
+             SELECT id, 'processing', 'completed', 'charged, gateway transaction ' || external_transaction_id FROM completed), \
+         paid AS ( \
+             UPDATE orders SET status = 'paid', updated_at = $4 \
+             WHERE id IN (SELECT order_id FROM completed) AND status = 'pending') \
+         SELECT * FROM completed",
+    )
+    .bind::<diesel::sql_types::Array<BigInt>, _>(ids)
+    .bind::<diesel::sql_types::Array<Integer>, _>(tokens)
+    .bind::<diesel::sql_types::Array<Text>, _>(charges)
+    .bind::<Timestamptz, _>(now)
+    .load(conn)
 }
 
 /// Parks the attempt `attempts` in `requires_confirmation` until `next_check_at`; `None` when

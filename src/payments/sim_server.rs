@@ -5,6 +5,7 @@ use actix_web::{dev::Server, web, App, HttpRequest, HttpResponse, HttpServer};
 use serde::Deserialize;
 use serde_json::json;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::domain::{Amount, IdempotencyKey};
@@ -13,6 +14,26 @@ use super::gateway::{ChargeRequest, GatewayError, Latency, Simulation};
 struct SimState {
     simulation: Arc<Simulation>,
     latency: Latency,
+    /// Charges being answered right now, and the most there ever were at once.
+    in_flight: AtomicUsize,
+    in_flight_max: AtomicUsize,
+}
+
+/// Counts a charge in flight for as long as it lives.
+struct InFlight<'a>(&'a SimState);
+
+impl<'a> InFlight<'a> {
+    fn new(state: &'a SimState) -> InFlight<'a> {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.in_flight_max.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Deserialize)]
@@ -40,6 +61,7 @@ async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web:
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_amount", &e.to_string()),
     };
+    let _counted = InFlight::new(&state);
     state.latency.wait().await;
     let request = ChargeRequest { idempotency_key: key.as_str().to_string(), amount: amount.as_decimal().clone(), currency: body.currency.clone() };
     match state.simulation.charge(&request) {
@@ -62,19 +84,29 @@ async fn find_charges(query: web::Query<LookupQuery>, state: web::Data<SimState>
     HttpResponse::Ok().json(json!({ "data": data }))
 }
 
+/// How busy the simulation has been: for benchmarks, which read the in-flight high-water mark.
+async fn stats(state: web::Data<SimState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "charges": state.simulation.ledger().all().len(),
+        "in_flight": state.in_flight.load(Ordering::SeqCst),
+        "in_flight_max": state.in_flight_max.load(Ordering::SeqCst),
+    }))
+}
+
 async fn all_charges(state: web::Data<SimState>) -> HttpResponse {
     let charges = state.simulation.ledger().all();
     HttpResponse::Ok().json(json!({ "count": charges.len(), "charges": charges }))
 }
 
 pub fn run(listener: TcpListener, simulation: Arc<Simulation>, latency: Latency) -> std::io::Result<Server> {
-    let state = web::Data::new(SimState { simulation, latency });
+    let state = web::Data::new(SimState { simulation, latency, in_flight: AtomicUsize::new(0), in_flight_max: AtomicUsize::new(0) });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .route("/v1/charges", web::post().to(create_charge))
             .route("/v1/charges", web::get().to(find_charges))
             .route("/charges", web::get().to(all_charges))
+            .route("/stats", web::get().to(stats))
     })
     .workers(2)
     .listen(listener)?
