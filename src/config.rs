@@ -37,6 +37,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Payments one user may start in an hour before the fraud rules refuse more.
     pub fraud_velocity_max: i64,
+    /// A bearer token for Prometheus to read `/metrics` with; unset: administrators only.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +223,7 @@ impl Config {
                 }
             },
             fraud_velocity_max: parsed("FRAUD_VELOCITY_MAX", 20)?,
+            metrics_token: var("METRICS_TOKEN"),
             auth: {
                 let d = AuthSettings::default();
                 AuthSettings {

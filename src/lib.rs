@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod jobs;
+pub mod metrics;
 pub mod orders;
 pub mod payments;
 pub mod schema;

@@ -142,8 +142,29 @@ async fn discard(_admin: AdminUser, session: Session, db: Db, path: web::Path<St
     Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(notice))))
 }
 
+/// The metrics, for an administrator or for a scraper holding `METRICS_TOKEN`. Job and breaker
+/// gauges are read from the database now; the rest are this process's own counters.
+async fn metrics(req: HttpRequest, db: Db, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let bearer = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let scraper = matches!((&state.metrics_token, bearer), (Some(token), Some(given)) if csrf::constant_time_eq(token.as_bytes(), given.as_bytes()));
+    if !scraper {
+        use actix_web::FromRequest;
+        AdminUser::extract(&req).await?;
+    }
+    let services = state.services.clone();
+    let (counts, breaker) = db.run(move |conn| Ok::<_, diesel::result::Error>((queue::counts(conn)?, services.breaker.state(conn)?))).await?;
+    let m = crate::metrics::metrics();
+    m.jobs.reset();
+    for c in counts {
+        m.jobs.with_label_values(&[&c.queue, &c.state]).set(c.count);
+    }
+    m.breaker_open.set(i64::from(breaker.is_some_and(|b| b.state != "closed")));
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(m.render()))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/jobs", web::get().to(page))
         .route("/admin/jobs/{id}/retry", web::post().to(retry))
-        .route("/admin/jobs/{id}/discard", web::post().to(discard));
+        .route("/admin/jobs/{id}/discard", web::post().to(discard))
+        .route("/metrics", web::get().to(metrics));
 }

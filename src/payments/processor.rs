@@ -112,9 +112,25 @@ impl PaymentProcessor {
         })
     }
 
-    /// The gateway call for one claimed attempt, as a future that owns everything it needs.
+    /// The gateway call for one claimed attempt, as a future that owns everything it needs. It
+    /// counts itself in flight while it waits, and reports what it established.
     pub fn attempt(&self, payment: &Payment, may_have_charged: bool) -> impl std::future::Future<Output = Outcome> + Send + 'static {
-        call_gateway(self.gateway.clone(), payment.clone(), may_have_charged, self.is_last_attempt(payment))
+        let call = call_gateway(self.gateway.clone(), payment.clone(), may_have_charged, self.is_last_attempt(payment));
+        async move {
+            let metrics = crate::metrics::metrics();
+            metrics.in_flight(1);
+            let started = std::time::Instant::now();
+            let outcome = call.await;
+            metrics.in_flight(-1);
+            metrics.gateway_seconds.observe(started.elapsed().as_secs_f64());
+            let label = match &outcome {
+                Outcome::Charged(_) => "charged",
+                Outcome::NotCharged(_) => "not_charged",
+                Outcome::Unknown(_) => "unknown",
+            };
+            metrics.gateway_answers.with_label_values(&[label]).inc();
+            outcome
+        }
     }
 
     /// Runs these gateway calls all at once, and waits for every answer.
@@ -127,6 +143,7 @@ impl PaymentProcessor {
     /// fail) settle one by one, each in a savepoint of its own: one that fails is rolled back
     /// alone and reported, the others commit.
     pub fn settle_many(&self, conn: &mut PgConnection, settled: Vec<(Payment, Outcome)>) -> QueryResult<Vec<QueryResult<Payment>>> {
+        let _timer = crate::metrics::metrics().settle_seconds.start_timer();
         let now = self.clock.now();
         let clean: Vec<(i64, i32, String)> = settled
             .iter()

@@ -22,6 +22,9 @@ pub async fn request_log(
     let send_count = req.app_data::<web::Data<AppState>>().is_some_and(|s| s.query_count_header);
     let mut response = next.call(req).await?;
     let queries = counter.get();
+    // Labelled by route pattern (`/payments/{reference}`), never by path: bounded cardinality.
+    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    crate::metrics::metrics().http(&route, response.status().as_u16(), started.elapsed());
     if send_count {
         response.headers_mut().insert(HeaderName::from_static("x-db-queries"), HeaderValue::from(queries));
     }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub query_count_header: bool,
     /// Proxies in front of the app whose `X-Forwarded-For` entries are believed (see `client_ip`).
     pub trusted_proxy_hops: usize,
+    /// Lets a scraper read `/metrics` with `Authorization: Bearer <token>` (`METRICS_TOKEN`).
+    pub metrics_token: Option<String>,
 }
 
 /// The address a request came from. Without trusted proxies it is the peer's address: a client

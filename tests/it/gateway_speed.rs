@@ -93,3 +93,43 @@ fn with_the_queue_bound_at_100_four_hundred_concurrent_pays_overshoot_by_at_most
     }
     assert_eq!(fixtures::payment_count(&mut conn), created);
 }
+
+#[test]
+fn metrics_are_for_operators_and_scrapers_and_show_charges_jobs_and_requests() {
+    use crate::support::app::METRICS_TOKEN;
+    use crate::support::Client;
+    let app = TestApp::spawn(Arc::new(agora::payments::gateway::ScriptedGateway::succeeding()));
+    let me = crate::support::shopper::shopper(&app, "metered@example.com");
+    let mut conn = app.conn();
+    let products = fixtures::catalogue(&mut conn, 1);
+    let order_id = fixtures::order(&mut conn, me.user_id, &products);
+    assert_eq!(me.pay(order_id).status, 303);
+    app.drain_jobs();
+
+    assert_eq!(me.client.get("/metrics").status, 404, "not for shoppers");
+    assert_eq!(Client::new(&app.url).get("/metrics").status, 303, "anonymous: sign in first");
+    let scraper = ureq::AgentBuilder::new().redirects(0).build();
+    let forged = scraper.get(&format!("{}/metrics", app.url)).set("Authorization", "Bearer wrong").call().unwrap();
+    assert_eq!(forged.status(), 303, "a wrong token is no token");
+
+    let scraped = scraper.get(&format!("{}/metrics", app.url)).set("Authorization", &format!("Bearer {METRICS_TOKEN}")).call().unwrap();
+    assert!(scraped.content_type().starts_with("text/plain"));
+    let text = scraped.into_string().unwrap();
+    for expected in [
+        "agora_jobs{queue=\"payments\",state=\"completed\"} 1",
+        "agora_gateway_answers_total{outcome=\"charged\"}",
+        "agora_gateway_seconds_bucket",
+        "agora_settle_seconds_count",
+        "agora_charges_in_flight ",
+        "agora_charges_in_flight_max ",
+        "agora_gateway_breaker_open 0",
+        "agora_http_requests_total{route=\"/orders/{id}/pay\",status=\"303\"}",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+
+    fixtures::make_admin(&mut conn, "ops@example.com");
+    let admin = Client::new(&app.url);
+    admin.sign_in("ops@example.com", crate::support::fixtures::PASSWORD);
+    assert_eq!(admin.get("/metrics").status, 200);
+}
