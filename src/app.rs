@@ -50,7 +50,7 @@ impl Services {
     pub fn new(pool: PgPool, cache: Cache, strategies: Strategies, payments: PaymentSettings, jobs: JobSettings, auth: AuthSettings) -> Services {
         let Strategies { gateway, fraud, clock } = strategies;
         let threads = Arc::new(ThreadCache::new(cache.clone()));
-        let processor = Arc::new(PaymentProcessor::new(gateway, clock.clone(), payments.clone()));
+        let processor = Arc::new(pipeline::payment_processor(gateway, clock.clone(), payments.clone()));
         let breaker = CircuitBreaker::new(
             GATEWAY_BREAKER,
             BreakerSettings { threshold: jobs.breaker_threshold, cooldown: jobs.breaker_cooldown, ..BreakerSettings::default() },

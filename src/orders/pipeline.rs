@@ -13,7 +13,9 @@ use crate::clock::Clock;
 use crate::jobs::{self, Backoff, Job, JobError, JobHandler, NewJob, QueueFull};
 use crate::payments::breaker::{Admission, CircuitBreaker};
 use crate::payments::fraud::{FraudCheck, OrderFacts, Verdict};
-use crate::payments::processor::{open_for_order, Claim};
+use crate::config::PaymentSettings;
+use crate::payments::gateway::PaymentGateway;
+use crate::payments::processor::{open_for_order, Claim, PaymentOutcomes};
 use crate::payments::{repo as payments, PayOrder, Payment, PaymentError, PaymentProcessor, PaymentStatus};
 
 pub const CHARGE_ORDER: &str = "charge_order";
@@ -23,6 +25,26 @@ pub const PAYMENTS_QUEUE: &str = "payments";
 pub struct ChargeArgs {
     pub order_id: i64,
     pub user_id: i64,
+}
+
+/// Orders follow their payments: paid when the money is taken, failed (their stock given back)
+/// when it certainly was not — told by the processor inside the transaction that settles.
+pub struct OrderOutcomes;
+
+impl PaymentOutcomes for OrderOutcomes {
+    fn paid(&self, conn: &mut PgConnection, payments: &[Payment], now: chrono::DateTime<chrono::Utc>) -> QueryResult<()> {
+        let ids: Vec<i64> = payments.iter().map(|p| p.order_id).collect();
+        orders::mark_paid(conn, &ids, now).map(drop)
+    }
+
+    fn failed(&self, conn: &mut PgConnection, payment: &Payment, now: chrono::DateTime<chrono::Utc>) -> QueryResult<()> {
+        orders::close_unpaid(conn, payment.order_id, "failed", now).map(drop)
+    }
+}
+
+/// The payment processor as the shop uses it: it reports to the orders.
+pub fn payment_processor(gateway: Arc<dyn PaymentGateway>, clock: Arc<dyn Clock>, settings: PaymentSettings) -> PaymentProcessor {
+    PaymentProcessor::new(gateway, clock, settings).reporting_to(Arc::new(OrderOutcomes))
 }
 
 pub fn charge_job(order: PayOrder, max_attempts: i32) -> NewJob {

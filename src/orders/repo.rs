@@ -180,6 +180,13 @@ pub fn release_stock(conn: &mut PgConnection, order_id: i64) -> QueryResult<bool
     Ok(true)
 }
 
+/// These orders' payments completed.
+pub fn mark_paid(conn: &mut PgConnection, order_ids: &[i64], now: DateTime<Utc>) -> QueryResult<usize> {
+    diesel::update(orders::table.filter(orders::id.eq_any(order_ids)).filter(orders::status.eq("pending")))
+        .set((orders::status.eq("paid"), orders::updated_at.eq(now)))
+        .execute(conn)
+}
+
 /// Ends an unpaid order (`failed`, `expired`, `cancelled`) and gives its stock back.
 /// `false` when the order was no longer pending.
 pub fn close_unpaid(conn: &mut PgConnection, order_id: i64, status: &str, now: DateTime<Utc>) -> QueryResult<bool> {

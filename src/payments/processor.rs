@@ -27,7 +27,6 @@ use super::runtime::GatewayRuntime;
 use super::PaymentError;
 use crate::clock::Clock;
 use crate::config::PaymentSettings;
-use crate::orders::repo as orders;
 
 /// Pay for this order, on behalf of this user.
 #[derive(Debug, Clone, Copy)]
@@ -36,8 +35,31 @@ pub struct PayOrder {
     pub order_id: i64,
 }
 
+/// What becomes of the thing a payment pays for. The payments area does not know orders: it tells
+/// their owner (the orders area) each final outcome, inside the transaction that settles the
+/// payment, so the two never disagree.
+pub trait PaymentOutcomes: Send + Sync {
+    /// These payments completed: the money is taken.
+    fn paid(&self, conn: &mut PgConnection, payments: &[Payment], now: DateTime<Utc>) -> QueryResult<()>;
+    /// This payment failed for good, and certainly took no money.
+    fn failed(&self, conn: &mut PgConnection, payment: &Payment, now: DateTime<Utc>) -> QueryResult<()>;
+}
+
+/// For a processor used on its own: outcomes go nowhere.
+pub struct NoOutcomes;
+
+impl PaymentOutcomes for NoOutcomes {
+    fn paid(&self, _: &mut PgConnection, _: &[Payment], _: DateTime<Utc>) -> QueryResult<()> {
+        Ok(())
+    }
+    fn failed(&self, _: &mut PgConnection, _: &Payment, _: DateTime<Utc>) -> QueryResult<()> {
+        Ok(())
+    }
+}
+
 pub struct PaymentProcessor {
     gateway: Arc<dyn PaymentGateway>,
+    outcomes: Arc<dyn PaymentOutcomes>,
     runtime: GatewayRuntime,
     clock: Arc<dyn Clock>,
     settings: PaymentSettings,
@@ -81,7 +103,21 @@ fn chrono(d: std::time::Duration) -> ChronoDuration {
 
 impl PaymentProcessor {
     pub fn new(gateway: Arc<dyn PaymentGateway>, clock: Arc<dyn Clock>, settings: PaymentSettings) -> Self {
-        PaymentProcessor { gateway, runtime: GatewayRuntime::start(), clock, settings }
+        PaymentProcessor { gateway, outcomes: Arc::new(NoOutcomes), runtime: GatewayRuntime::start(), clock, settings }
+    }
+
+    /// Who is told when a payment completes or fails for good (the orders area, in production).
+    pub fn reporting_to(self, outcomes: Arc<dyn PaymentOutcomes>) -> Self {
+        PaymentProcessor { outcomes, ..self }
+    }
+
+    /// Completes the attempt (if it still owns the payment) and tells the payment's owner.
+    fn complete(&self, conn: &mut PgConnection, attempt: &Payment, charge: &Charge, now: DateTime<Utc>) -> QueryResult<Option<Payment>> {
+        let completed = repo::complete_attempt(conn, attempt.id, attempt.attempts, attempt.status, &charge.id, now)?;
+        if let Some(payment) = &completed {
+            self.outcomes.paid(conn, std::slice::from_ref(payment), now)?;
+        }
+        Ok(completed)
     }
 
     pub fn settings(&self) -> &PaymentSettings {
@@ -155,7 +191,11 @@ impl PaymentProcessor {
             })
             .collect();
         conn.transaction(|conn| {
-            let mut completed = match conn.transaction(|conn| repo::complete_many(conn, &clean, now)) {
+            let mut completed = match conn.transaction(|conn| {
+                let done = repo::complete_many(conn, &clean, now)?;
+                self.outcomes.paid(conn, &done, now)?;
+                Ok::<_, diesel::result::Error>(done)
+            }) {
                 Ok(done) => done,
                 Err(e) => {
                     log::warn!("completing {} charges at once failed, settling them one by one: {e}", clean.len());
@@ -207,12 +247,11 @@ impl PaymentProcessor {
 
     fn settle(&self, conn: &mut PgConnection, attempt: &Payment, outcome: Outcome) -> QueryResult<Payment> {
         let now = self.clock.now();
-        let from = attempt.status;
         let last = self.is_last_attempt(attempt);
         let settled = match outcome {
             Outcome::Charged(charge) => match mismatch(attempt, &charge) {
                 Some(why) => self.await_confirmation(conn, attempt, "charge_mismatch", &why, now)?,
-                None => repo::complete_attempt(conn, attempt.id, attempt.attempts, from, &charge.id, now)?,
+                None => self.complete(conn, attempt, &charge, now)?,
             },
             Outcome::Unknown(error) if last => {
                 let why = format!("{error}, and the gateway could not confirm whether it charged: asking it again");
@@ -250,7 +289,7 @@ impl PaymentProcessor {
         };
         repo::record_event(conn, failed.id, Some(attempt.status), PaymentStatus::Failed, &message)?;
         if !retryable {
-            orders::close_unpaid(conn, failed.order_id, "failed", now)?;
+            self.outcomes.failed(conn, &failed, now)?;
         }
         Ok(Some(failed))
     }
@@ -283,7 +322,7 @@ impl PaymentProcessor {
             let now = self.clock.now();
             let refused = repo::refuse_pending(conn, payment.id, code, message, now)?;
             repo::record_event(conn, payment.id, Some(PaymentStatus::Pending), PaymentStatus::Failed, message)?;
-            orders::close_unpaid(conn, payment.order_id, "failed", now)?;
+            self.outcomes.failed(conn, &refused, now)?;
             Ok(refused)
         })
     }
@@ -356,7 +395,7 @@ impl PaymentProcessor {
         let settled = match outcome {
             Outcome::Charged(charge) => match mismatch(check, &charge) {
                 Some(why) => self.recheck_later(conn, check, "charge_mismatch", &why, now)?,
-                None => repo::complete_attempt(conn, check.id, check.attempts, from, &charge.id, now)?,
+                None => self.complete(conn, check, &charge, now)?,
             },
             Outcome::NotCharged(error) => {
                 let message = "the gateway confirmed that no charge was made".to_string();
@@ -364,7 +403,7 @@ impl PaymentProcessor {
                 let failed = repo::fail_attempt(conn, check.id, check.attempts, from, &failure, now)?;
                 if let Some(failed) = &failed {
                     repo::record_event(conn, failed.id, Some(from), PaymentStatus::Failed, &message)?;
-                    orders::close_unpaid(conn, failed.order_id, "failed", now)?;
+                    self.outcomes.failed(conn, failed, now)?;
                 }
                 failed
             }

@@ -133,8 +133,8 @@ pub fn start_attempt(
     .get_result(conn)
 }
 
-/// Settles the attempt `attempts` (made from status `from`) as completed, logs it, and marks the
-/// order paid, in one statement; `None` when that attempt no longer owns the row.
+/// Settles the attempt `attempts` (made from status `from`) as completed and logs it, in one
+/// statement; `None` when that attempt no longer owns the row.
 pub fn complete_attempt(
     conn: &mut PgConnection,
     id: i64,
@@ -150,10 +150,7 @@ pub fn complete_attempt(
              WHERE id = $1 AND status = $5 AND attempts = $2 RETURNING *), \
          logged AS ( \
              INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
-             SELECT id, $5, 'completed', 'charged, gateway transaction ' || $3 FROM completed), \
-         paid AS ( \
-             UPDATE orders SET status = 'paid', updated_at = $4 \
-             WHERE id = (SELECT order_id FROM completed) AND status = 'pending') \
+             SELECT id, $5, 'completed', 'charged, gateway transaction ' || $3 FROM completed) \
          SELECT * FROM completed",
     )
     .bind::<BigInt, _>(id)
@@ -183,10 +180,7 @@ pub fn complete_many(conn: &mut PgConnection, attempts: &[(i64, i32, String)], n
              FROM settled s WHERE p.id = s.id AND p.status = 'processing' AND p.attempts = s.attempts RETURNING p.*), \
          logged AS ( \
              INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
-             SELECT id, 'processing', 'completed', 'charged, gateway transaction ' || external_transaction_id FROM completed), \
-         paid AS ( \
-             UPDATE orders SET status = 'paid', updated_at = $4 \
-             WHERE id IN (SELECT order_id FROM completed) AND status = 'pending') \
+             SELECT id, 'processing', 'completed', 'charged, gateway transaction ' || external_transaction_id FROM completed) \
          SELECT * FROM completed",
     )
     .bind::<diesel::sql_types::Array<BigInt>, _>(ids)

@@ -4,7 +4,6 @@
 use diesel::prelude::*;
 use std::sync::Arc;
 
-use agora::clock::Clock;
 use agora::orders::pipeline;
 use agora::payments::PayOrder;
 use agora::schema::{jobs as jobs_table, orders, payments};

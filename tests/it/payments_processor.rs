@@ -32,7 +32,7 @@ fn setup() -> Setup {
 }
 
 fn processor(gateway: Arc<dyn PaymentGateway>) -> PaymentProcessor {
-    PaymentProcessor::new(gateway, Arc::new(SystemClock), PaymentSettings::default())
+    agora::orders::pipeline::payment_processor(gateway, Arc::new(SystemClock), PaymentSettings::default())
 }
 
 fn transitions(conn: &mut PgConnection, payment_id: i64) -> Vec<(Option<String>, String)> {
@@ -224,7 +224,7 @@ fn a_crash_after_charging_is_recovered_from_the_gateway_without_charging_again()
     let clock = Arc::new(FakeClock::starting_now());
     let settings = PaymentSettings::default();
     let lease = settings.processing_lease;
-    let processor = Arc::new(PaymentProcessor::new(gateway.clone(), clock.clone() as Arc<dyn Clock>, settings));
+    let processor = Arc::new(agora::orders::pipeline::payment_processor(gateway.clone(), clock.clone() as Arc<dyn Clock>, settings));
     let order = PayOrder { user_id: s.user_id, order_id: s.order_id };
 
     let (url, crashing) = (s.db.url.clone(), processor.clone());
