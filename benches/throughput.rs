@@ -158,8 +158,8 @@ fn checkouts() -> CheckoutRun {
     let server_services = services.clone();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let state = AppState { services: server_services, query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: None };
+            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount: server_services.mount(), extra_routes: None };
             let server = web::server(listener, state, options).unwrap();
             tx.send(server.handle()).unwrap();
             server.await.unwrap();
@@ -423,8 +423,8 @@ fn serve(services: Arc<Services>) -> Served {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let state = AppState { services, query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), extra_routes: Some(naive_route) };
+            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount: services.mount(), extra_routes: Some(naive_route) };
             let server = web::server(listener, state, options).unwrap();
             tx.send(server.handle()).unwrap();
             server.await.unwrap();

@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::auth::password::HashPool;
-use crate::auth::sessions::{PruneSessions, SessionStore, PRUNE_SESSIONS};
+use crate::auth::AuthState;
+use crate::jobs::JobsState;
+use crate::orders::OrdersState;
+use crate::threads::ThreadsState;
+use crate::auth::sessions::SessionStore;
 use crate::auth::throttle::LoginThrottle;
 use crate::config::{AuthSettings, JobSettings, PaymentSettings};
 use crate::jobs::{self, Backoff, Periodic, Registry, Scheduler, Wake, WorkerPool, WorkerSettings};
@@ -69,11 +73,12 @@ impl Services {
             .register(Arc::new(reconciler()))
             .register(Arc::new(ConfirmPayment(reconciler())))
             .register(Arc::new(jobs::PruneJobs { clock: clock.clone() }))
-            .register(Arc::new(PruneSessions { clock: clock.clone() }))
+            .register(Arc::new(jobs::PruneSessions { clock: clock.clone() }))
             .register(Arc::new(ReconcileCounters { cache: threads.clone() }))
             .register(Arc::new(jobs::Noop));
         let scheduler = Scheduler::new(periodic_jobs(), clock.clone());
         let limits = QueueLimits { max_ready: jobs.max_ready, charge_attempts: payments.max_attempts };
+        let sessions = Arc::new(SessionStore::new(cache.clone(), pool.clone(), clock.clone(), auth.session_ttl, auth.session_cache_ttl));
         Services {
             pool,
             cache: cache.clone(),
@@ -86,7 +91,7 @@ impl Services {
             wake: Arc::new(Wake::default()),
             jobs,
             limits,
-            sessions: Arc::new(SessionStore::new(cache.clone(), auth.session_ttl, auth.session_cache_ttl)),
+            sessions,
             logins: Arc::new(LoginThrottle::new(cache.clone(), auth.max_login_failures, auth.login_window)),
             hashing: Arc::new(HashPool::new(auth.hash_threads, auth.hash_queue)),
         }
@@ -102,6 +107,42 @@ impl Services {
             lease: self.jobs.lease,
             ..WorkerSettings::default()
         }
+    }
+
+    /// Registers every area's state and routes on a server (`web::ServerOptions::mount`): the
+    /// route table of the whole app.
+    pub fn mount(self: &Arc<Self>) -> Arc<dyn Fn(&mut actix_web::web::ServiceConfig) + Send + Sync> {
+        use actix_web::web::Data;
+        let auth = Data::new(AuthState {
+            clock: self.clock.clone(),
+            sessions: self.sessions.clone(),
+            logins: self.logins.clone(),
+            hashing: self.hashing.clone(),
+        });
+        let identify: Data<Arc<dyn crate::web::Identify>> = Data::new(self.sessions.clone());
+        let orders = Data::new(OrdersState {
+            clock: self.clock.clone(),
+            limits: self.limits,
+            max_unpaid_orders: self.jobs.max_unpaid_orders,
+            wake: self.wake.clone(),
+        });
+        let jobs = Data::new(JobsState { clock: self.clock.clone(), wake: self.wake.clone(), breaker: self.breaker.clone() });
+        let threads = Data::new(ThreadsState { clock: self.clock.clone(), threads: self.threads.clone() });
+        let (pool, cache) = (Data::new(self.pool.clone()), Data::new(self.cache.clone()));
+        Arc::new(move |cfg| {
+            cfg.app_data(pool.clone())
+                .app_data(cache.clone())
+                .app_data(identify.clone())
+                .app_data(auth.clone())
+                .app_data(orders.clone())
+                .app_data(jobs.clone())
+                .app_data(threads.clone());
+            crate::auth::routes::configure(cfg);
+            crate::orders::routes::configure(cfg);
+            crate::payments::routes::configure(cfg);
+            crate::jobs::routes::configure(cfg);
+            crate::threads::routes::configure(cfg);
+        })
     }
 
     pub fn start_workers(&self) -> WorkerPool {
@@ -125,6 +166,6 @@ pub fn periodic_jobs() -> Vec<Periodic> {
         Periodic { kind: pipeline::RECONCILE_PAYMENTS, every: minute },
         Periodic { kind: RECONCILE_COUNTERS, every: 10 * minute },
         Periodic { kind: jobs::PRUNE_JOBS, every: 60 * minute },
-        Periodic { kind: PRUNE_SESSIONS, every: 60 * minute },
+        Periodic { kind: jobs::PRUNE_SESSIONS, every: 60 * minute },
     ]
 }

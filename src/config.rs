@@ -5,7 +5,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum GatewayConfig {
     /// The in-process simulated gateway (no network).
-    Simulated { success_rate: f64, timeout_rate: f64, latency: crate::payments::gateway::Latency, seed: Option<u64> },
+    /// Answers after `latency`, give or take up to `jitter`.
+    Simulated { success_rate: f64, timeout_rate: f64, latency: Duration, jitter: Duration, seed: Option<u64> },
     /// A Stripe-like HTTP API, such as `agora gateway-sim`.
     Http { base_url: String, timeout: Duration },
 }
@@ -180,10 +181,8 @@ impl Config {
             None => GatewayConfig::Simulated {
                 success_rate: parsed("GATEWAY_SUCCESS_RATE", 0.7)?,
                 timeout_rate: parsed("GATEWAY_TIMEOUT_RATE", 0.2)?,
-                latency: crate::payments::gateway::Latency {
-                    latency: Duration::from_millis(parsed("GATEWAY_LATENCY_MS", 0)?),
-                    jitter: Duration::from_millis(parsed("GATEWAY_JITTER_MS", 0)?),
-                },
+                latency: Duration::from_millis(parsed("GATEWAY_LATENCY_MS", 0)?),
+                jitter: Duration::from_millis(parsed("GATEWAY_JITTER_MS", 0)?),
                 seed: var("GATEWAY_SEED").and_then(|s| s.parse().ok()),
             },
         };

@@ -105,8 +105,14 @@ async fn serve() -> Result<(), String> {
     let workers = (config.jobs.workers > 0).then(|| services.start_workers());
     let listener = TcpListener::bind((config.host.as_str(), config.port)).map_err(|e| format!("bind: {e}"))?;
     log::info!("Agora is listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    let state = AppState { services, query_count_header: config.query_count_header, trusted_proxy_hops: config.trusted_proxy_hops, metrics_token: config.metrics_token.clone() };
-    let options = ServerOptions { session_key: session_key(&config), secure_cookies: config.secure_cookies, workers: None, extra_routes: None };
+    let state = AppState { query_count_header: config.query_count_header, trusted_proxy_hops: config.trusted_proxy_hops, metrics_token: config.metrics_token.clone() };
+    let options = ServerOptions {
+        session_key: session_key(&config),
+        secure_cookies: config.secure_cookies,
+        workers: None,
+        mount: services.mount(),
+        extra_routes: None,
+    };
     let served = web::server(listener, state, options).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string());
     if let Some(workers) = workers {
         actix_web::web::block(move || workers.stop()).await.map_err(|e| e.to_string())?;

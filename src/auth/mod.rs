@@ -7,31 +7,24 @@ pub mod sessions;
 pub mod throttle;
 
 use actix_web::dev::Payload;
-use actix_web::{http::Method, FromRequest, HttpMessage, HttpRequest};
-use serde::{Deserialize, Serialize};
+use actix_web::{http::Method, FromRequest, HttpRequest};
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
+use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::web::{AppError, Db};
 
-/// The signed-in user as their session established it (see `sessions`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionUser {
-    pub id: i64,
-    pub name: String,
-    pub email: String,
-    pub is_admin: bool,
-}
+/// The signed-in user as their session established it (see `sessions`): the HTTP layer's
+/// `Viewer`, which this area fills in through `web::Identify`.
+pub use crate::web::Viewer as SessionUser;
 
-/// Who is on the other end of this request: put in the request's extensions by
-/// `sessions::identify` before any handler runs.
-#[derive(Debug, Clone)]
-pub struct Visitor(pub Option<SessionUser>);
-
-impl SessionUser {
-    pub fn of(req: &HttpRequest) -> Option<SessionUser> {
-        req.extensions().get::<Visitor>().and_then(|v| v.0.clone())
-    }
+/// What the sign-in pages need, registered as app data by `app::mount`.
+pub struct AuthState {
+    pub clock: Arc<dyn Clock>,
+    pub sessions: Arc<sessions::SessionStore>,
+    pub logins: Arc<throttle::LoginThrottle>,
+    pub hashing: Arc<password::HashPool>,
 }
 
 /// A handler argument that requires a signed-in user; others are sent to the sign-in page and,

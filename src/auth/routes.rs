@@ -7,8 +7,8 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::sessions::{self, token_hash, TOKEN};
-use super::{password, repo, CurrentUser, SessionUser};
-use crate::web::{client_ip, csrf, html, see_other, AppError, AppState, Db, Layout};
+use super::{password, repo, AuthState, CurrentUser, SessionUser};
+use crate::web::{client_ip, csrf, html, see_other, AppError, Db, Layout};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -74,10 +74,10 @@ fn in_words(wait: std::time::Duration) -> String {
 /// Signs in. The throttle is asked first (no hash for a closed account or address); the account
 /// is read with a connection that goes straight back to the pool; the slow hash runs on the
 /// bounded hashing pool; only then is the session row written.
-async fn login(req: HttpRequest, session: Session, db: Db, state: web::Data<AppState>, form: web::Form<LoginForm>) -> Result<HttpResponse, AppError> {
+async fn login(req: HttpRequest, session: Session, db: Db, state: web::Data<AuthState>, form: web::Form<LoginForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let LoginForm { email, password: given, next, .. } = form.into_inner();
-    let services = state.services.clone();
+    let services = state.clone();
     let ip = client_ip(&req);
     if let Err(throttled) = services.logins.check(&email, &ip).await {
         let wait = throttled.retry_after;
@@ -112,13 +112,13 @@ async fn login(req: HttpRequest, session: Session, db: Db, state: web::Data<AppS
 }
 
 /// Ends this session: the row is revoked, so the cookie is worthless wherever it was copied.
-async fn logout(session: Session, db: Db, state: web::Data<AppState>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+async fn logout(session: Session, db: Db, state: web::Data<AuthState>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     if let Some(token) = session.get::<String>(TOKEN).ok().flatten() {
-        let (hash, now) = (token_hash(&token), state.services.clock.now());
+        let (hash, now) = (token_hash(&token), state.clock.now());
         let revoked = hash.clone();
         db.run(move |conn| repo::revoke_session(conn, &revoked, now)).await?;
-        state.services.sessions.ended(&[hash]).await;
+        state.sessions.ended(&[hash]).await;
     }
     session.purge();
     Ok(see_other("/"))
@@ -139,8 +139,8 @@ struct AccountPage {
     sessions: Vec<SessionView>,
 }
 
-async fn account(req: HttpRequest, user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let (user_id, now) = (user.0.id, state.services.clock.now());
+async fn account(req: HttpRequest, user: CurrentUser, session: Session, db: Db, state: web::Data<AuthState>) -> Result<HttpResponse, AppError> {
+    let (user_id, now) = (user.0.id, state.clock.now());
     let mine = session.get::<String>(TOKEN).ok().flatten().map(|t| token_hash(&t));
     let active = db.run(move |conn| repo::active_sessions(conn, user_id, now)).await?;
     let sessions = active
@@ -158,11 +158,11 @@ async fn account(req: HttpRequest, user: CurrentUser, session: Session, db: Db, 
 }
 
 /// Ends every session of the account, on every device, this one included.
-async fn sign_out_everywhere(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+async fn sign_out_everywhere(user: CurrentUser, session: Session, db: Db, state: web::Data<AuthState>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
-    let (user_id, now) = (user.0.id, state.services.clock.now());
+    let (user_id, now) = (user.0.id, state.clock.now());
     let revoked = db.run(move |conn| repo::revoke_all_sessions(conn, user_id, now)).await?;
-    state.services.sessions.ended(&revoked).await;
+    state.sessions.ended(&revoked).await;
     session.purge();
     Ok(see_other("/login"))
 }

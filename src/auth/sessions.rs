@@ -9,23 +9,23 @@
 //! each signed-in request reads the row (slower, never wrong). Roles shown in the page frame may
 //! be those 30 s old; pages that need a role (`AdminUser`) read it from the database.
 
-use actix_session::SessionExt;
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpMessage};
+use actix_web::web;
 use blake2::{Blake2s256, Digest};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{repo, SessionUser, Visitor};
+use super::{repo, SessionUser};
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::db::{CountedConn, PgPool, QueryCounter};
-use crate::web::AppState;
+use crate::web::{Identify, Identity};
 
 /// The session cookie's entry that holds the token.
-pub const TOKEN: &str = "sid";
+pub use crate::web::SESSION_TOKEN as TOKEN;
 
 pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
@@ -45,13 +45,15 @@ fn cache_key(hash: &[u8]) -> String {
 
 pub struct SessionStore {
     cache: Cache,
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
     ttl: Duration,
     cache_ttl: Duration,
 }
 
 impl SessionStore {
-    pub fn new(cache: Cache, ttl: Duration, cache_ttl: Duration) -> SessionStore {
-        SessionStore { cache, ttl, cache_ttl }
+    pub fn new(cache: Cache, pool: PgPool, clock: Arc<dyn Clock>, ttl: Duration, cache_ttl: Duration) -> SessionStore {
+        SessionStore { cache, pool, clock, ttl, cache_ttl }
     }
 
     pub fn expires_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -99,50 +101,22 @@ impl SessionStore {
     }
 }
 
-/// Middleware: establishes who is signed in (a `Visitor` in the request's extensions) before
-/// any handler runs. A token whose session is revoked or expired is dropped from the cookie.
-pub async fn identify(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let session = req.get_session();
-    let token = session.get::<String>(TOKEN).ok().flatten();
-    let visitor = match (token, req.app_data::<web::Data<AppState>>()) {
-        (Some(token), Some(state)) => {
-            let services = &state.services;
-            let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
-            let now = services.clock.now();
-            match services.sessions.user(token_hash(&token), services.pool.clone(), counter, now).await {
-                Ok(Some(user)) => Some(user),
-                Ok(None) => {
-                    session.remove(TOKEN);
-                    None
-                }
-                Err(why) => {
-                    // The database did not answer: treat the visitor as anonymous for this
-                    // request, but keep the token for when it is back.
-                    log::warn!("could not read the session: {why}");
-                    None
-                }
+/// The HTTP layer asks, before every handler, who holds the request's token.
+impl Identify for SessionStore {
+    fn identify(&self, token: String, counter: QueryCounter) -> Pin<Box<dyn Future<Output = Identity>>> {
+        let (store, pool, now) = (self.clone_handle(), self.pool.clone(), self.clock.now());
+        Box::pin(async move {
+            match store.user(token_hash(&token), pool, counter, now).await {
+                Ok(Some(user)) => Identity::Known(user),
+                Ok(None) => Identity::Unknown,
+                Err(why) => Identity::Unavailable(why),
             }
-        }
-        _ => None,
-    };
-    req.extensions_mut().insert(Visitor(visitor));
-    next.call(req).await
-}
-
-pub const PRUNE_SESSIONS: &str = "prune_sessions";
-
-/// Forgets sessions that ended (revoked or expired) more than a day ago.
-pub struct PruneSessions {
-    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
-}
-
-impl crate::jobs::JobHandler for PruneSessions {
-    fn kind(&self) -> &'static str {
-        PRUNE_SESSIONS
+        })
     }
+}
 
-    fn perform(&self, conn: &mut diesel::PgConnection, _: &crate::jobs::Job) -> Result<(), crate::jobs::JobError> {
-        repo::prune_sessions(conn, self.clock.now() - chrono::Duration::days(1))?;
-        Ok(())
+impl SessionStore {
+    fn clone_handle(&self) -> SessionStore {
+        SessionStore { cache: self.cache.clone(), pool: self.pool.clone(), clock: self.clock.clone(), ttl: self.ttl, cache_ttl: self.cache_ttl }
     }
 }

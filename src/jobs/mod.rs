@@ -20,6 +20,13 @@ use std::time::Duration;
 use crate::schema::jobs;
 
 pub use queue::{enqueue, enqueue_bounded, NewJob, QueueFull};
+
+/// What the Jobs pages need, registered as app data by `app::mount`.
+pub struct JobsState {
+    pub clock: Arc<dyn crate::clock::Clock>,
+    pub wake: Arc<Wake>,
+    pub breaker: crate::payments::breaker::CircuitBreaker,
+}
 pub use scheduler::{Periodic, Scheduler};
 pub use worker::{Worker, WorkerPool, WorkerSettings};
 
@@ -201,6 +208,24 @@ impl JobHandler for PruneJobs {
 
     fn perform(&self, conn: &mut PgConnection, _: &Job) -> Result<(), JobError> {
         queue::prune(conn, self.clock.now() - chrono::Duration::days(7))?;
+        Ok(())
+    }
+}
+
+pub const PRUNE_SESSIONS: &str = "prune_sessions";
+
+/// Forgets sign-in sessions that ended (revoked or expired) more than a day ago.
+pub struct PruneSessions {
+    pub clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl JobHandler for PruneSessions {
+    fn kind(&self) -> &'static str {
+        PRUNE_SESSIONS
+    }
+
+    fn perform(&self, conn: &mut PgConnection, _: &Job) -> Result<(), JobError> {
+        crate::auth::repo::prune_sessions(conn, self.clock.now() - chrono::Duration::days(1))?;
         Ok(())
     }
 }

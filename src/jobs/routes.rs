@@ -6,7 +6,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::queue::{self, MinuteCount, StateCount};
-use super::Job;
+use super::{Job, JobsState};
 use crate::auth::AdminUser;
 use crate::payments::breaker::BreakerState;
 use crate::payments::domain::format_money;
@@ -89,8 +89,8 @@ struct Notice {
     notice: Option<String>,
 }
 
-async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<AppState>, query: web::Query<Notice>) -> Result<HttpResponse, AppError> {
-    let services = state.services.clone();
+async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<JobsState>, query: web::Query<Notice>) -> Result<HttpResponse, AppError> {
+    let services = state.clone();
     let (counts, latency, throughput, dead, unconfirmed, breaker) = db
         .run(move |conn| {
             let now = services.clock.now();
@@ -116,10 +116,10 @@ async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<AppS
     })
 }
 
-async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<JobsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
-    let clock = state.services.clock.clone();
+    let clock = state.clock.clone();
     let outcome = db
         .run(move |conn| match queue::retry_dead(conn, id, clock.now()) {
             Ok(true) => Ok("Job queued again."),
@@ -130,7 +130,7 @@ async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<App
             Err(e) => Err(e),
         })
         .await?;
-    state.services.wake.notify();
+    state.wake.notify();
     Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(outcome))))
 }
 
@@ -144,14 +144,14 @@ async fn discard(_admin: AdminUser, session: Session, db: Db, path: web::Path<St
 
 /// The metrics, for an administrator or for a scraper holding `METRICS_TOKEN`. Job and breaker
 /// gauges are read from the database now; the rest are this process's own counters.
-async fn metrics(req: HttpRequest, db: Db, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+async fn metrics(req: HttpRequest, db: Db, settings: web::Data<AppState>, state: web::Data<JobsState>) -> Result<HttpResponse, AppError> {
     let bearer = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let scraper = matches!((&state.metrics_token, bearer), (Some(token), Some(given)) if csrf::constant_time_eq(token.as_bytes(), given.as_bytes()));
+    let scraper = matches!((&settings.metrics_token, bearer), (Some(token), Some(given)) if csrf::constant_time_eq(token.as_bytes(), given.as_bytes()));
     if !scraper {
         use actix_web::FromRequest;
         AdminUser::extract(&req).await?;
     }
-    let services = state.services.clone();
+    let services = state.clone();
     let (counts, breaker) = db.run(move |conn| Ok::<_, diesel::result::Error>((queue::counts(conn)?, services.breaker.state(conn)?))).await?;
     let m = crate::metrics::metrics();
     m.jobs.reset();

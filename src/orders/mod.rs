@@ -4,6 +4,17 @@ pub mod pipeline;
 pub mod repo;
 pub mod routes;
 
+use std::sync::Arc;
+
+/// What the shop's pages need, registered as app data by `app::mount`.
+pub struct OrdersState {
+    pub clock: Arc<dyn crate::clock::Clock>,
+    pub limits: pipeline::QueueLimits,
+    pub max_unpaid_orders: i64,
+    /// Wakes this process's workers when a payment is queued.
+    pub wake: Arc<crate::jobs::Wake>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
     #[error("an order needs at least one item")]

@@ -9,11 +9,11 @@ use bigdecimal::BigDecimal;
 
 use super::pipeline::{self, StartPaymentError};
 use super::repo::{self, CheckoutLine, OrderSummary};
-use super::OrderError;
+use super::{OrderError, OrdersState};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
 use crate::payments::domain::format_money;
 use crate::payments::PayOrder;
-use crate::web::{csrf, html, parse_id, see_other, AppError, AppState, Db, Layout};
+use crate::web::{csrf, html, parse_id, see_other, AppError, Db, Layout};
 
 pub struct OrderRow {
     pub id: i64,
@@ -110,13 +110,13 @@ async fn pay(
     user: CurrentUser,
     session: Session,
     db: Db,
-    state: web::Data<AppState>,
+    state: web::Data<OrdersState>,
     path: web::Path<String>,
     form: web::Form<csrf::TokenForm>,
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let order = PayOrder { user_id: user.0.id, order_id: parse_id(&path)? };
-    let (limits, now) = (state.services.limits, state.services.clock.now());
+    let (limits, now) = (state.limits, state.clock.now());
     let started = db.run(move |conn| Ok::<_, AppError>(pipeline::start_payment(conn, order, limits, now))).await?;
     let payment = match started {
         Ok(payment) => payment,
@@ -131,7 +131,7 @@ async fn pay(
             return Err(AppError::Busy { retry_after });
         }
     };
-    state.services.wake.notify();
+    state.wake.notify();
     Ok(see_other(&format!("/payments/{}", payment.reference)))
 }
 
@@ -206,11 +206,11 @@ async fn place_order(
     user: CurrentUser,
     session: Session,
     db: Db,
-    state: web::Data<AppState>,
+    state: web::Data<OrdersState>,
     form: web::Form<HashMap<String, String>>,
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, form.get("csrf_token").map(String::as_str).unwrap_or(""))?;
-    let (user_id, max_unpaid) = (user.0.id, state.services.jobs.max_unpaid_orders);
+    let (user_id, max_unpaid) = (user.0.id, state.max_unpaid_orders);
     let problem = match basket(&form) {
         Ok(items) if items.is_empty() => "Choose at least one item.".to_string(),
         Ok(items) => match db.run(move |conn| Ok::<_, AppError>(repo::create(conn, user_id, &items, max_unpaid))).await? {
@@ -234,13 +234,13 @@ async fn check_payment_now(
     _admin: AdminUser,
     session: Session,
     db: Db,
-    state: web::Data<AppState>,
+    state: web::Data<OrdersState>,
     path: web::Path<String>,
     form: web::Form<csrf::TokenForm>,
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let reference = uuid::Uuid::parse_str(&path).map_err(|_| AppError::NotFound)?;
-    let now = state.services.clock.now();
+    let now = state.clock.now();
     let notice = db
         .run(move |conn| {
             let payment = crate::payments::repo::find_by_reference(conn, reference)?.ok_or(AppError::NotFound)?;
@@ -251,7 +251,7 @@ async fn check_payment_now(
             Ok("The gateway will be asked about that payment in a moment.")
         })
         .await?;
-    state.services.wake.notify();
+    state.wake.notify();
     Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(notice))))
 }
 

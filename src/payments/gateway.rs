@@ -359,9 +359,10 @@ impl PaymentGateway for ScriptedGateway {
 /// The gateway the configuration asks for.
 pub fn from_config(config: &GatewayConfig) -> Arc<dyn PaymentGateway> {
     match config {
-        GatewayConfig::Simulated { success_rate, timeout_rate, latency, seed } => Arc::new(
-            SimulatedGateway::new(Simulation::new(*success_rate, *timeout_rate, *seed), *latency),
-        ),
+        GatewayConfig::Simulated { success_rate, timeout_rate, latency, jitter, seed } => Arc::new(SimulatedGateway::new(
+            Simulation::new(*success_rate, *timeout_rate, *seed),
+            Latency { latency: *latency, jitter: *jitter },
+        )),
         GatewayConfig::Http { base_url, timeout } => {
             Arc::new(super::http_gateway::HttpGateway::new(base_url, *timeout))
         }

@@ -26,3 +26,12 @@ pub enum PaymentError {
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }
+
+impl From<PaymentError> for crate::web::AppError {
+    fn from(e: PaymentError) -> Self {
+        match e {
+            PaymentError::OrderNotFound | PaymentError::PaymentNotFound => crate::web::AppError::NotFound,
+            PaymentError::Database(e) => e.into(),
+        }
+    }
+}

@@ -6,6 +6,12 @@ pub mod counters;
 pub mod render;
 pub mod repo;
 pub mod routes;
+
+/// What the thread pages need, registered as app data by `app::mount`.
+pub struct ThreadsState {
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+    pub threads: std::sync::Arc<cache::ThreadCache>,
+}
 pub mod tree;
 
 use std::fmt;

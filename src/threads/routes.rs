@@ -10,9 +10,9 @@ use serde::Deserialize;
 use super::cache::ThreadCache;
 use super::render::{self, Frame};
 use super::repo::{self, CommentRow, PostRow};
-use super::{tree, BodyError, CommentBody, ThreadError, MAX_DEPTH, PAGE_SIZE};
+use super::{tree, BodyError, CommentBody, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
-use crate::web::{csrf, html, parse_id, see_other, AppError, AppState, Db, Layout};
+use crate::web::{csrf, html, parse_id, see_other, AppError, Db, Layout};
 
 #[derive(Template)]
 #[template(path = "thread_head.html")]
@@ -174,8 +174,8 @@ fn user_style(user: Option<&SessionUser>, votes: &[i64]) -> String {
     style
 }
 
-async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let threads = state.services.threads.clone();
+async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state: web::Data<ThreadsState>) -> Result<HttpResponse, AppError> {
+    let threads = state.threads.clone();
     let post_id = view.post_id();
     // The version is read before the database: see threads::cache for why that keeps pages fresh.
     let key = view.cache_key(after.as_deref());
@@ -222,7 +222,7 @@ async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state
     })
 }
 
-async fn post_page(req: HttpRequest, db: Db, state: web::Data<AppState>, path: web::Path<String>, query: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
+async fn post_page(req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, query: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
     let view = View::Post { post_id: parse_id(&path)? };
     show(req, view, cursor(&query.after)?, db, state).await
 }
@@ -230,7 +230,7 @@ async fn post_page(req: HttpRequest, db: Db, state: web::Data<AppState>, path: w
 async fn subthread_page(
     req: HttpRequest,
     db: Db,
-    state: web::Data<AppState>,
+    state: web::Data<ThreadsState>,
     path: web::Path<(String, String)>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, AppError> {
@@ -354,7 +354,7 @@ enum Target {
     Comment(i64),
 }
 
-async fn add(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppState>, target: Target, form: BodyForm) -> Result<HttpResponse, AppError> {
+async fn add(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, target: Target, form: BodyForm) -> Result<HttpResponse, AppError> {
     csrf::verify(&req.get_session(), &form.csrf_token)?;
     let body = match CommentBody::parse(&form.body) {
         Ok(body) => body,
@@ -381,16 +381,16 @@ async fn add(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppSt
             Ok::<_, ThreadError>((post_id, id, parent))
         })
         .await?;
-    state.services.threads.bump(post_id).await;
+    state.threads.bump(post_id).await;
     Ok(see_other(&comment_url(post_id, id, parent.as_ref())))
 }
 
-async fn add_to_post(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+async fn add_to_post(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
     let target = Target::Post(parse_id(&path)?);
     add(user, req, db, state, target, form.into_inner()).await
 }
 
-async fn add_reply(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+async fn add_reply(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
     let target = Target::Comment(parse_id(&path)?);
     add(user, req, db, state, target, form.into_inner()).await
 }
@@ -407,7 +407,7 @@ async fn edit_form(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<
     FormPurpose::edit(&comment).page(&req, body, None)
 }
 
-async fn edit(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
+async fn edit(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&req.get_session(), &form.csrf_token)?;
     let (id, user_id) = (parse_id(&path)?, user.0.id);
     let body = match CommentBody::parse(&form.body) {
@@ -417,30 +417,30 @@ async fn edit(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<AppS
             return FormPurpose::edit(&comment).page(&req, form.into_inner().body, Some(problem));
         }
     };
-    let now = state.services.clock.now();
+    let now = state.clock.now();
     let post_id = db.run(move |conn| repo::edit_comment(conn, id, user_id, &body, now)?.ok_or(ThreadError::NotFound)).await?;
-    state.services.threads.bump(post_id).await;
+    state.threads.bump(post_id).await;
     Ok(see_other(&format!("/posts/{post_id}#c{id}")))
 }
 
-async fn upvote(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+async fn upvote(user: CurrentUser, session: Session, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
     let user_id = user.0.id;
     let (post_id, counted) = db.run(move |conn| repo::upvote(conn, id, user_id)?.ok_or(AppError::NotFound)).await?;
     if counted {
-        state.services.threads.forget_votes(post_id, user_id).await;
-        state.services.threads.bump(post_id).await;
+        state.threads.forget_votes(post_id, user_id).await;
+        state.threads.bump(post_id).await;
     }
     Ok(see_other(&format!("/posts/{post_id}#c{id}")))
 }
 
-async fn delete(user: CurrentUser, session: Session, db: Db, state: web::Data<AppState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+async fn delete(user: CurrentUser, session: Session, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
-    let (user_id, now) = (user.0.id, state.services.clock.now());
+    let (user_id, now) = (user.0.id, state.clock.now());
     let post_id = db.run(move |conn| repo::delete_comment(conn, id, user_id, now)?.ok_or(ThreadError::NotFound)).await?;
-    state.services.threads.bump(post_id).await;
+    state.threads.bump(post_id).await;
     Ok(see_other(&format!("/posts/{post_id}#c{id}")))
 }
 
@@ -451,12 +451,12 @@ struct MetricsPage {
     m: super::cache::MetricsSnapshot,
 }
 
-async fn metrics_page(req: HttpRequest, _admin: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    html(MetricsPage { layout: Layout::new(&req), m: state.services.threads.metrics.snapshot() })
+async fn metrics_page(req: HttpRequest, _admin: AdminUser, state: web::Data<ThreadsState>) -> Result<HttpResponse, AppError> {
+    html(MetricsPage { layout: Layout::new(&req), m: state.threads.metrics.snapshot() })
 }
 
-async fn metrics_json(_admin: AdminUser, state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.services.threads.metrics.snapshot())
+async fn metrics_json(_admin: AdminUser, state: web::Data<ThreadsState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.threads.metrics.snapshot())
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

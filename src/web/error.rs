@@ -6,7 +6,6 @@ use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 
 use super::Layout;
-use crate::payments::PaymentError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -137,14 +136,5 @@ impl From<diesel::r2d2::PoolError> for AppError {
 impl From<askama::Error> for AppError {
     fn from(e: askama::Error) -> Self {
         AppError::Internal(format!("template: {e}"))
-    }
-}
-
-impl From<PaymentError> for AppError {
-    fn from(e: PaymentError) -> Self {
-        match e {
-            PaymentError::OrderNotFound | PaymentError::PaymentNotFound => AppError::NotFound,
-            PaymentError::Database(e) => e.into(),
-        }
     }
 }

@@ -7,7 +7,10 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage};
 use std::time::Instant;
 
-use super::AppState;
+use actix_session::SessionExt;
+use std::sync::Arc;
+
+use super::{AppState, Identify, Identity, Visitor, SESSION_TOKEN};
 use crate::db::QueryCounter;
 
 pub async fn request_log(
@@ -34,4 +37,32 @@ pub async fn request_log(
         started.elapsed().as_secs_f64() * 1000.0
     );
     Ok(response)
+}
+
+/// Establishes who is signed in (a `Visitor` in the request's extensions) before any handler
+/// runs, through the registered `Identify`. A token whose session is gone is dropped from the
+/// cookie.
+pub async fn identify(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let session = req.get_session();
+    let token = session.get::<String>(SESSION_TOKEN).ok().flatten();
+    let identifier = req.app_data::<web::Data<Arc<dyn Identify>>>().map(|i| i.get_ref().clone());
+    let viewer = match (token, identifier) {
+        (Some(token), Some(identifier)) => {
+            let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
+            match identifier.identify(token, counter).await {
+                Identity::Known(viewer) => Some(viewer),
+                Identity::Unknown => {
+                    session.remove(SESSION_TOKEN);
+                    None
+                }
+                Identity::Unavailable(why) => {
+                    log::warn!("could not read the session: {why}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    req.extensions_mut().insert(Visitor(viewer));
+    next.call(req).await
 }

@@ -1,4 +1,6 @@
-//! The HTTP layer shared by every area: state, extractors, the server and its middleware.
+//! The HTTP layer shared by every area: extractors, the server and its middleware, errors.
+//! It knows no area: each area registers its own state and routes (mounted by `app.rs`), turns
+//! its own errors into `AppError`, and auth tells it who is signed in through `Identify`.
 
 pub mod csrf;
 pub mod error;
@@ -14,17 +16,18 @@ use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::{web, App, FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use askama::Template;
 use diesel::PgConnection;
-use std::future::{ready, Ready};
+use serde::{Deserialize, Serialize};
+use std::future::{ready, Future, Ready};
 use std::net::TcpListener;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::auth::SessionUser;
+use crate::cache::Cache;
 use crate::db::{CountedConn, PgPool, QueryCounter};
-use crate::app::Services;
 pub use error::AppError;
 
+/// Settings of the HTTP layer itself.
 pub struct AppState {
-    pub services: Arc<Services>,
     pub query_count_header: bool,
     /// Proxies in front of the app whose `X-Forwarded-For` entries are believed (see `client_ip`).
     pub trusted_proxy_hops: usize,
@@ -53,6 +56,43 @@ pub fn client_ip(req: &HttpRequest) -> String {
     forwarded.len().checked_sub(hops).and_then(|i| forwarded.get(i).cloned()).unwrap_or(peer)
 }
 
+/// The signed-in person as pages need to know them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Viewer {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    pub is_admin: bool,
+}
+
+/// Who is on the other end of a request, put in its extensions before any handler runs.
+#[derive(Debug, Clone)]
+pub struct Visitor(pub Option<Viewer>);
+
+impl Viewer {
+    pub fn of(req: &HttpRequest) -> Option<Viewer> {
+        req.extensions().get::<Visitor>().and_then(|v| v.0.clone())
+    }
+}
+
+/// The session cookie's entry that holds a signed-in person's token.
+pub const SESSION_TOKEN: &str = "sid";
+
+/// What a session token turned out to be.
+pub enum Identity {
+    Known(Viewer),
+    /// No such live session (revoked, expired, made up): the token is dropped from the cookie.
+    Unknown,
+    /// Nobody could say (the database is away): anonymous for this request, token kept.
+    Unavailable(String),
+}
+
+/// Tells who holds a session token; registered as `web::Data<Arc<dyn Identify>>` by whoever
+/// manages sessions (the auth area).
+pub trait Identify: Send + Sync + 'static {
+    fn identify(&self, token: String, counter: QueryCounter) -> Pin<Box<dyn Future<Output = Identity>>>;
+}
+
 /// Database access for a handler: every query it runs is charged to the request's counter.
 pub struct Db {
     pool: PgPool,
@@ -64,11 +104,11 @@ impl FromRequest for Db {
     type Future = Ready<Result<Db, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(AppError::Internal("no application state".into())));
+        let Some(pool) = req.app_data::<web::Data<PgPool>>() else {
+            return ready(Err(AppError::Internal("no database pool".into())));
         };
         let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
-        ready(Ok(Db { pool: state.services.pool.clone(), counter }))
+        ready(Ok(Db { pool: pool.get_ref().clone(), counter }))
     }
 }
 
@@ -93,7 +133,7 @@ impl Db {
 
 /// What every page's frame needs: who is signed in, and the token its forms carry.
 pub struct Layout {
-    pub user: Option<SessionUser>,
+    pub user: Option<Viewer>,
     pub csrf: String,
 }
 
@@ -101,14 +141,14 @@ impl Layout {
     /// For pages whose forms are for signed-in people (and the sign-out button). An anonymous
     /// visitor gets no session and no cookie from such a page.
     pub fn new(req: &HttpRequest) -> Layout {
-        let user = SessionUser::of(req);
+        let user = Viewer::of(req);
         let csrf = if user.is_some() { csrf::token(&req.get_session()) } else { String::new() };
         Layout { user, csrf }
     }
 
     /// For pages with a form anyone may submit (signing in): a token even without a user.
     pub fn with_form(req: &HttpRequest) -> Layout {
-        Layout { user: SessionUser::of(req), csrf: csrf::token(&req.get_session()) }
+        Layout { user: Viewer::of(req), csrf: csrf::token(&req.get_session()) }
     }
 
     /// For error pages, which are rendered without the request at hand.
@@ -140,8 +180,8 @@ pub fn parse_id(raw: &str) -> Result<i64, AppError> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or(AppError::NotFound)
 }
 
-async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.services.pool.clone();
+async fn healthz(pool: web::Data<PgPool>, cache: web::Data<Cache>) -> HttpResponse {
+    let pool = pool.get_ref().clone();
     let database = web::block(move || {
         use diesel::RunQueryDsl;
         let mut conn = pool.get().map_err(|e| e.to_string())?;
@@ -149,7 +189,7 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     })
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
-    let redis = state.services.cache.ping().await;
+    let redis = cache.ping().await;
     let body = serde_json::json!({
         "status": if database.is_ok() { "ok" } else { "unavailable" },
         "database": match &database { Ok(()) => "ok".to_string(), Err(e) => format!("down: {e}") },
@@ -178,14 +218,9 @@ async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound)
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/static/{file}", web::get().to(static_file));
-    crate::auth::routes::configure(cfg);
-    crate::orders::routes::configure(cfg);
-    crate::payments::routes::configure(cfg);
-    crate::jobs::routes::configure(cfg);
-    crate::threads::routes::configure(cfg);
+/// The routes of the HTTP layer itself; the areas' routes are mounted by `app.rs`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz)).route("/static/{file}", web::get().to(static_file));
 }
 
 fn form_error(err: actix_web::error::UrlencodedError, _: &HttpRequest) -> actix_web::Error {
@@ -202,13 +237,15 @@ pub struct ServerOptions {
     /// Served over HTTPS: `Secure` cookies and HSTS.
     pub secure_cookies: bool,
     pub workers: Option<usize>,
+    /// Registers the areas' state and routes (`app::mount`), once per server worker.
+    pub mount: Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>,
     /// More routes beside the app's own (benchmarks mount their baselines here).
     pub extra_routes: Option<fn(&mut web::ServiceConfig)>,
 }
 
 pub fn server(listener: TcpListener, state: AppState, options: ServerOptions) -> std::io::Result<Server> {
     let state = web::Data::new(state);
-    let ServerOptions { session_key, secure_cookies, workers, extra_routes } = options;
+    let ServerOptions { session_key, secure_cookies, workers, mount, extra_routes } = options;
     let mut server = HttpServer::new(move || {
         let sessions = SessionMiddleware::builder(CookieSessionStore::default(), session_key.clone())
             .cookie_name("agora_session".into())
@@ -229,11 +266,12 @@ pub fn server(listener: TcpListener, state: AppState, options: ServerOptions) ->
             .app_data(state.clone())
             .app_data(web::FormConfig::default().limit(16 * 1024).error_handler(form_error))
             // Inside the session middleware (it reads the session), outside every handler.
-            .wrap(from_fn(crate::auth::sessions::identify))
+            .wrap(from_fn(middleware::identify))
             .wrap(sessions)
             .wrap(headers)
             .wrap(from_fn(middleware::request_log))
-            .configure(routes)
+            .configure(configure)
+            .configure(|cfg| mount(cfg))
             .configure(|cfg| {
                 if let Some(extra) = extra_routes {
                     extra(cfg)

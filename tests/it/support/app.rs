@@ -148,8 +148,8 @@ impl TestApp {
         let secure_cookies = options.secure_cookies;
         let (server, url) = Running::start(move |listener| {
             // One trusted proxy, so a test can speak from another address with `X-Forwarded-For`.
-            let state = AppState { services: state_services, query_count_header: true, trusted_proxy_hops: 1, metrics_token: Some(METRICS_TOKEN.into()) };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies, workers: Some(2), extra_routes: None };
+            let state = AppState { query_count_header: true, trusted_proxy_hops: 1, metrics_token: Some(METRICS_TOKEN.into()) };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies, workers: Some(2), mount: state_services.mount(), extra_routes: None };
             web::server(listener, state, options)
         });
         TestApp { url, services, _server: server, db }
