@@ -133,16 +133,37 @@ impl PaymentProcessor {
         Ok(conn.transaction(|conn| self.settle(conn, &payment, outcome))?)
     }
 
-    /// Claims the payments of these orders for one attempt each, in one transaction; `Nothing`
-    /// for those with nothing to do now. An order that vanished is its own trouble; a database
-    /// error is the whole batch's (the transaction is gone), and rolls every claim back.
+    /// Claims the payments of these orders for one attempt each, in one transaction: the due ones
+    /// in one statement (`repo::claim_due`), the rest read as they are (`Nothing`). An order with
+    /// no payment yet goes through the one-by-one claim, which creates it. A database error is the
+    /// whole batch's, and rolls every claim back.
     pub fn claim_many(&self, conn: &mut PgConnection, orders: &[PayOrder]) -> QueryResult<Vec<Result<Claim, PaymentError>>> {
+        let now = self.clock.now();
+        let lost_before = now - chrono(self.settings.processing_lease);
+        let ids: Vec<i64> = orders.iter().map(|o| o.order_id).collect();
         conn.transaction(|conn| {
+            let claimed = repo::claim_due(conn, &ids, lost_before, self.settings.max_attempts, now)?;
+            let untouched: Vec<i64> = ids.iter().copied().filter(|id| !claimed.iter().any(|c| c.payment.order_id == *id)).collect();
+            let others = if untouched.is_empty() { Vec::new() } else { repo::for_orders(conn, &untouched)? };
             orders
                 .iter()
-                .map(|order| match self.claim(conn, *order) {
-                    Err(PaymentError::Database(e)) => Err(e),
-                    other => Ok(other),
+                .map(|order| {
+                    if let Some(c) = claimed.iter().find(|c| c.payment.order_id == order.order_id) {
+                        let may_have_charged = match c.from_status.as_str() {
+                            "processing" => true,
+                            "failed" => c.previous_code.as_deref().is_some_and(may_have_charged),
+                            _ => false,
+                        };
+                        return Ok(Ok(Claim::Attempt { payment: c.payment.clone(), may_have_charged }));
+                    }
+                    // Someone else's payment is not this order's: only the payer's own counts.
+                    match others.iter().find(|p| p.order_id == order.order_id && p.user_id == order.user_id) {
+                        Some(payment) => Ok(Ok(Claim::Nothing(payment.clone()))),
+                        None => match self.claim(conn, *order) {
+                            Err(PaymentError::Database(e)) => Err(e),
+                            other => Ok(other),
+                        },
+                    }
                 })
                 .collect()
         })

@@ -133,6 +133,60 @@ pub fn start_attempt(
     .get_result(conn)
 }
 
+/// A payment claimed by `claim_due`, with what it was before the claim.
+#[derive(Debug, QueryableByName)]
+pub struct ClaimedPayment {
+    #[diesel(embed)]
+    pub payment: Payment,
+    #[diesel(sql_type = Text)]
+    pub from_status: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    pub previous_code: Option<String>,
+}
+
+/// Claims, in one statement, the payments of these orders that are due an attempt — pending,
+/// failed and retryable, or processing with an attempt older than `lost_before` — bumping each
+/// one's fencing token and logging why. Rows are locked in id order, so concurrent batches
+/// cannot deadlock on each other. Payments not due are left alone (and not returned).
+pub fn claim_due(
+    conn: &mut PgConnection,
+    order_ids: &[i64],
+    lost_before: DateTime<Utc>,
+    max_attempts: i32,
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<ClaimedPayment>> {
+    diesel::sql_query(
+        "WITH due AS ( \
+             SELECT id, status AS from_status, error_code AS previous_code, retry_count, error_message FROM payments \
+             WHERE order_id = ANY($1) \
+               AND (status = 'pending' OR (status = 'failed' AND retryable) \
+                    OR (status = 'processing' AND processing_started_at <= $2)) \
+             ORDER BY id FOR UPDATE), \
+         claimed AS ( \
+             UPDATE payments p SET status = 'processing', attempts = p.attempts + 1, processing_started_at = $3, updated_at = $3 \
+             FROM due WHERE p.id = due.id \
+             RETURNING p.*, due.from_status, due.previous_code, \
+                 CASE due.from_status \
+                     WHEN 'pending' THEN 'charging the card' \
+                     WHEN 'processing' THEN 'the previous attempt stopped answering; recovering it through the gateway' \
+                     ELSE 'attempt ' || (due.retry_count + 1) || ' of ' || $4 || ' after: ' || coalesce(due.error_message, 'a transient failure') \
+                 END AS reason), \
+         logged AS ( \
+             INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
+             SELECT id, from_status, 'processing', reason FROM claimed) \
+         SELECT * FROM claimed",
+    )
+    .bind::<diesel::sql_types::Array<BigInt>, _>(order_ids)
+    .bind::<Timestamptz, _>(lost_before)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Integer, _>(max_attempts)
+    .load(conn)
+}
+
+pub fn for_orders(conn: &mut PgConnection, order_ids: &[i64]) -> QueryResult<Vec<Payment>> {
+    payments::table.filter(payments::order_id.eq_any(order_ids)).select(Payment::as_select()).load(conn)
+}
+
 /// Settles the attempt `attempts` (made from status `from`) as completed and logs it, in one
 /// statement; `None` when that attempt no longer owns the row.
 pub fn complete_attempt(
