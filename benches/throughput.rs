@@ -390,10 +390,10 @@ fn payments_end_to_end(rows: &mut Vec<String>) {
 // --- thread pages ---------------------------------------------------------------------------
 
 /// The N+1 baseline: every comment's replies loaded by their own query, every fragment rendered.
-async fn naive_thread(path: actix_web::web::Path<i64>, state: actix_web::web::Data<AppState>) -> actix_web::HttpResponse {
+async fn naive_thread(path: actix_web::web::Path<i64>, pool: actix_web::web::Data<db::PgPool>) -> actix_web::HttpResponse {
     use agora::threads::{render, repo, tree};
     let post_id = path.into_inner();
-    let pool = state.services.pool.clone();
+    let pool = pool.get_ref().clone();
     let html = actix_web::web::block(move || {
         let mut conn = pool.get().unwrap();
         let post = repo::post(&mut conn, post_id).unwrap().unwrap();
