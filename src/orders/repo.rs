@@ -227,17 +227,7 @@ pub fn expire_if_abandoned(conn: &mut PgConnection, order_id: i64, now: DateTime
     close_unpaid(conn, order_id, "expired", now)
 }
 
-/// The order with its payment's status and attempt count, if paying has begun.
-pub fn find_with_payment(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<(Order, Option<PaymentStatus>, Option<i32>)>> {
-    orders::table
-        .left_join(payments::table)
-        .filter(orders::id.eq(order_id))
-        .select((Order::as_select(), payments::status.nullable(), payments::attempts.nullable()))
-        .first(conn)
-        .optional()
-}
-
-/// `find_with_payment` for many orders, in one query.
+/// These orders, each with its payment's status and attempt count if paying has begun: one query.
 pub fn find_many_with_payment(conn: &mut PgConnection, order_ids: &[i64]) -> QueryResult<Vec<(Order, Option<PaymentStatus>, Option<i32>)>> {
     orders::table
         .left_join(payments::table)
