@@ -63,20 +63,33 @@ struct Id {
 /// Enqueues a job, due at its `run_at` or else at `now` (the caller's clock, so that tests under a
 /// fake clock see it due); `None` when an equal unique job is already waiting or running.
 pub fn enqueue(conn: &mut PgConnection, job: &NewJob, now: DateTime<Utc>) -> QueryResult<Option<i64>> {
-    let rows: Vec<Id> = diesel::sql_query(
+    insert(conn, job, now, None)
+}
+
+/// The one INSERT of a job; with a bound, it inserts only while fewer than `bound` jobs are
+/// ready in the job's queue, checked in the same statement.
+fn insert(conn: &mut PgConnection, job: &NewJob, now: DateTime<Utc>, bound: Option<i64>) -> QueryResult<Option<i64>> {
+    let only_below_bound = match bound {
+        Some(_) => "WHERE (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available' AND queue = $1 LIMIT $8) ready) < $8",
+        None => "",
+    };
+    let query = diesel::sql_query(format!(
         "INSERT INTO jobs (queue, kind, args, priority, max_attempts, run_at, unique_key) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         SELECT $1, $2, $3, $4, $5, $6, $7 {only_below_bound} \
          ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running') \
-         DO NOTHING RETURNING id",
-    )
+         DO NOTHING RETURNING id"
+    ))
     .bind::<Text, _>(&job.queue)
     .bind::<Text, _>(&job.kind)
     .bind::<Jsonb, _>(&job.args)
     .bind::<SmallInt, _>(job.priority)
     .bind::<Integer, _>(job.max_attempts)
     .bind::<Timestamptz, _>(job.run_at.unwrap_or(now))
-    .bind::<Nullable<Text>, _>(&job.unique_key)
-    .load(conn)?;
+    .bind::<Nullable<Text>, _>(&job.unique_key);
+    let rows: Vec<Id> = match bound {
+        Some(limit) => query.bind::<BigInt, _>(limit).load(conn)?,
+        None => query.load(conn)?,
+    };
     Ok(rows.first().map(|r| r.id))
 }
 
@@ -99,26 +112,10 @@ pub fn enqueue_bounded(
     limit: i64,
     now: DateTime<Utc>,
 ) -> QueryResult<Result<Option<i64>, QueueFull>> {
-    // The count and the insert in one statement; no row back means full, or an equal job waiting.
-    let rows: Vec<Id> = diesel::sql_query(
-        "INSERT INTO jobs (queue, kind, args, priority, max_attempts, run_at, unique_key) \
-         SELECT $1, $2, $3, $4, $5, $6, $7 \
-         WHERE (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available' AND queue = $1 LIMIT $8) ready) < $8 \
-         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running') \
-         DO NOTHING RETURNING id",
-    )
-    .bind::<Text, _>(&job.queue)
-    .bind::<Text, _>(&job.kind)
-    .bind::<Jsonb, _>(&job.args)
-    .bind::<SmallInt, _>(job.priority)
-    .bind::<Integer, _>(job.max_attempts)
-    .bind::<Timestamptz, _>(job.run_at.unwrap_or(now))
-    .bind::<Nullable<Text>, _>(&job.unique_key)
-    .bind::<BigInt, _>(limit)
-    .load(conn)?;
-    if let Some(row) = rows.first() {
-        return Ok(Ok(Some(row.id)));
+    if let Some(id) = insert(conn, job, now, Some(limit))? {
+        return Ok(Ok(Some(id)));
     }
+    // No row: the queue is full, or an equal job is already waiting.
     let duplicate = match &job.unique_key {
         Some(key) => diesel::select(diesel::dsl::exists(
             jobs::table.filter(jobs::unique_key.eq(key)).filter(jobs::state.eq_any(["available", "running"])),
