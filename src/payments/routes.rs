@@ -22,6 +22,8 @@ struct PaymentPage {
     in_flight: bool,
     /// Seconds between the page's own refreshes while something is still to happen.
     refresh: u32,
+    /// Only a failure shows its reason as a problem: an open question is not one.
+    failed: bool,
 }
 
 /// What the person paying should understand, and do, in each state.
@@ -101,6 +103,7 @@ async fn show(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<Strin
     let refresh = if payment.status == PaymentStatus::RequiresConfirmation { 30 } else { 2 };
     html(PaymentPage {
         refresh,
+        failed: payment.status == PaymentStatus::Failed,
         layout: Layout::new(&req),
         amount: format_money(&payment.amount, &payment.currency),
         in_flight: !is_final(&payment),

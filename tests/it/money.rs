@@ -117,6 +117,7 @@ fn with_lookups_failing_too_the_payment_awaits_confirmation_keeps_its_stock_and_
     assert!(body.contains("Confirming with your bank"), "{body}");
     assert!(body.contains("You will not be charged twice"));
     assert!(!body.contains("No money was taken"));
+    assert!(!body.contains("class=\"problem\""), "an open question is not shown as a problem");
     let status: serde_json::Value = serde_json::from_str(&me.client.get(&format!("{page}/status")).body).unwrap();
     assert_eq!((status["status"].as_str(), status["final"].as_bool()), (Some("requires_confirmation"), Some(false)));
 
