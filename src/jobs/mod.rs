@@ -50,6 +50,29 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// Where a job's database work happens: on one connection held for the whole job (what tests
+/// pass), or on connections taken from the pool for each step and given back in between — so
+/// that a job waiting on another system (a gateway) holds no connection while it waits.
+pub enum Conn<'a> {
+    Held(&'a mut PgConnection),
+    Pooled { pool: &'a crate::db::PgPool, counter: &'a crate::db::QueryCounter },
+}
+
+impl Conn<'_> {
+    /// Runs one step of database work.
+    pub fn run<T, E: From<diesel::result::Error>>(&mut self, work: impl FnOnce(&mut PgConnection) -> Result<T, E>) -> Result<T, E> {
+        match self {
+            Conn::Held(conn) => work(conn),
+            Conn::Pooled { pool, counter } => {
+                let mut conn = crate::db::CountedConn::checkout(pool, counter).map_err(|e| {
+                    diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::ClosedConnection, Box::new(e.to_string()))
+                })?;
+                work(&mut conn)
+            }
+        }
+    }
+}
+
 /// How a job attempt ended, when it did not succeed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JobError {
@@ -104,9 +127,10 @@ pub trait JobHandler: Send + Sync {
 
     /// Does the work of several jobs of this kind at once (all claimed together, all to start
     /// now); one result per job, in order. Kinds whose jobs wait on other systems override it to
-    /// wait for all of them together.
-    fn perform_batch(&self, conn: &mut PgConnection, jobs: &[Job]) -> Vec<Result<(), JobError>> {
-        jobs.iter().map(|job| self.perform(conn, job)).collect()
+    /// wait for all of them together, with no connection held meanwhile.
+    fn perform_batch(&self, conn: &mut Conn<'_>, jobs: &[Job]) -> Vec<Result<(), JobError>> {
+        let done: QueryResult<Vec<_>> = conn.run(|conn| Ok(jobs.iter().map(|job| self.perform(conn, job)).collect()));
+        done.unwrap_or_else(|e| vec![Err(JobError::from(e)); jobs.len()])
     }
 
     /// Runs inside the transaction that marks the job dead.

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::queue::{self, Reschedule};
-use super::{Job, JobError, Registry, Scheduler, Wake};
+use super::{Conn, Job, JobError, Registry, Scheduler, Wake};
 use crate::clock::Clock;
 use crate::db::{CountedConn, PgPool, QueryCounter};
 
@@ -86,10 +86,20 @@ impl Worker {
     }
 
     /// Claims a batch and runs every job in it that it still holds — jobs of one kind that
-    /// follow each other together, through their handler's `perform_batch` — then settles them.
-    /// Returns how many it claimed.
+    /// follow each other together, through their handler's `perform_batch` — then settles them,
+    /// all on this one connection. Returns how many it claimed.
     pub fn run_once(&self, conn: &mut PgConnection) -> QueryResult<usize> {
-        let claimed = self.claim(conn)?;
+        self.cycle(&mut Conn::Held(conn))
+    }
+
+    /// `run_once` with connections taken from the pool for each step: what the worker pool
+    /// runs, so that a batch waiting on a gateway holds no connection.
+    pub fn run_once_pooled(&self, pool: &PgPool, counter: &QueryCounter) -> QueryResult<usize> {
+        self.cycle(&mut Conn::Pooled { pool, counter })
+    }
+
+    fn cycle(&self, conn: &mut Conn<'_>) -> QueryResult<usize> {
+        let claimed = conn.run(|conn| self.claim(conn))?;
         let mut succeeded = Vec::with_capacity(claimed.len());
         let mut rest: &[Job] = &claimed;
         while let Some(first) = rest.first() {
@@ -106,15 +116,25 @@ impl Worker {
                 continue;
             }
             let results = self.perform_batch(conn, &startable)?;
-            for (job, result) in startable.iter().zip(results) {
-                match result {
-                    Ok(()) => succeeded.push(job.id),
-                    Err(error) => self.settle_failure(conn, job, error)?,
-                }
+            let failed: Vec<(&Job, JobError)> = startable
+                .iter()
+                .zip(results)
+                .filter_map(|(job, result)| match result {
+                    Ok(()) => {
+                        succeeded.push(job.id);
+                        None
+                    }
+                    Err(error) => Some((job, error)),
+                })
+                .collect();
+            if !failed.is_empty() {
+                conn.run(|conn| failed.into_iter().try_for_each(|(job, error)| self.settle_failure(conn, job, error)))?;
+            }
+            for job in &startable {
                 self.release(job.id);
             }
         }
-        queue::complete(conn, &self.id, &succeeded, self.clock.now())?;
+        conn.run(|conn| queue::complete(conn, &self.id, &succeeded, self.clock.now()))?;
         Ok(claimed.len())
     }
 
@@ -150,24 +170,24 @@ impl Worker {
 
     /// Runs the handler of these jobs (all of one kind). The outer error means the connection
     /// could not be made clean again after a panic: the caller must stop using it.
-    fn perform_batch(&self, conn: &mut PgConnection, jobs: &[Job]) -> QueryResult<Vec<Result<(), JobError>>> {
+    fn perform_batch(&self, conn: &mut Conn<'_>, jobs: &[Job]) -> QueryResult<Vec<Result<(), JobError>>> {
         let Some(handler) = self.registry.get(&jobs[0].kind) else {
             let unknown = JobError::Permanent(format!("no handler for job kind {:?}", jobs[0].kind));
             return Ok(vec![Err(unknown); jobs.len()]);
         };
         // A panicking handler is a bug in its jobs, not a reason to lose the worker.
-        let results = if jobs.len() == 1 {
-            catch_unwind(AssertUnwindSafe(|| vec![handler.perform(conn, &jobs[0])]))
-        } else {
-            catch_unwind(AssertUnwindSafe(|| handler.perform_batch(conn, jobs)))
-        };
+        let results = catch_unwind(AssertUnwindSafe(|| handler.perform_batch(conn, jobs)));
         match results {
             Ok(results) => Ok(results),
             Err(panic) => {
                 let why = panic.downcast_ref::<&str>().map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown".into());
-                roll_back_abandoned(conn)?;
+                // A pooled connection the panic went through was discarded by the pool; one held
+                // for the whole job is still ours, and may still be inside the handler's transaction.
+                if let Conn::Held(held) = conn {
+                    roll_back_abandoned(held)?;
+                }
                 Ok(vec![Err(JobError::Transient(format!("job panicked: {why}"))); jobs.len()])
             }
         }
@@ -351,36 +371,30 @@ fn run_loop(
     let counter = QueryCounter::default();
     let mut last_housekeeping: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
-        let mut conn = match CountedConn::checkout(&pool, &counter) {
-            Ok(conn) => conn,
-            Err(e) => {
-                log::warn!("worker {}: no database connection: {e}", worker.id);
-                wake.wait(poll);
-                continue;
-            }
-        };
         if last_housekeeping.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             last_housekeeping = Some(Instant::now());
-            if rescuer {
-                if let Err(e) = worker.rescue_expired(&mut conn) {
-                    log::warn!("lease rescue failed: {e}");
+            match CountedConn::checkout(&pool, &counter) {
+                Ok(mut conn) => {
+                    if rescuer {
+                        if let Err(e) = worker.rescue_expired(&mut conn) {
+                            log::warn!("lease rescue failed: {e}");
+                        }
+                    }
+                    if let Some(scheduler) = &scheduler {
+                        if let Err(e) = scheduler.tick(&mut conn) {
+                            log::warn!("scheduler tick failed: {e}");
+                        }
+                    }
                 }
-            }
-            if let Some(scheduler) = &scheduler {
-                if let Err(e) = scheduler.tick(&mut conn) {
-                    log::warn!("scheduler tick failed: {e}");
-                }
+                Err(e) => log::warn!("worker {}: no database connection: {e}", worker.id),
             }
         }
-        match worker.run_once(&mut conn) {
-            Ok(0) => {
-                drop(conn);
-                wake.wait(poll);
-            }
+        // Connections are taken for each step of the cycle, never held while jobs wait.
+        match worker.run_once_pooled(&pool, &counter) {
+            Ok(0) => wake.wait(poll),
             Ok(_) => {}
             Err(e) => {
                 log::warn!("worker {}: {e}", worker.id);
-                drop(conn);
                 wake.wait(poll);
             }
         }

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use super::repo as orders;
 use crate::clock::Clock;
-use crate::jobs::{self, Backoff, Job, JobError, JobHandler, NewJob, QueueFull};
+use crate::jobs::{self, Backoff, Conn, Job, JobError, JobHandler, NewJob, QueueFull};
 use crate::payments::breaker::{Admission, CircuitBreaker};
 use crate::payments::fraud::{FraudCheck, OrderFacts, Verdict};
 use crate::config::PaymentSettings;
 use crate::payments::gateway::PaymentGateway;
-use crate::payments::processor::{open_for_order, Claim, PaymentOutcomes};
+use crate::payments::processor::{open_for_order, Claim, Outcome, PaymentOutcomes};
 use crate::payments::{repo as payments, PayOrder, Payment, PaymentError, PaymentProcessor, PaymentStatus};
 
 pub const CHARGE_ORDER: &str = "charge_order";
@@ -145,10 +145,10 @@ impl ChargeOrder {
     }
 
     /// The batch: read every order in one query, judge the never-tried ones with the fraud rules
-    /// in one pass, ask the breaker once, claim every payment in one transaction, send every
-    /// gateway call at once, and settle every answer in one transaction. Each job's result is
-    /// written into `results` at its index.
-    fn charge_all(&self, conn: &mut PgConnection, jobs: &[Job], results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
+    /// in one pass, ask the breaker once, claim every payment in one transaction (`prepare`); send
+    /// every gateway call at once, holding no connection; settle every answer in one transaction
+    /// (`finish`). Each job's result is written into `results` at its index.
+    fn charge_all(&self, conn: &mut Conn<'_>, jobs: &[Job], results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
         let mut pending: Vec<(usize, PayOrder)> = Vec::new();
         // Two deliveries of the same order's job in one batch are one piece of work: the second
         // shares the first's result.
@@ -169,7 +169,23 @@ impl ChargeOrder {
         outcome
     }
 
-    fn charge_orders(&self, conn: &mut PgConnection, pending: Vec<(usize, PayOrder)>, results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
+    fn charge_orders(&self, conn: &mut Conn<'_>, pending: Vec<(usize, PayOrder)>, results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
+        let calls = conn.run(|conn| self.prepare(conn, pending, results))?;
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let attempts: Vec<(Payment, bool)> = calls.iter().map(|(_, p, may)| (p.clone(), *may)).collect();
+        let outcomes = self.processor.attempt_all(&attempts);
+        conn.run(|conn| self.finish(conn, calls, attempts, outcomes, results))
+    }
+
+    /// Everything before the gateway: returns the attempts to make, by job index.
+    fn prepare(
+        &self,
+        conn: &mut PgConnection,
+        pending: Vec<(usize, PayOrder)>,
+        results: &mut [Option<Result<(), JobError>>],
+    ) -> Result<Vec<(usize, Payment, bool)>, JobError> {
         let ids: Vec<i64> = pending.iter().map(|(_, p)| p.order_id).collect();
         let found = orders::find_many_with_payment(conn, &ids)?;
         let mut fresh: Vec<(usize, PayOrder, OrderFacts)> = Vec::new();
@@ -202,7 +218,7 @@ impl ChargeOrder {
             }
         }
         if ready.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
 
         let now = self.clock.now();
@@ -212,7 +228,7 @@ impl ChargeOrder {
                 for (i, _) in ready {
                     results[i] = Some(Err(JobError::Snooze { until, reason: "the gateway's circuit breaker is open".into() }));
                 }
-                return Ok(());
+                return Ok(Vec::new());
             }
             // Half open: one call tests the gateway; the rest wait for its verdict.
             Admission::Probe => {
@@ -232,8 +248,18 @@ impl ChargeOrder {
                 Err(e) => results[*i] = Some(Err(payment_error(e))),
             }
         }
-        let attempts: Vec<(Payment, bool)> = calls.iter().map(|(_, p, may)| (p.clone(), *may)).collect();
-        let outcomes = self.processor.attempt_all(&attempts);
+        Ok(calls)
+    }
+
+    /// Everything after the gateway: settle the answers, learn the gateway's health from them.
+    fn finish(
+        &self,
+        conn: &mut PgConnection,
+        calls: Vec<(usize, Payment, bool)>,
+        attempts: Vec<(Payment, bool)>,
+        outcomes: Vec<Outcome>,
+        results: &mut [Option<Result<(), JobError>>],
+    ) -> Result<(), JobError> {
         let settled = self.processor.settle_many(conn, attempts.into_iter().map(|(p, _)| p).zip(outcomes).collect())?;
         let mut health = Health::default();
         for ((i, _, _), payment) in calls.into_iter().zip(settled) {
@@ -265,10 +291,10 @@ impl JobHandler for ChargeOrder {
     }
 
     fn perform(&self, conn: &mut PgConnection, job: &Job) -> Result<(), JobError> {
-        self.perform_batch(conn, std::slice::from_ref(job)).remove(0)
+        self.perform_batch(&mut Conn::Held(conn), std::slice::from_ref(job)).remove(0)
     }
 
-    fn perform_batch(&self, conn: &mut PgConnection, jobs: &[Job]) -> Vec<Result<(), JobError>> {
+    fn perform_batch(&self, conn: &mut Conn<'_>, jobs: &[Job]) -> Vec<Result<(), JobError>> {
         let mut results: Vec<Option<Result<(), JobError>>> = vec![None; jobs.len()];
         // A failure of the batch as a whole (the database went away) is every unfinished job's.
         let shared = self.charge_all(conn, jobs, &mut results).err();
