@@ -62,6 +62,15 @@ start_postgres() {
     as_pg_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start \
       -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB" >/dev/null
   fi
+  # The server on our port must be this checkout's cluster: another checkout's (or one whose
+  # folder is gone) would be used by mistake and vanish under the tests.
+  local serving
+  serving="$(psql "postgres://agora@127.0.0.1:$PG_PORT/postgres" -qtAc 'SHOW data_directory' 2>/dev/null || true)"
+  if [ "$(readlink -f "$serving" 2>/dev/null)" != "$(readlink -f "$data")" ]; then
+    log "port $PG_PORT is served by another PostgreSQL (${serving:-unknown}), not .dev/pg"
+    log "stop it, or choose another port for this checkout: AGORA_PG_PORT=54330 AGORA_REDIS_PORT=63800 make test"
+    exit 1
+  fi
 }
 
 stop_postgres() {
