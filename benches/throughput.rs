@@ -152,7 +152,7 @@ fn checkouts() -> CheckoutRun {
     let hash = agora::auth::password::hash("bench-password");
     diesel::update(agora::schema::users::table).set(agora::schema::users::password_hash.eq(hash)).execute(&mut conn).unwrap();
     let services = services(&url, 0, 20);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = web::listen("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
     let server_services = services.clone();
@@ -418,7 +418,7 @@ struct Served {
 }
 
 fn serve(services: Arc<Services>) -> Served {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = web::listen("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -1,7 +1,6 @@
 //! The `agora` command: `serve`, `migrate`, `seed`, `gateway-sim`.
 
 use actix_web::cookie::Key;
-use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +102,7 @@ async fn serve() -> Result<(), String> {
         log::warn!("starting without Redis: {e}");
     }
     let workers = (config.jobs.workers > 0).then(|| services.start_workers());
-    let listener = TcpListener::bind((config.host.as_str(), config.port)).map_err(|e| format!("bind: {e}"))?;
+    let listener = web::listen((config.host.as_str(), config.port)).map_err(|e| format!("bind: {e}"))?;
     log::info!("Agora is listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
     let state = AppState { query_count_header: config.query_count_header, trusted_proxy_hops: config.trusted_proxy_hops, metrics_token: config.metrics_token.clone() };
     let options = ServerOptions {
@@ -157,7 +156,7 @@ async fn gateway_sim() -> Result<(), String> {
         jitter: Duration::from_millis(rate("GATEWAY_JITTER_MS", 0.0) as u64),
     };
     let host = std::env::var("GATEWAY_SIM_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let listener = TcpListener::bind((host.as_str(), port)).map_err(|e| format!("bind: {e}"))?;
+    let listener = web::listen((host.as_str(), port)).map_err(|e| format!("bind: {e}"))?;
     log::info!("gateway-sim listening on http://{host}:{port} (ledger at /charges)");
     sim_server::run(listener, Arc::new(simulation), latency).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())
 }

@@ -227,6 +227,24 @@ fn form_error(err: actix_web::error::UrlencodedError, _: &HttpRequest) -> actix_
     AppError::BadRequest(format!("The form could not be read: {err}")).into()
 }
 
+/// Pending connections the kernel queues for the server. std's `TcpListener::bind` asks for 128;
+/// a burst of a few hundred clients overflows that, and Linux then resets connections.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening socket on `addr` (`host:port`, port 0 for any) with a backlog fit for bursts.
+pub fn listen(addr: impl std::net::ToSocketAddrs) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// No inline script, no plug-ins, no framing, forms only to this site. Inline `<style>` stays
 /// allowed: the thread page's per-user style block is generated from numbers only.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \

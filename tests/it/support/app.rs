@@ -29,7 +29,7 @@ pub struct Running {
 
 impl Running {
     pub fn start(make: impl FnOnce(TcpListener) -> std::io::Result<actix_web::dev::Server> + Send + 'static) -> (Running, String) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = agora::web::listen("127.0.0.1:0").unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
