@@ -8,7 +8,7 @@ run:
 test:
 	@bash scripts/devenv.sh test
 
-# Throughput of the job queue and of checkout; writes bench/results.md.
+# Throughput of the job queue, thread pages and payments end to end; writes bench/results.md.
 bench:
 	@bash scripts/devenv.sh bench
 
