@@ -43,6 +43,7 @@ fn cache_key(hash: &[u8]) -> String {
     format!("session:{hex}")
 }
 
+#[derive(Clone)]
 pub struct SessionStore {
     cache: Cache,
     pool: PgPool,
@@ -104,7 +105,7 @@ impl SessionStore {
 /// The HTTP layer asks, before every handler, who holds the request's token.
 impl Identify for SessionStore {
     fn identify(&self, token: String, counter: QueryCounter) -> Pin<Box<dyn Future<Output = Identity>>> {
-        let (store, pool, now) = (self.clone_handle(), self.pool.clone(), self.clock.now());
+        let (store, pool, now) = (self.clone(), self.pool.clone(), self.clock.now());
         Box::pin(async move {
             match store.user(token_hash(&token), pool, counter, now).await {
                 Ok(Some(user)) => Identity::Known(user),
@@ -115,8 +116,3 @@ impl Identify for SessionStore {
     }
 }
 
-impl SessionStore {
-    fn clone_handle(&self) -> SessionStore {
-        SessionStore { cache: self.cache.clone(), pool: self.pool.clone(), clock: self.clock.clone(), ttl: self.ttl, cache_ttl: self.cache_ttl }
-    }
-}

@@ -113,7 +113,7 @@ impl PaymentProcessor {
 
     /// Completes the attempt (if it still owns the payment) and tells the payment's owner.
     fn complete(&self, conn: &mut PgConnection, attempt: &Payment, charge: &Charge, now: DateTime<Utc>) -> QueryResult<Option<Payment>> {
-        let completed = repo::complete_attempt(conn, attempt.id, attempt.attempts, attempt.status, &charge.id, now)?;
+        let completed = repo::complete_many(conn, &[(attempt.id, attempt.attempts, charge.id.clone())], attempt.status, now)?.pop();
         if let Some(payment) = &completed {
             self.outcomes.paid(conn, std::slice::from_ref(payment), now)?;
         }
@@ -125,7 +125,8 @@ impl PaymentProcessor {
     }
 
     pub fn process(&self, conn: &mut PgConnection, order: PayOrder) -> Result<Payment, PaymentError> {
-        let (payment, may_have_charged) = match conn.transaction(|conn| self.claim(conn, order))? {
+        let claim = self.claim_many(conn, &[order])?.pop().expect("one claim per order")?;
+        let (payment, may_have_charged) = match claim {
             Claim::Nothing(payment) => return Ok(payment),
             Claim::Attempt { payment, may_have_charged } => (payment, may_have_charged),
         };
@@ -133,39 +134,58 @@ impl PaymentProcessor {
         Ok(conn.transaction(|conn| self.settle(conn, &payment, outcome))?)
     }
 
-    /// Claims the payments of these orders for one attempt each, in one transaction: the due ones
-    /// in one statement (`repo::claim_due`), the rest read as they are (`Nothing`). An order with
-    /// no payment yet goes through the one-by-one claim, which creates it. A database error is the
-    /// whole batch's, and rolls every claim back.
+    /// Claims the payments of these orders for one attempt each, in one transaction: every due
+    /// payment in one statement (`repo::claim_due`: pending, failed and retryable, or processing
+    /// with a lost attempt), the rest read as they are (`Nothing`). An order with no payment yet
+    /// gets one created first (if it is the payer's and unpaid), then claimed the same way. Only
+    /// the payer's own payment is ever claimed or returned. A database error is the whole batch's,
+    /// and rolls every claim back.
     pub fn claim_many(&self, conn: &mut PgConnection, orders: &[PayOrder]) -> QueryResult<Vec<Result<Claim, PaymentError>>> {
         let now = self.clock.now();
         let lost_before = now - chrono(self.settings.processing_lease);
-        let ids: Vec<i64> = orders.iter().map(|o| o.order_id).collect();
+        let mine = |p: &Payment, o: &PayOrder| p.order_id == o.order_id && p.user_id == o.user_id;
         conn.transaction(|conn| {
-            let claimed = repo::claim_due(conn, &ids, lost_before, self.settings.max_attempts, now)?;
-            let untouched: Vec<i64> = ids.iter().copied().filter(|id| !claimed.iter().any(|c| c.payment.order_id == *id)).collect();
-            let others = if untouched.is_empty() { Vec::new() } else { repo::for_orders(conn, &untouched)? };
-            orders
+            let unclaimed = |claimed: &[repo::ClaimedPayment], among: &[PayOrder]| -> Vec<PayOrder> {
+                among.iter().filter(|o| !claimed.iter().any(|c| mine(&c.payment, o))).copied().collect()
+            };
+            let mut claimed = repo::claim_due(conn, orders, lost_before, self.settings.max_attempts, now)?;
+            let rest = unclaimed(&claimed, orders);
+            let mut known = if rest.is_empty() { Vec::new() } else { repo::for_orders(conn, &rest)? };
+            let mut refused: Vec<(i64, PaymentError)> = Vec::new();
+            let mut created: Vec<PayOrder> = Vec::new();
+            for order in rest.iter().filter(|o| !known.iter().any(|p| mine(p, o))) {
+                match create_for_order(conn, *order) {
+                    Ok(_) => created.push(*order),
+                    Err(PaymentError::Database(e)) => return Err(e),
+                    Err(e) => refused.push((order.order_id, e)),
+                }
+            }
+            if !created.is_empty() {
+                claimed.extend(repo::claim_due(conn, &created, lost_before, self.settings.max_attempts, now)?);
+                let still = unclaimed(&claimed, &created);
+                if !still.is_empty() {
+                    known.extend(repo::for_orders(conn, &still)?);
+                }
+            }
+            Ok(orders
                 .iter()
                 .map(|order| {
-                    if let Some(c) = claimed.iter().find(|c| c.payment.order_id == order.order_id) {
+                    if let Some(c) = claimed.iter().find(|c| mine(&c.payment, order)) {
                         let may_have_charged = match c.from_status.as_str() {
                             "processing" => true,
+                            // After a refusal (503, 429) nothing can have been charged: no need to look first.
                             "failed" => c.previous_code.as_deref().is_some_and(may_have_charged),
                             _ => false,
                         };
-                        return Ok(Ok(Claim::Attempt { payment: c.payment.clone(), may_have_charged }));
+                        return Ok(Claim::Attempt { payment: c.payment.clone(), may_have_charged });
                     }
-                    // Someone else's payment is not this order's: only the payer's own counts.
-                    match others.iter().find(|p| p.order_id == order.order_id && p.user_id == order.user_id) {
-                        Some(payment) => Ok(Ok(Claim::Nothing(payment.clone()))),
-                        None => match self.claim(conn, *order) {
-                            Err(PaymentError::Database(e)) => Err(e),
-                            other => Ok(other),
-                        },
+                    if let Some(at) = refused.iter().position(|(id, _)| *id == order.order_id) {
+                        return Err(refused.swap_remove(at).1);
                     }
+                    let payment = known.iter().find(|p| mine(p, order)).ok_or(PaymentError::OrderNotFound)?;
+                    Ok(Claim::Nothing(payment.clone()))
                 })
-                .collect()
+                .collect())
         })
     }
 
@@ -213,7 +233,7 @@ impl PaymentProcessor {
             .collect();
         conn.transaction(|conn| {
             let mut completed = match conn.transaction(|conn| {
-                let done = repo::complete_many(conn, &clean, now)?;
+                let done = repo::complete_many(conn, &clean, PaymentStatus::Processing, now)?;
                 self.outcomes.paid(conn, &done, now)?;
                 Ok::<_, diesel::result::Error>(done)
             }) {
@@ -237,28 +257,6 @@ impl PaymentProcessor {
 
     fn is_last_attempt(&self, payment: &Payment) -> bool {
         payment.retry_count + 1 >= self.settings.max_attempts
-    }
-
-    fn claim(&self, conn: &mut PgConnection, order: PayOrder) -> Result<Claim, PaymentError> {
-        let (payment, _) = create_for_order(conn, order)?;
-        let now = self.clock.now();
-        let (may_have_charged, reason) = match payment.status {
-            PaymentStatus::Completed | PaymentStatus::RequiresConfirmation => return Ok(Claim::Nothing(payment)),
-            PaymentStatus::Failed if !payment.retryable => return Ok(Claim::Nothing(payment)),
-            PaymentStatus::Processing if !self.attempt_lost(&payment, now) => return Ok(Claim::Nothing(payment)),
-            PaymentStatus::Processing => {
-                (true, "the previous attempt stopped answering; recovering it through the gateway".to_string())
-            }
-            PaymentStatus::Failed => (
-                // After a refusal (503, 429) nothing can have been charged: no need to look first.
-                payment.error_code.as_deref().is_some_and(may_have_charged),
-                format!("attempt {} of {} after: {}", payment.retry_count + 1, self.settings.max_attempts,
-                    payment.error_message.as_deref().unwrap_or("a transient failure")),
-            ),
-            PaymentStatus::Pending => (false, "charging the card".to_string()),
-        };
-        let claimed = repo::start_attempt(conn, payment.id, payment.status, &reason, now)?;
-        Ok(Claim::Attempt { payment: claimed, may_have_charged })
     }
 
     /// Whether a `processing` attempt has outlived its lease: its worker is presumed gone.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::domain::{IdempotencyKey, PaymentStatus};
+use super::processor::PayOrder;
 use crate::schema::{payment_events, payments};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize)]
@@ -150,7 +151,7 @@ pub struct ClaimedPayment {
 /// cannot deadlock on each other. Payments not due are left alone (and not returned).
 pub fn claim_due(
     conn: &mut PgConnection,
-    order_ids: &[i64],
+    orders: &[PayOrder],
     lost_before: DateTime<Utc>,
     max_attempts: i32,
     now: DateTime<Utc>,
@@ -158,7 +159,7 @@ pub fn claim_due(
     diesel::sql_query(
         "WITH due AS ( \
              SELECT id, status AS from_status, error_code AS previous_code, retry_count, error_message FROM payments \
-             WHERE order_id = ANY($1) \
+             WHERE (order_id, user_id) IN (SELECT * FROM unnest($1::bigint[], $5::bigint[])) \
                AND (status = 'pending' OR (status = 'failed' AND retryable) \
                     OR (status = 'processing' AND processing_started_at <= $2)) \
              ORDER BY id FOR UPDATE), \
@@ -176,50 +177,26 @@ pub fn claim_due(
              SELECT id, from_status, 'processing', reason FROM claimed) \
          SELECT * FROM claimed",
     )
-    .bind::<diesel::sql_types::Array<BigInt>, _>(order_ids)
+    .bind::<diesel::sql_types::Array<BigInt>, _>(orders.iter().map(|o| o.order_id).collect::<Vec<_>>())
     .bind::<Timestamptz, _>(lost_before)
     .bind::<Timestamptz, _>(now)
     .bind::<Integer, _>(max_attempts)
+    .bind::<diesel::sql_types::Array<BigInt>, _>(orders.iter().map(|o| o.user_id).collect::<Vec<_>>())
     .load(conn)
 }
 
-pub fn for_orders(conn: &mut PgConnection, order_ids: &[i64]) -> QueryResult<Vec<Payment>> {
-    payments::table.filter(payments::order_id.eq_any(order_ids)).select(Payment::as_select()).load(conn)
+/// The payments of these orders, as they are; only those of the order's payer.
+pub fn for_orders(conn: &mut PgConnection, orders: &[PayOrder]) -> QueryResult<Vec<Payment>> {
+    let ids: Vec<i64> = orders.iter().map(|o| o.order_id).collect();
+    let found: Vec<Payment> = payments::table.filter(payments::order_id.eq_any(ids)).select(Payment::as_select()).load(conn)?;
+    Ok(found.into_iter().filter(|p| orders.iter().any(|o| o.order_id == p.order_id && o.user_id == p.user_id)).collect())
 }
 
-/// Settles the attempt `attempts` (made from status `from`) as completed and logs it, in one
-/// statement; `None` when that attempt no longer owns the row.
-pub fn complete_attempt(
-    conn: &mut PgConnection,
-    id: i64,
-    attempts: i32,
-    from: PaymentStatus,
-    transaction_id: &str,
-    now: DateTime<Utc>,
-) -> QueryResult<Option<Payment>> {
-    diesel::sql_query(
-        "WITH completed AS ( \
-             UPDATE payments SET status = 'completed', external_transaction_id = $3, \
-                 error_code = NULL, error_message = NULL, next_check_at = NULL, updated_at = $4 \
-             WHERE id = $1 AND status = $5 AND attempts = $2 RETURNING *), \
-         logged AS ( \
-             INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
-             SELECT id, $5, 'completed', 'charged, gateway transaction ' || $3 FROM completed) \
-         SELECT * FROM completed",
-    )
-    .bind::<BigInt, _>(id)
-    .bind::<Integer, _>(attempts)
-    .bind::<Text, _>(transaction_id)
-    .bind::<Timestamptz, _>(now)
-    .bind::<Text, _>(from.as_str())
-    .get_result(conn)
-    .optional()
-}
-
-/// `complete_attempt` for many attempts that all came back charged, in one statement: each
-/// completes only if that attempt still owns its payment. Returns the payments it completed (an
-/// attempt that lost its claim is simply absent).
-pub fn complete_many(conn: &mut PgConnection, attempts: &[(i64, i32, String)], now: DateTime<Utc>) -> QueryResult<Vec<Payment>> {
+/// Settles attempts `(payment id, fencing token, gateway charge id)`, all made from status
+/// `from`, as completed and logs each, in one statement: each completes only if that attempt
+/// still owns its payment. Returns the payments it completed (an attempt that lost its claim is
+/// simply absent).
+pub fn complete_many(conn: &mut PgConnection, attempts: &[(i64, i32, String)], from: PaymentStatus, now: DateTime<Utc>) -> QueryResult<Vec<Payment>> {
     if attempts.is_empty() {
         return Ok(Vec::new());
     }
@@ -231,16 +208,17 @@ pub fn complete_many(conn: &mut PgConnection, attempts: &[(i64, i32, String)], n
          completed AS ( \
              UPDATE payments p SET status = 'completed', external_transaction_id = s.charge, \
                  error_code = NULL, error_message = NULL, next_check_at = NULL, updated_at = $4 \
-             FROM settled s WHERE p.id = s.id AND p.status = 'processing' AND p.attempts = s.attempts RETURNING p.*), \
+             FROM settled s WHERE p.id = s.id AND p.status = $5 AND p.attempts = s.attempts RETURNING p.*), \
          logged AS ( \
              INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
-             SELECT id, 'processing', 'completed', 'charged, gateway transaction ' || external_transaction_id FROM completed) \
+             SELECT id, $5, 'completed', 'charged, gateway transaction ' || external_transaction_id FROM completed) \
          SELECT * FROM completed",
     )
     .bind::<diesel::sql_types::Array<BigInt>, _>(ids)
     .bind::<diesel::sql_types::Array<Integer>, _>(tokens)
     .bind::<diesel::sql_types::Array<Text>, _>(charges)
     .bind::<Timestamptz, _>(now)
+    .bind::<Text, _>(from.as_str())
     .load(conn)
 }
 

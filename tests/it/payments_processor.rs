@@ -155,6 +155,21 @@ fn someone_elses_order_cannot_be_paid() {
 }
 
 #[test]
+fn someone_elses_pending_payment_is_never_claimed_or_charged() {
+    let mut s = setup();
+    let owner = PayOrder { user_id: s.user_id, order_id: s.order_id };
+    let limits = agora::orders::pipeline::QueueLimits { max_ready: 100, charge_attempts: 5 };
+    agora::orders::pipeline::start_payment(&mut s.conn, owner, limits, chrono::Utc::now()).unwrap();
+    let stranger = fixtures::user(&mut s.conn, "intruder@example.com");
+    let gateway = Arc::new(ScriptedGateway::succeeding());
+    let result = processor(gateway.clone()).process(&mut s.conn, PayOrder { user_id: stranger, order_id: s.order_id });
+    assert!(matches!(result, Err(agora::payments::PaymentError::OrderNotFound)));
+    let status: PaymentStatus = payments::table.filter(payments::order_id.eq(s.order_id)).select(payments::status).first(&mut s.conn).unwrap();
+    assert_eq!(status, PaymentStatus::Pending, "the owner's payment is untouched");
+    assert_eq!(gateway.charge_calls(), 0);
+}
+
+#[test]
 fn a_completed_payment_cannot_be_changed_even_by_hand() {
     let mut s = setup();
     let gateway = Arc::new(ScriptedGateway::succeeding());
