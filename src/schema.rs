@@ -16,6 +16,7 @@ diesel::table! {
         id -> Int8,
         name -> Text,
         created_at -> Timestamptz,
+        country -> Nullable<Text>,
     }
 }
 
@@ -42,6 +43,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         stock_reserved -> Bool,
+        source -> Text,
     }
 }
 
@@ -78,6 +80,9 @@ diesel::table! {
         gateway_key -> Text,
         next_check_at -> Nullable<Timestamptz>,
         confirmation_checks -> Int4,
+        description -> Nullable<Text>,
+        payment_method -> Nullable<Text>,
+        amount_refunded -> Numeric,
     }
 }
 
@@ -183,6 +188,102 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    user_customers (user_id, customer_id) {
+        user_id -> Int8,
+        customer_id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    customer_balances (customer_id, currency) {
+        customer_id -> Int8,
+        currency -> Text,
+        available -> Numeric,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    balance_transactions (id) {
+        id -> Int8,
+        customer_id -> Int8,
+        #[sql_name = "type"]
+        kind -> Text,
+        amount -> Numeric,
+        currency -> Text,
+        source -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    refunds (id) {
+        id -> Int8,
+        reference -> Uuid,
+        payment_id -> Int8,
+        customer_id -> Int8,
+        user_id -> Int8,
+        amount -> Numeric,
+        currency -> Text,
+        status -> Text,
+        reason -> Nullable<Text>,
+        idempotency_key -> Text,
+        gateway_key -> Text,
+        gateway_refund_id -> Nullable<Text>,
+        failure_code -> Nullable<Text>,
+        failure_message -> Nullable<Text>,
+        attempts -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_idempotency_keys (user_id, key) {
+        user_id -> Int8,
+        key -> Text,
+        fingerprint -> Text,
+        status_code -> Nullable<Int4>,
+        response_body -> Nullable<Text>,
+        locked_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_revoked_tokens (jti) {
+        jti -> Uuid,
+        user_id -> Int8,
+        expires_at -> Timestamptz,
+        revoked_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Int8,
+        user_id -> Nullable<Int8>,
+        action -> Text,
+        subject -> Text,
+        note -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    invariant_checks (id) {
+        id -> Int8,
+        ok -> Bool,
+        findings -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(user_customers -> users (user_id));
+diesel::joinable!(user_customers -> customers (customer_id));
+diesel::joinable!(refunds -> payments (payment_id));
 diesel::joinable!(user_sessions -> users (user_id));
 diesel::joinable!(posts -> users (user_id));
 diesel::joinable!(comments -> posts (post_id));
@@ -198,5 +299,6 @@ diesel::joinable!(payment_events -> payments (payment_id)); // by construction, 
 
 diesel::allow_tables_to_appear_in_same_query!(
     users, customers, products, orders, order_items, payments, payment_events, jobs, periodic_runs,
-    circuit_breakers, posts, comments, comment_votes, user_sessions,
+    circuit_breakers, posts, comments, comment_votes, user_sessions, user_customers, customer_balances,
+    balance_transactions, refunds, api_idempotency_keys, api_revoked_tokens, audit_log, invariant_checks,
 );

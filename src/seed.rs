@@ -18,8 +18,11 @@ const CATALOGUE: [(&str, &[(&str, &str, i32)]); 2] = [
 ];
 
 fn ensure_customer(conn: &mut PgConnection, name: &str) -> QueryResult<i64> {
-    diesel::insert_into(customers::table).values(customers::name.eq(name)).on_conflict_do_nothing().execute(conn)?;
-    customers::table.filter(customers::name.eq(name)).select(customers::id).first(conn)
+    let found = customers::table.filter(customers::name.eq(name)).order(customers::id).select(customers::id).first(conn).optional()?;
+    match found {
+        Some(id) => Ok(id),
+        None => diesel::insert_into(customers::table).values(customers::name.eq(name)).returning(customers::id).get_result(conn),
+    }
 }
 
 fn ensure_product(conn: &mut PgConnection, customer_id: i64, name: &str, price: &str, stock: i32) -> QueryResult<i64> {

@@ -24,6 +24,49 @@ pub struct ChargeRequest {
     pub idempotency_key: String,
     pub amount: BigDecimal,
     pub currency: String,
+    /// A test card the simulations understand (see `TestCard`); real gateways take a token here.
+    pub payment_method: Option<String>,
+}
+
+/// Give back part or all of a charge.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub idempotency_key: String,
+    pub charge_id: String,
+    pub amount: BigDecimal,
+    pub currency: String,
+}
+
+/// Money the gateway has given back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayRefund {
+    pub id: String,
+    pub idempotency_key: String,
+    pub charge: String,
+    pub amount: BigDecimal,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Stripe's test payment methods, understood by the simulation and `gateway-sim`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestCard {
+    /// Always approved; its refunds succeed.
+    Visa,
+    /// Always declined with `card_declined`.
+    ChargeDeclined,
+}
+
+impl TestCard {
+    pub const METHODS: [&'static str; 2] = ["pm_card_visa", "pm_card_chargeDeclined"];
+
+    pub fn parse(method: Option<&str>) -> Option<TestCard> {
+        match method? {
+            "pm_card_visa" => Some(TestCard::Visa),
+            "pm_card_chargeDeclined" => Some(TestCard::ChargeDeclined),
+            _ => None,
+        }
+    }
 }
 
 /// Money the gateway has taken.
@@ -41,6 +84,10 @@ pub enum DeclineCode {
     InvalidCard,
     InsufficientFunds,
     CardDeclined,
+    /// A refund for a charge the gateway does not know.
+    ChargeNotFound,
+    /// A refund larger than what remains of its charge.
+    RefundExceedsCharge,
 }
 
 impl DeclineCode {
@@ -49,6 +96,8 @@ impl DeclineCode {
             DeclineCode::InvalidCard => "invalid_card",
             DeclineCode::InsufficientFunds => "insufficient_funds",
             DeclineCode::CardDeclined => "card_declined",
+            DeclineCode::ChargeNotFound => "charge_not_found",
+            DeclineCode::RefundExceedsCharge => "refund_exceeds_charge",
         }
     }
 
@@ -56,6 +105,8 @@ impl DeclineCode {
         match code {
             "invalid_card" => DeclineCode::InvalidCard,
             "insufficient_funds" => DeclineCode::InsufficientFunds,
+            "charge_not_found" => DeclineCode::ChargeNotFound,
+            "refund_exceeds_charge" => DeclineCode::RefundExceedsCharge,
             _ => DeclineCode::CardDeclined,
         }
     }
@@ -65,6 +116,8 @@ impl DeclineCode {
             DeclineCode::InvalidCard => "Invalid card number",
             DeclineCode::InsufficientFunds => "Insufficient funds",
             DeclineCode::CardDeclined => "The card was declined",
+            DeclineCode::ChargeNotFound => "No such charge",
+            DeclineCode::RefundExceedsCharge => "The refund is larger than what remains of the charge",
         }
     }
 }
@@ -118,12 +171,17 @@ pub trait PaymentGateway: Send + Sync + 'static {
     fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge>;
     /// Finds the charge made under this key, if any: how a lost answer is recovered.
     fn lookup(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<Charge>>;
+    /// Gives money back. Calling it again with the same key must not give it back twice.
+    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund>;
+    /// Finds the refund made under this key, if any.
+    fn lookup_refund(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<GatewayRefund>>;
 }
 
-/// The charges a fake gateway has made, one per idempotency key, in order.
+/// The charges and refunds a fake gateway has made, one per idempotency key, in order.
 #[derive(Debug, Default)]
 pub struct Ledger {
     charges: Mutex<(Vec<Charge>, HashMap<String, usize>)>,
+    refunds: Mutex<Vec<GatewayRefund>>,
 }
 
 impl Ledger {
@@ -154,6 +212,39 @@ impl Ledger {
     pub fn all(&self) -> Vec<Charge> {
         self.charges.lock().unwrap().0.clone()
     }
+
+    pub fn find_refund(&self, idempotency_key: &str) -> Option<GatewayRefund> {
+        self.refunds.lock().unwrap().iter().find(|r| r.idempotency_key == idempotency_key).cloned()
+    }
+
+    /// Gives back part of a charge, at most what remains of it; a repeated key returns the refund
+    /// it made the first time.
+    pub fn refund(&self, request: &RefundRequest) -> Result<GatewayRefund, GatewayError> {
+        let charge = self.all().into_iter().find(|c| c.id == request.charge_id);
+        let mut refunds = self.refunds.lock().unwrap();
+        if let Some(done) = refunds.iter().find(|r| r.idempotency_key == request.idempotency_key) {
+            return Ok(done.clone());
+        }
+        let Some(charge) = charge else { return Err(GatewayError::declined(DeclineCode::ChargeNotFound)) };
+        let refunded: BigDecimal = refunds.iter().filter(|r| r.charge == charge.id).map(|r| r.amount.clone()).sum();
+        if refunded + &request.amount > charge.amount {
+            return Err(GatewayError::declined(DeclineCode::RefundExceedsCharge));
+        }
+        let refund = GatewayRefund {
+            id: format!("re_{}", uuid::Uuid::new_v4().simple()),
+            idempotency_key: request.idempotency_key.clone(),
+            charge: charge.id,
+            amount: request.amount.clone(),
+            currency: request.currency.clone(),
+            created_at: Utc::now(),
+        };
+        refunds.push(refund.clone());
+        Ok(refund)
+    }
+
+    pub fn refunds(&self) -> Vec<GatewayRefund> {
+        self.refunds.lock().unwrap().clone()
+    }
 }
 
 /// Random outcomes at configured rates: the gateway of seed 000 (70% success, 20% timeout, 10%
@@ -181,6 +272,11 @@ impl Simulation {
     pub fn charge(&self, request: &ChargeRequest) -> Result<Charge, GatewayError> {
         if let Some(existing) = self.ledger.find(&request.idempotency_key) {
             return Ok(existing);
+        }
+        match TestCard::parse(request.payment_method.as_deref()) {
+            Some(TestCard::Visa) => return Ok(self.ledger.record(request)),
+            Some(TestCard::ChargeDeclined) => return Err(GatewayError::declined(DeclineCode::CardDeclined)),
+            None => {}
         }
         let roll: f64 = self.rng.lock().unwrap().gen();
         if roll < self.success_rate {
@@ -256,6 +352,20 @@ impl PaymentGateway for SimulatedGateway {
             Ok(self.simulation.ledger().find(&idempotency_key))
         })
     }
+
+    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
+        Box::pin(async move {
+            self.latency.wait().await;
+            self.simulation.ledger().refund(&request)
+        })
+    }
+
+    fn lookup_refund(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<GatewayRefund>> {
+        Box::pin(async move {
+            self.latency.wait().await;
+            Ok(self.simulation.ledger().find_refund(&idempotency_key))
+        })
+    }
 }
 
 /// What a scripted gateway does on one `charge` call.
@@ -276,6 +386,8 @@ pub struct ScriptedGateway {
     charge_calls: AtomicUsize,
     lookup_calls: AtomicUsize,
     lookups_down: std::sync::atomic::AtomicBool,
+    refund_script: Mutex<VecDeque<Outcome>>,
+    refund_calls: AtomicUsize,
 }
 
 impl ScriptedGateway {
@@ -292,7 +404,19 @@ impl ScriptedGateway {
             charge_calls: AtomicUsize::new(0),
             lookup_calls: AtomicUsize::new(0),
             lookups_down: std::sync::atomic::AtomicBool::new(false),
+            refund_script: Mutex::new(VecDeque::new()),
+            refund_calls: AtomicUsize::new(0),
         }
+    }
+
+    /// What the next refunds do, in order (`ChargeThenTimeout`: refunds, then loses the answer);
+    /// after them every refund succeeds.
+    pub fn script_refunds(&self, outcomes: Vec<Outcome>) {
+        *self.refund_script.lock().unwrap() = outcomes.into();
+    }
+
+    pub fn refund_calls(&self) -> usize {
+        self.refund_calls.load(Ordering::SeqCst)
     }
 
     /// Times out the first `n` charges, then succeeds.
@@ -337,6 +461,18 @@ impl ScriptedGateway {
         }
     }
 
+    pub fn refund_now(&self, request: &RefundRequest) -> Result<GatewayRefund, GatewayError> {
+        self.refund_calls.fetch_add(1, Ordering::SeqCst);
+        match self.refund_script.lock().unwrap().pop_front().unwrap_or(Outcome::Succeed) {
+            Outcome::Succeed => self.ledger.refund(request),
+            Outcome::Fail(e) => Err(e),
+            Outcome::ChargeThenTimeout => {
+                self.ledger.refund(request)?;
+                Err(GatewayError::Timeout)
+            }
+        }
+    }
+
     pub fn lookup_now(&self, idempotency_key: &str) -> Result<Option<Charge>, GatewayError> {
         self.lookup_calls.fetch_add(1, Ordering::SeqCst);
         if self.lookups_down.load(Ordering::SeqCst) {
@@ -353,6 +489,20 @@ impl PaymentGateway for ScriptedGateway {
 
     fn lookup(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<Charge>> {
         Box::pin(async move { self.lookup_now(&idempotency_key) })
+    }
+
+    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
+        Box::pin(async move { self.refund_now(&request) })
+    }
+
+    fn lookup_refund(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<GatewayRefund>> {
+        Box::pin(async move {
+            self.lookup_calls.fetch_add(1, Ordering::SeqCst);
+            if self.lookups_down.load(Ordering::SeqCst) {
+                return Err(GatewayError::Timeout);
+            }
+            Ok(self.ledger.find_refund(&idempotency_key))
+        })
     }
 }
 
@@ -374,7 +524,7 @@ mod tests {
     use super::*;
 
     fn request(key: &str) -> ChargeRequest {
-        ChargeRequest { idempotency_key: key.to_string(), amount: BigDecimal::from(10), currency: "USD".into() }
+        ChargeRequest { idempotency_key: key.to_string(), amount: BigDecimal::from(10), currency: "USD".into(), payment_method: None }
     }
 
     #[test]
@@ -402,6 +552,26 @@ mod tests {
         assert!((6_700..7_300).contains(&ok), "{ok}");
         assert!((1_700..2_300).contains(&timeouts), "{timeouts}");
         assert!((700..1_300).contains(&declines), "{declines}");
+    }
+
+    #[test]
+    fn test_cards_decide_the_outcome_and_refunds_never_exceed_the_charge() {
+        let sim = Simulation::new(0.0, 0.0, Some(1)); // every unmarked charge would be declined
+        let visa = ChargeRequest { payment_method: Some("pm_card_visa".into()), ..request("v") };
+        let charge = sim.charge(&visa).unwrap();
+        let declined = ChargeRequest { payment_method: Some("pm_card_chargeDeclined".into()), ..request("d") };
+        assert_eq!(sim.charge(&declined).unwrap_err().code(), "card_declined");
+        let refund = |key: &str, amount: i32| RefundRequest {
+            idempotency_key: key.into(),
+            charge_id: charge.id.clone(),
+            amount: BigDecimal::from(amount),
+            currency: "USD".into(),
+        };
+        let first = sim.ledger().refund(&refund("r1", 6)).unwrap();
+        assert_eq!(sim.ledger().refund(&refund("r1", 6)).unwrap(), first, "a repeated key is the same refund");
+        assert_eq!(sim.ledger().refund(&refund("r2", 5)).unwrap_err().code(), "refund_exceeds_charge");
+        sim.ledger().refund(&refund("r3", 4)).unwrap();
+        assert_eq!(sim.ledger().refunds().len(), 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::gateway::{Charge, ChargeRequest, DeclineCode, GatewayError, GatewayFuture, PaymentGateway};
+use super::gateway::{Charge, ChargeRequest, DeclineCode, GatewayError, GatewayFuture, GatewayRefund, PaymentGateway, RefundRequest};
 
 pub struct HttpGateway {
     client: reqwest::Client,
@@ -24,8 +24,8 @@ struct ErrorDetail {
 }
 
 #[derive(Deserialize)]
-struct ChargeList {
-    data: Vec<Charge>,
+struct List<T> {
+    data: Vec<T>,
 }
 
 impl HttpGateway {
@@ -78,37 +78,73 @@ impl HttpGateway {
 impl PaymentGateway for HttpGateway {
     fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
         Box::pin(async move {
-            let body = serde_json::json!({ "amount": request.amount.to_string(), "currency": request.currency });
-            let response = self
-                .client
-                .post(format!("{}/v1/charges", self.base_url))
-                .header("Idempotency-Key", &request.idempotency_key)
-                .json(&body)
-                .send()
-                .await
-                .map_err(HttpGateway::transport)?;
-            if !response.status().is_success() {
-                return Err(HttpGateway::refusal(response).await);
-            }
-            // An answer we cannot read may still report a charge.
-            response.json::<Charge>().await.map_err(|e| GatewayError::Ambiguous(format!("unreadable answer: {e}")))
+            let body = serde_json::json!({
+                "amount": request.amount.to_string(),
+                "currency": request.currency,
+                "payment_method": request.payment_method,
+            });
+            self.post("/v1/charges", &request.idempotency_key, body).await
         })
     }
 
     fn lookup(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<Charge>> {
         Box::pin(async move {
-            let response = self
-                .client
-                .get(format!("{}/v1/charges", self.base_url))
-                .query(&[("idempotency_key", &idempotency_key)])
-                .send()
-                .await
-                .map_err(HttpGateway::transport)?;
-            if !response.status().is_success() {
-                return Err(HttpGateway::refusal(response).await);
-            }
-            let list: ChargeList = response.json().await.map_err(|e| GatewayError::Unavailable(format!("bad answer: {e}")))?;
-            Ok(list.data.into_iter().find(|c| c.idempotency_key == idempotency_key))
+            let found: Vec<Charge> = self.find("/v1/charges", &idempotency_key).await?;
+            Ok(found.into_iter().find(|c| c.idempotency_key == idempotency_key))
         })
+    }
+
+    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
+        Box::pin(async move {
+            let body = serde_json::json!({
+                "charge": request.charge_id,
+                "amount": request.amount.to_string(),
+                "currency": request.currency,
+            });
+            self.post("/v1/refunds", &request.idempotency_key, body).await
+        })
+    }
+
+    fn lookup_refund(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<GatewayRefund>> {
+        Box::pin(async move {
+            let found: Vec<GatewayRefund> = self.find("/v1/refunds", &idempotency_key).await?;
+            Ok(found.into_iter().find(|r| r.idempotency_key == idempotency_key))
+        })
+    }
+}
+
+impl HttpGateway {
+    /// Creates something under an idempotency key; an answer that cannot be read may still
+    /// report that it was made.
+    async fn post<T: serde::de::DeserializeOwned>(&self, path: &str, key: &str, body: serde_json::Value) -> Result<T, GatewayError> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(HttpGateway::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpGateway::refusal(response).await);
+        }
+        response.json::<T>().await.map_err(|e| GatewayError::Ambiguous(format!("unreadable answer: {e}")))
+    }
+
+    /// What was made under an idempotency key (a lookup changes nothing, so an unreadable answer
+    /// is simply no answer).
+    async fn find<T: serde::de::DeserializeOwned>(&self, path: &str, key: &str) -> Result<Vec<T>, GatewayError> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .query(&[("idempotency_key", key)])
+            .send()
+            .await
+            .map_err(HttpGateway::transport)?;
+        if !response.status().is_success() {
+            return Err(HttpGateway::refusal(response).await);
+        }
+        let list: List<T> = response.json().await.map_err(|e| GatewayError::Unavailable(format!("bad answer: {e}")))?;
+        Ok(list.data)
     }
 }

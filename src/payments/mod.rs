@@ -7,6 +7,7 @@ pub mod fraud;
 pub mod gateway;
 pub mod http_gateway;
 pub mod processor;
+pub mod refunds;
 pub mod repo;
 pub mod routes;
 pub mod runtime;

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use super::domain::{IdempotencyKey, PaymentStatus};
 use super::gateway::{Charge, ChargeRequest, GatewayError, PaymentGateway};
+use super::refunds::{self, Refund};
 use super::repo::{self, Failure, Payment};
 use super::runtime::GatewayRuntime;
 use super::PaymentError;
@@ -449,6 +450,20 @@ impl PaymentProcessor {
         Ok(rescheduled)
     }
 
+    /// One attempt at a pending refund: claim it, ask the gateway (outside any transaction), settle
+    /// the answer. Returns the refund as it is left: `pending` when the gateway gave no answer that
+    /// settles it (the caller tries again later; the next attempt looks it up first).
+    pub fn process_refund(&self, conn: &mut PgConnection, refund_id: i64) -> QueryResult<Option<Refund>> {
+        let now = self.clock.now();
+        let Some(attempt) = conn.transaction(|conn| refunds::claim(conn, refund_id, now))? else {
+            return refunds::find(conn, refund_id);
+        };
+        let (gateway, call) = (self.gateway.clone(), attempt.clone());
+        let outcome = self.runtime.run(async move { refunds::call_gateway(gateway, &call).await });
+        let now = self.clock.now();
+        conn.transaction(|conn| refunds::settle(conn, &attempt, outcome, now)).map(Some)
+    }
+
     /// The pause after the `checks`-th unanswered check: minutes at first, then hours.
     pub fn confirm_pause(&self, checks: i32) -> std::time::Duration {
         let base = self.settings.confirm_backoff_base;
@@ -467,7 +482,12 @@ async fn call_gateway(gateway: Arc<dyn PaymentGateway>, payment: Payment, may_ha
             Err(error) => return Outcome::Unknown(error),
         }
     }
-    let request = ChargeRequest { idempotency_key: payment.gateway_key.clone(), amount: payment.amount.clone(), currency: payment.currency.clone() };
+    let request = ChargeRequest {
+        idempotency_key: payment.gateway_key.clone(),
+        amount: payment.amount.clone(),
+        currency: payment.currency.clone(),
+        payment_method: payment.payment_method.clone(),
+    };
     let error = match gateway.clone().charge(request).await {
         Ok(charge) => return Outcome::Charged(charge),
         Err(error) => error,

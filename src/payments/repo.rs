@@ -38,6 +38,11 @@ pub struct Payment {
     /// While `requires_confirmation`: when the gateway is asked again.
     pub next_check_at: Option<DateTime<Utc>>,
     pub confirmation_checks: i32,
+    pub description: Option<String>,
+    /// A test method the simulations understand (`pm_card_visa`, `pm_card_chargeDeclined`).
+    pub payment_method: Option<String>,
+    /// The sum of the refunds that have not failed.
+    pub amount_refunded: BigDecimal,
 }
 
 fn serialize_status<S: serde::Serializer>(status: &PaymentStatus, s: S) -> Result<S::Ok, S::Error> {
@@ -194,7 +199,9 @@ pub fn for_orders(conn: &mut PgConnection, orders: &[PayOrder]) -> QueryResult<V
 
 /// Settles attempts `(payment id, fencing token, gateway charge id)`, all made from status
 /// `from`, as completed and logs each, in one statement: each completes only if that attempt
-/// still owns its payment. Returns the payments it completed (an attempt that lost its claim is
+/// still owns its payment. The same statement credits each customer's balance and writes the
+/// ledger entries, so money taken is never missing from a balance (balance rows are locked in key
+/// order, so concurrent settlements cannot deadlock on them). Returns the payments it completed (an attempt that lost its claim is
 /// simply absent).
 pub fn complete_many(conn: &mut PgConnection, attempts: &[(i64, i32, String)], from: PaymentStatus, now: DateTime<Utc>) -> QueryResult<Vec<Payment>> {
     if attempts.is_empty() {
@@ -211,7 +218,15 @@ pub fn complete_many(conn: &mut PgConnection, attempts: &[(i64, i32, String)], f
              FROM settled s WHERE p.id = s.id AND p.status = $5 AND p.attempts = s.attempts RETURNING p.*), \
          logged AS ( \
              INSERT INTO payment_events (payment_id, from_status, to_status, reason) \
-             SELECT id, $5, 'completed', 'charged, gateway transaction ' || external_transaction_id FROM completed) \
+             SELECT id, $5, 'completed', 'charged, gateway transaction ' || external_transaction_id FROM completed), \
+         entered AS ( \
+             INSERT INTO balance_transactions (customer_id, type, amount, currency, source, created_at) \
+             SELECT customer_id, 'payment', amount, currency, reference, $4 FROM completed), \
+         credited AS ( \
+             INSERT INTO customer_balances AS b (customer_id, currency, available, updated_at) \
+             SELECT customer_id, currency, sum(amount), $4 FROM completed GROUP BY customer_id, currency \
+             ORDER BY customer_id, currency \
+             ON CONFLICT (customer_id, currency) DO UPDATE SET available = b.available + EXCLUDED.available, updated_at = $4) \
          SELECT * FROM completed",
     )
     .bind::<diesel::sql_types::Array<BigInt>, _>(ids)

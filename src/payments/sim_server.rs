@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::domain::{Amount, IdempotencyKey};
-use super::gateway::{ChargeRequest, GatewayError, Latency, Simulation};
+use super::gateway::{ChargeRequest, GatewayError, Latency, RefundRequest, Simulation};
 
 struct SimState {
     simulation: Arc<Simulation>,
@@ -40,6 +40,14 @@ impl Drop for InFlight<'_> {
 struct NewCharge {
     amount: String,
     currency: String,
+    payment_method: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NewRefund {
+    charge: String,
+    amount: String,
+    currency: String,
 }
 
 #[derive(Deserialize)]
@@ -63,16 +71,53 @@ async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web:
     };
     let _counted = InFlight::new(&state);
     state.latency.wait().await;
-    let request = ChargeRequest { idempotency_key: key.as_str().to_string(), amount: amount.as_decimal().clone(), currency: body.currency.clone() };
-    match state.simulation.charge(&request) {
-        Ok(charge) => HttpResponse::Ok().json(charge),
-        Err(GatewayError::Declined { code, message }) => {
-            error(StatusCode::PAYMENT_REQUIRED, "card_error", code.as_str(), &message)
-        }
+    let request = ChargeRequest {
+        idempotency_key: key.as_str().to_string(),
+        amount: amount.as_decimal().clone(),
+        currency: body.currency.clone(),
+        payment_method: body.payment_method.clone(),
+    };
+    answer(state.simulation.charge(&request))
+}
+
+fn answer<T: serde::Serialize>(result: Result<T, GatewayError>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    match result {
+        Ok(done) => HttpResponse::Ok().json(done),
+        Err(GatewayError::Declined { code, message }) => error(StatusCode::PAYMENT_REQUIRED, "card_error", code.as_str(), &message),
         Err(GatewayError::Timeout) => error(StatusCode::GATEWAY_TIMEOUT, "api_error", "gateway_timeout", "Gateway timeout"),
         Err(GatewayError::Unavailable(why)) => error(StatusCode::SERVICE_UNAVAILABLE, "api_error", "unavailable", &why),
         Err(GatewayError::Ambiguous(why)) => error(StatusCode::BAD_GATEWAY, "api_error", "gateway_error", &why),
     }
+}
+
+async fn create_refund(req: HttpRequest, body: web::Json<NewRefund>, state: web::Data<SimState>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let key = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()).and_then(IdempotencyKey::parse);
+    let Some(key) = key else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "missing_idempotency_key", "Idempotency-Key header is required");
+    };
+    let amount = match body.amount.parse::<Amount>() {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_amount", &e.to_string()),
+    };
+    state.latency.wait().await;
+    let request = RefundRequest {
+        idempotency_key: key.as_str().to_string(),
+        charge_id: body.charge.clone(),
+        amount: amount.as_decimal().clone(),
+        currency: body.currency.clone(),
+    };
+    answer(state.simulation.ledger().refund(&request))
+}
+
+async fn find_refunds(query: web::Query<LookupQuery>, state: web::Data<SimState>) -> HttpResponse {
+    let ledger = state.simulation.ledger();
+    let data: Vec<_> = match &query.idempotency_key {
+        Some(key) => ledger.find_refund(key).into_iter().collect(),
+        None => ledger.refunds(),
+    };
+    HttpResponse::Ok().json(json!({ "data": data }))
 }
 
 async fn find_charges(query: web::Query<LookupQuery>, state: web::Data<SimState>) -> HttpResponse {
@@ -88,6 +133,7 @@ async fn find_charges(query: web::Query<LookupQuery>, state: web::Data<SimState>
 async fn stats(state: web::Data<SimState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "charges": state.simulation.ledger().all().len(),
+        "refunds": state.simulation.ledger().refunds().len(),
         "in_flight": state.in_flight.load(Ordering::SeqCst),
         "in_flight_max": state.in_flight_max.load(Ordering::SeqCst),
     }))
@@ -105,6 +151,8 @@ pub fn run(listener: TcpListener, simulation: Arc<Simulation>, latency: Latency)
             .app_data(state.clone())
             .route("/v1/charges", web::post().to(create_charge))
             .route("/v1/charges", web::get().to(find_charges))
+            .route("/v1/refunds", web::post().to(create_refund))
+            .route("/v1/refunds", web::get().to(find_refunds))
             .route("/charges", web::get().to(all_charges))
             .route("/stats", web::get().to(stats))
     })

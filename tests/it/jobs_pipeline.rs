@@ -12,7 +12,7 @@ use agora::config::{JobSettings, PaymentSettings};
 use agora::jobs::{self, Job, JobError, JobHandler, NewJob, Registry, Scheduler, WorkerPool, WorkerSettings};
 use agora::orders::pipeline::{self, ChargeArgs};
 use agora::payments::fraud::{FraudCheck, OrderFacts, Verdict};
-use agora::payments::gateway::{DeclineCode, GatewayError, GatewayFuture, Outcome, PaymentGateway, ScriptedGateway};
+use agora::payments::gateway::{DeclineCode, GatewayError, GatewayFuture, GatewayRefund, Outcome, PaymentGateway, RefundRequest, ScriptedGateway};
 use agora::payments::{Charge, ChargeRequest, PayOrder, PaymentStatus};
 use agora::schema::{jobs as jobs_table, payments, products};
 
@@ -165,6 +165,14 @@ impl PaymentGateway for NotebookGateway {
     }
 
     fn lookup(self: Arc<Self>, _: String) -> GatewayFuture<Option<Charge>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn refund(self: Arc<Self>, _: RefundRequest) -> GatewayFuture<GatewayRefund> {
+        Box::pin(async { Err(GatewayError::Unavailable("this notebook takes no refunds".into())) })
+    }
+
+    fn lookup_refund(self: Arc<Self>, _: String) -> GatewayFuture<Option<GatewayRefund>> {
         Box::pin(async { Ok(None) })
     }
 }
@@ -563,7 +571,7 @@ async fn stalling_charge(
 ) -> actix_web::HttpResponse {
     let key = req.headers().get("Idempotency-Key").unwrap().to_str().unwrap().to_string();
     let amount: bigdecimal::BigDecimal = body["amount"].as_str().unwrap().parse().unwrap();
-    let charge = state.simulation.charge(&ChargeRequest { idempotency_key: key, amount, currency: "USD".into() }).unwrap();
+    let charge = state.simulation.charge(&ChargeRequest { idempotency_key: key, amount, currency: "USD".into(), payment_method: None }).unwrap();
     if state.stall.swap(false, Ordering::SeqCst) {
         state.charged.lock().unwrap().send(()).unwrap();
         std::future::pending::<()>().await;

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use agora::payments::gateway::{GatewayFuture, PaymentGateway, ScriptedGateway};
+use agora::payments::gateway::{GatewayFuture, GatewayRefund, PaymentGateway, RefundRequest, ScriptedGateway};
 use agora::payments::{Charge, ChargeRequest};
 
 /// Takes the money, then (once) the process dies before the answer is saved: the worker thread
@@ -33,6 +33,13 @@ impl PaymentGateway for ChargeThenDie {
 
     fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
         Box::pin(async move { self.inner.lookup_now(&key) })
+    }
+    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
+        Box::pin(async move { self.inner.refund_now(&request) })
+    }
+
+    fn lookup_refund(self: Arc<Self>, key: String) -> GatewayFuture<Option<GatewayRefund>> {
+        Box::pin(async move { Ok(self.inner.ledger().find_refund(&key)) })
     }
 }
 
@@ -94,5 +101,12 @@ impl PaymentGateway for HeldGateway {
 
     fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
         Box::pin(async move { self.inner.lookup_now(&key) })
+    }
+    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
+        Box::pin(async move { self.inner.refund_now(&request) })
+    }
+
+    fn lookup_refund(self: Arc<Self>, key: String) -> GatewayFuture<Option<GatewayRefund>> {
+        Box::pin(async move { Ok(self.inner.ledger().find_refund(&key)) })
     }
 }
