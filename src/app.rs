@@ -20,11 +20,15 @@ use crate::payments::fraud::FraudCheck;
 use crate::payments::gateway::PaymentGateway;
 use crate::payments::PaymentProcessor;
 use crate::cache::Cache;
+use crate::dashboard::jobs::{CheckInvariants, PruneApiKeys, RefundPayment, CHECK_INVARIANTS, PRUNE_API_KEYS};
+use crate::dashboard::{tokens::TokenKey, DashboardState};
 use crate::db::PgPool;
 use crate::threads::cache::ThreadCache;
 use crate::threads::counters::{ReconcileCounters, RECONCILE_COUNTERS};
 
 pub const GATEWAY_BREAKER: &str = "payment_gateway";
+/// Attempts a refund job gets (with backoff) before it is left, pending and visible, for people.
+pub const REFUND_ATTEMPTS: i32 = 8;
 
 /// The strategies injected at start-up: production passes the configured ones, tests their own.
 pub struct Strategies {
@@ -48,6 +52,9 @@ pub struct Services {
     pub sessions: Arc<SessionStore>,
     pub logins: Arc<LoginThrottle>,
     pub hashing: Arc<HashPool>,
+    /// Signs the API's bearer tokens.
+    pub api_token_secret: Vec<u8>,
+    pub refund_attempts: i32,
 }
 
 impl Services {
@@ -69,6 +76,12 @@ impl Services {
                 backoff: Backoff { base: jobs.charge_backoff_base, ..Backoff::default() },
                 busy_retry: payments.processing_lease,
             }))
+            .register(Arc::new(RefundPayment {
+                processor: processor.clone(),
+                backoff: Backoff { base: jobs.charge_backoff_base, ..Backoff::default() },
+            }))
+            .register(Arc::new(CheckInvariants))
+            .register(Arc::new(PruneApiKeys { clock: clock.clone() }))
             .register(Arc::new(ExpireOrders { clock: clock.clone(), ttl: jobs.order_ttl }))
             .register(Arc::new(reconciler()))
             .register(Arc::new(ConfirmPayment(reconciler())))
@@ -78,6 +91,13 @@ impl Services {
             .register(Arc::new(jobs::Noop));
         let scheduler = Scheduler::new(periodic_jobs(), clock.clone());
         let limits = QueueLimits { max_ready: jobs.max_ready, charge_attempts: payments.max_attempts };
+        let api_token_secret = auth.api_token_secret.clone().unwrap_or_else(|| {
+            use rand::RngCore;
+            log::warn!("no API_TOKEN_SECRET (or SESSION_SECRET): API tokens are valid only in this process, until it stops");
+            let mut secret = vec![0u8; 32];
+            rand::thread_rng().fill_bytes(&mut secret);
+            secret
+        });
         let sessions = Arc::new(SessionStore::new(cache.clone(), pool.clone(), clock.clone(), auth.session_ttl, auth.session_cache_ttl));
         Services {
             pool,
@@ -94,6 +114,8 @@ impl Services {
             sessions,
             logins: Arc::new(LoginThrottle::new(cache.clone(), auth.max_login_failures, auth.login_window)),
             hashing: Arc::new(HashPool::new(auth.hash_threads, auth.hash_queue)),
+            api_token_secret,
+            refund_attempts: REFUND_ATTEMPTS,
         }
     }
 
@@ -127,6 +149,15 @@ impl Services {
             wake: self.wake.clone(),
         });
         let jobs = Data::new(JobsState { clock: self.clock.clone(), wake: self.wake.clone(), breaker: self.breaker.clone() });
+        let dashboard = Data::new(DashboardState {
+            clock: self.clock.clone(),
+            tokens: TokenKey::new(&self.api_token_secret).expect("API token secrets are at least 32 bytes"),
+            limits: self.limits,
+            refund_attempts: self.refund_attempts,
+            wake: self.wake.clone(),
+            logins: self.logins.clone(),
+            hashing: self.hashing.clone(),
+        });
         let threads = Data::new(ThreadsState { clock: self.clock.clone(), threads: self.threads.clone() });
         let (pool, cache) = (Data::new(self.pool.clone()), Data::new(self.cache.clone()));
         Arc::new(move |cfg| {
@@ -136,12 +167,15 @@ impl Services {
                 .app_data(auth.clone())
                 .app_data(orders.clone())
                 .app_data(jobs.clone())
-                .app_data(threads.clone());
+                .app_data(threads.clone())
+                .app_data(dashboard.clone());
             crate::auth::routes::configure(cfg);
             crate::orders::routes::configure(cfg);
             crate::payments::routes::configure(cfg);
             crate::jobs::routes::configure(cfg);
             crate::threads::routes::configure(cfg);
+            crate::dashboard::api::configure(cfg);
+            crate::dashboard::pages::configure(cfg);
         })
     }
 
@@ -167,5 +201,7 @@ pub fn periodic_jobs() -> Vec<Periodic> {
         Periodic { kind: RECONCILE_COUNTERS, every: 10 * minute },
         Periodic { kind: jobs::PRUNE_JOBS, every: 60 * minute },
         Periodic { kind: jobs::PRUNE_SESSIONS, every: 60 * minute },
+        Periodic { kind: PRUNE_API_KEYS, every: 60 * minute },
+        Periodic { kind: CHECK_INVARIANTS, every: 24 * 60 * minute },
     ]
 }

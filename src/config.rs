@@ -53,6 +53,9 @@ pub struct AuthSettings {
     pub session_ttl: Duration,
     /// How long a session's user (name, roles) may be served from Redis before it is read again.
     pub session_cache_ttl: Duration,
+    /// The key that signs API bearer tokens (at least 32 bytes). Every server process must share
+    /// it; without one each process makes its own, and tokens work only where they were issued.
+    pub api_token_secret: Option<Vec<u8>>,
 }
 
 impl Default for AuthSettings {
@@ -64,6 +67,7 @@ impl Default for AuthSettings {
             hash_queue: 256,
             session_ttl: Duration::from_secs(7 * 24 * 3600),
             session_cache_ttl: Duration::from_secs(30),
+            api_token_secret: None,
         }
     }
 }
@@ -198,6 +202,15 @@ impl Config {
             Some(s) if s.len() >= 64 => Some(s.into_bytes()),
             Some(_) => return Err(ConfigError("SESSION_SECRET must be at least 64 bytes".into())),
         };
+        let api_token_secret = match var("API_TOKEN_SECRET") {
+            Some(s) if s.len() >= 32 => Some(s.into_bytes()),
+            Some(_) => return Err(ConfigError("API_TOKEN_SECRET must be at least 32 bytes".into())),
+            // Derived from the session secret: one secret to provision, a different key per use.
+            None => session_secret.as_ref().map(|s| {
+                use sha2::Digest;
+                sha2::Sha256::digest([b"agora api tokens\0".as_slice(), s].concat()).to_vec()
+            }),
+        };
         Ok(Config {
             database_url,
             db_pool_size: parsed("DB_POOL_SIZE", 16)?,
@@ -232,6 +245,7 @@ impl Config {
                     hash_queue: parsed("HASH_QUEUE", d.hash_queue)?.max(1),
                     session_ttl: Duration::from_secs(parsed("SESSION_TTL_SECS", d.session_ttl.as_secs())?),
                     session_cache_ttl: d.session_cache_ttl,
+                    api_token_secret,
                 }
             },
             jobs: {

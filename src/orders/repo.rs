@@ -19,6 +19,8 @@ pub struct Order {
     pub total: BigDecimal,
     pub currency: String,
     pub created_at: DateTime<Utc>,
+    /// `shop` (placed from the catalogue) or `api` (a merchant's payment through the API).
+    pub source: String,
 }
 
 /// An order with its merchant's name and, once paying has begun, its payment.
@@ -62,7 +64,7 @@ pub fn recent_for_user(conn: &mut PgConnection, user_id: i64, limit: i64) -> Que
     orders::table
         .inner_join(customers::table)
         .left_join(payments::table)
-        .filter(orders::user_id.eq(user_id))
+        .filter(orders::user_id.eq(user_id).and(orders::source.eq("shop")))
         .order((orders::created_at.desc(), orders::id.desc()))
         .limit(limit)
         .select((Order::as_select(), customers::name, payments::reference.nullable(), payments::status.nullable()))
@@ -87,6 +89,7 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)], max_u
         let unpaid: i64 = orders::table
             .filter(orders::user_id.eq(user_id))
             .filter(orders::status.eq("pending"))
+            .filter(orders::source.eq("shop"))
             .count()
             .get_result(conn)?;
         if unpaid >= max_unpaid {
@@ -138,6 +141,21 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)], max_u
         diesel::insert_into(order_items::table).values(values).execute(conn)?;
         Ok(order_id)
     })
+}
+
+/// The order a payment made through the API pays for: no items, no stock; its amount is the
+/// payment's.
+pub fn create_for_api(conn: &mut PgConnection, user_id: i64, customer_id: i64, total: &BigDecimal, currency: &str) -> QueryResult<i64> {
+    diesel::insert_into(orders::table)
+        .values((
+            orders::user_id.eq(user_id),
+            orders::customer_id.eq(customer_id),
+            orders::total.eq(total),
+            orders::currency.eq(currency),
+            orders::source.eq("api"),
+        ))
+        .returning(orders::id)
+        .get_result(conn)
 }
 
 /// Takes each product's total quantity from its stock, in id order (so concurrent orders lock

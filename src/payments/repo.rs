@@ -104,6 +104,14 @@ pub fn insert_for_order(
     .optional()
 }
 
+/// What a payment made through the API says about itself.
+pub fn describe(conn: &mut PgConnection, id: i64, description: Option<&str>, payment_method: Option<&str>) -> QueryResult<Payment> {
+    diesel::update(payments::table.find(id))
+        .set((payments::description.eq(description), payments::payment_method.eq(payment_method)))
+        .returning(Payment::as_returning())
+        .get_result(conn)
+}
+
 pub fn lock_by_key(conn: &mut PgConnection, key: &IdempotencyKey) -> QueryResult<Option<Payment>> {
     payments::table
         .filter(payments::idempotency_key.eq(key.as_str()))

@@ -10,6 +10,7 @@ mod front_door;
 mod gateway_speed;
 mod health;
 mod jobs_pipeline;
+mod merchants_api;
 mod money;
 mod payments_processor;
 mod threads_pages;

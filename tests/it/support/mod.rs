@@ -1,3 +1,4 @@
+pub mod api;
 pub mod app;
 pub mod db;
 pub mod fixtures;

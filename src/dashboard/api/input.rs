@@ -1,0 +1,252 @@
+//! Request bodies and query strings as the contract reads them: a JSON object of known fields, or
+//! query parameters of known names, each parsed with a precise complaint when it is wrong.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::dashboard::domain::{day_start, from_unix, parse_day, parse_status, Cursor, ListParams, PaymentFilter};
+
+pub const MAX_BODY: usize = 64 * 1024;
+/// Deeper than any body the API takes: a bomb of nested arrays is refused as invalid JSON.
+pub const MAX_DEPTH: usize = 16;
+
+/// A request body: a JSON object.
+#[derive(Debug, Clone, Default)]
+pub struct Object(pub Map<String, Value>);
+
+/// Reads the body: at most 64 KiB (413), JSON only (415), a JSON object (400 `invalid_json`). An
+/// empty body is an empty object, whatever its type.
+pub async fn read_object(req: &HttpRequest, mut payload: web::Payload) -> Result<Object, ApiError> {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(ApiError::too_large());
+    }
+    let mut bytes = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::invalid_json(format!("the body could not be read ({e})")))?;
+        if bytes.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Object::default());
+    }
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::unsupported_media());
+    }
+    parse_object(&bytes)
+}
+
+pub fn parse_object(bytes: &[u8]) -> Result<Object, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::invalid_json("it is not UTF-8"))?;
+    let value: Value = serde_json::from_str(text).map_err(ApiError::invalid_json)?;
+    if depth(&value) > MAX_DEPTH {
+        return Err(ApiError::invalid_json(format!("it is nested more than {MAX_DEPTH} levels deep")));
+    }
+    match value {
+        Value::Object(map) => Ok(Object(map)),
+        _ => Err(ApiError::invalid_json("it must be an object")),
+    }
+}
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+impl Object {
+    /// Refuses a field the route does not take (the first, in name order).
+    pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(unknown) => Err(ApiError::unknown(unknown)),
+            None => Ok(()),
+        }
+    }
+
+    /// An integer field: a JSON number without fraction or exponent. `null` is absent.
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| ApiError::not_integer(name)),
+            Some(_) => Err(ApiError::not_integer(name)),
+        }
+    }
+
+    pub fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::bad_value(name, "it must be a string")),
+        }
+    }
+
+    pub fn required_string(&self, name: &str) -> Result<String, ApiError> {
+        self.string(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// The body as one canonical value (keys sorted, no whitespace): an idempotency fingerprint.
+    pub fn canonical(&self) -> String {
+        Value::Object(self.0.clone()).to_string()
+    }
+}
+
+/// Query parameters of known names, each at most once. Empty values count as absent, as an HTML
+/// form sends every field of a filter whether it was filled in or not.
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+pub fn parse_query(raw: &str, allowed: &[&str]) -> Result<Query, ApiError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw).map_err(|e| ApiError::invalid("parameter_invalid", format!("The query string is malformed: {e}.")))?;
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if !allowed.contains(&name.as_str()) {
+            return Err(ApiError::unknown(name));
+        }
+        if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+            return Err(ApiError::bad_value(name, "it is given more than once"));
+        }
+    }
+    Ok(Query(pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect()))
+}
+
+impl Query {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// An integer parameter: digits, with an optional minus sign; nothing else.
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        let Some(raw) = self.get(name) else { return Ok(None) };
+        let digits = raw.strip_prefix('-').unwrap_or(raw);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::not_integer(name));
+        }
+        raw.parse().map(Some).map_err(|_| ApiError::bad_value(name, "it is out of range"))
+    }
+
+    pub fn list(&self, default_limit: i64) -> Result<ListParams, ApiError> {
+        let limit = match self.int("limit")? {
+            None => default_limit,
+            Some(n) if (1..=100).contains(&n) => n,
+            Some(_) => return Err(ApiError::bad_value("limit", "it must be between 1 and 100")),
+        };
+        let cursor = match (self.get("starting_after"), self.get("ending_before")) {
+            (Some(_), Some(_)) => return Err(ApiError::bad_value("ending_before", "starting_after and ending_before cannot be used together")),
+            (Some(after), None) => Some(Cursor::After(after.to_string())),
+            (None, Some(before)) => Some(Cursor::Before(before.to_string())),
+            (None, None) => None,
+        };
+        Ok(ListParams { limit, cursor })
+    }
+
+    pub fn payment_filter(&self) -> Result<PaymentFilter, ApiError> {
+        let mut filter = PaymentFilter {
+            customer: self.int("customer")?,
+            user: self.int("user")?,
+            reference: self.get("reference").map(|r| uuid::Uuid::parse_str(r).ok()),
+            status: match self.get("status") {
+                None => None,
+                Some(raw) => Some(parse_status(raw).ok_or_else(|| {
+                    ApiError::bad_value("status", "it must be one of pending, processing, completed, failed, requires_confirmation")
+                })?),
+            },
+            amount_gte: self.int("amount[gte]")?,
+            amount_lte: self.int("amount[lte]")?,
+            ..PaymentFilter::default()
+        };
+        let at = |name: &str, shift: i64| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+            match self.int(name)? {
+                None => Ok(None),
+                Some(t) => t
+                    .checked_add(shift)
+                    .and_then(from_unix)
+                    .map(Some)
+                    .ok_or_else(|| ApiError::bad_value(name, "it is not a valid Unix time")),
+            }
+        };
+        if let Some(t) = at("created[gt]", 1)? {
+            filter.from(t);
+        }
+        if let Some(t) = at("created[gte]", 0)? {
+            filter.from(t);
+        }
+        if let Some(t) = at("created[lt]", 0)? {
+            filter.before(t);
+        }
+        if let Some(t) = at("created[lte]", 1)? {
+            filter.before(t);
+        }
+        let day = |name: &str| -> Result<Option<chrono::NaiveDate>, ApiError> {
+            self.get(name).map(|raw| parse_day(raw).ok_or_else(|| ApiError::bad_value(name, "it must be a date such as 2026-11-24"))).transpose()
+        };
+        if let Some(from) = day("from")? {
+            filter.from(day_start(from));
+        }
+        if let Some(to) = day("to")? {
+            let next = to.succ_opt().ok_or_else(|| ApiError::bad_value("to", "it is too far in the future"))?;
+            filter.before(day_start(next));
+        }
+        Ok(filter)
+    }
+}
+
+pub const FILTER_PARAMS: [&str; 12] = [
+    "customer", "user", "reference", "status", "created[gt]", "created[gte]", "created[lt]", "created[lte]", "from", "to",
+    "amount[gte]", "amount[lte]",
+];
+pub const LIST_PARAMS: [&str; 3] = ["limit", "starting_after", "ending_before"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_whole_numbers_only() {
+        let body = parse_object(br#"{"a":10,"b":10.5,"c":1000.0,"d":1e3,"e":"10","f":true}"#).unwrap();
+        assert_eq!(body.int("a").unwrap(), Some(10));
+        for name in ["b", "c", "d", "e", "f"] {
+            assert_eq!(body.int(name).unwrap_err().code, "parameter_invalid_integer", "{name}");
+        }
+        let query = parse_query("limit=10.5", &["limit"]).unwrap();
+        assert_eq!(query.int("limit").unwrap_err().code, "parameter_invalid_integer");
+    }
+
+    #[test]
+    fn bodies_must_be_shallow_objects() {
+        assert_eq!(parse_object(b"[1]").unwrap_err().code, "invalid_json");
+        assert_eq!(parse_object(b"{\"a\":").unwrap_err().code, "invalid_json");
+        assert_eq!(parse_object(&[0xff, 0xfe]).unwrap_err().code, "invalid_json");
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(40), "]".repeat(40));
+        assert_eq!(parse_object(deep.as_bytes()).unwrap_err().code, "invalid_json");
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_key_order_and_whitespace() {
+        let a = parse_object(br#"{"amount": 100, "currency":"usd"}"#).unwrap();
+        let b = parse_object(br#"{"currency":"usd","amount":100}"#).unwrap();
+        assert_eq!(a.canonical(), b.canonical());
+    }
+
+    #[test]
+    fn unknown_and_repeated_parameters_are_refused() {
+        assert_eq!(parse_query("colour=red", &LIST_PARAMS).unwrap_err().param.as_deref(), Some("colour"));
+        assert_eq!(parse_query("limit=1&limit=2", &LIST_PARAMS).unwrap_err().code, "parameter_invalid");
+        let q = parse_query("created%5Bgt%5D=100&to=2026-01-01", &FILTER_PARAMS).unwrap();
+        let f = q.payment_filter().unwrap();
+        assert_eq!(f.created_from, from_unix(101));
+        assert_eq!(f.created_before.unwrap().to_rfc3339(), "2026-01-02T00:00:00+00:00");
+    }
+}

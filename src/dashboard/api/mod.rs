@@ -1,0 +1,230 @@
+//! The merchants' JSON API under `/api/v1`: Stripe's shapes (list object, error object,
+//! `Idempotency-Key`), bearer tokens, and the same visibility as the dashboard. The route table
+//! below both mounts the handlers and writes the OpenAPI document, so the two cannot drift.
+
+pub mod error;
+pub mod handlers;
+pub mod input;
+pub mod openapi;
+pub mod views;
+
+use actix_web::dev::Payload;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use diesel::prelude::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::pin::Pin;
+
+use super::repo::{self, KeyState, Principal};
+use super::tokens::{Claims, TokenError};
+use super::DashboardState;
+use crate::web::Db;
+use error::ApiError;
+use input::Object;
+
+/// One route of the API: what mounts it and what documents it.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub query: &'static [&'static str],
+    pub body: &'static [&'static str],
+    /// Whether the route requires an `Idempotency-Key`.
+    pub keyed: bool,
+    pub public: bool,
+}
+
+macro_rules! api_routes {
+    ($( $method:ident $path:literal => $handler:path { summary: $summary:literal, query: $q:expr, body: [$($b:literal),*], keyed: $keyed:literal, public: $public:literal } )*) => {
+        /// Mounts every route of the table on the `/api/v1` scope.
+        pub fn mount(scope: actix_web::Scope) -> actix_web::Scope {
+            scope $( .route($path, web::$method().to($handler)) )*
+        }
+
+        pub const ROUTES: &[Route] = &[
+            $( Route { method: stringify!($method), path: $path, summary: $summary, query: $q, body: &[$($b),*], keyed: $keyed, public: $public } ),*
+        ];
+    };
+}
+
+const LIST: &[&str] = &input::LIST_PARAMS;
+const PAYMENT_LIST: &[&str] = &[
+    "limit", "starting_after", "ending_before", "customer", "user", "reference", "status", "created[gt]", "created[gte]",
+    "created[lt]", "created[lte]", "from", "to", "amount[gte]", "amount[lte]",
+];
+
+api_routes! {
+    post "/auth/token" => handlers::create_token { summary: "Exchange an email and password for a bearer token", query: &[], body: ["email", "password", "expires_in"], keyed: false, public: true }
+    delete "/auth/token" => handlers::revoke_token { summary: "Revoke the token presented", query: &[], body: [], keyed: false, public: false }
+    get "/me" => handlers::me { summary: "The signed-in user and the customers they are linked to", query: &[], body: [], keyed: false, public: false }
+    post "/customers" => handlers::create_customer { summary: "Create a customer linked to the caller", query: &[], body: ["name", "country"], keyed: false, public: false }
+    get "/customers" => handlers::list_customers { summary: "List the customers the caller is linked to", query: LIST, body: [], keyed: false, public: false }
+    get "/customers/{id}" => handlers::get_customer { summary: "Retrieve a customer", query: &[], body: [], keyed: false, public: false }
+    patch "/customers/{id}" => handlers::update_customer { summary: "Update a customer", query: &[], body: ["name", "country"], keyed: false, public: false }
+    post "/customers/{id}/users" => handlers::link_user { summary: "Link a user (by email) to a customer", query: &[], body: ["email"], keyed: false, public: false }
+    delete "/customers/{id}/users/{user_id}" => handlers::unlink_user { summary: "Unlink a user from a customer", query: &[], body: [], keyed: false, public: false }
+    get "/customers/{id}/balance" => handlers::balance { summary: "A customer's available balance per currency", query: &[], body: [], keyed: false, public: false }
+    get "/customers/{id}/balance_transactions" => handlers::balance_transactions { summary: "A customer's ledger, newest first", query: LIST, body: [], keyed: false, public: false }
+    post "/payments" => handlers::create_payment { summary: "Create a payment (processed asynchronously)", query: &[], body: ["customer", "amount", "currency", "description", "payment_method"], keyed: true, public: false }
+    get "/payments" => handlers::list_payments { summary: "List payments, newest first, with filters", query: PAYMENT_LIST, body: [], keyed: false, public: false }
+    get "/payments/{id}" => handlers::get_payment { summary: "Retrieve a payment", query: &[], body: [], keyed: false, public: false }
+    post "/payments/{id}/refunds" => handlers::create_refund { summary: "Refund a completed payment in part or in full", query: &[], body: ["amount", "reason"], keyed: true, public: false }
+    get "/payments/{id}/refunds" => handlers::list_refunds { summary: "List a payment's refunds", query: LIST, body: [], keyed: false, public: false }
+    get "/openapi.json" => openapi::document { summary: "This API's OpenAPI 3 document", query: &[], body: [], keyed: false, public: true }
+}
+
+/// Every `/api/v1` route, and the JSON 404 for anything else under it.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let scope = web::scope("/api/v1").default_service(web::to(|| async { Err::<HttpResponse, ApiError>(ApiError::no_route()) }));
+    cfg.service(mount(scope));
+}
+
+/// The caller, authenticated by a bearer token whose user, links and revocation are read from the
+/// database on every request (one query): unlinking or revoking applies to the very next request.
+pub struct ApiUser {
+    pub principal: Principal,
+    pub claims: Claims,
+}
+
+impl FromRequest for ApiUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<ApiUser, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<DashboardState>>().cloned();
+        let db = Db::from_request(req, payload).into_inner();
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(|t| t.trim().to_string());
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("no dashboard state"))?;
+            let token = bearer.ok_or_else(|| ApiError::unauthenticated("token_missing", "Send a bearer token: Authorization: Bearer <token>."))?;
+            let claims = state.tokens.verify(&token, state.clock.now()).map_err(|e| match e {
+                TokenError::Expired => ApiError::unauthenticated("token_expired", "The token has expired; ask for a new one."),
+                TokenError::Invalid => ApiError::unauthenticated("token_invalid", "The token is not valid."),
+            })?;
+            let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthenticated("token_invalid", "The token is not valid."))?;
+            let jti = claims.jti;
+            let principal = run(&db.map_err(ApiError::from)?, move |conn| Ok(repo::principal(conn, user_id, jti)?)).await?;
+            match principal {
+                None => Err(ApiError::unauthenticated("token_invalid", "The token is not valid.")),
+                Some(p) if p.revoked => Err(ApiError::unauthenticated("token_revoked", "The token has been revoked.")),
+                Some(principal) => Ok(ApiUser { principal, claims }),
+            }
+        })
+    }
+}
+
+/// Runs blocking database work for the API, keeping its error as the API's.
+pub async fn run<T, F>(db: &Db, work: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    db.run(move |conn| Ok::<_, crate::web::AppError>(work(conn))).await.map_err(ApiError::from)?
+}
+
+pub fn respond(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status).insert_header((header::CACHE_CONTROL, "no-store")).json(body)
+}
+
+/// The request's `Idempotency-Key`, checked: 1–255 printable ASCII characters.
+fn idempotency_key(req: &HttpRequest, required: bool) -> Result<Option<String>, ApiError> {
+    let Some(raw) = req.headers().get("Idempotency-Key") else {
+        return if required {
+            Err(ApiError::invalid("idempotency_key_missing", "This request needs an Idempotency-Key header.").param("Idempotency-Key"))
+        } else {
+            Ok(None)
+        };
+    };
+    let key = raw.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x20..0x7f).contains(&b)));
+    match key {
+        Some(key) => Ok(Some(key.to_string())),
+        None => Err(ApiError::invalid("idempotency_key_invalid", "An Idempotency-Key is 1 to 255 printable ASCII characters.")
+            .param("Idempotency-Key")),
+    }
+}
+
+/// Runs a request's work (in one transaction) under Stripe's idempotency rules. Parameters are
+/// checked before this is called, so their complaints are never stored. With a key: the same
+/// request again gets the stored answer (`Idempotent-Replayed: true`); another request under the
+/// same key gets 422; one while the first still runs gets 409. The answer is stored in the same
+/// transaction as the work, so a crash leaves both or neither.
+pub async fn keyed<F>(db: &Db, req: &HttpRequest, state: &DashboardState, user: &Principal, body: &Object, required: bool, work: F) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(&mut PgConnection) -> Result<(StatusCode, Value), ApiError> + Send + 'static,
+{
+    let Some(key) = idempotency_key(req, required)? else {
+        let (status, value) = run(db, move |conn| conn.transaction(work)).await?;
+        return Ok(respond(status, &value));
+    };
+    let fingerprint = {
+        let mut hash = Sha256::new();
+        hash.update(format!("{} {}\n{}", req.method(), req.path(), body.canonical()));
+        format!("{:x}", hash.finalize())
+    };
+    let now = state.clock.now();
+    let (user_id, claim_key) = (user.id, key.clone());
+    let state_of_key = run(db, move |conn| {
+        let lock_until = now + chrono::Duration::seconds(60);
+        Ok(repo::claim_key(conn, user_id, &claim_key, &fingerprint, now, lock_until, now - chrono::Duration::hours(24))?)
+    })
+    .await?;
+    match state_of_key {
+        KeyState::Fresh => {}
+        KeyState::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            return Ok(HttpResponse::build(status)
+                .insert_header(("Idempotent-Replayed", "true"))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .content_type("application/json")
+                .body(body));
+        }
+        KeyState::InFlight => {
+            return Err(ApiError::idempotency(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                "A request with this Idempotency-Key is still being processed; retry in a moment.",
+            ))
+        }
+        KeyState::Mismatch => {
+            return Err(ApiError::idempotency(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used for a different request; use a new key.",
+            ))
+        }
+    }
+    let stored_key = key.clone();
+    let outcome = run(db, move |conn| {
+        conn.transaction(|conn| {
+            let (status, value) = work(conn)?;
+            repo::store_answer(conn, user_id, &stored_key, status.as_u16(), &value.to_string())?;
+            Ok((status, value))
+        })
+    })
+    .await;
+    match outcome {
+        Ok((status, value)) => Ok(respond(status, &value)),
+        Err(error) => {
+            let (answer, stored) = (error.clone(), error.is_stored());
+            let forget = run(db, move |conn| {
+                if stored {
+                    Ok(repo::store_answer(conn, user_id, &key, answer.status.as_u16(), &answer.body().to_string())?)
+                } else {
+                    Ok(repo::release_key(conn, user_id, &key)?)
+                }
+            })
+            .await;
+            if let Err(e) = forget {
+                log::warn!("could not settle an idempotency key after an error: {e}");
+            }
+            Err(error)
+        }
+    }
+}

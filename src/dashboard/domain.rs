@@ -1,0 +1,169 @@
+//! What the merchants' API and dashboard accept, parsed once at the edge: currencies, amounts in
+//! minor units, list parameters and payment filters.
+
+use bigdecimal::{BigDecimal, ToPrimitive};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use std::fmt;
+use uuid::Uuid;
+
+use crate::payments::PaymentStatus;
+
+/// The currencies Agora settles: all have two decimals, so a minor unit is a hundredth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Currency {
+    Usd,
+    Eur,
+    Gbp,
+    Dkk,
+}
+
+impl Currency {
+    pub const ALL: [Currency; 4] = [Currency::Usd, Currency::Eur, Currency::Gbp, Currency::Dkk];
+
+    /// Any case in.
+    pub fn parse(raw: &str) -> Option<Currency> {
+        Currency::ALL.into_iter().find(|c| c.code().eq_ignore_ascii_case(raw))
+    }
+
+    /// As stored (ISO 4217, upper case).
+    pub fn code(self) -> &'static str {
+        match self {
+            Currency::Usd => "USD",
+            Currency::Eur => "EUR",
+            Currency::Gbp => "GBP",
+            Currency::Dkk => "DKK",
+        }
+    }
+}
+
+/// Lower case out, as the API speaks.
+pub fn api_currency(stored: &str) -> String {
+    stored.to_ascii_lowercase()
+}
+
+pub const MIN_PAYMENT: i64 = 50;
+pub const MAX_PAYMENT: i64 = 99_999_999;
+
+/// An amount in minor units (`1999` is 19.99), as the API carries money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MinorUnits(pub i64);
+
+impl MinorUnits {
+    pub fn to_decimal(self) -> BigDecimal {
+        BigDecimal::new(self.0.into(), 2)
+    }
+
+    /// A stored two-decimal amount in minor units.
+    pub fn of(stored: &BigDecimal) -> i64 {
+        (stored * BigDecimal::from(100)).with_scale(0).to_i64().unwrap_or(i64::MAX)
+    }
+}
+
+impl fmt::Display for MinorUnits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_decimal())
+    }
+}
+
+/// Major units for people and CSV files: `10.00`.
+pub fn major(stored: &BigDecimal) -> String {
+    stored.with_scale(2).to_string()
+}
+
+pub fn unix(at: DateTime<Utc>) -> i64 {
+    at.timestamp()
+}
+
+pub fn from_unix(seconds: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_opt(seconds, 0).single()
+}
+
+/// A UTC day: `YYYY-MM-DD`.
+pub fn parse_day(raw: &str) -> Option<NaiveDate> {
+    (raw.len() == 10).then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()).flatten()
+}
+
+pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight exists"))
+}
+
+/// Which payments a list shows. Every bound is optional; all are ANDed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PaymentFilter {
+    pub customer: Option<i64>,
+    pub user: Option<i64>,
+    /// `Some(None)`: a reference was asked for that cannot exist (malformed): nothing matches.
+    pub reference: Option<Option<Uuid>>,
+    pub status: Option<PaymentStatus>,
+    /// Inclusive lower and exclusive upper bound on `created`.
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub amount_gte: Option<i64>,
+    pub amount_lte: Option<i64>,
+}
+
+impl PaymentFilter {
+    /// Narrows the lower bound on `created` (several parameters may set it).
+    pub fn from(&mut self, at: DateTime<Utc>) {
+        self.created_from = Some(self.created_from.map_or(at, |t| t.max(at)));
+    }
+
+    pub fn before(&mut self, at: DateTime<Utc>) {
+        self.created_before = Some(self.created_before.map_or(at, |t| t.min(at)));
+    }
+}
+
+/// Where a page starts: after (older than) or before (newer than) a visible object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    After(String),
+    Before(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListParams {
+    pub limit: i64,
+    pub cursor: Option<Cursor>,
+}
+
+/// Statuses a payment filter accepts, by their API names.
+pub fn parse_status(raw: &str) -> Option<PaymentStatus> {
+    raw.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currencies_come_in_any_case_and_go_out_lower_case() {
+        assert_eq!(Currency::parse("EuR"), Some(Currency::Eur));
+        assert_eq!(Currency::parse("sek"), None);
+        assert_eq!(api_currency(Currency::Dkk.code()), "dkk");
+    }
+
+    #[test]
+    fn minor_units_round_trip_through_stored_decimals() {
+        assert_eq!(MinorUnits(1999).to_decimal().to_string(), "19.99");
+        assert_eq!(MinorUnits::of(&MinorUnits(50).to_decimal()), 50);
+        assert_eq!(MinorUnits::of(&"1000.00".parse().unwrap()), 100_000);
+        assert_eq!(major(&MinorUnits(1000).to_decimal()), "10.00");
+    }
+
+    #[test]
+    fn days_are_strict_dates() {
+        assert!(parse_day("2026-11-24").is_some());
+        assert!(parse_day("2026-2-4").is_none());
+        assert!(parse_day("2026-13-01").is_none());
+    }
+
+    #[test]
+    fn created_bounds_narrow_and_never_widen() {
+        let mut f = PaymentFilter::default();
+        f.from(from_unix(100).unwrap());
+        f.from(from_unix(50).unwrap());
+        f.before(from_unix(500).unwrap());
+        f.before(from_unix(900).unwrap());
+        assert_eq!((f.created_from, f.created_before), (from_unix(100), from_unix(500)));
+    }
+}

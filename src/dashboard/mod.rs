@@ -1,0 +1,86 @@
+//! The merchants' area: staff linked to customers (merchants) see those customers' payments,
+//! balances and ledgers — and nothing else — on server-rendered pages and through a JSON API with
+//! bearer tokens and Stripe-style idempotency keys; they refund payments, in part or in full.
+
+pub mod api;
+pub mod domain;
+pub mod jobs;
+pub mod pages;
+pub mod repo;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use crate::auth::password::HashPool;
+use crate::auth::throttle::LoginThrottle;
+use crate::clock::Clock;
+use crate::jobs::Wake;
+use crate::orders::pipeline::{QueueLimits, StartPaymentError};
+use crate::payments::refunds::RefundError;
+use crate::payments::PaymentError;
+use crate::web::AppError;
+use api::error::ApiError;
+
+/// What the merchants' pages and API need, registered as app data by `app::mount`.
+pub struct DashboardState {
+    pub clock: Arc<dyn Clock>,
+    pub tokens: tokens::TokenKey,
+    pub limits: QueueLimits,
+    pub refund_attempts: i32,
+    pub wake: Arc<Wake>,
+    pub logins: Arc<LoginThrottle>,
+    pub hashing: Arc<HashPool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MerchantError {
+    /// Missing, or not the caller's to see: the same answer either way.
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("no user has that email address")]
+    UnknownEmail,
+    #[error("a customer keeps at least one linked user")]
+    LastLinkedUser,
+    #[error(transparent)]
+    Refund(#[from] RefundError),
+    #[error(transparent)]
+    Start(#[from] StartPaymentError),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+}
+
+impl From<MerchantError> for ApiError {
+    fn from(e: MerchantError) -> Self {
+        match e {
+            MerchantError::NotFound(what) => ApiError::missing_resource(what, None),
+            MerchantError::UnknownEmail => ApiError::missing_resource("user", Some("email")),
+            MerchantError::LastLinkedUser => {
+                ApiError::conflict("last_linked_user", "This is the customer's last linked user; link someone else first.")
+            }
+            MerchantError::Refund(e) => match e {
+                RefundError::PaymentNotFound => ApiError::missing_resource("payment", None),
+                RefundError::NotRefundable(_) => ApiError::refused("payment_not_refundable", e.to_string()),
+                RefundError::AlreadyRefunded => ApiError::refused("payment_already_refunded", e.to_string()),
+                RefundError::AmountTooLarge { .. } => ApiError::refused("amount_too_large", e.to_string()).param("amount"),
+                RefundError::InsufficientBalance { .. } => ApiError::refused("balance_insufficient", e.to_string()).param("amount"),
+                RefundError::Database(e) => e.into(),
+            },
+            MerchantError::Start(StartPaymentError::Full(full)) => ApiError::unavailable(format!("the payments queue holds {} jobs", full.limit)),
+            MerchantError::Start(StartPaymentError::Payment(PaymentError::Database(e))) => e.into(),
+            MerchantError::Start(StartPaymentError::Payment(e)) => ApiError::internal(e),
+            MerchantError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<MerchantError> for AppError {
+    fn from(e: MerchantError) -> Self {
+        match e {
+            MerchantError::NotFound(_) => AppError::NotFound,
+            MerchantError::Database(e) | MerchantError::Refund(RefundError::Database(e)) => e.into(),
+            MerchantError::Refund(RefundError::PaymentNotFound) => AppError::NotFound,
+            MerchantError::Start(StartPaymentError::Full(_)) => AppError::Busy { retry_after: 5 },
+            other => AppError::BadRequest(other.to_string()),
+        }
+    }
+}
