@@ -97,3 +97,282 @@ fn a_payment_is_charged_refunded_and_booked_through_the_api() {
     let _ = s.south;
     let _ = &s.bob;
 }
+
+// --- 1. permissions -----------------------------------------------------------------------------
+
+#[test]
+fn staff_see_only_their_merchants_and_everything_else_is_not_found() {
+    let s = shop();
+    let theirs = s.bob.pay(s.south, 4_000, "pm_card_visa");
+    s.app.drain_jobs();
+    let id = theirs["id"].as_str().unwrap();
+    let south = s.south;
+    let not_found = |answer: crate::support::api::Answer, what: &str| {
+        assert_eq!((answer.status, answer.code()), (404, "resource_missing"), "{what}: {}", answer.text);
+        assert_eq!(answer.json["error"]["type"], "invalid_request_error");
+    };
+    not_found(s.alice.get(&format!("/payments/{id}")), "payment");
+    not_found(s.alice.get(&format!("/payments/{id}/refunds")), "refunds");
+    not_found(s.alice.post(&format!("/payments/{id}/refunds"), &json!({}), Some("steal")), "refund");
+    not_found(s.alice.get(&format!("/customers/{south}")), "customer");
+    not_found(s.alice.send("PATCH", &format!("/customers/{south}"), Some(r#"{"name":"Mine"}"#), &[]), "rename");
+    not_found(s.alice.get(&format!("/customers/{south}/balance")), "balance");
+    not_found(s.alice.get(&format!("/customers/{south}/balance_transactions")), "ledger");
+    not_found(s.alice.post(&format!("/customers/{south}/users"), &json!({ "email": "alice@north.test" }), None), "self-link");
+    not_found(s.alice.get("/customers/not-a-number"), "malformed id");
+    not_found(s.alice.get("/payments/not-a-uuid"), "malformed reference");
+    let filtered = s.alice.get(&format!("/payments?customer={south}"));
+    not_found(filtered.clone(), "customer filter");
+    assert_eq!(filtered.param(), Some("customer"));
+    let body = json!({ "customer": south, "amount": 100, "currency": "usd" });
+    let paying_them = s.alice.post("/payments", &body, Some("k"));
+    assert_eq!((paying_them.status, paying_them.param()), (404, Some("customer")));
+    // Filters that match nothing visible are empty lists, not errors.
+    let by_user = s.alice.get(&format!("/payments?user={}", theirs["user"]));
+    assert_eq!((by_user.status, by_user.ids().len()), (200, 0));
+    assert_eq!(s.alice.get(&format!("/payments?reference={id}")).ids().len(), 0);
+    assert_eq!(s.alice.get("/payments").ids().len(), 0);
+    // Bob sees it all; nothing was refunded by Alice's attempt.
+    assert_eq!(s.bob.get(&format!("/payments/{id}")).json["amount_refunded"], 0);
+    assert_eq!(s.bob.get("/payments").ids(), [id]);
+    assert_eq!(s.bob.get("/customers").ids(), [south.to_string()]);
+}
+
+#[test]
+fn unlinking_takes_effect_on_the_next_request_of_an_existing_token() {
+    let s = shop();
+    let mut conn = s.app.conn();
+    let carol = fixtures::user(&mut conn, "carol@north.test");
+    let carols_token = Api::signed_in(&s.app.url, "carol@north.test");
+    assert_eq!(carols_token.get(&format!("/customers/{}", s.north)).status, 404);
+    let linked = s.alice.post(&format!("/customers/{}/users", s.north), &json!({ "email": "CAROL@north.test" }), None);
+    assert_eq!(linked.status, 200, "{}", linked.text);
+    assert_eq!(linked.json["users"].as_array().unwrap().len(), 2);
+    assert_eq!(s.alice.post(&format!("/customers/{}/users", s.north), &json!({ "email": "carol@north.test" }), None).json, linked.json, "twice is once");
+    assert_eq!(carols_token.get(&format!("/customers/{}", s.north)).status, 200);
+    assert_eq!(carols_token.get("/me").json["customers"], json!([s.north]));
+
+    let unlinked = s.alice.send("DELETE", &format!("/customers/{}/users/{carol}", s.north), None, &[]);
+    assert_eq!(unlinked.status, 200, "{}", unlinked.text);
+    assert_eq!(carols_token.get(&format!("/customers/{}", s.north)).status, 404, "the same token, the very next request");
+    assert_eq!(carols_token.get("/me").json["customers"], json!([]));
+
+    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let last = s.alice.send("DELETE", &format!("/customers/{}/users/{alice_id}", s.north), None, &[]);
+    assert_eq!((last.status, last.code()), (409, "last_linked_user"));
+    let unknown = s.alice.post(&format!("/customers/{}/users", s.north), &json!({ "email": "nobody@x.test" }), None);
+    assert_eq!((unknown.status, unknown.param()), (404, Some("email")));
+}
+
+#[test]
+fn the_operations_admin_sees_no_more_than_its_links() {
+    let s = shop();
+    let mut conn = s.app.conn();
+    fixtures::make_admin(&mut conn, "ops@agora.test");
+    s.bob.pay(s.south, 900, "pm_card_visa");
+    let ops = Api::signed_in(&s.app.url, "ops@agora.test");
+    assert_eq!(ops.get("/payments").ids().len(), 0);
+    assert_eq!(ops.get(&format!("/customers/{}/balance", s.south)).status, 404);
+    assert_eq!(ops.get("/customers").ids().len(), 0);
+}
+
+#[test]
+fn tokens_are_refused_when_missing_forged_expired_or_revoked() {
+    let s = shop();
+    let anonymous = Api::new(&s.app.url);
+    let missing = anonymous.get("/payments");
+    assert_eq!((missing.status, missing.code(), missing.header("www-authenticate")), (401, "token_missing", Some("Bearer")));
+    assert_eq!(missing.json["error"]["type"], "authentication_error");
+    anonymous.use_token(Some("not.a.jwt"));
+    assert_eq!(anonymous.get("/me").code(), "token_invalid");
+
+    let short = anonymous.send("POST", "/auth/token", Some(r#"{"email":"alice@north.test","password":"correct horse battery","expires_in":1}"#), &[]);
+    assert_eq!((short.status, short.json["token_type"].as_str(), short.json["expires_in"].as_i64()), (200, Some("Bearer"), Some(1)));
+    let wrong = anonymous.send("POST", "/auth/token", Some(r#"{"email":"alice@north.test","password":"nope"}"#), &[]);
+    let nobody = anonymous.send("POST", "/auth/token", Some(r#"{"email":"nobody@north.test","password":"nope"}"#), &[]);
+    assert_eq!((wrong.status, wrong.code()), (401, "invalid_credentials"));
+    assert_eq!(wrong.json["error"]["message"], nobody.json["error"]["message"], "one message for both");
+
+    // Expiry is checked to the second: a token that expired is refused with its own code.
+    let key = agora::dashboard::tokens::TokenKey::new(&s.app.services.api_token_secret).unwrap();
+    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let (expired, _) = key.issue(alice_id, chrono::Utc::now() - chrono::Duration::seconds(61), 60);
+    anonymous.use_token(Some(&expired));
+    assert_eq!(anonymous.get("/me").code(), "token_expired");
+
+    let revoked = s.alice.send("DELETE", "/auth/token", None, &[]);
+    assert_eq!(revoked.status, 204);
+    assert_eq!(s.alice.get("/me").code(), "token_revoked");
+}
+
+// --- 2. filters and cursors ---------------------------------------------------------------------
+
+/// One generated payment, as the generator made it.
+struct Made {
+    reference: String,
+}
+
+/// Inserts a payment as the pipeline would leave it, `seconds` after a fixed start (several share
+/// a second, so the keyset's tie-break on id is exercised).
+fn insert_payment(conn: &mut PgConnection, user: i64, customer: i64, minor: i64, status: &str, seconds: i64) -> Made {
+    use diesel::sql_types::{BigInt, Text, Timestamptz};
+    let at = chrono::DateTime::from_timestamp(1_780_000_000 + seconds, 0).unwrap();
+    let order: i64 = diesel::sql_query(
+        "INSERT INTO orders (user_id, customer_id, total, currency, source, created_at) VALUES ($1, $2, $3::numeric / 100, 'USD', 'api', $4) RETURNING id",
+    )
+    .bind::<BigInt, _>(user)
+    .bind::<BigInt, _>(customer)
+    .bind::<BigInt, _>(minor)
+    .bind::<Timestamptz, _>(at)
+    .get_result::<OrderId>(conn)
+    .unwrap()
+    .id;
+    let reference = uuid::Uuid::new_v4();
+    diesel::sql_query(
+        "INSERT INTO payments (user_id, order_id, customer_id, amount, currency, status, idempotency_key, gateway_key, reference, \
+             external_transaction_id, processing_started_at, next_check_at, created_at) \
+         VALUES ($1, $2, $3, $4::numeric / 100, 'USD', $5, 'gen_' || $2, 'gen_' || $2, $6, \
+             CASE WHEN $5 = 'completed' THEN 'ch_gen_' || $2 END, CASE WHEN $5 = 'processing' THEN $7 END, \
+             CASE WHEN $5 = 'requires_confirmation' THEN $7 END, $7)",
+    )
+    .bind::<BigInt, _>(user)
+    .bind::<BigInt, _>(order)
+    .bind::<BigInt, _>(customer)
+    .bind::<BigInt, _>(minor)
+    .bind::<Text, _>(status)
+    .bind::<diesel::sql_types::Uuid, _>(reference)
+    .bind::<Timestamptz, _>(at)
+    .execute(conn)
+    .unwrap();
+    Made { reference: reference.to_string() }
+}
+
+#[derive(QueryableByName)]
+struct OrderId {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+/// Every id a filtered list holds, walked page by page with `starting_after`.
+fn walk(api: &Api, query: &str, limit: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let after = cursor.as_ref().map(|c| format!("&starting_after={c}")).unwrap_or_default();
+        let page = api.get(&format!("/payments?limit={limit}{query}{after}"));
+        assert_eq!(page.status, 200, "{query}: {}", page.text);
+        let ids = page.ids();
+        seen.extend(ids.iter().cloned());
+        if !page.json["has_more"].as_bool().unwrap() {
+            return seen;
+        }
+        assert_eq!(ids.len(), limit, "a page that is not the last is full");
+        cursor = ids.last().cloned();
+    }
+}
+
+#[test]
+fn each_filter_alone_and_all_combined_return_exactly_the_matching_payments() {
+    use agora::schema::payments as p;
+    use rand::{Rng, SeedableRng};
+    let s = shop();
+    let mut conn = s.app.conn();
+    let dave = fixtures::user(&mut conn, "dave@north.test");
+    diesel::sql_query(format!("INSERT INTO user_customers (user_id, customer_id) VALUES ({dave}, {})", s.north)).execute(&mut conn).unwrap();
+    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let bob_id = s.bob.get("/me").json["id"].as_i64().unwrap();
+    // Alice also sees South, so her lists merge two merchants.
+    diesel::sql_query(format!("INSERT INTO user_customers (user_id, customer_id) VALUES ({alice_id}, {})", s.south)).execute(&mut conn).unwrap();
+    let statuses = ["pending", "processing", "completed", "completed", "failed", "requires_confirmation"];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let mut made = Vec::new();
+    for i in 0..400 {
+        let (user, customer) = match i % 3 {
+            0 => (alice_id, s.north),
+            1 => (dave, s.north),
+            _ => (bob_id, s.south),
+        };
+        let minor = rng.gen_range(50..20_000);
+        made.push(insert_payment(&mut conn, user, customer, minor, statuses[rng.gen_range(0..statuses.len())], rng.gen_range(0..10 * 86_400) / 600 * 600));
+    }
+    let day = |n: i64| chrono::DateTime::from_timestamp(1_780_000_000 + n * 86_400, 0).unwrap().date_naive();
+    let t0 = 1_780_000_000i64;
+    let reference = made[17].reference.clone();
+    let cases: Vec<(String, Box<dyn Fn(p::BoxedQuery<'static, diesel::pg::Pg>) -> p::BoxedQuery<'static, diesel::pg::Pg>>)> = vec![
+        (format!("&customer={}", s.north), Box::new(move |q| q.filter(p::customer_id.eq(s.north)))),
+        (format!("&user={dave}"), Box::new(move |q| q.filter(p::user_id.eq(dave)))),
+        (format!("&reference={reference}"), Box::new({ let r = reference.clone(); move |q| q.filter(p::reference.eq(uuid::Uuid::parse_str(&r).unwrap())) })),
+        ("&status=failed".into(), Box::new(|q| q.filter(p::status.eq("failed")))),
+        (format!("&created[gt]={}", t0 + 3 * 86_400), Box::new(move |q| q.filter(p::created_at.gt(chrono::DateTime::from_timestamp(t0 + 3 * 86_400, 0).unwrap())))),
+        (format!("&created[gte]={}", t0 + 3 * 86_400), Box::new(move |q| q.filter(p::created_at.ge(chrono::DateTime::from_timestamp(t0 + 3 * 86_400, 0).unwrap())))),
+        (format!("&created[lt]={}", t0 + 5 * 86_400), Box::new(move |q| q.filter(p::created_at.lt(chrono::DateTime::from_timestamp(t0 + 5 * 86_400, 0).unwrap())))),
+        (format!("&created[lte]={}", t0 + 5 * 86_400), Box::new(move |q| q.filter(p::created_at.le(chrono::DateTime::from_timestamp(t0 + 5 * 86_400, 0).unwrap())))),
+        (format!("&from={}", day(2)), Box::new(move |q| q.filter(p::created_at.ge(day(2).and_hms_opt(0, 0, 0).unwrap().and_utc())))),
+        (format!("&to={}", day(6)), Box::new(move |q| q.filter(p::created_at.lt(day(7).and_hms_opt(0, 0, 0).unwrap().and_utc())))),
+        ("&amount[gte]=10000".into(), Box::new(|q| q.filter(p::amount.ge(bigdecimal::BigDecimal::from(100))))),
+        ("&amount[lte]=5000".into(), Box::new(|q| q.filter(p::amount.le(bigdecimal::BigDecimal::from(50))))),
+        (
+            format!("&customer={}&user={dave}&status=completed&from={}&to={}&amount[gte]=2000&amount[lte]=15000&created[lt]={}", s.north, day(1), day(8), t0 + 8 * 86_400),
+            Box::new(move |q| {
+                q.filter(p::customer_id.eq(s.north))
+                    .filter(p::user_id.eq(dave))
+                    .filter(p::status.eq("completed"))
+                    .filter(p::created_at.ge(day(1).and_hms_opt(0, 0, 0).unwrap().and_utc()))
+                    .filter(p::created_at.lt(chrono::DateTime::from_timestamp(t0 + 8 * 86_400, 0).unwrap()))
+                    .filter(p::amount.ge(bigdecimal::BigDecimal::from(20)))
+                    .filter(p::amount.le(bigdecimal::BigDecimal::from(150)))
+            }),
+        ),
+    ];
+    // Alice is linked to both merchants now: a fresh token is not needed, links are read per request.
+    for (query, narrow) in cases {
+        let expected: Vec<String> = narrow(p::table.filter(p::customer_id.eq_any([s.north, s.south])).into_boxed())
+            .order((p::created_at.desc(), p::id.desc()))
+            .select(p::reference)
+            .load::<uuid::Uuid>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert!(!expected.is_empty(), "{query} matches something");
+        assert_eq!(walk(&s.alice, &query, 100), expected, "{query}");
+    }
+    // Bob, linked to South only, sees South's rows and nothing of North's.
+    let bobs = walk(&s.bob, "", 100);
+    assert_eq!(bobs.len(), made.len() / 3);
+}
+
+#[test]
+fn cursor_pages_visit_every_payment_once_while_payments_are_added() {
+    let s = shop();
+    let mut conn = s.app.conn();
+    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let mut original: Vec<String> = (0..60).map(|i| insert_payment(&mut conn, alice_id, s.north, 100 + i, "completed", i / 3)).map(|m| m.reference).collect();
+    original.reverse(); // newest first (ties: higher id first, as inserted later)
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut added = 0;
+    loop {
+        let after = cursor.as_ref().map(|c| format!("&starting_after={c}")).unwrap_or_default();
+        let page = s.alice.get(&format!("/payments?limit=7{after}"));
+        seen.extend(page.ids());
+        // Newer payments arrive between pages; they must not shift the walk.
+        insert_payment(&mut conn, alice_id, s.north, 999, "pending", 1_000 + added);
+        added += 1;
+        if !page.json["has_more"].as_bool().unwrap() {
+            break;
+        }
+        cursor = page.ids().last().cloned();
+    }
+    assert_eq!(seen, original, "every row once, in order, none of the newcomers");
+
+    // Walking back with ending_before gives the newer neighbours, newest first.
+    let middle = &original[30];
+    let newer = s.alice.get(&format!("/payments?limit=5&customer={}&ending_before={middle}", s.north));
+    assert_eq!(newer.ids(), original[25..30].to_vec());
+    assert_eq!(newer.json["has_more"], true);
+    let both = s.alice.get(&format!("/payments?starting_after={middle}&ending_before={middle}"));
+    assert_eq!((both.status, both.code()), (400, "parameter_invalid"));
+    let stranger = s.alice.get(&format!("/payments?starting_after={}", uuid::Uuid::new_v4()));
+    assert_eq!((stranger.status, stranger.code(), stranger.param()), (400, "resource_missing", Some("starting_after")));
+}
