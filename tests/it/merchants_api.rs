@@ -12,14 +12,16 @@ use crate::support::api::Api;
 use crate::support::fixtures;
 use crate::support::TestApp;
 
-fn app() -> TestApp {
+fn app() -> (TestApp, Arc<SimulatedGateway>) {
     // Unmarked cards are declined: every payment that completes chose pm_card_visa.
-    TestApp::spawn(Arc::new(SimulatedGateway::new(Simulation::new(0.0, 0.0, Some(9)), Default::default())))
+    let gateway = Arc::new(SimulatedGateway::new(Simulation::new(0.0, 0.0, Some(9)), Default::default()));
+    (TestApp::spawn(gateway.clone()), gateway)
 }
 
 /// Staff of two merchants: `alice` sees North only, `bob` South only.
 struct Shop {
     app: TestApp,
+    gateway: Arc<SimulatedGateway>,
     north: i64,
     south: i64,
     alice: Api,
@@ -27,14 +29,14 @@ struct Shop {
 }
 
 fn shop() -> Shop {
-    let app = app();
+    let (app, gateway) = app();
     let mut conn = app.conn();
     let alice = fixtures::user(&mut conn, "alice@north.test");
     let bob = fixtures::user(&mut conn, "bob@south.test");
     let north = fixtures::merchant(&mut conn, "North", &[alice]);
     let south = fixtures::merchant(&mut conn, "South", &[bob]);
     let (alice, bob) = (Api::signed_in(&app.url, "alice@north.test"), Api::signed_in(&app.url, "bob@south.test"));
-    Shop { app, north, south, alice, bob }
+    Shop { app, gateway, north, south, alice, bob }
 }
 
 fn ledger_sum(conn: &mut PgConnection, customer: i64) -> bigdecimal::BigDecimal {
@@ -375,4 +377,145 @@ fn cursor_pages_visit_every_payment_once_while_payments_are_added() {
     assert_eq!((both.status, both.code()), (400, "parameter_invalid"));
     let stranger = s.alice.get(&format!("/payments?starting_after={}", uuid::Uuid::new_v4()));
     assert_eq!((stranger.status, stranger.code(), stranger.param()), (400, "resource_missing", Some("starting_after")));
+}
+
+// --- 3. refund races ----------------------------------------------------------------------------
+
+/// Sends `n` requests at once (released together by a barrier) and returns the answers.
+fn at_once(n: usize, request: impl Fn(usize) -> crate::support::api::Answer + Sync) -> Vec<crate::support::api::Answer> {
+    let gate = std::sync::Barrier::new(n);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n).map(|i| {
+            let (gate, request) = (&gate, &request);
+            scope.spawn(move || {
+                gate.wait();
+                request(i)
+            })
+        }).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn statuses(answers: &[crate::support::api::Answer], status: u16) -> usize {
+    answers.iter().filter(|a| a.status == status).count()
+}
+
+fn completed_payment(s: &Shop, amount: i64) -> String {
+    let payment = s.alice.pay(s.north, amount, "pm_card_visa");
+    s.app.drain_jobs();
+    payment["id"].as_str().unwrap().to_string()
+}
+
+fn refund_rows(conn: &mut PgConnection) -> i64 {
+    refunds::table.count().get_result(conn).unwrap()
+}
+
+#[test]
+fn twenty_concurrent_full_refunds_make_one_refund_at_the_gateway_and_in_the_ledger() {
+    let s = shop();
+    let id = completed_payment(&s, 5_000);
+    let answers = at_once(20, |i| s.alice.post(&format!("/payments/{id}/refunds"), &json!({}), Some(&format!("full-{i}"))));
+    assert_eq!(statuses(&answers, 201), 1, "{:?}", answers.iter().map(|a| a.text.clone()).collect::<Vec<_>>());
+    assert!(answers.iter().filter(|a| a.status != 201).all(|a| a.code() == "payment_already_refunded"));
+    s.app.drain_jobs();
+    assert_eq!(s.gateway.ledger().refunds().len(), 1);
+    let mut conn = s.app.conn();
+    let refunds_booked: i64 = balance_transactions::table.filter(balance_transactions::kind.eq("refund")).count().get_result(&mut conn).unwrap();
+    assert_eq!(refunds_booked, 1);
+    assert_eq!(balance_of(&mut conn, s.north), bigdecimal::BigDecimal::from(0));
+    assert_eq!(s.alice.get(&format!("/payments/{id}")).json["refunded"], true);
+}
+
+#[test]
+fn twenty_concurrent_tenth_refunds_let_exactly_ten_through() {
+    let s = shop();
+    let id = completed_payment(&s, 10_000);
+    let answers = at_once(20, |i| s.alice.post(&format!("/payments/{id}/refunds"), &json!({ "amount": 1_000 }), Some(&format!("tenth-{i}"))));
+    assert_eq!(statuses(&answers, 201), 10);
+    assert!(answers.iter().filter(|a| a.status != 201).all(|a| a.code() == "payment_already_refunded" || a.code() == "amount_too_large"));
+    s.app.drain_jobs();
+    assert_eq!(s.gateway.ledger().refunds().len(), 10);
+    let mut conn = s.app.conn();
+    assert_eq!(balance_of(&mut conn, s.north), bigdecimal::BigDecimal::from(0));
+    assert_eq!(ledger_sum(&mut conn, s.north), bigdecimal::BigDecimal::from(0));
+}
+
+#[test]
+fn twenty_requests_with_one_idempotency_key_make_one_refund() {
+    let s = shop();
+    let id = completed_payment(&s, 3_000);
+    let answers = at_once(20, |_| s.alice.post(&format!("/payments/{id}/refunds"), &json!({ "amount": 500 }), Some("the-same-key")));
+    assert!(answers.iter().all(|a| a.status == 201 || (a.status == 409 && a.code() == "idempotency_key_in_use")), "{:?}", answers.iter().map(|a| &a.text).collect::<Vec<_>>());
+    let created: Vec<&serde_json::Value> = answers.iter().filter(|a| a.status == 201).map(|a| &a.json["id"]).collect();
+    assert!(!created.is_empty() && created.iter().all(|r| *r == created[0]), "every success names the same refund");
+    let mut conn = s.app.conn();
+    assert_eq!(refund_rows(&mut conn), 1);
+    s.app.drain_jobs();
+    assert_eq!(s.gateway.ledger().refunds().len(), 1);
+}
+
+// --- 4. balances --------------------------------------------------------------------------------
+
+#[test]
+fn fifty_threads_paying_and_refunding_keep_the_balance_equal_to_its_ledger_and_never_negative() {
+    use rand::{Rng, SeedableRng};
+    let s = shop();
+    let workers = s.app.services.start_workers();
+    let lowest = std::sync::Mutex::new(None::<bigdecimal::BigDecimal>);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let server_errors = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut conn = s.app.conn();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let now = balance_of(&mut conn, s.north);
+                let mut low = lowest.lock().unwrap();
+                if low.as_ref().is_none_or(|l| now < *l) {
+                    *low = Some(now);
+                }
+            }
+        });
+        let threads: Vec<_> = (0..50)
+            .map(|t| {
+                let s = &s;
+                let server_errors = &server_errors;
+                scope.spawn(move || {
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+                    let mut mine: Vec<String> = Vec::new();
+                    for step in 0..6 {
+                        let answer = if mine.is_empty() || rng.gen_bool(0.5) {
+                            let body = json!({ "customer": s.north, "amount": rng.gen_range(50..5_000), "currency": "usd", "payment_method": "pm_card_visa" });
+                            let a = s.alice.post("/payments", &body, Some(&format!("pay-{t}-{step}")));
+                            if a.status == 201 {
+                                mine.push(a.json["id"].as_str().unwrap().to_string());
+                            }
+                            a
+                        } else {
+                            let target = &mine[rng.gen_range(0..mine.len())];
+                            s.alice.post(&format!("/payments/{target}/refunds"), &json!({ "amount": rng.gen_range(1..3_000) }), Some(&format!("refund-{t}-{step}")))
+                        };
+                        if answer.status >= 500 {
+                            server_errors.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    workers.stop();
+    s.app.drain_jobs();
+    assert_eq!(server_errors.into_inner(), 0);
+    let mut conn = s.app.conn();
+    let balance = balance_of(&mut conn, s.north);
+    assert_eq!(balance, ledger_sum(&mut conn, s.north), "the balance is the sum of its ledger");
+    assert!(lowest.into_inner().unwrap().unwrap_or_default() >= bigdecimal::BigDecimal::from(0));
+    let refunded: i64 = refunds::table.count().get_result(&mut conn).unwrap();
+    assert!(refunded > 0, "some refunds went through");
+    assert_eq!(s.gateway.ledger().refunds().len() as i64, refunds::table.filter(refunds::status.eq("succeeded")).count().get_result::<i64>(&mut conn).unwrap());
+    let findings = agora::dashboard::repo::check_invariants(&mut conn).unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
 }
