@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use serde_json::json;
 use std::sync::Arc;
 
+use agora::clock::Clock;
 use agora::payments::gateway::{Simulation, SimulatedGateway};
 use agora::schema::{balance_transactions, customer_balances, refunds};
 
@@ -518,4 +519,163 @@ fn fifty_threads_paying_and_refunding_keep_the_balance_equal_to_its_ledger_and_n
     assert_eq!(s.gateway.ledger().refunds().len() as i64, refunds::table.filter(refunds::status.eq("succeeded")).count().get_result::<i64>(&mut conn).unwrap());
     let findings = agora::dashboard::repo::check_invariants(&mut conn).unwrap();
     assert!(findings.is_empty(), "{findings:?}");
+}
+
+// --- 5. Idempotency-Key -------------------------------------------------------------------------
+
+fn shop_with_clock(clock: Arc<agora::clock::FakeClock>) -> Shop {
+    let gateway = Arc::new(SimulatedGateway::new(Simulation::new(0.0, 0.0, Some(9)), Default::default()));
+    let mut options = crate::support::app::TestAppOptions::new(gateway.clone());
+    options.clock = clock;
+    let app = TestApp::spawn_with(options);
+    let mut conn = app.conn();
+    let alice = fixtures::user(&mut conn, "alice@north.test");
+    let bob = fixtures::user(&mut conn, "bob@south.test");
+    let north = fixtures::merchant(&mut conn, "North", &[alice]);
+    let south = fixtures::merchant(&mut conn, "South", &[bob]);
+    let (alice, bob) = (Api::signed_in(&app.url, "alice@north.test"), Api::signed_in(&app.url, "bob@south.test"));
+    Shop { app, gateway, north, south, alice, bob }
+}
+
+#[test]
+fn an_idempotency_key_replays_refuses_other_requests_and_expires_after_a_day() {
+    let clock = Arc::new(agora::clock::FakeClock::starting_now());
+    let s = shop_with_clock(clock.clone());
+    let north = s.north;
+    let first = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":1234,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
+    assert_eq!(first.status, 201);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    // The same request, keys reordered and spaced differently: the stored answer, marked.
+    let again = s.alice.send("POST", "/payments", Some(&format!(r#"{{ "currency": "usd", "amount": 1234, "customer": {north} }}"#)), &[("Idempotency-Key", "order-77")]);
+    assert_eq!((again.status, again.header("idempotent-replayed")), (201, Some("true")));
+    assert_eq!(again.json, first.json);
+    let mut conn = s.app.conn();
+    assert_eq!(fixtures::payment_count(&mut conn), 1);
+    // Other parameters, or another route, under the same key: 422.
+    let other = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":9999,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
+    assert_eq!((other.status, other.code()), (422, "idempotency_key_reused"));
+    assert_eq!(other.json["error"]["type"], "idempotency_error");
+    let elsewhere = s.alice.send("POST", "/customers", Some(r#"{"name":"Side shop"}"#), &[("Idempotency-Key", "order-77")]);
+    assert_eq!(elsewhere.status, 422);
+    // Keys are per user: Bob's "order-77" is his own.
+    let bobs = s.bob.send("POST", "/payments", Some(&format!(r#"{{"customer":{},"amount":1234,"currency":"usd"}}"#, s.south)), &[("Idempotency-Key", "order-77")]);
+    assert_eq!(bobs.status, 201);
+
+    // A request whose parameters are refused is not stored: the key is free for the fixed one.
+    let invalid = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":10,"currency":"usd"}}"#)), &[("Idempotency-Key", "fix-me")]);
+    assert_eq!((invalid.status, invalid.code()), (400, "amount_too_small"));
+    let fixed = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "fix-me")]);
+    assert_eq!(fixed.status, 201, "{}", fixed.text);
+
+    // A request still running under the key: 409, and nothing is done twice.
+    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let now = clock.now();
+    let held = agora::dashboard::repo::claim_key(&mut conn, alice_id, "busy", "fingerprint of the running request", now, now + chrono::Duration::seconds(60), now - chrono::Duration::hours(24)).unwrap();
+    assert_eq!(held, agora::dashboard::repo::KeyState::Fresh);
+    let busy = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "busy")]);
+    // A different fingerprint is 422 even while running; the same one is 409.
+    assert_eq!(busy.status, 422);
+    let fingerprint = {
+        use sha2::Digest;
+        let body = format!(r#"{{"amount":100,"currency":"usd","customer":{north}}}"#);
+        format!("{:x}", sha2::Sha256::digest(format!("POST /api/v1/payments\n{body}")))
+    };
+    diesel::sql_query(format!("UPDATE api_idempotency_keys SET fingerprint = '{fingerprint}' WHERE key = 'busy'")).execute(&mut conn).unwrap();
+    let busy = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "busy")]);
+    assert_eq!((busy.status, busy.code()), (409, "idempotency_key_in_use"));
+
+    // After 24 hours a key is forgotten: the same key starts a new payment.
+    clock.tick(std::time::Duration::from_secs(25 * 3600));
+    assert_eq!(s.alice.get("/me").code(), "token_expired", "tokens live an hour by default");
+    let alice = Api::signed_in(&s.app.url, "alice@north.test");
+    let later = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":9999,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
+    assert_eq!((later.status, later.header("idempotent-replayed")), (201, None));
+    assert_ne!(later.json["id"], first.json["id"]);
+
+    let missing = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[]);
+    assert_eq!((missing.status, missing.code()), (400, "idempotency_key_missing"));
+    let bad = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "tab\there")]);
+    assert_eq!((bad.status, bad.code()), (400, "idempotency_key_invalid"));
+}
+
+// --- 6. bad input -------------------------------------------------------------------------------
+
+#[test]
+fn every_input_error_has_its_code_and_nothing_is_a_server_error() {
+    let s = shop();
+    let north = s.north;
+    let pay = |body: &str| s.alice.send("POST", "/payments", Some(body), &[("Idempotency-Key", &uuid::Uuid::new_v4().to_string())]);
+    let expect = |answer: crate::support::api::Answer, status: u16, code: &str, param: Option<&str>| {
+        assert_eq!((answer.status, answer.code(), answer.param()), (status, code, param), "{}", answer.text);
+        let error = &answer.json["error"];
+        assert!(error["type"].is_string() && error["message"].is_string() && error.get("param").is_some(), "{}", answer.text);
+    };
+    expect(pay("{\"customer\":"), 400, "invalid_json", None);
+    expect(s.alice.send_bytes("POST", "/payments", Some(&[0x7b, 0xff, 0x7d]), &[("Idempotency-Key", "utf8")]), 400, "invalid_json", None);
+    expect(pay("[1, 2]"), 400, "invalid_json", None);
+    expect(pay(&format!("{{\"description\":{}{}}}", "[".repeat(100), "]".repeat(100))), 400, "invalid_json", None);
+    expect(pay(&format!(r#"{{"amount":100,"currency":"usd"}}"#)), 400, "parameter_missing", Some("customer"));
+    expect(pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd","colour":"red"}}"#)), 400, "parameter_unknown", Some("colour"));
+    expect(s.alice.get("/payments?colour=red"), 400, "parameter_unknown", Some("colour"));
+    expect(s.alice.get("/payments?status=refunded"), 400, "parameter_invalid", Some("status"));
+    expect(s.alice.get("/payments?limit=101"), 400, "parameter_invalid", Some("limit"));
+    expect(s.alice.get("/payments?from=24-11-2026"), 400, "parameter_invalid", Some("from"));
+    expect(pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd","description":{}}}"#, serde_json::json!("x".repeat(501)))), 400, "parameter_invalid", Some("description"));
+    for amount in ["10.5", "1000.0", "1e3", "\"10\"", "true"] {
+        expect(pay(&format!(r#"{{"customer":{north},"amount":{amount},"currency":"usd"}}"#)), 400, "parameter_invalid_integer", Some("amount"));
+    }
+    expect(s.alice.get("/payments?limit=10.5"), 400, "parameter_invalid_integer", Some("limit"));
+    expect(s.alice.get("/payments?created%5Bgt%5D=1e3"), 400, "parameter_invalid_integer", Some("created[gt]"));
+    expect(pay(&format!(r#"{{"customer":{north},"amount":49,"currency":"usd"}}"#)), 400, "amount_too_small", Some("amount"));
+    expect(pay(&format!(r#"{{"customer":{north},"amount":100000000,"currency":"usd"}}"#)), 400, "amount_too_large", Some("amount"));
+    expect(pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"sek"}}"#)), 400, "currency_not_supported", Some("currency"));
+    let big = format!(r#"{{"customer":{north},"amount":100,"currency":"usd","description":"{}"}}"#, "x".repeat(70_000));
+    expect(pay(&big), 413, "request_too_large", None);
+    let form = s.alice.send("POST", "/payments", Some("customer=1&amount=100"), &[("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", "form")]);
+    expect(form, 415, "unsupported_media_type", None);
+    expect(s.alice.get("/no/such/route"), 404, "resource_missing", None);
+    expect(s.alice.send("PUT", "/payments", Some("{}"), &[]), 404, "resource_missing", None);
+    // Currency comes in any case and goes out lower case.
+    let upper = pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"EUR"}}"#));
+    assert_eq!((upper.status, upper.json["currency"].as_str()), (201, Some("eur")));
+
+    // Refund refusals: not completed, more than remains, and more than the balance holds.
+    let pending = upper.json["id"].as_str().unwrap().to_string();
+    expect(s.alice.post(&format!("/payments/{pending}/refunds"), &json!({}), Some("r0")), 400, "payment_not_refundable", None);
+    let id = completed_payment(&s, 2_000);
+    expect(s.alice.post(&format!("/payments/{id}/refunds"), &json!({ "amount": 2_001 }), Some("r1")), 400, "amount_too_large", Some("amount"));
+    expect(s.alice.post(&format!("/payments/{id}/refunds"), &json!({ "reason": "boredom" }), Some("r2")), 400, "parameter_invalid", Some("reason"));
+    let mut conn = s.app.conn();
+    // A payout took most of the balance (an adjustment, written the way the ledger is).
+    diesel::sql_query(format!(
+        "WITH paid_out AS (INSERT INTO balance_transactions (customer_id, type, amount, currency, source) VALUES ({north}, 'adjustment', -19.00, 'USD', gen_random_uuid())) \
+         UPDATE customer_balances SET available = available - 19.00 WHERE customer_id = {north} AND currency = 'USD'"
+    ))
+    .execute(&mut conn)
+    .unwrap();
+    let short = s.alice.post(&format!("/payments/{id}/refunds"), &json!({ "amount": 1_500 }), Some("r3"));
+    expect(short.clone(), 400, "balance_insufficient", Some("amount"));
+    assert!(short.json["error"]["message"].as_str().unwrap().contains("1.00 USD"), "{}", short.text);
+}
+
+#[test]
+fn the_openapi_document_describes_every_route_the_router_serves() {
+    let s = shop();
+    let anonymous = Api::new(&s.app.url);
+    let spec = anonymous.get("/openapi.json");
+    assert_eq!((spec.status, spec.json["openapi"].as_str()), (200, Some("3.0.3")));
+    let paths = spec.json["paths"].as_object().unwrap();
+    for route in agora::dashboard::api::ROUTES {
+        let documented = &paths[&format!("/api/v1{}", route.path)][route.method];
+        assert!(documented.is_object(), "{} {} is documented", route.method, route.path);
+        for name in route.query {
+            assert!(documented["parameters"].as_array().unwrap().iter().any(|p| p["name"] == *name), "{} documents {name}", route.path);
+        }
+        // And the router serves it: whatever the answer, it is not "no such route".
+        let path = route.path.replace("{id}", "1").replace("{user_id}", "1");
+        let answer = s.alice.send(&route.method.to_uppercase(), &path, None, &[]);
+        assert_ne!(answer.json["error"]["message"], "Unrecognized request URL or method.", "{} {} is routed", route.method, route.path);
+    }
+    let served: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(served, agora::dashboard::api::ROUTES.len());
 }
