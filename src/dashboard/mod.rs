@@ -41,6 +41,8 @@ pub enum MerchantError {
     UnknownEmail,
     #[error("a customer keeps at least one linked user")]
     LastLinkedUser,
+    #[error("{0}")]
+    BadInput(String),
     #[error(transparent)]
     Refund(#[from] RefundError),
     #[error(transparent)]
@@ -54,6 +56,7 @@ impl From<MerchantError> for ApiError {
         match e {
             MerchantError::NotFound(what) => ApiError::missing_resource(what, None),
             MerchantError::UnknownEmail => ApiError::missing_resource("user", Some("email")),
+            MerchantError::BadInput(why) => ApiError::invalid("parameter_invalid", why),
             MerchantError::LastLinkedUser => {
                 ApiError::conflict("last_linked_user", "This is the customer's last linked user; link someone else first.")
             }

@@ -323,3 +323,16 @@ pub fn dead(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Job>> {
         .select(Job::as_select())
         .load(conn)
 }
+
+/// Which of these unique keys belong to a job that died (and has not been replaced by a live one).
+pub fn dead_unique_keys(conn: &mut PgConnection, keys: &[String]) -> QueryResult<Vec<String>> {
+    let dead: Vec<Option<String>> = jobs::table
+        .filter(jobs::unique_key.eq_any(keys).and(jobs::state.eq("dead")))
+        .select(jobs::unique_key)
+        .load(conn)?;
+    let live: Vec<Option<String>> = jobs::table
+        .filter(jobs::unique_key.eq_any(keys).and(jobs::state.eq_any(["available", "running"])))
+        .select(jobs::unique_key)
+        .load(conn)?;
+    Ok(dead.into_iter().flatten().filter(|k| !live.contains(&Some(k.clone()))).collect())
+}
