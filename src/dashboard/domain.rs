@@ -67,7 +67,7 @@ impl fmt::Display for MinorUnits {
 
 /// Major units for people and CSV files: `10.00`.
 pub fn major(stored: &BigDecimal) -> String {
-    stored.with_scale(2).to_string()
+    crate::payments::domain::two_decimals(stored)
 }
 
 pub fn unix(at: DateTime<Utc>) -> i64 {
@@ -148,6 +148,8 @@ mod tests {
         assert_eq!(MinorUnits::of(&MinorUnits(50).to_decimal()), 50);
         assert_eq!(MinorUnits::of(&"1000.00".parse().unwrap()), 100_000);
         assert_eq!(major(&MinorUnits(1000).to_decimal()), "10.00");
+        assert_eq!(major(&BigDecimal::from(0)), "0.00");
+        assert_eq!(major(&"0.00".parse().unwrap()), "0.00");
     }
 
     #[test]

@@ -195,7 +195,7 @@ async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: Stat
             let scope = visible_scope(&visible, &filter).map_err(|e| MerchantError::from_api(&e))?;
             let (rows, has_more) = payments_page(conn, &visible, &filter, &params).map_err(|e| MerchantError::from_api(&e))?;
             let volume = repo::daily_volume(conn, &scope, &filter)?;
-            let names: Vec<(i64, String)> = visible.iter().filter_map(|id| repo::customer(conn, *id).ok().flatten().map(|c| (c.id, c.name))).collect();
+            let names: Vec<(i64, String)> = repo::customers(conn, &visible)?.into_iter().map(|c| (c.id, c.name)).collect();
             let check = repo::last_check(conn)?;
             let suspects = repo::double_charges(conn, &scope, 5, chrono::Utc::now() - ChronoDuration::days(7))?;
             Ok::<_, MerchantError>((visible, names, rows, has_more, volume, check, suspects))
@@ -631,8 +631,7 @@ async fn balances(req: HttpRequest, user: CurrentUser, db: Db) -> Result<HttpRes
     let (customers, balances) = db
         .run(move |conn| {
             let visible = repo::links(conn, user_id)?;
-            let customers: Vec<repo::Customer> = visible.iter().filter_map(|id| repo::customer(conn, *id).transpose()).collect::<Result<_, _>>()?;
-            Ok::<_, diesel::result::Error>((customers, repo::balances(conn, &visible)?))
+            Ok::<_, diesel::result::Error>((repo::customers(conn, &visible)?, repo::balances(conn, &visible)?))
         })
         .await?;
     let balances = customers
@@ -726,8 +725,7 @@ async fn customers_index(req: HttpRequest, user: CurrentUser, db: Db, notice: we
     let (customers, users) = db
         .run(move |conn| {
             let visible = repo::links(conn, user_id)?;
-            let customers: Vec<repo::Customer> = visible.iter().filter_map(|id| repo::customer(conn, *id).transpose()).collect::<Result<_, _>>()?;
-            Ok::<_, diesel::result::Error>((customers, repo::linked_users(conn, &visible)?))
+            Ok::<_, diesel::result::Error>((repo::customers(conn, &visible)?, repo::linked_users(conn, &visible)?))
         })
         .await?;
     let customers = customers

@@ -100,6 +100,11 @@ pub fn customers_page(conn: &mut PgConnection, visible: &[i64], after: Option<i6
     query.order(customers::id.desc()).limit(limit + 1).load(conn)
 }
 
+/// These customers, by id.
+pub fn customers(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<Vec<Customer>> {
+    customers::table.filter(customers::id.eq_any(ids)).order(customers::id).select(Customer::as_select()).load(conn)
+}
+
 pub fn customer(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Customer>> {
     customers::table.find(id).select(Customer::as_select()).first(conn).optional()
 }

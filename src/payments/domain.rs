@@ -61,7 +61,17 @@ impl fmt::Display for Amount {
 
 /// Formats a stored amount for people: always two decimals.
 pub fn format_money(value: &BigDecimal, currency: &str) -> String {
-    format!("{} {}", value.with_scale(2), currency)
+    format!("{} {}", two_decimals(value), currency)
+}
+
+/// `12.50`, `0.00`: BigDecimal prints a zero without its scale, so that case is written out.
+pub fn two_decimals(value: &BigDecimal) -> String {
+    let text = value.with_scale(2).to_string();
+    if text.contains('.') {
+        text
+    } else {
+        format!("{text}.00")
+    }
 }
 
 /// The key that makes paying an order idempotent inside Agora. It is derived from who pays for

@@ -11,6 +11,7 @@ mod gateway_speed;
 mod health;
 mod jobs_pipeline;
 mod merchants_api;
+mod merchants_pages;
 mod money;
 mod payments_processor;
 mod threads_pages;

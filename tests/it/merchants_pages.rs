@@ -1,0 +1,178 @@
+//! Issue 9: the merchants' dashboard pages and CSV export, over HTTP with the cookie sign-in.
+
+use diesel::prelude::*;
+use std::sync::Arc;
+
+use agora::payments::gateway::{Simulation, SimulatedGateway};
+use agora::schema::refunds;
+
+use crate::support::api::Api;
+use crate::support::fixtures::{self, PASSWORD};
+use crate::support::{Client, TestApp};
+
+struct Desk {
+    app: TestApp,
+    north: i64,
+    south: i64,
+    alice: Client,
+    bob_api: Api,
+    alice_api: Api,
+}
+
+fn desk() -> Desk {
+    let gateway = Arc::new(SimulatedGateway::new(Simulation::new(0.0, 0.0, Some(3)), Default::default()));
+    let app = TestApp::spawn(gateway);
+    let mut conn = app.conn();
+    let alice = fixtures::user(&mut conn, "alice@north.test");
+    let bob = fixtures::user(&mut conn, "bob@south.test");
+    let north = fixtures::merchant(&mut conn, "North, \"the original\"", &[alice]);
+    let south = fixtures::merchant(&mut conn, "South", &[bob]);
+    let client = Client::new(&app.url);
+    client.sign_in("alice@north.test", PASSWORD);
+    let (alice_api, bob_api) = (Api::signed_in(&app.url, "alice@north.test"), Api::signed_in(&app.url, "bob@south.test"));
+    Desk { app, north, south, alice: client, bob_api, alice_api }
+}
+
+fn paid(d: &Desk, api: &Api, customer: i64, amount: i64, description: Option<&str>) -> String {
+    let body = serde_json::json!({ "customer": customer, "amount": amount, "currency": "usd", "payment_method": "pm_card_visa", "description": description });
+    let answer = api.post("/payments", &body, Some(&uuid::Uuid::new_v4().to_string()));
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    d.app.drain_jobs();
+    answer.json["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn every_dashboard_page_of_another_merchant_is_not_found() {
+    let d = desk();
+    let theirs = paid(&d, &d.bob_api, d.south, 3_000, None);
+    let south = d.south;
+    for path in [
+        format!("/dashboard/payments/{theirs}"),
+        format!("/dashboard/payments?customer={south}"),
+        format!("/dashboard/payments.csv?customer={south}"),
+        format!("/dashboard/balances/{south}"),
+        "/dashboard/payments/not-a-uuid".to_string(),
+    ] {
+        assert_eq!(d.alice.get(&path).status, 404, "{path}");
+    }
+    let token = d.alice.csrf_token();
+    let refund = d.alice.post_form(
+        &format!("/dashboard/payments/{theirs}/refunds"),
+        &[("csrf_token", &token), ("idempotency_key", "k"), ("amount", "30.00"), ("confirm", "yes")],
+    );
+    assert_eq!(refund.status, 404);
+    assert_eq!(d.alice.post_form(&format!("/dashboard/customers/{south}"), &[("csrf_token", &token), ("name", "Mine now")]).status, 404);
+    let list = d.alice.get("/dashboard/payments");
+    assert_eq!(list.status, 200);
+    assert!(!list.body.contains(&theirs), "another merchant's payment is not listed");
+    let csv = d.alice.get("/dashboard/payments.csv");
+    assert!(!csv.body.contains(&theirs));
+    let mut conn = d.app.conn();
+    assert_eq!(refunds::table.count().get_result::<i64>(&mut conn).unwrap(), 0);
+}
+
+#[test]
+fn the_csv_export_streams_every_matching_row_with_defused_cells() {
+    let d = desk();
+    let risky = paid(&d, &d.alice_api, d.north, 1_000, Some("=HYPERLINK(\"http://evil\")"));
+    let plain = paid(&d, &d.alice_api, d.north, 2_550, Some("two, with a comma"));
+    let csv = d.alice.get("/dashboard/payments.csv");
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let mut lines = csv.body.lines();
+    assert_eq!(lines.next(), Some("id,created,customer_id,customer_name,user_email,amount,currency,amount_refunded,status,transaction_id,description"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows[0].starts_with(&format!("{plain},")), "newest first: {}", rows[0]);
+    assert!(rows[0].contains(",25.50,usd,0.00,completed,ch_"), "{}", rows[0]);
+    assert!(rows[0].ends_with(",\"two, with a comma\""));
+    assert!(rows[0].contains(",\"North, \"\"the original\"\"\","), "quotes are doubled: {}", rows[0]);
+    assert!(rows[1].starts_with(&format!("{risky},")));
+    assert!(rows[1].ends_with(",\"'=HYPERLINK(\"\"http://evil\"\")\""), "a formula is defused: {}", rows[1]);
+
+    let filtered = d.alice.get("/dashboard/payments.csv?amount%5Bgte%5D=2000");
+    assert_eq!(filtered.body.lines().count(), 2, "the header and one row");
+    // A bearer token works too; neither is sent to sign in.
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let by_token = agent
+        .get(&format!("{}/dashboard/payments.csv", d.app.url))
+        .set("Authorization", &format!("Bearer {}", d.alice_api.token().unwrap()))
+        .call()
+        .unwrap();
+    assert_eq!(by_token.into_string().unwrap().lines().count(), 3);
+    let anonymous = Client::new(&d.app.url).get("/dashboard/payments.csv");
+    assert_eq!((anonymous.status, anonymous.location.as_deref()), (303, Some("/login?next=/dashboard/payments.csv")));
+    let forged = agent.get(&format!("{}/dashboard/payments.csv", d.app.url)).set("Authorization", "Bearer nope").call();
+    assert!(matches!(forged, Err(ureq::Error::Status(401, _))));
+}
+
+#[test]
+fn a_refund_is_reviewed_then_confirmed_and_a_double_submit_makes_one() {
+    let d = desk();
+    let payment = paid(&d, &d.alice_api, d.north, 4_000, None);
+    let page = d.alice.get(&format!("/dashboard/payments/{payment}"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("value=\"40.00\""), "the form offers what remains");
+    let key_marker = "name=\"idempotency_key\" value=\"";
+    let start = page.body.find(key_marker).unwrap() + key_marker.len();
+    let key = page.body[start..start + 36].to_string();
+    let token = page.csrf_token();
+    let fields = |confirm: &'static str, amount: &'static str| {
+        vec![("csrf_token", token.clone()), ("idempotency_key", key.clone()), ("amount", amount.to_string()), ("reason", "requested_by_customer".to_string()), ("confirm", confirm.to_string())]
+    };
+    let too_much = d.alice.post_form(&format!("/dashboard/payments/{payment}/refunds"), &refs(&fields("", "40.01")));
+    assert_eq!(too_much.status, 400);
+    assert!(too_much.body.contains("At most 40.00 USD remains"), "the form is shown again with the problem");
+    let review = d.alice.post_form(&format!("/dashboard/payments/{payment}/refunds"), &refs(&fields("", "15.00")));
+    assert_eq!(review.status, 200);
+    assert!(review.body.contains("Confirm refund of 15.00 USD"));
+    let mut conn = d.app.conn();
+    assert_eq!(refunds::table.count().get_result::<i64>(&mut conn).unwrap(), 0, "reviewing makes nothing");
+    let first = d.alice.post_form(&format!("/dashboard/payments/{payment}/refunds"), &refs(&fields("yes", "15.00")));
+    let second = d.alice.post_form(&format!("/dashboard/payments/{payment}/refunds"), &refs(&fields("yes", "15.00")));
+    assert_eq!((first.status, second.status), (303, 303));
+    assert_eq!(refunds::table.count().get_result::<i64>(&mut conn).unwrap(), 1, "one refund for the double submit");
+    d.app.drain_jobs();
+    let after = d.alice.get(first.location.as_deref().unwrap());
+    assert!(after.body.contains("Refund of 15.00 USD requested."));
+    assert!(after.body.contains("succeeded"));
+    assert!(after.body.contains("value=\"25.00\""), "what remains is offered next");
+    let balances = d.alice.get("/dashboard/balances");
+    assert!(balances.body.contains("25.00 USD"), "{}", balances.body);
+    let ledger = d.alice.get(&format!("/dashboard/balances/{}", d.north));
+    assert!(ledger.body.contains("-15.00 USD") && ledger.body.contains("40.00 USD"));
+}
+
+#[test]
+fn the_payments_page_filters_totals_and_pages_in_a_constant_number_of_queries() {
+    let d = desk();
+    for amount in [1_000, 2_000, 3_000] {
+        paid(&d, &d.alice_api, d.north, amount, None);
+    }
+    let page = d.alice.get("/dashboard/payments?limit=2");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("3 payments") && page.body.contains("60.00 USD"), "totals of the whole filtered set");
+    assert!(page.body.contains("<svg") && page.body.contains("<rect"), "the chart is drawn on the server");
+    assert!(page.body.contains("rel=\"next\""));
+    assert!(!page.body.contains("rel=\"prev\""));
+    let few = page.queries.expect("query count header");
+    let filtered = d.alice.get("/dashboard/payments?status=completed&amount%5Bgte%5D=1500");
+    assert!(filtered.body.contains("2 payments") && filtered.body.contains("50.00 USD"), "{}", filtered.body);
+    for _ in 0..20 {
+        paid(&d, &d.alice_api, d.north, 500, None);
+    }
+    let many = d.alice.get("/dashboard/payments?limit=2").queries.unwrap();
+    assert_eq!(few, many, "the page's queries do not grow with the rows");
+    assert!(many <= 8, "{many} queries");
+    let bad = d.alice.get("/dashboard/payments?from=yesterday");
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("from"), "the page says which filter is wrong");
+    let older = page.body.split("rel=\"next\"").next().unwrap();
+    let href = older.rsplit("href=\"").next().unwrap().split('"').next().unwrap().replace("&amp;", "&");
+    assert_eq!(d.alice.get(&href).status, 200);
+    let _ = d.south;
+}
+
+fn refs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(n, v)| (*n, v.as_str())).collect()
+}
