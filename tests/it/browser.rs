@@ -64,3 +64,42 @@ fn a_member_replies_to_a_nested_comment_and_sees_the_reply_in_place() {
     assert!(browser.text(&format!("#c{nested} .replies .comment .text")).contains("A reply, deep in the thread"));
     assert!(browser.current_url().contains(&format!("/posts/{post}#c")));
 }
+
+#[test]
+fn a_merchant_filters_the_dashboard_and_refunds_part_of_a_payment_with_a_double_click() {
+    use agora::payments::gateway::SimulatedGateway;
+    let app = TestApp::spawn(std::sync::Arc::new(SimulatedGateway::new(Simulation::new(0.0, 0.0, Some(5)), Default::default())));
+    let mut conn = app.conn();
+    let staff = fixtures::user(&mut conn, "staff@north.test");
+    let north = fixtures::merchant(&mut conn, "North", &[staff]);
+    let api = crate::support::api::Api::signed_in(&app.url, "staff@north.test");
+    api.pay(north, 2_000, "pm_card_visa");
+    api.pay(north, 700, "pm_card_chargeDeclined");
+    app.drain_jobs();
+
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.goto(&format!("{}/login?next=/dashboard/payments", app.url));
+    browser.type_into("input[name=email]", "staff@north.test");
+    browser.type_into("input[name=password]", PASSWORD);
+    browser.click("button[type=submit]");
+    assert_eq!(browser.count("#payments tbody tr"), 2);
+    browser.click("select[name=status] option[value=completed]");
+    browser.click("#filters button[type=submit]");
+    assert!(browser.current_url().contains("status=completed"), "the filter is in the URL");
+    assert_eq!(browser.count("#payments tbody tr"), 1);
+    browser.click("#payments tbody tr a");
+    browser.clear("#refund-amount");
+    browser.type_into("#refund-amount", "5.00");
+    browser.click("#review-refund");
+    assert!(browser.text("#confirm-refund").contains("5.00 USD"));
+    browser.double_click("#confirm-refund");
+    assert_eq!(browser.text("#notice"), "Refund of 5.00 USD requested.");
+    assert_eq!(app.drain_jobs(), 1, "one refund job for the double click");
+    browser.goto(&browser.current_url());
+    assert_eq!(browser.count("#refunds tbody tr"), 1, "one refund in the history");
+    assert!(browser.text("#refunds").contains("succeeded"));
+    assert_eq!(browser.text("#refunded"), "5.00 USD");
+    browser.goto(&format!("{}/dashboard/balances", app.url));
+    assert_eq!(browser.text("#balances .balance"), "15.00 USD");
+}

@@ -109,6 +109,17 @@ impl Browser {
         Element(found[ELEMENT].as_str().expect("an element").to_string())
     }
 
+    /// How many elements match, now.
+    pub fn count(&self, css: &str) -> usize {
+        let found = call("POST", &format!("{}/elements", self.session), Some(json!({ "using": "css selector", "value": css })));
+        found.as_array().map_or(0, Vec::len)
+    }
+
+    pub fn clear(&self, css: &str) {
+        let element = self.find(css);
+        call("POST", &format!("{}/element/{}/clear", self.session, element.0), Some(json!({})));
+    }
+
     pub fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css);
         call("POST", &format!("{}/element/{}/value", self.session, element.0), Some(json!({ "text": text })));
