@@ -21,7 +21,11 @@ commands:
   worker        run the job workers alone
   migrate       apply pending database migrations
   seed          load the demo data (idempotent)
-  gateway-sim   run the simulated Stripe-like gateway (GATEWAY_SIM_HOST, GATEWAY_SIM_PORT: 127.0.0.1:8090)";
+  gateway-sim   run the simulated Stripe-like gateway (GATEWAY_SIM_HOST, GATEWAY_SIM_PORT: 127.0.0.1:8090)
+  admin create-user EMAIL NAME [--admin]
+                create an account; its password is read from standard input
+  admin link EMAIL CUSTOMER
+                link an account to a customer (an id, or a name: created when new)";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         "migrate" => migrate(),
         "seed" => load_seed(),
         "gateway-sim" => gateway_sim(),
+        "admin" => admin(&std::env::args().skip(2).collect::<Vec<_>>()),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -64,10 +69,32 @@ fn load_seed() -> Result<(), String> {
     let mut conn = db::connect(&config.database_url).map_err(|e| format!("cannot connect: {e}"))?;
     let report = seed::load(&mut conn).map_err(|e| e.to_string())?;
     log::info!(
-        "demo data ready: {} users, {} new orders, {} new comments",
-        report.users, report.orders_created, report.comments_created
+        "demo data ready: {} users, {} new orders, {} new payments, {} new comments",
+        report.users, report.orders_created, report.payments_created, report.comments_created
     );
     Ok(())
+}
+
+fn admin(args: &[String]) -> Result<(), String> {
+    use agora::dashboard::admin;
+    let config = config()?;
+    let mut conn = db::connect(&config.database_url).map_err(|e| format!("cannot connect: {e}"))?;
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["create-user", email, name, flags @ ..] if flags.iter().all(|f| *f == "--admin") => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).map_err(|e| format!("reading the password: {e}"))?;
+            let id = admin::create_user(&mut conn, email, name, password.trim_end_matches(['\r', '\n']), !flags.is_empty())
+                .map_err(|e| e.to_string())?;
+            println!("created user {id} ({email})");
+            Ok(())
+        }
+        ["link", email, customer] => {
+            let id = admin::link(&mut conn, email, customer).map_err(|e| e.to_string())?;
+            println!("{email} is linked to customer {id}");
+            Ok(())
+        }
+        _ => Err(format!("unknown admin command\n\n{USAGE}")),
+    }
 }
 
 fn session_key(config: &Config) -> Key {

@@ -2,6 +2,7 @@
 //! balances and ledgers — and nothing else — on server-rendered pages and through a JSON API with
 //! bearer tokens and Stripe-style idempotency keys; they refund payments, in part or in full.
 
+pub mod admin;
 pub mod api;
 pub mod domain;
 pub mod jobs;

@@ -176,3 +176,41 @@ fn the_payments_page_filters_totals_and_pages_in_a_constant_number_of_queries() 
 fn refs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     fields.iter().map(|(n, v)| (*n, v.as_str())).collect()
 }
+
+#[test]
+fn the_demo_data_gives_each_staff_member_their_merchants_and_loads_twice_as_once() {
+    let app = TestApp::spawn(Arc::new(agora::payments::gateway::ScriptedGateway::succeeding()));
+    let mut conn = app.conn();
+    agora::seed::load(&mut conn).unwrap();
+    let again = agora::seed::load(&mut conn).unwrap();
+    assert_eq!((again.orders_created, again.payments_created), (0, 0), "a second load adds nothing");
+    assert!(agora::dashboard::repo::check_invariants(&mut conn).unwrap().is_empty(), "the demo ledger balances");
+    let sign_in = |email: &str| {
+        let client = Client::new(&app.url);
+        client.sign_in(email, agora::seed::DEMO_PASSWORD);
+        client
+    };
+    let books = sign_in("books@example.com").get("/dashboard/payments?limit=100");
+    assert!(books.body.contains("Northwind Books") && !books.body.contains("Acme Coffee Roasters</td>"), "books staff see books only");
+    let finance = sign_in("finance@example.com");
+    let both = finance.get("/dashboard/payments?limit=100");
+    assert!(both.body.contains("Northwind Books</td>") && both.body.contains("Acme Coffee Roasters</td>"));
+    assert!(both.body.contains("id=\"double-charges\""), "the demo's double charge is flagged");
+    let balances = finance.get("/dashboard/balances");
+    assert_eq!(balances.body.matches("class=\"balance\"").count(), 2);
+}
+
+#[test]
+fn an_installation_is_bootstrapped_from_the_command_line_functions() {
+    use agora::dashboard::admin;
+    let app = TestApp::spawn(Arc::new(agora::payments::gateway::ScriptedGateway::succeeding()));
+    let mut conn = app.conn();
+    assert!(admin::create_user(&mut conn, "owner@shop.test", "Owner", "short", false).is_err(), "passwords are long");
+    admin::create_user(&mut conn, "owner@shop.test", "Owner", "a long enough secret", false).unwrap();
+    assert!(admin::create_user(&mut conn, "OWNER@shop.test", "Again", "a long enough secret", false).is_err(), "one account per email");
+    let created = admin::link(&mut conn, "owner@shop.test", "Brand New Shop").unwrap();
+    assert_eq!(admin::link(&mut conn, "owner@shop.test", &created.to_string()).unwrap(), created, "by id, linking again changes nothing");
+    let owner = Client::new(&app.url);
+    owner.sign_in("owner@shop.test", "a long enough secret");
+    assert!(owner.get("/dashboard/customers").body.contains("Brand New Shop"));
+}
