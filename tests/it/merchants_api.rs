@@ -679,3 +679,35 @@ fn the_openapi_document_describes_every_route_the_router_serves() {
     let served: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(served, agora::dashboard::api::ROUTES.len());
 }
+
+// --- load ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_hundred_payments_a_second_for_ten_seconds_are_all_accepted_and_all_settle() {
+    use agora::payments::gateway::Latency;
+    // A gateway that answers in 200–400 ms, as real ones do.
+    let latency = Latency { latency: std::time::Duration::from_millis(300), jitter: std::time::Duration::from_millis(100) };
+    let gateway = Arc::new(SimulatedGateway::new(Simulation::new(0.0, 0.0, Some(1)), latency));
+    let app = TestApp::spawn(gateway.clone());
+    let mut conn = app.conn();
+    let staff = fixtures::user(&mut conn, "load@north.test");
+    let north = fixtures::merchant(&mut conn, "North", &[staff]);
+    let api = Api::signed_in(&app.url, "load@north.test");
+    let workers = app.services.start_workers();
+    let plan = crate::support::load::Plan {
+        base: app.url.clone(),
+        token: api.token().unwrap(),
+        customer: north,
+        per_second: 100,
+        seconds: 10,
+        payment_method: Some("pm_card_visa".into()),
+        settle_within: std::time::Duration::from_secs(60),
+        senders: 32,
+    };
+    let report = crate::support::load::run(&plan);
+    workers.stop();
+    eprintln!("{}", report.summary());
+    assert_eq!((report.sent, report.accepted, report.refused), (1_000, 1_000, 0), "{}", report.summary());
+    assert_eq!((report.completed, report.lost), (1_000, 0), "{}", report.summary());
+    assert_eq!(gateway.ledger().all().len(), 1_000, "one charge each");
+}

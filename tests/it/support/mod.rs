@@ -4,6 +4,7 @@ pub mod db;
 pub mod fixtures;
 pub mod gateways;
 pub mod http;
+pub mod load;
 pub mod redis;
 pub mod shopper;
 pub mod webdriver;
