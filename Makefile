@@ -8,7 +8,8 @@ run:
 test:
 	@bash scripts/devenv.sh test
 
-# Throughput of the job queue, thread pages and payments end to end; writes bench/results.md.
+# Throughput of the job queue, thread pages and payments end to end (bench/results.md), and the
+# merchants' dashboard and API at 1,000,000 payments (bench/merchants.md).
 bench:
 	@bash scripts/devenv.sh bench
 

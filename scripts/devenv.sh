@@ -179,7 +179,9 @@ run_tests() {
 
 run_bench() {
   eval "$(services)"
-  cargo bench --bench throughput
+  # BENCH_ONLY=merchants runs the merchants' benchmark alone; any other value one throughput section.
+  if [ "${BENCH_ONLY:-}" != merchants ]; then cargo bench --bench throughput; fi
+  if [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = merchants ]; then cargo bench --bench merchants; fi
 }
 
 case "${1:-}" in
