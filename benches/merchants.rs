@@ -256,8 +256,13 @@ fn main() {
                         .post(&format!("{base}/api/v1/payments"))
                         .set("Authorization", &format!("Bearer {staff}"))
                         .set("Idempotency-Key", &format!("bench-{client}-{i}"))
+                        .set("Content-Type", "application/json")
                         .send_string(r#"{"customer":1,"amount":1999,"currency":"usd","payment_method":"pm_card_visa"}"#);
-                    assert_eq!(answer.map(|r| r.status()).unwrap_or(0), 201);
+                    match answer {
+                        Ok(r) => assert_eq!(r.status(), 201),
+                        Err(ureq::Error::Status(s, r)) => panic!("{s}: {}", r.into_string().unwrap_or_default()),
+                        Err(e) => panic!("{e}"),
+                    }
                     mine.push(t.elapsed().as_secs_f64() * 1000.0);
                     created.fetch_add(1, Ordering::SeqCst);
                     i += 1;

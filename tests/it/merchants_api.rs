@@ -711,3 +711,44 @@ fn a_hundred_payments_a_second_for_ten_seconds_are_all_accepted_and_all_settle()
     assert_eq!((report.completed, report.lost), (1_000, 0), "{}", report.summary());
     assert_eq!(gateway.ledger().all().len(), 1_000, "one charge each");
 }
+
+#[test]
+fn the_one_statement_payment_writes_the_same_rows_as_the_general_path() {
+    use agora::schema::{jobs, orders, payment_events, payments};
+    let s = shop();
+    let fast = s.alice.pay(s.north, 1_500, "pm_card_visa");
+    let mut conn = s.app.conn();
+    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let limits = s.app.services.limits;
+    let general = agora::orders::pipeline::start_api_payment(
+        &mut conn, alice_id, s.north, &bigdecimal::BigDecimal::from(15), "USD", None, Some("pm_card_visa"), limits, chrono::Utc::now(),
+    )
+    .unwrap();
+    let fast: agora::payments::Payment = payments::table
+        .filter(payments::reference.eq(uuid::Uuid::parse_str(fast["id"].as_str().unwrap()).unwrap()))
+        .select(agora::payments::Payment::as_select())
+        .first(&mut conn)
+        .unwrap();
+    let shape = |conn: &mut PgConnection, p: &agora::payments::Payment| {
+        let order: (String, String, bool, bigdecimal::BigDecimal) =
+            orders::table.find(p.order_id).select((orders::source, orders::status, orders::stock_reserved, orders::total)).first(conn).unwrap();
+        let job: (String, String, serde_json::Value, i32, Option<String>) = jobs::table
+            .filter(jobs::unique_key.eq(format!("charge_order:{}", p.order_id)))
+            .select((jobs::queue, jobs::kind, jobs::args, jobs::max_attempts, jobs::unique_key))
+            .first(conn)
+            .unwrap();
+        let events: Vec<(String, String)> =
+            payment_events::table.filter(payment_events::payment_id.eq(p.id)).select((payment_events::to_status, payment_events::reason)).load(conn).unwrap();
+        (
+            p.idempotency_key == format!("payment_{}_{}", p.user_id, p.order_id),
+            p.gateway_key.starts_with("pay_"),
+            (p.status, p.amount.clone(), p.currency.clone(), p.payment_method.clone()),
+            order,
+            (job.0, job.1, job.2["user_id"].clone(), job.2["order_id"] == p.order_id, job.3),
+            events.into_iter().map(|(to, why)| (to, why.replace(&p.order_id.to_string(), "N"))).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(shape(&mut conn, &fast), shape(&mut conn, &general));
+    s.app.drain_jobs();
+    assert_eq!(s.gateway.ledger().all().len(), 2, "both are charged by the pipeline");
+}

@@ -292,27 +292,87 @@ fn new_payment(body: &Object, user: &Principal) -> Result<NewPayment, ApiError> 
 pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUser, db: Db, state: State) -> Result<HttpResponse, ApiError> {
     let body = read_object(&req, payload).await?;
     let new = new_payment(&body, &user.principal)?;
+    let key = super::key_of(&req, true)?.expect("required");
     let (user_id, limits, now) = (user.principal.id, state.limits, state.clock.now());
-    let response = keyed(&db, &req, &state, &user.principal, &body, true, move |conn| {
-        let payment = start_api_payment(
-            conn,
+    // Everything the answer says is decided here, so the answer is stored with the rows it
+    // describes, in one statement (see `repo::accept_payment`).
+    let amount = new.amount.to_decimal();
+    let row = repo::PaymentRow {
+        id: 0,
+        reference: Uuid::new_v4(),
+        user_id,
+        customer_id: new.customer,
+        amount: amount.clone(),
+        amount_refunded: bigdecimal::BigDecimal::from(0),
+        currency: new.currency.code().to_string(),
+        status: crate::payments::PaymentStatus::Pending,
+        retryable: true,
+        description: new.description.clone(),
+        error_code: None,
+        error_message: None,
+        external_transaction_id: None,
+        created_at: chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now),
+        customer_name: String::new(),
+        user_email: String::new(),
+    };
+    let answer = views::payment(&row);
+    let (fingerprint, text) = (super::fingerprint(&req, &body), answer.to_string());
+    let fast_key = key.clone();
+    let accepted = run(&db, move |conn| {
+        let accepted = repo::AcceptedPayment {
             user_id,
-            new.customer,
-            &new.amount.to_decimal(),
-            new.currency.code(),
-            new.description.as_deref(),
-            new.payment_method.as_deref(),
-            limits,
-            now,
-        )
-        .map_err(MerchantError::from)?;
-        Ok((StatusCode::CREATED, views::payment(&repo::payment_by_id(conn, payment.id)?)))
+            customer_id: new.customer,
+            amount: &amount,
+            currency: new.currency.code(),
+            description: new.description.as_deref(),
+            payment_method: new.payment_method.as_deref(),
+            reference: row.reference,
+            created_at: row.created_at,
+            key: &fast_key,
+            fingerprint: &fingerprint,
+            answer: &text,
+            charge_attempts: limits.charge_attempts,
+            max_ready: limits.max_ready,
+        };
+        Ok(match repo::accept_payment(conn, &accepted) {
+            Ok(()) => Some(Ok(())),
+            Err(repo::AcceptError::KeyTaken) => None,
+            Err(repo::AcceptError::QueueFull) => Some(Err(ApiError::unavailable("the payments queue is full"))),
+            Err(repo::AcceptError::Database(e)) => Some(Err(e.into())),
+        })
     })
     .await?;
-    if response.status() == StatusCode::CREATED {
-        state.wake.notify();
+    match accepted {
+        Some(Ok(())) => {
+            state.wake.notify();
+            Ok(respond(StatusCode::CREATED, &answer))
+        }
+        Some(Err(e)) => Err(e),
+        // The key was used before: replay it, refuse it, or (expired) start over, by the rules.
+        None => {
+            let new = new_payment(&body, &user.principal)?;
+            let response = keyed(&db, &req, &state, &user.principal, &body, true, move |conn| {
+                let payment = start_api_payment(
+                    conn,
+                    user_id,
+                    new.customer,
+                    &new.amount.to_decimal(),
+                    new.currency.code(),
+                    new.description.as_deref(),
+                    new.payment_method.as_deref(),
+                    limits,
+                    now,
+                )
+                .map_err(MerchantError::from)?;
+                Ok((StatusCode::CREATED, views::payment(&repo::payment_by_id(conn, payment.id)?)))
+            })
+            .await?;
+            if response.status() == StatusCode::CREATED {
+                state.wake.notify();
+            }
+            Ok(response)
+        }
     }
-    Ok(response)
 }
 
 /// The filter as the caller may use it: a customer they cannot see is 404 (with `param`).

@@ -150,6 +150,19 @@ fn idempotency_key(req: &HttpRequest, required: bool) -> Result<Option<String>, 
     }
 }
 
+/// What makes two requests "the same" under one key: method, path and the parsed body (so key
+/// order and whitespace do not matter).
+pub fn fingerprint(req: &HttpRequest, body: &Object) -> String {
+    let mut hash = Sha256::new();
+    hash.update(format!("{} {}\n{}", req.method(), req.path(), body.canonical()));
+    format!("{:x}", hash.finalize())
+}
+
+/// The request's `Idempotency-Key` if it has a valid one (for handlers with a fast path).
+pub fn key_of(req: &HttpRequest, required: bool) -> Result<Option<String>, ApiError> {
+    idempotency_key(req, required)
+}
+
 /// Runs a request's work (in one transaction) under Stripe's idempotency rules. Parameters are
 /// checked before this is called, so their complaints are never stored. With a key: the same
 /// request again gets the stored answer (`Idempotent-Replayed: true`); another request under the
@@ -163,11 +176,7 @@ where
         let (status, value) = run(db, move |conn| conn.transaction(work)).await?;
         return Ok(respond(status, &value));
     };
-    let fingerprint = {
-        let mut hash = Sha256::new();
-        hash.update(format!("{} {}\n{}", req.method(), req.path(), body.canonical()));
-        format!("{:x}", hash.finalize())
-    };
+    let fingerprint = fingerprint(req, body);
     let now = state.clock.now();
     let (user_id, claim_key) = (user.id, key.clone());
     let state_of_key = run(db, move |conn| {
