@@ -154,6 +154,7 @@ impl Services {
             tokens: TokenKey::new(&self.api_token_secret).expect("API token secrets are at least 32 bytes"),
             limits: self.limits,
             refund_attempts: self.refund_attempts,
+            processor: self.processor.clone(),
             wake: self.wake.clone(),
             logins: self.logins.clone(),
             hashing: self.hashing.clone(),

@@ -28,6 +28,8 @@ pub struct DashboardState {
     pub tokens: tokens::TokenKey,
     pub limits: QueueLimits,
     pub refund_attempts: i32,
+    /// Settles payments by hand (with the orders told, as any settlement).
+    pub processor: Arc<crate::payments::PaymentProcessor>,
     pub wake: Arc<Wake>,
     pub logins: Arc<LoginThrottle>,
     pub hashing: Arc<HashPool>,

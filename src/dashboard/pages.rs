@@ -387,6 +387,8 @@ struct PaymentPage {
     events: Vec<PaymentEvent>,
     refunds: Vec<RefundView>,
     refundable: bool,
+    /// The payment's outcome is open and nothing is working on it: offer replay and settling.
+    stuck: bool,
     remaining: String,
     idempotency_key: String,
     notice: Option<String>,
@@ -427,18 +429,24 @@ async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, path: web::
     let reference = parse_reference(&path)?;
     let (_, payment) = visible_payment(&db, user.0.id, reference).await?;
     let payment_id = payment.id;
+    let order_id = payment.order_id;
     let (events, refunds, dead) = db
         .run(move |conn| {
             let refunds = refunds::for_payment(conn, payment_id)?;
-            let keys: Vec<String> = refunds.iter().map(|r| format!("{}:{}", super::jobs::REFUND_PAYMENT, r.id)).collect();
+            let mut keys: Vec<String> = refunds.iter().map(|r| format!("{}:{}", super::jobs::REFUND_PAYMENT, r.id)).collect();
+            keys.push(format!("{}:{order_id}", crate::orders::pipeline::CHARGE_ORDER));
             let dead = jobs::dead_unique_keys(conn, &keys)?;
             Ok::<_, diesel::result::Error>((payments::events(conn, payment_id)?, refunds, dead))
         })
         .await?;
+    use crate::payments::PaymentStatus as S;
+    let charge_dead = dead.contains(&format!("{}:{order_id}", crate::orders::pipeline::CHARGE_ORDER));
+    let stuck = payment.status == S::RequiresConfirmation || (charge_dead && matches!(payment.status, S::Pending) || (charge_dead && payment.status == S::Failed && payment.retryable));
     let remaining = payment.remaining();
     let page = PaymentPage {
         layout: Layout::new(&req),
         refundable: payment.status == crate::payments::PaymentStatus::Completed && remaining > BigDecimal::from(0),
+        stuck,
         remaining: major(&remaining),
         currency: payment.currency.clone(),
         description: payment.description.clone().unwrap_or_default(),
@@ -609,6 +617,61 @@ async fn settle_refund(
         .await?;
     state.wake.notify();
     Ok(see_other(&format!("/dashboard/payments/{payment_ref}?{}", serde_urlencoded::to_string([("notice", message)]).unwrap_or_default())))
+}
+
+/// A payment whose job died or whose outcome is unknown: asked about again (the charge job
+/// again, under the same gateway key, or a lookup for one awaiting confirmation), or settled by
+/// hand with a note. Both go to the audit log.
+async fn settle_payment(
+    user: CurrentUser,
+    session: Session,
+    db: Db,
+    state: State,
+    path: web::Path<String>,
+    form: web::Form<SettleForm>,
+) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let reference = parse_reference(&path)?;
+    let (_, row) = visible_payment(&db, user.0.id, reference).await?;
+    let form = form.into_inner();
+    let note = form.note.trim().to_string();
+    if form.action != "replay" && note.is_empty() {
+        return Err(AppError::BadRequest("Settling by hand needs a note saying what the gateway told you.".into()));
+    }
+    if form.action == "succeeded" && form.gateway_refund_id.trim().is_empty() {
+        return Err(AppError::BadRequest("A payment that was charged needs the gateway's charge id.".into()));
+    }
+    let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.limits.charge_attempts);
+    let processor = state.processor.clone();
+    let message = db
+        .run(move |conn| {
+            let payment = payments::reload(conn, row.id)?;
+            let subject = format!("payment {}", payment.reference);
+            let message = match form.action.as_str() {
+                "replay" if payment.status == crate::payments::PaymentStatus::RequiresConfirmation => {
+                    jobs::enqueue(conn, &crate::orders::pipeline::confirm_job(payment.id), now)?;
+                    "The gateway will be asked about this payment now.".to_string()
+                }
+                "replay" => {
+                    let order = crate::payments::PayOrder { user_id: payment.user_id, order_id: payment.order_id };
+                    jobs::enqueue(conn, &crate::orders::pipeline::charge_job(order, attempts), now)?;
+                    "The charge was sent again under its own key (the gateway cannot take it twice).".to_string()
+                }
+                "succeeded" | "failed" => {
+                    let charge = (form.action == "succeeded").then(|| form.gateway_refund_id.trim().to_string());
+                    match processor.settle_by_hand(conn, payment.id, charge, &note)? {
+                        Some(p) => format!("The payment is now {}.", p.status),
+                        None => "The payment was already settled or is being worked on; nothing changed.".to_string(),
+                    }
+                }
+                _ => return Err(MerchantError::BadInput("Unknown action.".into())),
+            };
+            repo::audit(conn, Some(user_id), &format!("payment_{}", form.action), &subject, &note)?;
+            Ok::<_, MerchantError>(message)
+        })
+        .await?;
+    state.wake.notify();
+    Ok(see_other(&format!("/dashboard/payments/{reference}?{}", serde_urlencoded::to_string([("notice", message)]).unwrap_or_default())))
 }
 
 // --- balances and ledgers -----------------------------------------------------------------------
@@ -846,6 +909,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/dashboard/payments/{id}", web::get().to(payment_detail))
         .route("/dashboard/payments/{id}/refunds", web::post().to(refund))
         .route("/dashboard/payments/{id}/refunds/{refund}", web::post().to(settle_refund))
+        .route("/dashboard/payments/{id}/settle", web::post().to(settle_payment))
         .route("/dashboard/balances", web::get().to(balances))
         .route("/dashboard/balances/{customer_id}", web::get().to(ledger))
         .route("/dashboard/customers", web::get().to(customers_index))

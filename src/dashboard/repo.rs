@@ -247,6 +247,8 @@ pub fn ledger_entry_customer(conn: &mut PgConnection, id: i64) -> QueryResult<Op
 pub struct PaymentRow {
     #[diesel(sql_type = BigInt)]
     pub id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub order_id: i64,
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     pub reference: Uuid,
     #[diesel(sql_type = BigInt)]
@@ -294,7 +296,7 @@ impl PaymentRow {
     }
 }
 
-const PAYMENT_COLUMNS: &str = "p.id, p.reference, p.user_id, p.customer_id, p.amount, p.amount_refunded, p.currency, p.status, \
+const PAYMENT_COLUMNS: &str = "p.id, p.order_id, p.reference, p.user_id, p.customer_id, p.amount, p.amount_refunded, p.currency, p.status, \
      p.retryable, p.description, p.error_code, p.error_message, p.external_transaction_id, p.created_at, \
      c.name AS customer_name, u.email AS user_email";
 

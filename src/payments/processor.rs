@@ -450,6 +450,44 @@ impl PaymentProcessor {
         Ok(rescheduled)
     }
 
+    /// An operator settles a payment whose outcome the machinery could not establish (awaiting
+    /// confirmation, or failed/pending with its job dead), after asking the gateway themselves:
+    /// `Some(charge id)` completes it — balance, ledger and order as any completion — and `None`
+    /// fails it for good. The note is the event's reason. `None` when the payment is final already
+    /// or an attempt is running.
+    pub fn settle_by_hand(&self, conn: &mut PgConnection, payment_id: i64, charge_id: Option<String>, note: &str) -> QueryResult<Option<Payment>> {
+        conn.transaction(|conn| {
+            let Some(payment) = repo::lock_by_id(conn, payment_id)? else { return Ok(None) };
+            let open = match payment.status {
+                PaymentStatus::RequiresConfirmation | PaymentStatus::Pending => true,
+                PaymentStatus::Failed => payment.retryable,
+                PaymentStatus::Processing | PaymentStatus::Completed => false,
+            };
+            if !open {
+                return Ok(None);
+            }
+            let now = self.clock.now();
+            let why = format!("settled by hand: {note}");
+            match charge_id {
+                Some(charge) => {
+                    let Some(done) = repo::complete_many(conn, &[(payment.id, payment.attempts, charge)], payment.status, now)?.pop() else {
+                        return Ok(None);
+                    };
+                    repo::record_event(conn, done.id, Some(PaymentStatus::Completed), PaymentStatus::Completed, &why)?;
+                    self.outcomes.paid(conn, std::slice::from_ref(&done), now)?;
+                    Ok(Some(done))
+                }
+                None => {
+                    repo::give_up(conn, payment.id, &why, now)?;
+                    repo::record_event(conn, payment.id, Some(payment.status), PaymentStatus::Failed, &why)?;
+                    let failed = repo::reload(conn, payment.id)?;
+                    self.outcomes.failed(conn, &failed, now)?;
+                    Ok(Some(failed))
+                }
+            }
+        })
+    }
+
     /// One attempt at a pending refund: claim it, ask the gateway (outside any transaction), settle
     /// the answer. Returns the refund as it is left: `pending` when the gateway gave no answer that
     /// settles it (the caller tries again later; the next attempt looks it up first).

@@ -63,7 +63,9 @@ fn balance_of(conn: &mut PgConnection, customer: i64) -> bigdecimal::BigDecimal 
 #[test]
 fn a_payment_is_charged_refunded_and_booked_through_the_api() {
     let s = shop();
-    let payment = s.alice.pay(s.north, 2_500, "pm_card_visa");
+    let created = s.alice.post("/payments", &json!({ "customer": s.north, "amount": 2_500, "currency": "usd", "payment_method": "pm_card_visa" }), Some("first"));
+    assert_eq!(created.queries, Some(2), "the caller, then one statement that writes everything");
+    let payment = created.json;
     assert_eq!((payment["object"].as_str(), payment["status"].as_str(), payment["final"].as_bool()), (Some("payment"), Some("pending"), Some(false)));
     assert_eq!((payment["amount"].as_i64(), payment["currency"].as_str()), (Some(2_500), Some("usd")));
     s.app.drain_jobs();
@@ -137,7 +139,10 @@ fn staff_see_only_their_merchants_and_everything_else_is_not_found() {
     assert_eq!(s.alice.get("/payments").ids().len(), 0);
     // Bob sees it all; nothing was refunded by Alice's attempt.
     assert_eq!(s.bob.get(&format!("/payments/{id}")).json["amount_refunded"], 0);
-    assert_eq!(s.bob.get("/payments").ids(), [id]);
+    let listed = s.bob.get("/payments");
+    assert_eq!(listed.ids(), [id]);
+    assert_eq!(listed.queries, Some(2), "the caller with their links, then the page");
+    assert_eq!(s.bob.get(&format!("/payments/{id}")).queries, Some(2));
     assert_eq!(s.bob.get("/customers").ids(), [south.to_string()]);
 }
 

@@ -214,3 +214,77 @@ fn an_installation_is_bootstrapped_from_the_command_line_functions() {
     owner.sign_in("owner@shop.test", "a long enough secret");
     assert!(owner.get("/dashboard/customers").body.contains("Brand New Shop"));
 }
+
+/// A desk whose gateway is scripted: refunds that lose their answers, charges that never answer.
+fn scripted_desk() -> (Desk, Arc<agora::payments::gateway::ScriptedGateway>) {
+    let gateway = Arc::new(agora::payments::gateway::ScriptedGateway::succeeding());
+    let app = TestApp::spawn(gateway.clone());
+    let mut conn = app.conn();
+    let alice = fixtures::user(&mut conn, "alice@north.test");
+    let bob = fixtures::user(&mut conn, "bob@south.test");
+    let north = fixtures::merchant(&mut conn, "North", &[alice]);
+    let south = fixtures::merchant(&mut conn, "South", &[bob]);
+    let client = Client::new(&app.url);
+    client.sign_in("alice@north.test", PASSWORD);
+    let (alice_api, bob_api) = (Api::signed_in(&app.url, "alice@north.test"), Api::signed_in(&app.url, "bob@south.test"));
+    (Desk { app, north, south, alice: client, bob_api, alice_api }, gateway)
+}
+
+#[test]
+fn a_refund_whose_answer_was_lost_is_looked_up_before_anything_is_sent_again() {
+    use agora::payments::gateway::Outcome;
+    let (d, gateway) = scripted_desk();
+    let payment = paid(&d, &d.alice_api, d.north, 2_000, None);
+    // The gateway refunds, then the answer is lost on the way back, and nobody can look it up.
+    gateway.script_refunds(vec![Outcome::ChargeThenTimeout]);
+    gateway.set_lookups_down(true);
+    let refund = d.alice_api.post(&format!("/payments/{payment}/refunds"), &serde_json::json!({}), Some("lost-answer"));
+    assert_eq!(refund.status, 201);
+    d.app.drain_jobs();
+    let waiting = d.alice_api.get(&format!("/payments/{payment}/refunds"));
+    assert_eq!(waiting.json["data"][0]["status"], "pending", "unknown is not failed: {}", waiting.text);
+    assert_eq!(d.alice_api.get(&format!("/payments/{payment}")).json["amount_refunded"], 2_000, "still reserved");
+    // The job's next attempt (run here directly rather than waiting out its backoff).
+    gateway.set_lookups_down(false);
+    let mut conn = d.app.conn();
+    let refund_id: i64 = refunds::table.select(refunds::id).first(&mut conn).unwrap();
+    let settled = d.app.services.processor.process_refund(&mut conn, refund_id).unwrap().unwrap();
+    assert_eq!(settled.status, "succeeded");
+    assert_eq!(gateway.refund_calls(), 1, "looked up, never sent twice");
+    assert_eq!(gateway.ledger().refunds().len(), 1);
+    let history = d.alice.get(&format!("/dashboard/payments/{payment}"));
+    assert!(history.body.contains("has no answer yet") && history.body.contains("succeeded, gateway refund re_"), "both steps are in the history");
+}
+
+#[test]
+fn a_payment_nobody_could_confirm_is_settled_by_hand_with_a_note_in_the_audit_log() {
+    let (d, _) = scripted_desk();
+    let mut conn = d.app.conn();
+    let body = serde_json::json!({ "customer": d.north, "amount": 1_200, "currency": "usd" });
+    let stuck = d.alice_api.post("/payments", &body, Some("stuck"));
+    let id = stuck.json["id"].as_str().unwrap().to_string();
+    // As the processor leaves a payment whose last attempt and lookups all went unanswered.
+    diesel::sql_query(format!(
+        "UPDATE payments SET status = 'requires_confirmation', next_check_at = now() + interval '1 hour', retryable = false WHERE reference = '{id}'"
+    ))
+    .execute(&mut conn)
+    .unwrap();
+    let page = d.alice.get(&format!("/dashboard/payments/{id}"));
+    assert!(page.body.contains("This payment needs a decision"));
+    let token = page.csrf_token();
+    let no_note = d.alice.post_form(&format!("/dashboard/payments/{id}/settle"), &[("csrf_token", &token), ("action", "succeeded"), ("gateway_refund_id", "ch_seen_at_gateway")]);
+    assert_eq!(no_note.status, 400, "a note is required");
+    let settled = d.alice.post_form(
+        &format!("/dashboard/payments/{id}/settle"),
+        &[("csrf_token", &token), ("action", "succeeded"), ("gateway_refund_id", "ch_seen_at_gateway"), ("note", "found in the gateway's dashboard")],
+    );
+    assert_eq!(settled.status, 303);
+    let api = d.alice_api.get(&format!("/payments/{id}"));
+    assert_eq!((api.json["status"].as_str(), api.json["transaction_id"].as_str()), (Some("completed"), Some("ch_seen_at_gateway")));
+    assert_eq!(d.alice_api.get(&format!("/customers/{}/balance", d.north)).json["available"][0]["amount"], 1_200, "credited as any completion");
+    let audit: Vec<(String, String)> =
+        agora::schema::audit_log::table.select((agora::schema::audit_log::action, agora::schema::audit_log::note)).load(&mut conn).unwrap();
+    assert!(audit.contains(&("payment_succeeded".to_string(), "found in the gateway's dashboard".to_string())), "{audit:?}");
+    let _ = d.south;
+    let _ = &d.bob_api;
+}

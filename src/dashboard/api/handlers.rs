@@ -299,6 +299,7 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
     let amount = new.amount.to_decimal();
     let row = repo::PaymentRow {
         id: 0,
+        order_id: 0,
         reference: Uuid::new_v4(),
         user_id,
         customer_id: new.customer,
