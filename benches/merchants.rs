@@ -22,18 +22,8 @@ use agora::payments::fraud;
 use agora::payments::gateway::{SimulatedGateway, Simulation};
 use agora::web::{self, AppState, ServerOptions};
 
-fn admin_url() -> String {
-    std::env::var("AGORA_ADMIN_DATABASE_URL").expect("run with `make bench`")
-}
-
-fn fresh_database(name: &str) -> String {
-    let mut admin = PgConnection::establish(&admin_url()).unwrap();
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
-    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
-    db::run_migrations(&mut PgConnection::establish(&url).unwrap()).unwrap();
-    url
-}
+mod common;
+use common::fresh_database;
 
 /// Three merchants (45%, 35%, 20% of the payments), twenty payers, a year of history: 85%
 /// completed, 8% failed, 4% pending, 2% processing, 1% awaiting confirmation; amounts 0.50 to

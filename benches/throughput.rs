@@ -22,18 +22,8 @@ const PAYMENT_JOBS: i64 = 10_000;
 const CHECKOUTS: usize = 4_000;
 const CLIENTS: usize = 16;
 
-fn admin_url() -> String {
-    std::env::var("AGORA_ADMIN_DATABASE_URL").expect("run with `make bench`")
-}
-
-fn fresh_database(name: &str) -> String {
-    let mut admin = PgConnection::establish(&admin_url()).unwrap();
-    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin).unwrap();
-    let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
-    db::run_migrations(&mut PgConnection::establish(&url).unwrap()).unwrap();
-    url
-}
+mod common;
+use common::{admin_url, fresh_database};
 
 fn services(url: &str, threads: usize, batch: i64) -> Arc<Services> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -40,7 +40,7 @@ impl QueryCounter {
 struct Counting(QueryCounter);
 
 fn is_transaction_control(sql: &str) -> bool {
-    let head = sql.trim_start().split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+    let head = sql.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
     matches!(head.as_str(), "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE")
 }
 

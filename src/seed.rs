@@ -20,7 +20,10 @@ pub const DEMO_STAFF: [(&str, &str, &[usize]); 3] = [
     ("finance@example.com", "Fay (finance, both merchants)", &[0, 1]),
 ];
 
-const CATALOGUE: [(&str, &[(&str, &str, i32)]); 2] = [
+/// A merchant and its products: name, price, stock.
+type Merchant = (&'static str, &'static [(&'static str, &'static str, i32)]);
+
+const CATALOGUE: [Merchant; 2] = [
     ("Northwind Books", &[("The Rust Programming Language", "39.99", 50), ("Designing Data-Intensive Applications", "45.50", 30), ("Bookmark", "2.25", 500)]),
     ("Acme Coffee Roasters", &[("House Blend 1kg", "24.00", 80), ("Espresso Cups (set of 4)", "18.75", 40), ("Pour-over Kettle", "64.90", 12)]),
 ];

@@ -71,7 +71,7 @@ impl From<&PaymentRow> for Row {
             customer: p.customer_name.clone(),
             user: p.user_email.clone(),
             amount: format_money(&p.amount, &p.currency),
-            refunded: if p.amount_refunded > BigDecimal::from(0) { format_money(&p.amount_refunded, &p.currency) } else { String::new() },
+            refunded: if p.amount_refunded > 0 { format_money(&p.amount_refunded, &p.currency) } else { String::new() },
             status: p.status.to_string(),
         }
     }
@@ -159,7 +159,7 @@ fn charts(volume: &[DailyVolume], filter: &PaymentFilter, today: NaiveDate) -> V
                 .iter()
                 .enumerate()
                 .map(|(i, (day, sum))| {
-                    let height = if max > BigDecimal::from(0) {
+                    let height = if max > 0 {
                         use bigdecimal::ToPrimitive;
                         ((sum * BigDecimal::from(CHART_HEIGHT)) / &max).to_i64().unwrap_or(0)
                     } else {
@@ -445,7 +445,7 @@ async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, path: web::
     let remaining = payment.remaining();
     let page = PaymentPage {
         layout: Layout::new(&req),
-        refundable: payment.status == crate::payments::PaymentStatus::Completed && remaining > BigDecimal::from(0),
+        refundable: payment.status == crate::payments::PaymentStatus::Completed && remaining > 0,
         stuck,
         remaining: major(&remaining),
         currency: payment.currency.clone(),
@@ -563,9 +563,23 @@ struct SettleForm {
     #[serde(default)]
     action: String,
     #[serde(default)]
-    gateway_refund_id: String,
+    gateway_id: String,
     #[serde(default)]
     note: String,
+}
+
+impl SettleForm {
+    /// The operator's note: required to settle by hand (with the gateway's id when it succeeded).
+    fn checked_note(&self) -> Result<String, AppError> {
+        let note = self.note.trim().to_string();
+        if self.action != "replay" && note.is_empty() {
+            return Err(AppError::BadRequest("Settling by hand needs a note saying what the gateway told you.".into()));
+        }
+        if self.action == "succeeded" && self.gateway_id.trim().is_empty() {
+            return Err(AppError::BadRequest("Settling as done needs the gateway's id for it.".into()));
+        }
+        Ok(note)
+    }
 }
 
 /// A refund whose job died: sent again under the same gateway key (the gateway cannot make it
@@ -582,13 +596,7 @@ async fn settle_refund(
     let (payment_ref, refund_ref) = (parse_reference(&path.0)?, parse_reference(&path.1)?);
     let (visible, payment) = visible_payment(&db, user.0.id, payment_ref).await?;
     let form = form.into_inner();
-    let note = form.note.trim().to_string();
-    if form.action != "replay" && note.is_empty() {
-        return Err(AppError::BadRequest("Settling by hand needs a note saying what the gateway told you.".into()));
-    }
-    if form.action == "succeeded" && form.gateway_refund_id.trim().is_empty() {
-        return Err(AppError::BadRequest("A refund that succeeded needs the gateway's refund id.".into()));
-    }
+    let note = form.checked_note()?;
     let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.refund_attempts);
     let message = db
         .run(move |conn| {
@@ -602,7 +610,7 @@ async fn settle_refund(
                     "The refund was sent again under its own key.".to_string()
                 }
                 "succeeded" | "failed" => {
-                    let succeeded = (form.action == "succeeded").then(|| form.gateway_refund_id.trim().to_string());
+                    let succeeded = (form.action == "succeeded").then(|| form.gateway_id.trim().to_string());
                     let settled = refunds::settle_by_hand(conn, refund.id, succeeded, &note, now)?;
                     repo::audit(conn, Some(user_id), &format!("settle_refund_{}", form.action), &subject, &note)?;
                     match settled {
@@ -634,13 +642,7 @@ async fn settle_payment(
     let reference = parse_reference(&path)?;
     let (_, row) = visible_payment(&db, user.0.id, reference).await?;
     let form = form.into_inner();
-    let note = form.note.trim().to_string();
-    if form.action != "replay" && note.is_empty() {
-        return Err(AppError::BadRequest("Settling by hand needs a note saying what the gateway told you.".into()));
-    }
-    if form.action == "succeeded" && form.gateway_refund_id.trim().is_empty() {
-        return Err(AppError::BadRequest("A payment that was charged needs the gateway's charge id.".into()));
-    }
+    let note = form.checked_note()?;
     let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.limits.charge_attempts);
     let processor = state.processor.clone();
     let message = db
@@ -658,7 +660,7 @@ async fn settle_payment(
                     "The charge was sent again under its own key (the gateway cannot take it twice).".to_string()
                 }
                 "succeeded" | "failed" => {
-                    let charge = (form.action == "succeeded").then(|| form.gateway_refund_id.trim().to_string());
+                    let charge = (form.action == "succeeded").then(|| form.gateway_id.trim().to_string());
                     match processor.settle_by_hand(conn, payment.id, charge, &note)? {
                         Some(p) => format!("The payment is now {}.", p.status),
                         None => "The payment was already settled or is being worked on; nothing changed.".to_string(),
@@ -821,7 +823,8 @@ fn customer_fields(form: &CustomerForm) -> Result<(String, Option<String>), AppE
         return Err(AppError::BadRequest("A customer's name is 1 to 200 characters.".into()));
     }
     let country = form.country.trim();
-    if !country.is_empty() && !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic())) {
+    let two_letters = country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic());
+    if !country.is_empty() && !two_letters {
         return Err(AppError::BadRequest("A country is a two-letter code such as DK, or empty.".into()));
     }
     Ok((name.to_string(), (!country.is_empty()).then(|| country.to_ascii_uppercase())))

@@ -185,24 +185,6 @@ impl Wake {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_within_its_jitter_and_cap() {
-        let backoff = Backoff { base: Duration::from_secs(10), max: Duration::from_secs(100), jitter: 0.2 };
-        for _ in 0..100 {
-            let (d1, d2, d3) = (backoff.delay(1), backoff.delay(2), backoff.delay(3));
-            assert!(d1 >= Duration::from_secs(8) && d1 <= Duration::from_secs(12), "{d1:?}");
-            assert!(d2 > d1 && d3 > d2);
-            assert!(backoff.delay(20) <= Duration::from_secs(120));
-        }
-        let exact = Backoff { jitter: 0.0, ..backoff };
-        assert_eq!(exact.delay(3), Duration::from_secs(40));
-    }
-}
-
 pub const NOOP: &str = "noop";
 
 /// Does nothing: measures the queue itself.
@@ -251,5 +233,23 @@ impl JobHandler for PruneSessions {
     fn perform(&self, conn: &mut PgConnection, _: &Job) -> Result<(), JobError> {
         crate::auth::repo::prune_sessions(conn, self.clock.now() - chrono::Duration::days(1))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_within_its_jitter_and_cap() {
+        let backoff = Backoff { base: Duration::from_secs(10), max: Duration::from_secs(100), jitter: 0.2 };
+        for _ in 0..100 {
+            let (d1, d2, d3) = (backoff.delay(1), backoff.delay(2), backoff.delay(3));
+            assert!(d1 >= Duration::from_secs(8) && d1 <= Duration::from_secs(12), "{d1:?}");
+            assert!(d2 > d1 && d3 > d2);
+            assert!(backoff.delay(20) <= Duration::from_secs(120));
+        }
+        let exact = Backoff { jitter: 0.0, ..backoff };
+        assert_eq!(exact.delay(3), Duration::from_secs(40));
     }
 }

@@ -245,8 +245,11 @@ pub fn expire_if_abandoned(conn: &mut PgConnection, order_id: i64, now: DateTime
     close_unpaid(conn, order_id, "expired", now)
 }
 
+/// An order with its payment's status and attempt count, once paying has begun.
+pub type OrderWithPayment = (Order, Option<PaymentStatus>, Option<i32>);
+
 /// These orders, each with its payment's status and attempt count if paying has begun: one query.
-pub fn find_many_with_payment(conn: &mut PgConnection, order_ids: &[i64]) -> QueryResult<Vec<(Order, Option<PaymentStatus>, Option<i32>)>> {
+pub fn find_many_with_payment(conn: &mut PgConnection, order_ids: &[i64]) -> QueryResult<Vec<OrderWithPayment>> {
     orders::table
         .left_join(payments::table)
         .filter(orders::id.eq_any(order_ids))

@@ -34,7 +34,7 @@ impl Amount {
         if normalized.fractional_digit_count() > 2 {
             return Err(AmountError::TooPrecise);
         }
-        if value >= BigDecimal::from(100_000_000) {
+        if value >= 100_000_000 {
             return Err(AmountError::TooLarge);
         }
         Ok(Amount(value.with_scale(2)))

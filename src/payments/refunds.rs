@@ -120,7 +120,7 @@ pub fn reserve(conn: &mut PgConnection, request: &NewRefund, now: DateTime<Utc>)
         return Err(RefundError::NotRefundable(payment.status));
     }
     let remaining = &payment.amount - &payment.amount_refunded;
-    if remaining <= BigDecimal::from(0) {
+    if remaining <= 0 {
         return Err(RefundError::AlreadyRefunded);
     }
     let amount = request.amount.as_ref().map(|a| a.as_decimal().clone()).unwrap_or_else(|| remaining.clone());

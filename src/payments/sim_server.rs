@@ -59,15 +59,23 @@ fn error(status: actix_web::http::StatusCode, kind: &str, code: &str, message: &
     HttpResponse::build(status).json(json!({ "error": { "type": kind, "code": code, "message": message } }))
 }
 
-async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web::Data<SimState>) -> HttpResponse {
+/// The request's idempotency key and amount, or the 400 that refuses it.
+fn key_and_amount(req: &HttpRequest, amount: &str) -> Result<(IdempotencyKey, Amount), Box<HttpResponse>> {
     use actix_web::http::StatusCode;
     let key = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()).and_then(IdempotencyKey::parse);
     let Some(key) = key else {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "missing_idempotency_key", "Idempotency-Key header is required");
+        return Err(Box::new(error(StatusCode::BAD_REQUEST, "invalid_request_error", "missing_idempotency_key", "Idempotency-Key header is required")));
     };
-    let amount = match body.amount.parse::<Amount>() {
-        Ok(a) => a,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_amount", &e.to_string()),
+    match amount.parse::<Amount>() {
+        Ok(amount) => Ok((key, amount)),
+        Err(e) => Err(Box::new(error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_amount", &e.to_string()))),
+    }
+}
+
+async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web::Data<SimState>) -> HttpResponse {
+    let (key, amount) = match key_and_amount(&req, &body.amount) {
+        Ok(parsed) => parsed,
+        Err(refused) => return *refused,
     };
     let _counted = InFlight::new(&state);
     state.latency.wait().await;
@@ -92,14 +100,9 @@ fn answer<T: serde::Serialize>(result: Result<T, GatewayError>) -> HttpResponse 
 }
 
 async fn create_refund(req: HttpRequest, body: web::Json<NewRefund>, state: web::Data<SimState>) -> HttpResponse {
-    use actix_web::http::StatusCode;
-    let key = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()).and_then(IdempotencyKey::parse);
-    let Some(key) = key else {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "missing_idempotency_key", "Idempotency-Key header is required");
-    };
-    let amount = match body.amount.parse::<Amount>() {
-        Ok(a) => a,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_amount", &e.to_string()),
+    let (key, amount) = match key_and_amount(&req, &body.amount) {
+        Ok(parsed) => parsed,
+        Err(refused) => return *refused,
     };
     state.latency.wait().await;
     let request = RefundRequest {

@@ -182,7 +182,7 @@ struct SmallOrdersOnly;
 
 impl FraudCheck for SmallOrdersOnly {
     fn check(&self, _: &mut PgConnection, facts: &OrderFacts) -> QueryResult<Verdict> {
-        Ok(if facts.amount >= bigdecimal::BigDecimal::from(10) { Verdict::Reject("too big for this test".into()) } else { Verdict::Allow })
+        Ok(if facts.amount >= 10 { Verdict::Reject("too big for this test".into()) } else { Verdict::Allow })
     }
 }
 

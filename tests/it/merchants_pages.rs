@@ -20,13 +20,12 @@ struct Desk {
 }
 
 fn desk() -> Desk {
-    let gateway = Arc::new(SimulatedGateway::new(Simulation::new(0.0, 0.0, Some(3)), Default::default()));
+    desk_with(Arc::new(SimulatedGateway::new(Simulation::new(0.0, 0.0, Some(3)), Default::default())))
+}
+
+fn desk_with(gateway: Arc<dyn agora::payments::PaymentGateway>) -> Desk {
     let app = TestApp::spawn(gateway);
-    let mut conn = app.conn();
-    let alice = fixtures::user(&mut conn, "alice@north.test");
-    let bob = fixtures::user(&mut conn, "bob@south.test");
-    let north = fixtures::merchant(&mut conn, "North, \"the original\"", &[alice]);
-    let south = fixtures::merchant(&mut conn, "South", &[bob]);
+    let (north, south) = fixtures::two_merchants(&mut app.conn(), "North, \"the original\"");
     let client = Client::new(&app.url);
     client.sign_in("alice@north.test", PASSWORD);
     let (alice_api, bob_api) = (Api::signed_in(&app.url, "alice@north.test"), Api::signed_in(&app.url, "bob@south.test"));
@@ -218,16 +217,7 @@ fn an_installation_is_bootstrapped_from_the_command_line_functions() {
 /// A desk whose gateway is scripted: refunds that lose their answers, charges that never answer.
 fn scripted_desk() -> (Desk, Arc<agora::payments::gateway::ScriptedGateway>) {
     let gateway = Arc::new(agora::payments::gateway::ScriptedGateway::succeeding());
-    let app = TestApp::spawn(gateway.clone());
-    let mut conn = app.conn();
-    let alice = fixtures::user(&mut conn, "alice@north.test");
-    let bob = fixtures::user(&mut conn, "bob@south.test");
-    let north = fixtures::merchant(&mut conn, "North", &[alice]);
-    let south = fixtures::merchant(&mut conn, "South", &[bob]);
-    let client = Client::new(&app.url);
-    client.sign_in("alice@north.test", PASSWORD);
-    let (alice_api, bob_api) = (Api::signed_in(&app.url, "alice@north.test"), Api::signed_in(&app.url, "bob@south.test"));
-    (Desk { app, north, south, alice: client, bob_api, alice_api }, gateway)
+    (desk_with(gateway.clone()), gateway)
 }
 
 #[test]
@@ -272,11 +262,11 @@ fn a_payment_nobody_could_confirm_is_settled_by_hand_with_a_note_in_the_audit_lo
     let page = d.alice.get(&format!("/dashboard/payments/{id}"));
     assert!(page.body.contains("This payment needs a decision"));
     let token = page.csrf_token();
-    let no_note = d.alice.post_form(&format!("/dashboard/payments/{id}/settle"), &[("csrf_token", &token), ("action", "succeeded"), ("gateway_refund_id", "ch_seen_at_gateway")]);
+    let no_note = d.alice.post_form(&format!("/dashboard/payments/{id}/settle"), &[("csrf_token", &token), ("action", "succeeded"), ("gateway_id", "ch_seen_at_gateway")]);
     assert_eq!(no_note.status, 400, "a note is required");
     let settled = d.alice.post_form(
         &format!("/dashboard/payments/{id}/settle"),
-        &[("csrf_token", &token), ("action", "succeeded"), ("gateway_refund_id", "ch_seen_at_gateway"), ("note", "found in the gateway's dashboard")],
+        &[("csrf_token", &token), ("action", "succeeded"), ("gateway_id", "ch_seen_at_gateway"), ("note", "found in the gateway's dashboard")],
     );
     assert_eq!(settled.status, 303);
     let api = d.alice_api.get(&format!("/payments/{id}"));

@@ -114,3 +114,11 @@ pub fn merchant(conn: &mut PgConnection, name: &str, users: &[i64]) -> i64 {
     }
     id
 }
+
+/// Two merchants with one staff member each: alice@north.test works for `north_name`,
+/// bob@south.test for South. Returns (north, south).
+pub fn two_merchants(conn: &mut PgConnection, north_name: &str) -> (i64, i64) {
+    let alice = user(conn, "alice@north.test");
+    let bob = user(conn, "bob@south.test");
+    (merchant(conn, north_name, &[alice]), merchant(conn, "South", &[bob]))
+}
