@@ -153,6 +153,7 @@ impl Services {
             clock: self.clock.clone(),
             tokens: TokenKey::new(&self.api_token_secret).expect("API token secrets are at least 32 bytes"),
             limits: self.limits,
+            ready: Arc::new(crate::jobs::ReadyEstimate::new(pipeline::PAYMENTS_QUEUE, self.limits.max_ready, Duration::from_millis(100))),
             refund_attempts: self.refund_attempts,
             processor: self.processor.clone(),
             wake: self.wake.clone(),

@@ -27,6 +27,8 @@ pub struct DashboardState {
     pub clock: Arc<dyn Clock>,
     pub tokens: tokens::TokenKey,
     pub limits: QueueLimits,
+    /// Whether the payments queue has room, estimated at most every 100 ms.
+    pub ready: Arc<crate::jobs::ReadyEstimate>,
     pub refund_attempts: i32,
     /// Settles payments by hand (with the orders told, as any settlement).
     pub processor: Arc<crate::payments::PaymentProcessor>,

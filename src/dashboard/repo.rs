@@ -550,9 +550,8 @@ pub struct AcceptedPayment<'a> {
     pub key: &'a str,
     pub fingerprint: &'a str,
     pub answer: &'a str,
-    /// The charge job's attempts, and the ready jobs the payments queue may hold.
+    /// The charge job's attempts.
     pub charge_attempts: i32,
-    pub max_ready: i64,
 }
 
 /// Why the one-statement creation did not create.
@@ -560,44 +559,34 @@ pub enum AcceptError {
     /// The key is taken (a replay, another request, one still running, or expired): the general
     /// path decides.
     KeyTaken,
-    QueueFull,
     Database(diesel::result::Error),
-}
-
-#[derive(QueryableByName)]
-struct Created {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 /// The fast path of `POST /api/v1/payments`: the idempotency key with its stored answer, the
 /// order, the payment, its first event and its charge job, in one statement — one round trip,
 /// atomic on its own. It writes exactly the rows `orders::pipeline::start_api_payment` writes (the
 /// general path, which tests compare it with); a taken key makes the key's unique index refuse
-/// the whole statement, and the general path takes over.
+/// the whole statement, and the general path takes over. Whether the payments queue has room is
+/// the caller's (approximate) question, asked before.
 pub fn accept_payment(conn: &mut PgConnection, p: &AcceptedPayment<'_>) -> Result<(), AcceptError> {
     use crate::orders::pipeline::{CHARGE_ORDER, PAYMENTS_QUEUE};
     let created = diesel::sql_query(
-        "WITH bound AS (SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'available' AND queue = $1 LIMIT $2) r) < $2 AS ok), \
-         keyed AS ( \
+        "WITH keyed AS ( \
              INSERT INTO api_idempotency_keys (user_id, key, fingerprint, status_code, response_body, created_at) \
-             SELECT $3, $4, $5, 201, $6, $7 FROM bound WHERE ok), \
+             VALUES ($2, $3, $4, 201, $5, $6)), \
          o AS ( \
              INSERT INTO orders (user_id, customer_id, total, currency, source, created_at, updated_at) \
-             SELECT $3, $8, $9, $10, 'api', $7, $7 FROM bound WHERE ok RETURNING id, user_id, customer_id, total, currency), \
+             VALUES ($2, $7, $8, $9, 'api', $6, $6) RETURNING id, user_id, customer_id, total, currency), \
          p AS ( \
              INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key, reference, gateway_key, \
                  description, payment_method, created_at, updated_at) \
-             SELECT user_id, id, customer_id, total, currency, 'payment_' || user_id || '_' || id, $11, $12, $13, $14, $7, $7 FROM o \
+             SELECT user_id, id, customer_id, total, currency, 'payment_' || user_id || '_' || id, $10, $11, $12, $13, $6, $6 FROM o \
              RETURNING id, order_id), \
-         e AS (INSERT INTO payment_events (payment_id, to_status, reason, created_at) SELECT id, 'pending', 'created for order #' || order_id, $7 FROM p), \
-         j AS ( \
-             INSERT INTO jobs (queue, kind, args, max_attempts, run_at, unique_key) \
-             SELECT $1, $15, jsonb_build_object('order_id', id, 'user_id', user_id), $16, $7, $15 || ':' || id FROM o) \
-         SELECT count(*) AS n FROM p",
+         e AS (INSERT INTO payment_events (payment_id, to_status, reason, created_at) SELECT id, 'pending', 'created for order #' || order_id, $6 FROM p) \
+         INSERT INTO jobs (queue, kind, args, max_attempts, run_at, unique_key) \
+         SELECT $1, $14, jsonb_build_object('order_id', id, 'user_id', user_id), $15, $6, $14 || ':' || id FROM o",
     )
     .bind::<Text, _>(PAYMENTS_QUEUE)
-    .bind::<BigInt, _>(p.max_ready)
     .bind::<BigInt, _>(p.user_id)
     .bind::<Text, _>(p.key)
     .bind::<Text, _>(p.fingerprint)
@@ -612,10 +601,9 @@ pub fn accept_payment(conn: &mut PgConnection, p: &AcceptedPayment<'_>) -> Resul
     .bind::<Nullable<Text>, _>(p.payment_method)
     .bind::<Text, _>(CHARGE_ORDER)
     .bind::<diesel::sql_types::Integer, _>(p.charge_attempts)
-    .get_result::<Created>(conn);
+    .execute(conn);
     match created {
-        Ok(c) if c.n == 1 => Ok(()),
-        Ok(_) => Err(AcceptError::QueueFull),
+        Ok(_) => Ok(()),
         Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info))
             if info.constraint_name() == Some("api_idempotency_keys_pkey") =>
         {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::schema::jobs;
 
-pub use queue::{dead_unique_keys, enqueue, enqueue_bounded, NewJob, QueueFull};
+pub use queue::{dead_unique_keys, enqueue, enqueue_bounded, NewJob, QueueFull, ReadyEstimate};
 
 /// What the Jobs pages need, registered as app data by `app::mount`.
 pub struct JobsState {

@@ -336,3 +336,47 @@ pub fn dead_unique_keys(conn: &mut PgConnection, keys: &[String]) -> QueryResult
         .load(conn)?;
     Ok(dead.into_iter().flatten().filter(|k| !live.contains(&Some(k.clone()))).collect())
 }
+
+/// How many jobs are ready in a queue, at most `limit`, read from the database at most once per
+/// `fresh_for` and shared by every caller in between. For bounds that only need to be
+/// approximate: counting the ready jobs on every request costs up to `limit` index entries each
+/// time — exactly when the queue is backed up and the database has the least to spare.
+pub struct ReadyEstimate {
+    queue: String,
+    limit: i64,
+    fresh_for: std::time::Duration,
+    last: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+}
+
+impl ReadyEstimate {
+    pub fn new(queue: &str, limit: i64, fresh_for: std::time::Duration) -> ReadyEstimate {
+        ReadyEstimate { queue: queue.to_string(), limit, fresh_for, last: std::sync::Mutex::new(None) }
+    }
+
+    /// Whether the queue has room, by the latest estimate (refreshed here when it is stale).
+    pub fn has_room(&self, conn: &mut PgConnection) -> QueryResult<bool> {
+        let known = *self.last.lock().unwrap();
+        let ready = match known {
+            Some((at, ready)) if at.elapsed() < self.fresh_for => ready,
+            _ => {
+                let ready = count_ready(conn, &self.queue, self.limit)?;
+                *self.last.lock().unwrap() = Some((std::time::Instant::now(), ready));
+                ready
+            }
+        };
+        Ok(ready < self.limit)
+    }
+}
+
+fn count_ready(conn: &mut PgConnection, queue: &str, limit: i64) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Ready {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    diesel::sql_query("SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE state = 'available' AND queue = $1 LIMIT $2) ready")
+        .bind::<Text, _>(queue)
+        .bind::<BigInt, _>(limit)
+        .get_result::<Ready>(conn)
+        .map(|r| r.n)
+}

@@ -318,7 +318,7 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
     };
     let answer = views::payment(&row);
     let (fingerprint, text) = (super::fingerprint(&req, &body), answer.to_string());
-    let fast_key = key.clone();
+    let (fast_key, ready) = (key.clone(), state.ready.clone());
     let accepted = run(&db, move |conn| {
         let accepted = repo::AcceptedPayment {
             user_id,
@@ -333,12 +333,13 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
             fingerprint: &fingerprint,
             answer: &text,
             charge_attempts: limits.charge_attempts,
-            max_ready: limits.max_ready,
         };
+        if !ready.has_room(conn)? {
+            return Ok(Some(Err(ApiError::unavailable("the payments queue is full"))));
+        }
         Ok(match repo::accept_payment(conn, &accepted) {
             Ok(()) => Some(Ok(())),
             Err(repo::AcceptError::KeyTaken) => None,
-            Err(repo::AcceptError::QueueFull) => Some(Err(ApiError::unavailable("the payments queue is full"))),
             Err(repo::AcceptError::Database(e)) => Some(Err(e.into())),
         })
     })
