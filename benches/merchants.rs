@@ -228,7 +228,7 @@ fn main() {
     eprintln!("{csv_row}");
 
     // API payment creations per second (accepted: payment, order and job written; no workers).
-    const CLIENTS: usize = 32;
+    const CLIENTS: usize = 64;
     const SECONDS: f64 = 5.0;
     let created = Arc::new(AtomicUsize::new(0));
     let latencies = std::sync::Mutex::new(Vec::new());

@@ -55,6 +55,7 @@ pub struct Services {
     /// Signs the API's bearer tokens.
     pub api_token_secret: Vec<u8>,
     pub refund_attempts: i32,
+    pub intake: Arc<crate::dashboard::intake::PaymentIntake>,
 }
 
 impl Services {
@@ -98,6 +99,7 @@ impl Services {
             rand::thread_rng().fill_bytes(&mut secret);
             secret
         });
+        let pool_for_intake = pool.clone();
         let sessions = Arc::new(SessionStore::new(cache.clone(), pool.clone(), clock.clone(), auth.session_ttl, auth.session_cache_ttl));
         Services {
             pool,
@@ -116,6 +118,11 @@ impl Services {
             hashing: Arc::new(HashPool::new(auth.hash_threads, auth.hash_queue)),
             api_token_secret,
             refund_attempts: REFUND_ATTEMPTS,
+            intake: Arc::new(crate::dashboard::intake::PaymentIntake::start(
+                pool_for_intake,
+                Arc::new(crate::jobs::ReadyEstimate::new(pipeline::PAYMENTS_QUEUE, limits.max_ready, Duration::from_millis(100))),
+                limits.charge_attempts,
+            )),
         }
     }
 
@@ -153,7 +160,7 @@ impl Services {
             clock: self.clock.clone(),
             tokens: TokenKey::new(&self.api_token_secret).expect("API token secrets are at least 32 bytes"),
             limits: self.limits,
-            ready: Arc::new(crate::jobs::ReadyEstimate::new(pipeline::PAYMENTS_QUEUE, self.limits.max_ready, Duration::from_millis(100))),
+            intake: self.intake.clone(),
             refund_attempts: self.refund_attempts,
             processor: self.processor.clone(),
             wake: self.wake.clone(),

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api;
 pub mod domain;
+pub mod intake;
 pub mod jobs;
 pub mod pages;
 pub mod repo;
@@ -27,8 +28,8 @@ pub struct DashboardState {
     pub clock: Arc<dyn Clock>,
     pub tokens: tokens::TokenKey,
     pub limits: QueueLimits,
-    /// Whether the payments queue has room, estimated at most every 100 ms.
-    pub ready: Arc<crate::jobs::ReadyEstimate>,
+    /// Writes API payments in batches (group commit).
+    pub intake: Arc<intake::PaymentIntake>,
     pub refund_attempts: i32,
     /// Settles payments by hand (with the orders told, as any settlement).
     pub processor: Arc<crate::payments::PaymentProcessor>,

@@ -536,81 +536,90 @@ pub fn refund_by_reference(conn: &mut PgConnection, visible: &[i64], reference: 
         .optional()
 }
 
-/// A payment asked for through the API, everything about it decided before it is written.
-pub struct AcceptedPayment<'a> {
+/// A payment asked for through the API, everything about it decided before it is written —
+/// its answer included.
+#[derive(Debug, Clone)]
+pub struct NewApiPayment {
     pub user_id: i64,
     pub customer_id: i64,
-    pub amount: &'a BigDecimal,
-    pub currency: &'a str,
-    pub description: Option<&'a str>,
-    pub payment_method: Option<&'a str>,
+    pub amount: BigDecimal,
+    pub currency: String,
+    pub description: Option<String>,
+    pub payment_method: Option<String>,
     pub reference: Uuid,
     pub created_at: DateTime<Utc>,
     /// The idempotency key, its request's fingerprint, and the answer to store under it.
-    pub key: &'a str,
-    pub fingerprint: &'a str,
-    pub answer: &'a str,
-    /// The charge job's attempts.
-    pub charge_attempts: i32,
+    pub key: String,
+    pub fingerprint: String,
+    pub answer: String,
 }
 
-/// Why the one-statement creation did not create.
-pub enum AcceptError {
-    /// The key is taken (a replay, another request, one still running, or expired): the general
-    /// path decides.
-    KeyTaken,
-    Database(diesel::result::Error),
+#[derive(QueryableByName)]
+struct Accepted {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    reference: Uuid,
 }
 
-/// The fast path of `POST /api/v1/payments`: the idempotency key with its stored answer, the
-/// order, the payment, its first event and its charge job, in one statement — one round trip,
-/// atomic on its own. It writes exactly the rows `orders::pipeline::start_api_payment` writes (the
-/// general path, which tests compare it with); a taken key makes the key's unique index refuse
-/// the whole statement, and the general path takes over. Whether the payments queue has room is
-/// the caller's (approximate) question, asked before.
-pub fn accept_payment(conn: &mut PgConnection, p: &AcceptedPayment<'_>) -> Result<(), AcceptError> {
+/// The fast path of `POST /api/v1/payments`, for a batch (see `intake`): for each payment whose
+/// idempotency key is free, the key with its stored answer, the order, the payment, its first
+/// event and its charge job — all in one statement, atomic on its own. It writes exactly the rows
+/// `orders::pipeline::start_api_payment` writes (the general path; a test compares them). Returns
+/// the references created; a payment whose key was taken is left out, for the general path.
+/// Whether the payments queue has room is the caller's (approximate) question, asked before.
+pub fn accept_payments(conn: &mut PgConnection, batch: &[&NewApiPayment], charge_attempts: i32) -> QueryResult<Vec<Uuid>> {
     use crate::orders::pipeline::{CHARGE_ORDER, PAYMENTS_QUEUE};
-    let created = diesel::sql_query(
-        "WITH keyed AS ( \
+    use diesel::sql_types::Uuid as SqlUuid;
+    let column = |f: fn(&NewApiPayment) -> String| batch.iter().map(|p| f(p)).collect::<Vec<String>>();
+    let optional = |f: fn(&NewApiPayment) -> Option<String>| batch.iter().map(|p| f(p)).collect::<Vec<Option<String>>>();
+    let accepted: Vec<Accepted> = diesel::sql_query(
+        // Order ids are drawn first, so every row of the batch knows its own; the key insert
+        // reports which keys were free, and its row is matched back by the (unique) answer.
+        "WITH input AS ( \
+             SELECT nextval('orders_id_seq') AS order_id, i.* FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
+                 $5::timestamptz[], $6::bigint[], $7::numeric[], $8::text[], $9::uuid[], $10::text[], $11::text[], $15::text[]) \
+                 AS i(user_id, key, fingerprint, answer, at, customer_id, amount, currency, reference, description, payment_method, \
+                     gateway_key)), \
+         keyed AS ( \
              INSERT INTO api_idempotency_keys (user_id, key, fingerprint, status_code, response_body, created_at) \
-             VALUES ($2, $3, $4, 201, $5, $6)), \
+             SELECT user_id, key, fingerprint, 201, answer, at FROM input ON CONFLICT DO NOTHING \
+             RETURNING user_id, key, response_body), \
+         ok AS ( \
+             SELECT input.* FROM input JOIN keyed \
+                 ON keyed.user_id = input.user_id AND keyed.key = input.key AND keyed.response_body = input.answer), \
          o AS ( \
-             INSERT INTO orders (user_id, customer_id, total, currency, source, created_at, updated_at) \
-             VALUES ($2, $7, $8, $9, 'api', $6, $6) RETURNING id, user_id, customer_id, total, currency), \
+             INSERT INTO orders (id, user_id, customer_id, total, currency, source, created_at, updated_at) \
+             SELECT order_id, user_id, customer_id, amount, currency, 'api', at, at FROM ok), \
          p AS ( \
              INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key, reference, gateway_key, \
                  description, payment_method, created_at, updated_at) \
-             SELECT user_id, id, customer_id, total, currency, 'payment_' || user_id || '_' || id, $10, $11, $12, $13, $6, $6 FROM o \
-             RETURNING id, order_id), \
-         e AS (INSERT INTO payment_events (payment_id, to_status, reason, created_at) SELECT id, 'pending', 'created for order #' || order_id, $6 FROM p) \
-         INSERT INTO jobs (queue, kind, args, max_attempts, run_at, unique_key) \
-         SELECT $1, $14, jsonb_build_object('order_id', id, 'user_id', user_id), $15, $6, $14 || ':' || id FROM o",
+             SELECT user_id, order_id, customer_id, amount, currency, 'payment_' || user_id || '_' || order_id, reference, \
+                 gateway_key, description, payment_method, at, at FROM ok \
+             RETURNING id, order_id, created_at), \
+         e AS ( \
+             INSERT INTO payment_events (payment_id, to_status, reason, created_at) \
+             SELECT id, 'pending', 'created for order #' || order_id, created_at FROM p), \
+         j AS ( \
+             INSERT INTO jobs (queue, kind, args, max_attempts, run_at, unique_key) \
+             SELECT $12, $13, jsonb_build_object('order_id', order_id, 'user_id', user_id), $14, at, $13 || ':' || order_id FROM ok) \
+         SELECT reference FROM ok",
     )
+    .bind::<Array<Int8>, _>(batch.iter().map(|p| p.user_id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(column(|p| p.key.clone()))
+    .bind::<Array<Text>, _>(column(|p| p.fingerprint.clone()))
+    .bind::<Array<Text>, _>(column(|p| p.answer.clone()))
+    .bind::<Array<Timestamptz>, _>(batch.iter().map(|p| p.created_at).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(batch.iter().map(|p| p.customer_id).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(batch.iter().map(|p| p.amount.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(column(|p| p.currency.clone()))
+    .bind::<Array<SqlUuid>, _>(batch.iter().map(|p| p.reference).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(optional(|p| p.description.clone()))
+    .bind::<Array<Nullable<Text>>, _>(optional(|p| p.payment_method.clone()))
     .bind::<Text, _>(PAYMENTS_QUEUE)
-    .bind::<BigInt, _>(p.user_id)
-    .bind::<Text, _>(p.key)
-    .bind::<Text, _>(p.fingerprint)
-    .bind::<Text, _>(p.answer)
-    .bind::<Timestamptz, _>(p.created_at)
-    .bind::<BigInt, _>(p.customer_id)
-    .bind::<Numeric, _>(p.amount)
-    .bind::<Text, _>(p.currency)
-    .bind::<diesel::sql_types::Uuid, _>(p.reference)
-    .bind::<Text, _>(crate::payments::domain::gateway_key(p.reference))
-    .bind::<Nullable<Text>, _>(p.description)
-    .bind::<Nullable<Text>, _>(p.payment_method)
     .bind::<Text, _>(CHARGE_ORDER)
-    .bind::<diesel::sql_types::Integer, _>(p.charge_attempts)
-    .execute(conn);
-    match created {
-        Ok(_) => Ok(()),
-        Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info))
-            if info.constraint_name() == Some("api_idempotency_keys_pkey") =>
-        {
-            Err(AcceptError::KeyTaken)
-        }
-        Err(e) => Err(AcceptError::Database(e)),
-    }
+    .bind::<diesel::sql_types::Integer, _>(charge_attempts)
+    .bind::<Array<Text>, _>(batch.iter().map(|p| crate::payments::domain::gateway_key(p.reference)).collect::<Vec<_>>())
+    .load(conn)?;
+    Ok(accepted.into_iter().map(|a| a.reference).collect())
 }
 
 // --- idempotency keys ---------------------------------------------------------------------------

@@ -62,7 +62,8 @@ fn balance_of(conn: &mut PgConnection, customer: i64) -> bigdecimal::BigDecimal 
 fn a_payment_is_charged_refunded_and_booked_through_the_api() {
     let s = shop();
     let created = s.alice.post("/payments", &json!({ "customer": s.north, "amount": 2_500, "currency": "usd", "payment_method": "pm_card_visa" }), Some("first"));
-    assert_eq!(created.queries, Some(2), "the caller, then one statement that writes everything");
+    // The caller on the request's connection; the rows are written by the intake's batch statement.
+    assert_eq!(created.queries, Some(1), "the caller with their links");
     let payment = created.json;
     assert_eq!((payment["object"].as_str(), payment["status"].as_str(), payment["final"].as_bool()), (Some("payment"), Some("pending"), Some(false)));
     assert_eq!((payment["amount"].as_i64(), payment["currency"].as_str()), (Some(2_500), Some("usd")));
@@ -707,7 +708,7 @@ fn a_hundred_payments_a_second_for_ten_seconds_are_all_accepted_and_all_settle()
 }
 
 #[test]
-fn the_one_statement_payment_writes_the_same_rows_as_the_general_path() {
+fn the_batched_payment_writes_the_same_rows_as_the_general_path() {
     use agora::schema::{jobs, orders, payment_events, payments};
     let s = shop();
     let fast = s.alice.pay(s.north, 1_500, "pm_card_visa");
@@ -745,4 +746,21 @@ fn the_one_statement_payment_writes_the_same_rows_as_the_general_path() {
     assert_eq!(shape(&mut conn, &fast), shape(&mut conn, &general));
     s.app.drain_jobs();
     assert_eq!(s.gateway.ledger().all().len(), 2, "both are charged by the pipeline");
+}
+
+#[test]
+fn concurrent_payments_are_written_in_batches_and_one_key_makes_one_payment() {
+    let s = shop();
+    let body = json!({ "customer": s.north, "amount": 777, "currency": "usd", "payment_method": "pm_card_visa" });
+    let same_key = at_once(20, |_| s.alice.post("/payments", &body, Some("one-key")));
+    assert!(same_key.iter().all(|a| a.status == 201 || (a.status == 409 && a.code() == "idempotency_key_in_use")), "{:?}", same_key.iter().map(|a| &a.text).collect::<Vec<_>>());
+    let ids: Vec<&serde_json::Value> = same_key.iter().filter(|a| a.status == 201).map(|a| &a.json["id"]).collect();
+    assert!(!ids.is_empty() && ids.iter().all(|id| *id == ids[0]), "every success names the same payment");
+    let distinct = at_once(40, |i| s.alice.post("/payments", &body, Some(&format!("many-{i}"))));
+    assert!(distinct.iter().all(|a| a.status == 201), "{:?}", distinct.iter().map(|a| &a.text).collect::<Vec<_>>());
+    let mut conn = s.app.conn();
+    assert_eq!(fixtures::payment_count(&mut conn), 41);
+    s.app.drain_jobs();
+    assert_eq!(s.gateway.ledger().all().len(), 41, "each charged once");
+    assert_eq!(s.alice.get(&format!("/customers/{}/balance", s.north)).json["available"][0]["amount"], 41 * 777);
 }

@@ -11,6 +11,7 @@ use super::input::{self, parse_query, read_object, Object, Query};
 use super::{keyed, respond, run, views, ApiUser};
 use crate::auth::{password, repo as accounts};
 use crate::dashboard::domain::{Currency, Cursor, ListParams, MinorUnits, PaymentFilter, MAX_PAYMENT, MIN_PAYMENT};
+use crate::dashboard::intake::Intake;
 use crate::dashboard::jobs::refund_job;
 use crate::dashboard::repo::{self, Keyset, Principal};
 use crate::dashboard::{DashboardState, MerchantError};
@@ -295,7 +296,7 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
     let key = super::key_of(&req, true)?.expect("required");
     let (user_id, limits, now) = (user.principal.id, state.limits, state.clock.now());
     // Everything the answer says is decided here, so the answer is stored with the rows it
-    // describes, in one statement (see `repo::accept_payment`).
+    // describes, in the statement (and commit) that writes them (see `intake`).
     let amount = new.amount.to_decimal();
     let row = repo::PaymentRow {
         id: 0,
@@ -317,41 +318,28 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
         user_email: String::new(),
     };
     let answer = views::payment(&row);
-    let (fingerprint, text) = (super::fingerprint(&req, &body), answer.to_string());
-    let (fast_key, ready) = (key.clone(), state.ready.clone());
-    let accepted = run(&db, move |conn| {
-        let accepted = repo::AcceptedPayment {
-            user_id,
-            customer_id: new.customer,
-            amount: &amount,
-            currency: new.currency.code(),
-            description: new.description.as_deref(),
-            payment_method: new.payment_method.as_deref(),
-            reference: row.reference,
-            created_at: row.created_at,
-            key: &fast_key,
-            fingerprint: &fingerprint,
-            answer: &text,
-            charge_attempts: limits.charge_attempts,
-        };
-        if !ready.has_room(conn)? {
-            return Ok(Some(Err(ApiError::unavailable("the payments queue is full"))));
-        }
-        Ok(match repo::accept_payment(conn, &accepted) {
-            Ok(()) => Some(Ok(())),
-            Err(repo::AcceptError::KeyTaken) => None,
-            Err(repo::AcceptError::Database(e)) => Some(Err(e.into())),
-        })
-    })
-    .await?;
-    match accepted {
-        Some(Ok(())) => {
+    let submitted = repo::NewApiPayment {
+        user_id,
+        customer_id: new.customer,
+        amount,
+        currency: new.currency.code().to_string(),
+        description: new.description.clone(),
+        payment_method: new.payment_method.clone(),
+        reference: row.reference,
+        created_at: row.created_at,
+        key,
+        fingerprint: super::fingerprint(&req, &body),
+        answer: answer.to_string(),
+    };
+    match state.intake.submit(submitted).await {
+        Intake::Created => {
             state.wake.notify();
             Ok(respond(StatusCode::CREATED, &answer))
         }
-        Some(Err(e)) => Err(e),
-        // The key was used before: replay it, refuse it, or (expired) start over, by the rules.
-        None => {
+        Intake::QueueFull => Err(ApiError::unavailable("the payments queue is full")),
+        // The key was used before — replay it, refuse it, or (expired) start over, by the rules —
+        // or the batch could not be written: the general path, for this request alone.
+        Intake::KeyTaken | Intake::Retry => {
             let new = new_payment(&body, &user.principal)?;
             let response = keyed(&db, &req, &state, &user.principal, &body, true, move |conn| {
                 let payment = start_api_payment(
