@@ -6,7 +6,6 @@ DROP TABLE refunds;
 DROP TABLE balance_transactions;
 DROP FUNCTION balance_transactions_append_only();
 DROP TABLE customer_balances;
-DROP INDEX payments_customer_amount_idx;
 DROP INDEX payments_customer_user_created_idx;
 DROP INDEX payments_customer_status_created_idx;
 ALTER TABLE payments DROP CONSTRAINT payments_refunds_only_when_completed;

@@ -34,7 +34,6 @@ ALTER TABLE payments ADD CONSTRAINT payments_refunds_only_when_completed CHECK (
 -- use the unique index on reference.
 CREATE INDEX payments_customer_status_created_idx ON payments (customer_id, status, created_at DESC, id DESC);
 CREATE INDEX payments_customer_user_created_idx ON payments (customer_id, user_id, created_at DESC, id DESC);
-CREATE INDEX payments_customer_amount_idx ON payments (customer_id, amount);
 
 -- Each customer's balance per currency. Changed only together with a ledger entry, in the same
 -- transaction and under this row's lock, so it always equals the sum of its entries.

@@ -19,6 +19,9 @@ pub struct User {
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 pub fn find_by_email(conn: &mut PgConnection, email: &str) -> QueryResult<Option<User>> {
+    if email.contains('\0') {
+        return Ok(None); // no address has one, and PostgreSQL would refuse the query
+    }
     users::table
         .filter(lower(users::email).eq(email.trim().to_lowercase()))
         .select(User::as_select())

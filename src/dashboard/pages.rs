@@ -114,6 +114,10 @@ pub struct Suspect {
     pub first: String,
     pub second: String,
     pub amount: String,
+    /// The whole amount in major units, for the one-click refund.
+    pub refund: String,
+    /// Minted at render: a double click refunds once.
+    pub key: String,
     pub apart: String,
 }
 
@@ -248,6 +252,8 @@ async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: Stat
             .into_iter()
             .map(|d| Suspect {
                 amount: format_money(&d.amount, &d.currency),
+                refund: major(&d.amount),
+                key: Uuid::new_v4().to_string(),
                 apart: format!("{} s apart", d.apart_seconds),
                 first: d.first.to_string(),
                 second: d.second.to_string(),
@@ -514,7 +520,9 @@ async fn refund(
         (_, _, false) => Some("The form is missing its key; reload the payment and try again.".to_string()),
         (Err(e), _, _) => Some(format!("Amount: {e}.")),
         (_, Err(()), _) => Some("Choose a reason from the list.".to_string()),
-        (Ok(a), _, _) if a.as_decimal() > &payment.remaining() => {
+        // Only while reviewing: on confirmation the reservation decides, and a second click of a
+        // full refund must find the refund the first one made, not "nothing remains".
+        (Ok(a), _, _) if form.confirm != "yes" && a.as_decimal() > &payment.remaining() => {
             Some(format!("At most {} remains to refund.", format_money(&payment.remaining(), &payment.currency)))
         }
         _ => None,
@@ -819,7 +827,7 @@ struct CustomerForm {
 
 fn customer_fields(form: &CustomerForm) -> Result<(String, Option<String>), AppError> {
     let name = form.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
+    if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
         return Err(AppError::BadRequest("A customer's name is 1 to 200 characters.".into()));
     }
     let country = form.country.trim();

@@ -630,6 +630,10 @@ fn every_input_error_has_its_code_and_nothing_is_a_server_error() {
     expect(form, 415, "unsupported_media_type", None);
     expect(s.alice.get("/no/such/route"), 404, "resource_missing", None);
     expect(s.alice.send("PUT", "/payments", Some("{}"), &[]), 404, "resource_missing", None);
+    // PostgreSQL text cannot hold NUL: refused as a parameter, never a server error.
+    expect(pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd","description":"a\u0000b"}}"#)), 400, "parameter_invalid", Some("description"));
+    let nul_login = Api::new(&s.app.url).send("POST", "/auth/token", Some(r#"{"email":"alice@north.test\u0000","password":"x"}"#), &[]);
+    assert_eq!((nul_login.status, nul_login.code(), nul_login.param()), (400, "parameter_invalid", Some("email")));
     // Currency comes in any case and goes out lower case.
     let upper = pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"EUR"}}"#));
     assert_eq!((upper.status, upper.json["currency"].as_str()), (201, Some("eur")));
@@ -763,4 +767,28 @@ fn concurrent_payments_are_written_in_batches_and_one_key_makes_one_payment() {
     s.app.drain_jobs();
     assert_eq!(s.gateway.ledger().all().len(), 41, "each charged once");
     assert_eq!(s.alice.get(&format!("/customers/{}/balance", s.north)).json["available"][0]["amount"], 41 * 777);
+}
+
+#[test]
+fn refunds_go_through_the_http_gateway_and_gateway_sim_keeps_them_in_its_ledger() {
+    let sim = crate::support::GatewaySim::start(Simulation::new(0.0, 0.0, Some(2)));
+    let app = TestApp::spawn(sim.client());
+    let (north, _) = fixtures::two_merchants(&mut app.conn(), "North");
+    let alice = Api::signed_in(&app.url, "alice@north.test");
+    let payment = alice.pay(north, 3_000, "pm_card_visa");
+    let declined = alice.pay(north, 3_000, "pm_card_chargeDeclined");
+    app.drain_jobs();
+    let id = payment["id"].as_str().unwrap();
+    assert_eq!(alice.get(&format!("/payments/{id}")).json["status"], "completed");
+    assert_eq!(alice.get(&format!("/payments/{}", declined["id"].as_str().unwrap())).json["failure_code"], "card_declined", "gateway-sim knows the test cards");
+    for (key, amount) in [("http-1", 1_000), ("http-2", 2_000)] {
+        assert_eq!(alice.post(&format!("/payments/{id}/refunds"), &json!({ "amount": amount }), Some(key)).status, 201);
+    }
+    app.drain_jobs();
+    let refunds = alice.get(&format!("/payments/{id}/refunds"));
+    assert!(refunds.json["data"].as_array().unwrap().iter().all(|r| r["status"] == "succeeded"), "{}", refunds.text);
+    let at_gateway = sim.refunds();
+    assert_eq!(at_gateway.len(), 2);
+    let charge = alice.get(&format!("/payments/{id}")).json["transaction_id"].as_str().unwrap().to_string();
+    assert!(at_gateway.iter().all(|r| r["charge"] == charge.as_str() && r["idempotency_key"].as_str().unwrap().starts_with("rf_")));
 }

@@ -197,6 +197,29 @@ fn the_demo_data_gives_each_staff_member_their_merchants_and_loads_twice_as_once
     assert!(both.body.contains("id=\"double-charges\""), "the demo's double charge is flagged");
     let balances = finance.get("/dashboard/balances");
     assert_eq!(balances.body.matches("class=\"balance\"").count(), 2);
+    // The money checks run on demand, and the dashboard shows their last result.
+    assert!(both.body.contains("have not run yet"));
+    let checked = finance.post_form("/dashboard/invariants/check", &[("csrf_token", &both.csrf_token())]);
+    assert_eq!(checked.status, 303);
+    assert!(finance.get("/dashboard/payments").body.contains("Money checks passed"));
+    // One click refunds the second of a double charge, once however often it is clicked.
+    let page = finance.get("/dashboard/payments");
+    let form = page.body.split("class=\"inline\">").find(|f| f.contains("refund-duplicate")).unwrap().to_string();
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = form.find(&marker).unwrap() + marker.len();
+        form[start..start + form[start..].find('"').unwrap()].to_string()
+    };
+    let action = page.body.split("<form method=\"post\" action=\"").find(|f| f.contains("refund-duplicate")).unwrap().split('"').next().unwrap().to_string();
+    let fields = [("csrf_token", field("csrf_token")), ("idempotency_key", field("idempotency_key")), ("amount", field("amount")), ("reason", "duplicate".into()), ("confirm", "yes".into())];
+    for _ in 0..2 {
+        let clicked = finance.post_form(&action, &refs(&fields));
+        assert_eq!(clicked.status, 303, "a second click finds the first click's refund");
+    }
+    let refunds: i64 = refunds::table.count().get_result(&mut conn).unwrap();
+    assert_eq!(refunds, 1);
+    let reason: Option<String> = refunds::table.select(refunds::reason).first(&mut conn).unwrap();
+    assert_eq!(reason.as_deref(), Some("duplicate"));
 }
 
 #[test]

@@ -88,6 +88,8 @@ impl Object {
     pub fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
+            // PostgreSQL text cannot hold NUL, and no name, email or description needs one.
+            Some(Value::String(s)) if s.contains('\0') => Err(ApiError::bad_value(name, "it must not contain NUL characters")),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(ApiError::bad_value(name, "it must be a string")),
         }

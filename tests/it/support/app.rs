@@ -71,6 +71,12 @@ impl GatewaySim {
     }
 
     /// The ledger as `GET /charges` serves it.
+    /// The refunds the simulation's ledger holds, as its HTTP API lists them.
+    pub fn refunds(&self) -> Vec<serde_json::Value> {
+        let list: serde_json::Value = ureq::get(&format!("{}/v1/refunds", self.url)).call().unwrap().into_json().unwrap();
+        list["data"].as_array().cloned().unwrap_or_default()
+    }
+
     pub fn charges(&self) -> Vec<Charge> {
         #[derive(serde::Deserialize)]
         struct Ledger {
