@@ -203,6 +203,21 @@ fn main() {
         eprintln!("{}", rows.last().unwrap());
     }
 
+    // The dashboard page's totals and chart: one aggregate over the whole filtered set.
+    let mut aggregates = Vec::new();
+    for (name, query) in [("no filter (a year, two merchants)", String::new()), ("last 30 days", format!("from={}", today - chrono::Duration::days(29)))] {
+        let filter = parse_query(&query, &FILTER_PARAMS).unwrap().payment_filter().unwrap();
+        let mut times = Vec::new();
+        for _ in 0..12 {
+            let started = Instant::now();
+            agora::dashboard::repo::daily_volume(&mut conn, &[1, 2], &filter).unwrap();
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        aggregates.push(format!("| dashboard totals and chart, {name} | {:.1} ms | {:.1} ms |", pct(&times, 0.5), pct(&times, 0.99)));
+        eprintln!("{}", aggregates.last().unwrap());
+    }
+
     // The CSV of every payment, read as it streams; memory sampled while it does.
     let baseline = rss_kib();
     let peak = Arc::new(AtomicU64::new(baseline));
@@ -280,10 +295,12 @@ fn main() {
          release build, one client asking in turn (latency), {SAMPLES} requests per filter after 20 to warm up. The caller is linked to two \
          merchants (80% of the rows), so every unfiltered page merges two.\n\n\
          | first filtered page (GET /api/v1/payments, limit 10) | p50 | p99 | indexes in PostgreSQL's plan |\n| --- | --- | --- | --- |\n{}\n\n\
+         | dashboard aggregate (daily_volume) | p50 | p99 |\n| --- | --- | --- |\n{}\n\n\
          | export | time | rate | memory |\n| --- | --- | --- | --- |\n{csv_row}\n\n\
          | API writes | configuration | n | throughput | p50 | p99 |\n| --- | --- | --- | --- | --- | --- |\n{create_row}\n\n\
          ## Plans\n\n{}",
         rows.join("\n"),
+        aggregates.join("\n"),
         plans.join("\n")
     );
     println!("\n{report}");

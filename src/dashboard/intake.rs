@@ -15,7 +15,7 @@ use crate::db::PgPool;
 use crate::jobs::ReadyEstimate;
 
 const MAX_BATCH: usize = 128;
-const THREADS: usize = 3;
+const THREADS: usize = 2;
 /// Requests that may wait for an intake thread before the API answers 503.
 const BACKLOG: usize = 4_096;
 
