@@ -86,7 +86,10 @@ fn a_merchant_filters_the_dashboard_and_refunds_part_of_a_payment_with_a_double_
     assert_eq!(browser.count("#payments tbody tr"), 2);
     browser.click("select[name=status] option[value=completed]");
     browser.click("#filters button[type=submit]");
-    assert!(browser.current_url().contains("status=completed"), "the filter is in the URL");
+    // The server marks the chosen status on the page it answers with: wait for that page.
+    browser.find("select[name=status] option[value=completed][selected]");
+    let filtered = browser.current_url();
+    assert!(filtered.contains("status=completed"), "the filter is in the URL: {filtered}");
     assert_eq!(browser.count("#payments tbody tr"), 1);
     browser.click("#payments tbody tr a");
     browser.clear("#refund-amount");
