@@ -183,7 +183,8 @@ impl Services {
             crate::payments::routes::configure(cfg);
             crate::jobs::routes::configure(cfg);
             crate::threads::routes::configure(cfg);
-            crate::dashboard::api::configure(cfg);
+            cfg.app_data(Data::new(crate::web::openapi::ApiTables(api_tables())));
+            cfg.service(api_scope());
             crate::dashboard::pages::configure(cfg);
         })
     }
@@ -200,6 +201,19 @@ impl Services {
             },
         )
     }
+}
+
+/// Every area's JSON API routes, for the OpenAPI document.
+pub fn api_tables() -> Vec<&'static [crate::web::openapi::Route]> {
+    vec![crate::dashboard::api::ROUTES]
+}
+
+/// `/api/v1`: every area's JSON routes in one scope (a second scope with the same prefix would
+/// never be reached), the OpenAPI document, and a JSON 404 for the rest.
+fn api_scope() -> actix_web::Scope {
+    use actix_web::web;
+    let scope = web::scope("/api/v1").route("/openapi.json", web::get().to(crate::web::openapi::document));
+    crate::dashboard::api::mount(scope).default_service(web::to(crate::dashboard::api::no_route))
 }
 
 pub fn periodic_jobs() -> Vec<Periodic> {

@@ -5,6 +5,7 @@
 pub mod csrf;
 pub mod error;
 pub mod middleware;
+pub mod openapi;
 
 use actix_session::config::PersistentSession;
 use actix_session::storage::CookieSessionStore;

@@ -5,7 +5,6 @@
 pub mod error;
 pub mod handlers;
 pub mod input;
-pub mod openapi;
 pub mod views;
 
 use actix_web::dev::Payload;
@@ -24,38 +23,13 @@ use crate::web::Db;
 use error::ApiError;
 use input::Object;
 
-/// One route of the API: what mounts it and what documents it.
-pub struct Route {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    pub query: &'static [&'static str],
-    pub body: &'static [&'static str],
-    /// Whether the route requires an `Idempotency-Key`.
-    pub keyed: bool,
-    pub public: bool,
-}
-
-macro_rules! api_routes {
-    ($( $method:ident $path:literal => $handler:path { summary: $summary:literal, query: $q:expr, body: [$($b:literal),*], keyed: $keyed:literal, public: $public:literal } )*) => {
-        /// Mounts every route of the table on the `/api/v1` scope.
-        pub fn mount(scope: actix_web::Scope) -> actix_web::Scope {
-            scope $( .route($path, web::$method().to($handler)) )*
-        }
-
-        pub const ROUTES: &[Route] = &[
-            $( Route { method: stringify!($method), path: $path, summary: $summary, query: $q, body: &[$($b),*], keyed: $keyed, public: $public } ),*
-        ];
-    };
-}
-
 const LIST: &[&str] = &input::LIST_PARAMS;
 const PAYMENT_LIST: &[&str] = &[
     "limit", "starting_after", "ending_before", "customer", "user", "reference", "status", "created[gt]", "created[gte]",
     "created[lt]", "created[lte]", "from", "to", "amount[gte]", "amount[lte]",
 ];
 
-api_routes! {
+crate::api_routes! {
     post "/auth/token" => handlers::create_token { summary: "Exchange an email and password for a bearer token", query: &[], body: ["email", "password", "expires_in"], keyed: false, public: true }
     delete "/auth/token" => handlers::revoke_token { summary: "Revoke the token presented", query: &[], body: [], keyed: false, public: false }
     get "/me" => handlers::me { summary: "The signed-in user and the customers they are linked to", query: &[], body: [], keyed: false, public: false }
@@ -72,13 +46,11 @@ api_routes! {
     get "/payments/{id}" => handlers::get_payment { summary: "Retrieve a payment", query: &[], body: [], keyed: false, public: false }
     post "/payments/{id}/refunds" => handlers::create_refund { summary: "Refund a completed payment in part or in full", query: &[], body: ["amount", "reason"], keyed: true, public: false }
     get "/payments/{id}/refunds" => handlers::list_refunds { summary: "List a payment's refunds", query: LIST, body: [], keyed: false, public: false }
-    get "/openapi.json" => openapi::document { summary: "This API's OpenAPI 3 document", query: &[], body: [], keyed: false, public: true }
 }
 
-/// Every `/api/v1` route, and the JSON 404 for anything else under it.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    let scope = web::scope("/api/v1").default_service(web::to(|| async { Err::<HttpResponse, ApiError>(ApiError::no_route()) }));
-    cfg.service(mount(scope));
+/// The JSON 404 for anything under `/api/v1` that no area serves.
+pub async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::no_route())
 }
 
 /// The caller, authenticated by a bearer token whose user, links and revocation are read from the
