@@ -205,7 +205,7 @@ impl Services {
 
 /// Every area's JSON API routes, for the OpenAPI document.
 pub fn api_tables() -> Vec<&'static [crate::web::openapi::Route]> {
-    vec![crate::dashboard::api::ROUTES]
+    vec![crate::dashboard::api::ROUTES, crate::chat::routes::ROUTES]
 }
 
 /// `/api/v1`: every area's JSON routes in one scope (a second scope with the same prefix would
@@ -213,6 +213,7 @@ pub fn api_tables() -> Vec<&'static [crate::web::openapi::Route]> {
 fn api_scope() -> actix_web::Scope {
     use actix_web::web;
     let scope = web::scope("/api/v1").route("/openapi.json", web::get().to(crate::web::openapi::document));
+    let scope = crate::chat::routes::mount(scope);
     crate::dashboard::api::mount(scope).default_service(web::to(crate::dashboard::api::no_route))
 }
 

@@ -1,11 +1,12 @@
 //! Agora: a market and a forum in one server.
 //!
-//! One module per area of the product (`auth`, `orders`, `payments`, `jobs`, `threads`, `dashboard`)
-//! and the plumbing they share (`config`, `db`, `cache`, `clock`, `web`).
+//! One module per area of the product (`auth`, `orders`, `payments`, `jobs`, `threads`, `dashboard`,
+//! `chat`) and the plumbing they share (`config`, `db`, `cache`, `clock`, `web`).
 
 pub mod app;
 pub mod auth;
 pub mod cache;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod dashboard;

@@ -281,6 +281,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    chat_applications (id) {
+        id -> Int8,
+        token -> Text,
+        name -> Text,
+        chats_count -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(user_customers -> users (user_id));
 diesel::joinable!(user_customers -> customers (customer_id));
 diesel::joinable!(refunds -> payments (payment_id));
@@ -301,4 +312,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     users, customers, products, orders, order_items, payments, payment_events, jobs, periodic_runs,
     circuit_breakers, posts, comments, comment_votes, user_sessions, user_customers, customer_balances,
     balance_transactions, refunds, api_idempotency_keys, api_revoked_tokens, audit_log, invariant_checks,
+    chat_applications,
 );

@@ -5,6 +5,7 @@ mod support;
 
 mod auth_pages;
 mod browser;
+mod chat_api;
 mod checkout_http;
 mod front_door;
 mod gateway_speed;

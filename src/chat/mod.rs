@@ -1,0 +1,70 @@
+//! The chat API of the public challenge (seed 003): applications known by a token, with chats and
+//! messages numbered per parent. Its routes and body shapes are the challenge's, so existing
+//! clients work unchanged; so are its error shapes (`{"error":…}`, `{"errors":{field:[…]}}`).
+//!
+//! This first part serves the applications; chats and messages come with the numbering design
+//! (Redis `INCR` and a stream, a persister, the PostgreSQL fallback) described in the README.
+
+pub mod domain;
+pub mod repo;
+pub mod routes;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use domain::FieldErrors;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("validation failed")]
+    Invalid(FieldErrors),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ResponseError for ChatError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ChatError::NotFound(_) => StatusCode::NOT_FOUND,
+            ChatError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ChatError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ChatError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ChatError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ChatError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = match self {
+            ChatError::Invalid(errors) => json!({ "errors": errors }),
+            ChatError::Database(e) => {
+                log::error!("chat API: database: {e}");
+                json!({ "error": "something went wrong on our side; it is safe to retry" })
+            }
+            other => json!({ "error": other.to_string() }),
+        };
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ChatError::Unavailable(_)) {
+            response.insert_header(("Retry-After", "1"));
+        }
+        response.json(body)
+    }
+}
+
+impl From<crate::web::AppError> for ChatError {
+    fn from(e: crate::web::AppError) -> Self {
+        match e {
+            crate::web::AppError::NotFound => ChatError::NotFound("resource"),
+            other => ChatError::Unavailable(other.to_string()),
+        }
+    }
+}
