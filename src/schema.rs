@@ -292,6 +292,30 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    chats (id) {
+        id -> Int8,
+        application_id -> Int8,
+        number -> Int4,
+        messages_count -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    chat_messages (id) {
+        id -> Int8,
+        chat_id -> Int8,
+        number -> Int4,
+        body -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(chats -> chat_applications (application_id));
+diesel::joinable!(chat_messages -> chats (chat_id));
 diesel::joinable!(user_customers -> users (user_id));
 diesel::joinable!(user_customers -> customers (customer_id));
 diesel::joinable!(refunds -> payments (payment_id));
@@ -312,5 +336,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     users, customers, products, orders, order_items, payments, payment_events, jobs, periodic_runs,
     circuit_breakers, posts, comments, comment_votes, user_sessions, user_customers, customer_balances,
     balance_transactions, refunds, api_idempotency_keys, api_revoked_tokens, audit_log, invariant_checks,
-    chat_applications,
+    chat_applications, chats, chat_messages,
 );

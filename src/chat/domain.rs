@@ -82,6 +82,53 @@ pub fn app_name(body: &Value) -> Result<AppName, FieldErrors> {
     name.map(AppName).ok_or(errors)
 }
 
+pub const BODY_MAX: usize = 10_000;
+
+/// A message's body: a string, not blank, at most 10,000 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageBody(String);
+
+impl MessageBody {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+pub fn message_body(body: &Value) -> Result<MessageBody, FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let text = match unwrap(body, &["message"]) {
+        Some(fields) => text(fields, "body", BODY_MAX, &mut errors),
+        None => {
+            errors.entry("body").or_default().push("can't be blank".into());
+            None
+        }
+    };
+    text.map(MessageBody).ok_or(errors)
+}
+
+/// A chat's or message's number in a path: a positive integer, else simply not found.
+pub fn number(raw: &str) -> Option<i32> {
+    raw.parse::<i32>().ok().filter(|n| *n > 0)
+}
+
+/// What a search looks for: any part of a word, in any case; `%`, `_` and `\` are themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchTerm(String);
+
+impl SearchTerm {
+    /// `None` when missing or blank.
+    pub fn parse(raw: Option<&str>) -> Option<SearchTerm> {
+        let raw = raw?.trim();
+        (!raw.is_empty() && !raw.contains('\0')).then(|| SearchTerm(raw.to_string()))
+    }
+
+    /// An `ILIKE` pattern matching the term anywhere, its wildcards escaped.
+    pub fn like_pattern(&self) -> String {
+        let escaped = self.0.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        format!("%{escaped}%")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +141,25 @@ mod tests {
         assert!(Token::parse(a.as_str()).is_some());
         assert!(Token::parse(&a.as_str().to_uppercase()).is_none());
         assert!(Token::parse("short").is_none());
+    }
+
+    #[test]
+    fn search_terms_escape_the_wildcards() {
+        assert_eq!(SearchTerm::parse(Some("50%_off")).unwrap().like_pattern(), "%50\\%\\_off%");
+        assert_eq!(SearchTerm::parse(Some("a\\b")).unwrap().like_pattern(), "%a\\\\b%");
+        assert!(SearchTerm::parse(Some("   ")).is_none());
+        assert!(SearchTerm::parse(None).is_none());
+    }
+
+    #[test]
+    fn bodies_come_wrapped_or_bare() {
+        assert_eq!(message_body(&json!({"message": {"body": "hi"}})).unwrap().as_str(), "hi");
+        assert_eq!(message_body(&json!({"body": "hi"})).unwrap().as_str(), "hi");
+        assert_eq!(message_body(&json!({"body": ""})).unwrap_err()["body"], ["can't be blank"]);
+        assert_eq!(message_body(&json!({"body": "x".repeat(10_001)})).unwrap_err()["body"], ["is too long (maximum is 10000 characters)"]);
+        assert_eq!(number("3"), Some(3));
+        assert_eq!(number("0"), None);
+        assert_eq!(number("x"), None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use super::domain::{AppName, Token};
-use crate::schema::chat_applications;
+use super::domain::{AppName, MessageBody, SearchTerm, Token};
+use crate::schema::{chat_applications, chat_messages, chats};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = chat_applications, check_for_backend(diesel::pg::Pg))]
@@ -50,4 +50,146 @@ pub fn applications_page(conn: &mut PgConnection, after: Option<&Token>, offset:
         query = query.offset(offset);
     }
     query.limit(limit).load(conn).map(Some)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = chats, check_for_backend(diesel::pg::Pg))]
+pub struct Chat {
+    pub id: i64,
+    pub number: i32,
+    pub messages_count: i32,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = chat_messages, check_for_backend(diesel::pg::Pg))]
+pub struct Message {
+    pub number: i32,
+    pub body: String,
+}
+
+/// Creates the application's next chat, synchronously: the application's row is locked while the
+/// next number is read and used, so concurrent creates (in any process) number 1, 2, 3… with no
+/// gap and no repeat, and the count moves in the same transaction. `None`: no such application.
+///
+/// This is the path the design falls back to when Redis is away; with Redis, numbers will come
+/// from `INCR` and rows from a persister (README, "The chat API").
+pub fn create_chat(conn: &mut PgConnection, token: &Token, now: DateTime<Utc>) -> QueryResult<Option<Chat>> {
+    conn.transaction(|conn| {
+        let Some(app_id) = chat_applications::table
+            .filter(chat_applications::token.eq(token.as_str()))
+            .select(chat_applications::id)
+            .for_update()
+            .first::<i64>(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let last: Option<i32> = chats::table.filter(chats::application_id.eq(app_id)).select(diesel::dsl::max(chats::number)).first(conn)?;
+        let chat: Chat = diesel::insert_into(chats::table)
+            .values((chats::application_id.eq(app_id), chats::number.eq(last.unwrap_or(0) + 1), chats::created_at.eq(now), chats::updated_at.eq(now)))
+            .returning(Chat::as_returning())
+            .get_result(conn)?;
+        diesel::update(chat_applications::table.find(app_id))
+            .set((chat_applications::chats_count.eq(chat_applications::chats_count + 1), chat_applications::updated_at.eq(now)))
+            .execute(conn)?;
+        Ok(Some(chat))
+    })
+}
+
+/// The application's id, if the token names one.
+pub fn application_id(conn: &mut PgConnection, token: &Token) -> QueryResult<Option<i64>> {
+    chat_applications::table.filter(chat_applications::token.eq(token.as_str())).select(chat_applications::id).first(conn).optional()
+}
+
+/// The chat `number` of the application with this token.
+pub fn chat(conn: &mut PgConnection, token: &Token, number: i32) -> QueryResult<Option<Chat>> {
+    chats::table
+        .inner_join(chat_applications::table)
+        .filter(chat_applications::token.eq(token.as_str()).and(chats::number.eq(number)))
+        .select(Chat::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Chats in number order, `limit` of them after number `after`. Numbers are dense (1, 2, 3… and
+/// never deleted), so page `p` is simply "after (p − 1) × size": a keyset, not an OFFSET.
+pub fn chats_page(conn: &mut PgConnection, application_id: i64, after: i32, limit: i64) -> QueryResult<Vec<Chat>> {
+    chats::table
+        .filter(chats::application_id.eq(application_id).and(chats::number.gt(after)))
+        .order(chats::number.asc())
+        .limit(limit)
+        .select(Chat::as_select())
+        .load(conn)
+}
+
+/// Posts the chat's next message, synchronously, under the chat's row lock (see `create_chat`).
+/// `None`: no such application or chat.
+pub fn create_message(conn: &mut PgConnection, token: &Token, chat_number: i32, body: &MessageBody, now: DateTime<Utc>) -> QueryResult<Option<Message>> {
+    conn.transaction(|conn| {
+        let application = chat_applications::table.filter(chat_applications::token.eq(token.as_str())).select(chat_applications::id);
+        let Some(chat_id) = chats::table
+            .filter(chats::application_id.eq_any(application).and(chats::number.eq(chat_number)))
+            .select(chats::id)
+            .for_update()
+            .first::<i64>(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let last: Option<i32> = chat_messages::table.filter(chat_messages::chat_id.eq(chat_id)).select(diesel::dsl::max(chat_messages::number)).first(conn)?;
+        let message: Message = diesel::insert_into(chat_messages::table)
+            .values((
+                chat_messages::chat_id.eq(chat_id),
+                chat_messages::number.eq(last.unwrap_or(0) + 1),
+                chat_messages::body.eq(body.as_str()),
+                chat_messages::created_at.eq(now),
+                chat_messages::updated_at.eq(now),
+            ))
+            .returning(Message::as_returning())
+            .get_result(conn)?;
+        diesel::update(chats::table.find(chat_id))
+            .set((chats::messages_count.eq(chats::messages_count + 1), chats::updated_at.eq(now)))
+            .execute(conn)?;
+        Ok(Some(message))
+    })
+}
+
+pub fn chat_id(conn: &mut PgConnection, token: &Token, chat_number: i32) -> QueryResult<Option<i64>> {
+    Ok(chat(conn, token, chat_number)?.map(|c| c.id))
+}
+
+pub fn message(conn: &mut PgConnection, chat_id: i64, number: i32) -> QueryResult<Option<Message>> {
+    chat_messages::table
+        .filter(chat_messages::chat_id.eq(chat_id).and(chat_messages::number.eq(number)))
+        .select(Message::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn messages_page(conn: &mut PgConnection, chat_id: i64, after: i32, limit: i64) -> QueryResult<Vec<Message>> {
+    chat_messages::table
+        .filter(chat_messages::chat_id.eq(chat_id).and(chat_messages::number.gt(after)))
+        .order(chat_messages::number.asc())
+        .limit(limit)
+        .select(Message::as_select())
+        .load(conn)
+}
+
+pub fn edit_message(conn: &mut PgConnection, chat_id: i64, number: i32, body: &MessageBody, now: DateTime<Utc>) -> QueryResult<Option<Message>> {
+    diesel::update(chat_messages::table.filter(chat_messages::chat_id.eq(chat_id).and(chat_messages::number.eq(number))))
+        .set((chat_messages::body.eq(body.as_str()), chat_messages::updated_at.eq(now)))
+        .returning(Message::as_returning())
+        .get_result(conn)
+        .optional()
+}
+
+/// Messages of one chat whose body holds the term, in any case, in number order.
+pub fn search(conn: &mut PgConnection, chat_id: i64, term: &SearchTerm, after: i32, limit: i64) -> QueryResult<Vec<Message>> {
+    chat_messages::table
+        .filter(chat_messages::chat_id.eq(chat_id).and(chat_messages::number.gt(after)))
+        .filter(chat_messages::body.ilike(term.like_pattern()))
+        .order(chat_messages::number.asc())
+        .limit(limit)
+        .select(Message::as_select())
+        .load(conn)
 }

@@ -6,8 +6,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::domain::{self, Token};
-use super::repo::{self, Application};
+use super::domain::{self, SearchTerm, Token};
+use super::repo::{self, Application, Chat, Message};
 use super::ChatError;
 use crate::web::Db;
 
@@ -40,6 +40,14 @@ async fn run<T: Send + 'static>(
     work: impl FnOnce(&mut diesel::PgConnection) -> Result<T, ChatError> + Send + 'static,
 ) -> Result<T, ChatError> {
     db.run(move |conn| Ok::<_, crate::web::AppError>(work(conn))).await.map_err(ChatError::from)?
+}
+
+fn chat_json(chat: &Chat) -> Value {
+    json!({ "number": chat.number, "messages_count": chat.messages_count })
+}
+
+fn message_json(message: &Message) -> Value {
+    json!({ "number": message.number, "body": message.body })
 }
 
 /// `page` + `per_page`, or `after` + `limit`: a page of 100 by default, at most 1,000.
@@ -99,6 +107,125 @@ async fn update_application(db: Db, path: web::Path<String>, payload: web::Paylo
     Ok(HttpResponse::Ok().json(app_json(&app)))
 }
 
+/// Where a page of numbered things starts: after a number (`after`), or after the pages before.
+fn after_number(page: &Page) -> Result<i32, ChatError> {
+    match &page.after {
+        Some(raw) => raw.parse::<i32>().ok().filter(|n| *n >= 0).ok_or_else(|| ChatError::BadRequest("after must be a number".into())),
+        None => Ok(i32::try_from(page.offset).unwrap_or(i32::MAX)),
+    }
+}
+
+fn token_of(raw: &str) -> Result<Token, ChatError> {
+    Token::parse(raw).ok_or(ChatError::NotFound("application"))
+}
+
+fn number_of(raw: &str, what: &'static str) -> Result<i32, ChatError> {
+    domain::number(raw).ok_or(ChatError::NotFound(what))
+}
+
+async fn create_chat(db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
+    let token = token_of(&path)?;
+    let now = chrono::Utc::now();
+    let chat = run(&db, move |conn| repo::create_chat(conn, &token, now)?.ok_or(ChatError::NotFound("application"))).await?;
+    Ok(HttpResponse::build(StatusCode::CREATED).json(chat_json(&chat)))
+}
+
+async fn list_chats(req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
+    let token = token_of(&path)?;
+    let page = page(&req)?;
+    let after = after_number(&page)?;
+    let chats = run(&db, move |conn| {
+        let app = repo::application_id(conn, &token)?.ok_or(ChatError::NotFound("application"))?;
+        Ok(repo::chats_page(conn, app, after, page.limit)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(chats.iter().map(chat_json).collect::<Vec<_>>()))
+}
+
+async fn show_chat(db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
+    let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
+    let chat = run(&db, move |conn| {
+        repo::application_id(conn, &token)?.ok_or(ChatError::NotFound("application"))?;
+        repo::chat(conn, &token, number)?.ok_or(ChatError::NotFound("chat"))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(chat_json(&chat)))
+}
+
+/// The chat's id, or which of application and chat is missing.
+fn chat_id(conn: &mut diesel::PgConnection, token: &Token, number: i32) -> Result<i64, ChatError> {
+    if let Some(id) = repo::chat_id(conn, token, number)? {
+        return Ok(id);
+    }
+    repo::application_id(conn, token)?.ok_or(ChatError::NotFound("application"))?;
+    Err(ChatError::NotFound("chat"))
+}
+
+async fn create_message(db: Db, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+    let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
+    let body = json_body(payload).await?;
+    let now = chrono::Utc::now();
+    let message = run(&db, move |conn| {
+        chat_id(conn, &token, number)?;
+        let body = domain::message_body(&body).map_err(ChatError::Invalid)?;
+        repo::create_message(conn, &token, number, &body, now)?.ok_or(ChatError::NotFound("chat"))
+    })
+    .await?;
+    Ok(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)))
+}
+
+async fn list_messages(req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
+    let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
+    let page = page(&req)?;
+    let after = after_number(&page)?;
+    let messages = run(&db, move |conn| {
+        let chat = chat_id(conn, &token, number)?;
+        Ok(repo::messages_page(conn, chat, after, page.limit)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()))
+}
+
+async fn show_message(db: Db, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ChatError> {
+    let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
+    let message = run(&db, move |conn| {
+        let chat = chat_id(conn, &token, chat)?;
+        repo::message(conn, chat, number)?.ok_or(ChatError::NotFound("message"))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(message_json(&message)))
+}
+
+async fn edit_message(db: Db, path: web::Path<(String, String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+    let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
+    let body = json_body(payload).await?;
+    let now = chrono::Utc::now();
+    let message = run(&db, move |conn| {
+        let chat = chat_id(conn, &token, chat)?;
+        repo::message(conn, chat, number)?.ok_or(ChatError::NotFound("message"))?;
+        let body = domain::message_body(&body).map_err(ChatError::Invalid)?;
+        repo::edit_message(conn, chat, number, &body, now)?.ok_or(ChatError::NotFound("message"))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(message_json(&message)))
+}
+
+/// `?q=` (or `?query=`): messages of this chat holding the text anywhere, in any case.
+async fn search_messages(req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
+    let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+    let raw = pairs.iter().find(|(n, _)| n == "q" || n == "query").map(|(_, v)| v.as_str());
+    let term = SearchTerm::parse(raw).ok_or_else(|| ChatError::BadRequest("q is required: the text to look for".into()))?;
+    let page = page(&req)?;
+    let after = page.after.as_ref().map(|_| after_number(&page)).transpose()?.unwrap_or(0);
+    let messages = run(&db, move |conn| {
+        let chat = chat_id(conn, &token, number)?;
+        Ok(repo::search(conn, chat, &term, after, page.limit)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()))
+}
+
 crate::api_routes! {
     post "/chat_applications" => create_application { summary: "Create a chat application; its token comes back", query: &[], body: ["name"], keyed: false, public: true }
     get "/chat_applications" => list_applications { summary: "List chat applications", query: PAGE_PARAMS, body: [], keyed: false, public: true }
@@ -110,6 +237,25 @@ crate::api_routes! {
     get "/applications/{token}" => show_application { summary: "Show a chat application (alias)", query: &[], body: [], keyed: false, public: true }
     put "/applications/{token}" => update_application { summary: "Rename a chat application (alias)", query: &[], body: ["name"], keyed: false, public: true }
     patch "/applications/{token}" => update_application { summary: "Rename a chat application (alias)", query: &[], body: ["name"], keyed: false, public: true }
+    post "/chat_applications/{token}/chats" => create_chat { summary: "Create the application's next chat (body ignored)", query: &[], body: [], keyed: false, public: true }
+    get "/chat_applications/{token}/chats" => list_chats { summary: "List the application's chats by number", query: PAGE_PARAMS, body: [], keyed: false, public: true }
+    get "/chat_applications/{token}/chats/{number}" => show_chat { summary: "Show a chat", query: &[], body: [], keyed: false, public: true }
+    post "/chat_applications/{token}/chats/{number}/messages" => create_message { summary: "Post the chat's next message", query: &[], body: ["body"], keyed: false, public: true }
+    get "/chat_applications/{token}/chats/{number}/messages" => list_messages { summary: "List the chat's messages by number", query: PAGE_PARAMS, body: [], keyed: false, public: true }
+    get "/chat_applications/{token}/chats/{number}/messages/search" => search_messages { summary: "Messages of this chat containing q (alias query), any case", query: SEARCH_PARAMS, body: [], keyed: false, public: true }
+    get "/chat_applications/{token}/chats/{number}/messages/{message}" => show_message { summary: "Show a message", query: &[], body: [], keyed: false, public: true }
+    put "/chat_applications/{token}/chats/{number}/messages/{message}" => edit_message { summary: "Edit a message's body", query: &[], body: ["body"], keyed: false, public: true }
+    patch "/chat_applications/{token}/chats/{number}/messages/{message}" => edit_message { summary: "Edit a message's body", query: &[], body: ["body"], keyed: false, public: true }
+    post "/applications/{token}/chats" => create_chat { summary: "Create the application's next chat (body ignored)", query: &[], body: [], keyed: false, public: true }
+    get "/applications/{token}/chats" => list_chats { summary: "List the application's chats by number", query: PAGE_PARAMS, body: [], keyed: false, public: true }
+    get "/applications/{token}/chats/{number}" => show_chat { summary: "Show a chat", query: &[], body: [], keyed: false, public: true }
+    post "/applications/{token}/chats/{number}/messages" => create_message { summary: "Post the chat's next message", query: &[], body: ["body"], keyed: false, public: true }
+    get "/applications/{token}/chats/{number}/messages" => list_messages { summary: "List the chat's messages by number", query: PAGE_PARAMS, body: [], keyed: false, public: true }
+    get "/applications/{token}/chats/{number}/messages/search" => search_messages { summary: "Messages of this chat containing q (alias query), any case", query: SEARCH_PARAMS, body: [], keyed: false, public: true }
+    get "/applications/{token}/chats/{number}/messages/{message}" => show_message { summary: "Show a message", query: &[], body: [], keyed: false, public: true }
+    put "/applications/{token}/chats/{number}/messages/{message}" => edit_message { summary: "Edit a message's body", query: &[], body: ["body"], keyed: false, public: true }
+    patch "/applications/{token}/chats/{number}/messages/{message}" => edit_message { summary: "Edit a message's body", query: &[], body: ["body"], keyed: false, public: true }
 }
 
 const PAGE_PARAMS: &[&str] = &["page", "per_page", "after", "limit"];
+const SEARCH_PARAMS: &[&str] = &["q", "query", "after", "limit", "page", "per_page"];

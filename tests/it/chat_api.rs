@@ -97,3 +97,137 @@ fn every_application_error_has_the_challenge_shape() {
     // The names stayed as they were.
     assert_eq!(api.get(&format!("/applications/{token}")).json["name"], "Real");
 }
+
+fn application(api: &Api) -> String {
+    api.post("/chat_applications", &json!({ "name": "Chatty" }), None).json["token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn chats_and_messages_are_numbered_per_parent_and_served_on_both_prefixes() {
+    let (_app, api) = app();
+    let (first, second) = (application(&api), application(&api));
+    for expected in 1..=3 {
+        let chat = api.send("POST", &format!("/chat_applications/{first}/chats"), None, &[]);
+        assert_eq!((chat.status, &chat.json), (201, &json!({ "number": expected, "messages_count": 0 })));
+    }
+    assert_eq!(api.post(&format!("/applications/{second}/chats"), &json!({ "number": 99 }), None).json["number"], 1, "each application counts its own; a body is ignored");
+    for (i, body) in [json!({ "message": { "body": "wrapped" } }), json!({ "body": "bare" })].iter().enumerate() {
+        let message = api.post(&format!("/applications/{first}/chats/2/messages"), body, None);
+        assert_eq!(message.status, 201, "{}", message.text);
+        assert_eq!(message.json["number"], i + 1);
+        no_ids(&message.json);
+    }
+    assert_eq!(api.post(&format!("/chat_applications/{first}/chats/3/messages"), &json!({ "body": "elsewhere" }), None).json["number"], 1);
+    let chats = api.get(&format!("/chat_applications/{first}/chats"));
+    assert_eq!(chats.json, json!([{ "number": 1, "messages_count": 0 }, { "number": 2, "messages_count": 2 }, { "number": 3, "messages_count": 1 }]));
+    assert_eq!(api.get(&format!("/applications/{first}")).json["chats_count"], 3);
+    assert_eq!(api.get(&format!("/applications/{first}/chats/2")).json, json!({ "number": 2, "messages_count": 2 }));
+    assert_eq!(api.get(&format!("/applications/{first}/chats/2/messages")).json, json!([{ "number": 1, "body": "wrapped" }, { "number": 2, "body": "bare" }]));
+    assert_eq!(api.get(&format!("/applications/{first}/chats/2/messages/2")).json, json!({ "number": 2, "body": "bare" }));
+    let edited = api.send("PATCH", &format!("/chat_applications/{first}/chats/2/messages/1"), Some(r#"{"message":{"body":"edited"}}"#), &[]);
+    assert_eq!((edited.status, &edited.json), (200, &json!({ "number": 1, "body": "edited" })));
+    assert_eq!(api.send("PUT", &format!("/applications/{first}/chats/2/messages/2"), Some(r#"{"body":"put"}"#), &[]).json["body"], "put");
+    // Pages by page/per_page and by after/limit.
+    assert_eq!(api.get(&format!("/applications/{first}/chats?page=2&per_page=2")).json, json!([{ "number": 3, "messages_count": 1 }]));
+    assert_eq!(api.get(&format!("/applications/{first}/chats?after=1&limit=1")).json, json!([{ "number": 2, "messages_count": 2 }]));
+}
+
+#[test]
+fn chat_and_message_errors_have_the_challenge_shape_and_use_up_no_numbers() {
+    let (_app, api) = app();
+    let token = application(&api);
+    api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
+    let missing = "ffffffffffffffffffffffffffffffff";
+    for (method, path, body) in [
+        ("POST", format!("/applications/{missing}/chats"), None),
+        ("GET", format!("/applications/{missing}/chats"), None),
+        ("GET", format!("/applications/{token}/chats/9"), None),
+        ("GET", format!("/applications/{token}/chats/x"), None),
+        ("POST", format!("/applications/{token}/chats/9/messages"), Some(r#"{"body":"hi"}"#)),
+        ("POST", format!("/applications/{missing}/chats/1/messages"), Some(r#"{"body":"hi"}"#)),
+        ("GET", format!("/applications/{token}/chats/1/messages/5"), None),
+        ("PATCH", format!("/applications/{token}/chats/1/messages/5"), Some(r#"{"body":"hi"}"#)),
+        ("GET", format!("/applications/{token}/chats/9/messages/search?q=hi"), None),
+    ] {
+        let answer = api.send(method, &path, body, &[]);
+        assert_eq!(answer.status, 404, "{method} {path}: {}", answer.text);
+        assert!(answer.json["error"].is_string(), "{method} {path}: {}", answer.text);
+    }
+    for (body, problem) in [(r#"{"body":""}"#, "can't be blank"), (r#"{"message":{"body":5}}"#, "must be a string")] {
+        let refused = api.send("POST", &format!("/applications/{token}/chats/1/messages"), Some(body), &[]);
+        assert_eq!((refused.status, refused.json["errors"]["body"][0].as_str()), (422, Some(problem)));
+    }
+    let long = api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "x".repeat(10_001) }), None);
+    assert_eq!((long.status, long.json["errors"]["body"][0].as_str()), (422, Some("is too long (maximum is 10000 characters)")));
+    assert_eq!(api.send("POST", &format!("/applications/{token}/chats/1/messages"), Some("{"), &[]).status, 400);
+    assert_eq!(api.send("POST", &format!("/applications/{token}/chats/1/messages"), Some(""), &[]).status, 400);
+    assert_eq!(api.get(&format!("/applications/{token}/chats/1/messages/search")).status, 400, "q is required");
+    assert_eq!(api.get(&format!("/applications/{token}/chats/1/messages/search?q=%20%20")).status, 400, "and not blank");
+    // None of the refusals used up a number.
+    assert_eq!(api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "first" }), None).json["number"], 1);
+    assert_eq!(api.send("POST", &format!("/applications/{token}/chats"), None, &[]).json["number"], 2);
+}
+
+#[test]
+fn concurrent_creates_number_one_to_n_with_no_gap_and_no_repeat() {
+    let (_app, api) = app();
+    let token = application(&api);
+    let chats = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20).map(|_| scope.spawn(|| api.send("POST", &format!("/applications/{token}/chats"), None, &[]))).collect();
+        handles.into_iter().map(|h| h.join().unwrap().json["number"].as_i64().unwrap()).collect::<Vec<_>>()
+    });
+    let mut numbers = chats.clone();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
+    let messages = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..200)
+            .map(|i| {
+                let (api, token) = (&api, &token);
+                scope.spawn(move || (i, api.post(&format!("/applications/{token}/chats/7/messages"), &json!({ "body": format!("message {i}") }), None)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+    let mut numbers: Vec<i64> = messages.iter().map(|(_, m)| m.json["number"].as_i64().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=200).collect::<Vec<_>>());
+    // Each body is stored with the number it was given.
+    for (i, answer) in messages.iter().step_by(17) {
+        let stored = api.get(&format!("/applications/{token}/chats/7/messages/{}", answer.json["number"]));
+        assert_eq!(stored.json["body"], format!("message {i}"));
+    }
+    assert_eq!(api.get(&format!("/applications/{token}/chats/7")).json["messages_count"], 200);
+    assert_eq!(api.get(&format!("/applications/{token}")).json["chats_count"], 20);
+}
+
+#[test]
+fn search_finds_any_part_of_a_word_in_any_case_and_script_within_one_chat() {
+    let (_app, api) = app();
+    let token = application(&api);
+    for _ in 0..2 {
+        api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
+    }
+    for body in ["Hello World", "worldwide shipping", "50% off_today", "5000 offers", "مرحبا بالعالم", "nothing here"] {
+        api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": body }), None);
+    }
+    api.post(&format!("/applications/{token}/chats/2/messages"), &json!({ "body": "another world" }), None);
+    let found = |q: &str| -> Vec<String> {
+        let answer = api.get(&format!("/applications/{token}/chats/1/messages/search?q={}", crate::support::api::encode(q)));
+        assert_eq!(answer.status, 200, "{q}: {}", answer.text);
+        answer.json.as_array().unwrap().iter().map(|m| m["body"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(found("WORLD"), ["Hello World", "worldwide shipping"], "any case, scoped to the chat");
+    assert_eq!(found("Hel"), ["Hello World"], "prefix");
+    assert_eq!(found("ldwi"), ["worldwide shipping"], "infix");
+    assert_eq!(found("ping"), ["worldwide shipping"], "suffix");
+    assert_eq!(found("0%"), ["50% off_today"], "% is literal");
+    assert_eq!(found("f_t"), ["50% off_today"], "_ is literal");
+    assert_eq!(found("بالعالم"), ["مرحبا بالعالم"], "Arabic");
+    assert!(found("absent").is_empty());
+    let alias = api.get(&format!("/applications/{token}/chats/1/messages/search?query=hello"));
+    assert_eq!(alias.json.as_array().unwrap().len(), 1);
+    // An edit is found by its new words, and no longer by its old ones.
+    api.send("PATCH", &format!("/applications/{token}/chats/1/messages/6"), Some(r#"{"body":"now something"}"#), &[]);
+    assert_eq!(found("something"), ["now something"]);
+    assert!(found("nothing here").is_empty());
+}

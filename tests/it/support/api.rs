@@ -120,3 +120,8 @@ impl Api {
         answer.json
     }
 }
+
+/// Percent-encodes a query value (for search terms with spaces, %, _ and non-Latin text).
+pub fn encode(raw: &str) -> String {
+    serde_urlencoded::to_string([("v", raw)]).unwrap().trim_start_matches("v=").to_string()
+}
