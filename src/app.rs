@@ -56,6 +56,8 @@ pub struct Services {
     pub api_token_secret: Vec<u8>,
     pub refund_attempts: i32,
     pub intake: Arc<crate::dashboard::intake::PaymentIntake>,
+    /// The chat API's rate limit per application token (`CHAT_RATE_PER_SEC`, `CHAT_RATE_BURST`).
+    pub chat_rate: crate::chat::limits::RateSettings,
 }
 
 impl Services {
@@ -123,6 +125,7 @@ impl Services {
                 Arc::new(crate::jobs::ReadyEstimate::new(pipeline::PAYMENTS_QUEUE, limits.max_ready, Duration::from_millis(100))),
                 limits.charge_attempts,
             )),
+            chat_rate: crate::chat::limits::RateSettings::default(),
         }
     }
 
@@ -167,6 +170,10 @@ impl Services {
             logins: self.logins.clone(),
             hashing: self.hashing.clone(),
         });
+        let chat = Data::new(crate::chat::ChatState {
+            clock: self.clock.clone(),
+            limiter: crate::chat::limits::RateLimiter::new(self.cache.clone(), self.chat_rate),
+        });
         let threads = Data::new(ThreadsState { clock: self.clock.clone(), threads: self.threads.clone() });
         let (pool, cache) = (Data::new(self.pool.clone()), Data::new(self.cache.clone()));
         Arc::new(move |cfg| {
@@ -177,7 +184,8 @@ impl Services {
                 .app_data(orders.clone())
                 .app_data(jobs.clone())
                 .app_data(threads.clone())
-                .app_data(dashboard.clone());
+                .app_data(dashboard.clone())
+                .app_data(chat.clone());
             crate::auth::routes::configure(cfg);
             crate::orders::routes::configure(cfg);
             crate::payments::routes::configure(cfg);

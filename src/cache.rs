@@ -120,6 +120,19 @@ impl Cache {
         self.query(Command::One(cmd)).await
     }
 
+    /// Runs a Lua script (atomic in Redis) on these keys (prefixed here) and arguments.
+    pub async fn eval<T: FromRedisValue>(&self, script: &str, keys: &[&str], args: &[String]) -> Result<T, CacheError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script).arg(keys.len());
+        for key in keys {
+            cmd.arg(self.key(key));
+        }
+        for arg in args {
+            cmd.arg(arg);
+        }
+        self.run(&cmd).await
+    }
+
     pub async fn ping(&self) -> Result<(), CacheError> {
         self.run::<String>(&redis::cmd("PING")).await.map(drop)
     }

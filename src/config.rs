@@ -40,6 +40,7 @@ pub struct Config {
     pub fraud_velocity_max: i64,
     /// A bearer token for Prometheus to read `/metrics` with; unset: administrators only.
     pub metrics_token: Option<String>,
+    pub chat_rate: crate::chat::limits::RateSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +237,13 @@ impl Config {
             },
             fraud_velocity_max: parsed("FRAUD_VELOCITY_MAX", 20)?,
             metrics_token: var("METRICS_TOKEN"),
+            chat_rate: {
+                let d = crate::chat::limits::RateSettings::default();
+                crate::chat::limits::RateSettings {
+                    per_second: parsed("CHAT_RATE_PER_SEC", d.per_second)?,
+                    burst: parsed("CHAT_RATE_BURST", d.burst)?.max(50),
+                }
+            },
             auth: {
                 let d = AuthSettings::default();
                 AuthSettings {

@@ -116,7 +116,9 @@ fn services(config: &Config) -> Result<Arc<Services>, String> {
         fraud: Arc::new(fraud::rules(clock.clone(), config.fraud_velocity_max)),
         clock,
     };
-    Ok(Arc::new(Services::new(pool, cache, strategies, config.payments.clone(), config.jobs.clone(), config.auth.clone())))
+    let mut services = Services::new(pool, cache, strategies, config.payments.clone(), config.jobs.clone(), config.auth.clone());
+    services.chat_rate = config.chat_rate;
+    Ok(Arc::new(services))
 }
 
 /// The web server, and the workers unless `WORKERS=0`. Ctrl-C or SIGTERM stops the server

@@ -6,6 +6,7 @@
 //! (Redis `INCR` and a stream, a persister, the PostgreSQL fallback) described in the README.
 
 pub mod domain;
+pub mod limits;
 pub mod repo;
 pub mod routes;
 
@@ -29,6 +30,14 @@ pub enum ChatError {
     Database(#[from] diesel::result::Error),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    #[error("too many requests for this application; retry after {} s", .0.retry_after)]
+    Limited(limits::Limited),
+}
+
+/// What the chat routes need, registered as app data by `app::mount`.
+pub struct ChatState {
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
+    pub limiter: limits::RateLimiter,
 }
 
 impl ResponseError for ChatError {
@@ -40,6 +49,7 @@ impl ResponseError for ChatError {
             ChatError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ChatError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ChatError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -53,8 +63,17 @@ impl ResponseError for ChatError {
             other => json!({ "error": other.to_string() }),
         };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ChatError::Unavailable(_)) {
-            response.insert_header(("Retry-After", "1"));
+        match self {
+            ChatError::Unavailable(_) => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            ChatError::Limited(limited) => {
+                response.insert_header(("Retry-After", limited.retry_after.to_string()));
+                response.insert_header(("RateLimit-Limit", limited.limit.to_string()));
+                response.insert_header(("RateLimit-Remaining", "0"));
+                response.insert_header(("RateLimit-Reset", limited.retry_after.to_string()));
+            }
+            _ => {}
         }
         response.json(body)
     }

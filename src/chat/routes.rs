@@ -8,8 +8,25 @@ use serde_json::{json, Value};
 
 use super::domain::{self, SearchTerm, Token};
 use super::repo::{self, Application, Chat, Message};
-use super::ChatError;
+use super::limits::Allowance;
+use super::{ChatError, ChatState};
 use crate::web::Db;
+
+type State = web::Data<ChatState>;
+
+/// Counts the request against the token's rate limit (429 when it is spent).
+async fn limited(state: &ChatState, token: &Token) -> Result<Allowance, ChatError> {
+    state.limiter.check(token.as_str(), state.clock.now().timestamp_millis()).await.map_err(ChatError::Limited)
+}
+
+/// The `RateLimit-*` headers (IETF draft) on an answer.
+fn with_limits(mut response: HttpResponse, allowance: Allowance) -> HttpResponse {
+    let headers = response.headers_mut();
+    for (name, value) in [("ratelimit-limit", allowance.limit as u64), ("ratelimit-remaining", allowance.remaining as u64), ("ratelimit-reset", allowance.reset)] {
+        headers.insert(actix_web::http::header::HeaderName::from_static(name), actix_web::http::header::HeaderValue::from(value));
+    }
+    response
+}
 
 pub const MAX_BODY: usize = 64 * 1024;
 const DEFAULT_PAGE: i64 = 100;
@@ -87,14 +104,16 @@ async fn list_applications(req: HttpRequest, db: Db) -> Result<HttpResponse, Cha
     Ok(HttpResponse::Ok().json(apps.iter().map(app_json).collect::<Vec<_>>()))
 }
 
-async fn show_application(db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
+async fn show_application(state: State, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = Token::parse(&path).ok_or(ChatError::NotFound("application"))?;
+    let allowance = limited(&state, &token).await?;
     let app = run(&db, move |conn| repo::application(conn, &token)?.ok_or(ChatError::NotFound("application"))).await?;
-    Ok(HttpResponse::Ok().json(app_json(&app)))
+    Ok(with_limits(HttpResponse::Ok().json(app_json(&app)), allowance))
 }
 
-async fn update_application(db: Db, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+async fn update_application(state: State, db: Db, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let token = Token::parse(&path).ok_or(ChatError::NotFound("application"))?;
+    let allowance = limited(&state, &token).await?;
     let body = json_body(payload).await?;
     let now = chrono::Utc::now();
     let app = run(&db, move |conn| {
@@ -104,7 +123,7 @@ async fn update_application(db: Db, path: web::Path<String>, payload: web::Paylo
         repo::rename_application(conn, &token, &name, now)?.ok_or(ChatError::NotFound("application"))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(app_json(&app)))
+    Ok(with_limits(HttpResponse::Ok().json(app_json(&app)), allowance))
 }
 
 /// Where a page of numbered things starts: after a number (`after`), or after the pages before.
@@ -123,15 +142,17 @@ fn number_of(raw: &str, what: &'static str) -> Result<i32, ChatError> {
     domain::number(raw).ok_or(ChatError::NotFound(what))
 }
 
-async fn create_chat(db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
+async fn create_chat(state: State, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = token_of(&path)?;
+    let allowance = limited(&state, &token).await?;
     let now = chrono::Utc::now();
     let chat = run(&db, move |conn| repo::create_chat(conn, &token, now)?.ok_or(ChatError::NotFound("application"))).await?;
-    Ok(HttpResponse::build(StatusCode::CREATED).json(chat_json(&chat)))
+    Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(chat_json(&chat)), allowance))
 }
 
-async fn list_chats(req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
+async fn list_chats(state: State, req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = token_of(&path)?;
+    let allowance = limited(&state, &token).await?;
     let page = page(&req)?;
     let after = after_number(&page)?;
     let chats = run(&db, move |conn| {
@@ -139,17 +160,18 @@ async fn list_chats(req: HttpRequest, db: Db, path: web::Path<String>) -> Result
         Ok(repo::chats_page(conn, app, after, page.limit)?)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(chats.iter().map(chat_json).collect::<Vec<_>>()))
+    Ok(with_limits(HttpResponse::Ok().json(chats.iter().map(chat_json).collect::<Vec<_>>()), allowance))
 }
 
-async fn show_chat(db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
+async fn show_chat(state: State, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
+    let allowance = limited(&state, &token).await?;
     let chat = run(&db, move |conn| {
         repo::application_id(conn, &token)?.ok_or(ChatError::NotFound("application"))?;
         repo::chat(conn, &token, number)?.ok_or(ChatError::NotFound("chat"))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(chat_json(&chat)))
+    Ok(with_limits(HttpResponse::Ok().json(chat_json(&chat)), allowance))
 }
 
 /// The chat's id, or which of application and chat is missing.
@@ -161,8 +183,9 @@ fn chat_id(conn: &mut diesel::PgConnection, token: &Token, number: i32) -> Resul
     Err(ChatError::NotFound("chat"))
 }
 
-async fn create_message(db: Db, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+async fn create_message(state: State, db: Db, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
+    let allowance = limited(&state, &token).await?;
     let body = json_body(payload).await?;
     let now = chrono::Utc::now();
     let message = run(&db, move |conn| {
@@ -171,11 +194,12 @@ async fn create_message(db: Db, path: web::Path<(String, String)>, payload: web:
         repo::create_message(conn, &token, number, &body, now)?.ok_or(ChatError::NotFound("chat"))
     })
     .await?;
-    Ok(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)))
+    Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)), allowance))
 }
 
-async fn list_messages(req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
+async fn list_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
+    let allowance = limited(&state, &token).await?;
     let page = page(&req)?;
     let after = after_number(&page)?;
     let messages = run(&db, move |conn| {
@@ -183,21 +207,23 @@ async fn list_messages(req: HttpRequest, db: Db, path: web::Path<(String, String
         Ok(repo::messages_page(conn, chat, after, page.limit)?)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()))
+    Ok(with_limits(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()), allowance))
 }
 
-async fn show_message(db: Db, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ChatError> {
+async fn show_message(state: State, db: Db, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
+    let allowance = limited(&state, &token).await?;
     let message = run(&db, move |conn| {
         let chat = chat_id(conn, &token, chat)?;
         repo::message(conn, chat, number)?.ok_or(ChatError::NotFound("message"))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(message_json(&message)))
+    Ok(with_limits(HttpResponse::Ok().json(message_json(&message)), allowance))
 }
 
-async fn edit_message(db: Db, path: web::Path<(String, String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+async fn edit_message(state: State, db: Db, path: web::Path<(String, String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
+    let allowance = limited(&state, &token).await?;
     let body = json_body(payload).await?;
     let now = chrono::Utc::now();
     let message = run(&db, move |conn| {
@@ -207,12 +233,13 @@ async fn edit_message(db: Db, path: web::Path<(String, String, String)>, payload
         repo::edit_message(conn, chat, number, &body, now)?.ok_or(ChatError::NotFound("message"))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(message_json(&message)))
+    Ok(with_limits(HttpResponse::Ok().json(message_json(&message)), allowance))
 }
 
 /// `?q=` (or `?query=`): messages of this chat holding the text anywhere, in any case.
-async fn search_messages(req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
+async fn search_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
+    let allowance = limited(&state, &token).await?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let raw = pairs.iter().find(|(n, _)| n == "q" || n == "query").map(|(_, v)| v.as_str());
     let term = SearchTerm::parse(raw).ok_or_else(|| ChatError::BadRequest("q is required: the text to look for".into()))?;
@@ -223,7 +250,7 @@ async fn search_messages(req: HttpRequest, db: Db, path: web::Path<(String, Stri
         Ok(repo::search(conn, chat, &term, after, page.limit)?)
     })
     .await?;
-    Ok(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()))
+    Ok(with_limits(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()), allowance))
 }
 
 crate::api_routes! {

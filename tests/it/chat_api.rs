@@ -170,7 +170,10 @@ fn chat_and_message_errors_have_the_challenge_shape_and_use_up_no_numbers() {
 
 #[test]
 fn concurrent_creates_number_one_to_n_with_no_gap_and_no_repeat() {
-    let (_app, api) = app();
+    let mut options = crate::support::app::TestAppOptions::new(Arc::new(ScriptedGateway::succeeding()));
+    options.chat_rate = agora::chat::limits::RateSettings { per_second: 1_000.0, burst: 1_000 };
+    let app = TestApp::spawn_with(options);
+    let api = Api::new(&app.url);
     let token = application(&api);
     let chats = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20).map(|_| scope.spawn(|| api.send("POST", &format!("/applications/{token}/chats"), None, &[]))).collect();
@@ -230,4 +233,29 @@ fn search_finds_any_part_of_a_word_in_any_case_and_script_within_one_chat() {
     api.send("PATCH", &format!("/applications/{token}/chats/1/messages/6"), Some(r#"{"body":"now something"}"#), &[]);
     assert_eq!(found("something"), ["now something"]);
     assert!(found("nothing here").is_empty());
+}
+
+#[test]
+fn a_burst_of_fifty_passes_and_a_flood_is_told_when_to_come_back() {
+    // A fake clock that never moves: every request lands in the same instant.
+    let clock = Arc::new(agora::clock::FakeClock::starting_now());
+    let mut options = crate::support::app::TestAppOptions::new(Arc::new(ScriptedGateway::succeeding()));
+    options.clock = clock.clone();
+    let app = TestApp::spawn_with(options);
+    let api = Api::new(&app.url);
+    let token = application(&api);
+    let burst: Vec<u16> = (0..50).map(|_| api.get(&format!("/applications/{token}")).status).collect();
+    assert!(burst.iter().all(|s| *s == 200), "{burst:?}");
+    let answer = api.get(&format!("/applications/{token}"));
+    assert_eq!(answer.header("ratelimit-limit"), Some("100"));
+    let flood: Vec<crate::support::api::Answer> = (0..60).map(|_| api.get(&format!("/applications/{token}/chats"))).collect();
+    let refused = flood.iter().find(|a| a.status == 429).expect("a sustained flood is refused");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.header("ratelimit-remaining"), Some("0"));
+    assert!(refused.json["error"].is_string());
+    // Another application is not affected, and the limit recovers with time.
+    let other = application(&api);
+    assert_eq!(api.get(&format!("/applications/{other}")).status, 200);
+    clock.tick(std::time::Duration::from_secs(1));
+    assert_eq!(api.get(&format!("/applications/{token}")).status, 200);
 }

@@ -118,6 +118,7 @@ pub struct TestAppOptions {
     pub auth: AuthSettings,
     /// Served as if over HTTPS (`SECURE_COOKIES`).
     pub secure_cookies: bool,
+    pub chat_rate: agora::chat::limits::RateSettings,
 }
 
 impl TestAppOptions {
@@ -133,6 +134,7 @@ impl TestAppOptions {
             payments: PaymentSettings::default(),
             auth: AuthSettings::default(),
             secure_cookies: false,
+            chat_rate: agora::chat::limits::RateSettings::default(),
         }
     }
 }
@@ -149,7 +151,9 @@ impl TestApp {
         // Each test has its own key prefix, so tests share one Redis without seeing each other.
         let redis = options.redis.then(|| options.redis_url.clone().unwrap_or_else(redis_url));
         let cache = Cache::with_timing(redis.as_deref(), &format!("{}:", db.name), agora::cache::DEADLINE, options.redis_rest);
-        let services = Arc::new(Services::new(pool, cache, strategies, options.payments, options.jobs, options.auth));
+        let mut services = Services::new(pool, cache, strategies, options.payments, options.jobs, options.auth);
+        services.chat_rate = options.chat_rate;
+        let services = Arc::new(services);
         let state_services = services.clone();
         let secure_cookies = options.secure_cookies;
         let (server, url) = Running::start(move |listener| {
