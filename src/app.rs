@@ -84,6 +84,7 @@ impl Services {
                 backoff: Backoff { base: jobs.charge_backoff_base, ..Backoff::default() },
             }))
             .register(Arc::new(CheckInvariants))
+            .register(Arc::new(crate::chat::jobs::ReconcileChatCounts))
             .register(Arc::new(PruneApiKeys { clock: clock.clone() }))
             .register(Arc::new(ExpireOrders { clock: clock.clone(), ttl: jobs.order_ttl }))
             .register(Arc::new(reconciler()))
@@ -235,5 +236,6 @@ pub fn periodic_jobs() -> Vec<Periodic> {
         Periodic { kind: jobs::PRUNE_SESSIONS, every: 60 * minute },
         Periodic { kind: PRUNE_API_KEYS, every: 60 * minute },
         Periodic { kind: CHECK_INVARIANTS, every: 24 * 60 * minute },
+        Periodic { kind: crate::chat::jobs::RECONCILE_CHAT_COUNTS, every: 60 * minute },
     ]
 }

@@ -6,6 +6,7 @@
 //! (Redis `INCR` and a stream, a persister, the PostgreSQL fallback) described in the README.
 
 pub mod domain;
+pub mod jobs;
 pub mod limits;
 pub mod repo;
 pub mod routes;

@@ -193,3 +193,22 @@ pub fn search(conn: &mut PgConnection, chat_id: i64, term: &SearchTerm, after: i
         .select(Message::as_select())
         .load(conn)
 }
+
+/// Sets every `chats_count` and `messages_count` that differs from the rows it counts; returns
+/// how many of each it repaired. The counts are kept in the transactions that add rows, so this
+/// finds only drift (a hand edit, a bug), and says so.
+pub fn reconcile_counts(conn: &mut PgConnection) -> QueryResult<(usize, usize)> {
+    let apps = diesel::sql_query(
+        "UPDATE chat_applications a SET chats_count = real.n, updated_at = now() \
+         FROM (SELECT a2.id, count(c.id)::int AS n FROM chat_applications a2 LEFT JOIN chats c ON c.application_id = a2.id GROUP BY a2.id) real \
+         WHERE a.id = real.id AND a.chats_count <> real.n",
+    )
+    .execute(conn)?;
+    let chats = diesel::sql_query(
+        "UPDATE chats c SET messages_count = real.n, updated_at = now() \
+         FROM (SELECT c2.id, count(m.id)::int AS n FROM chats c2 LEFT JOIN chat_messages m ON m.chat_id = c2.id GROUP BY c2.id) real \
+         WHERE c.id = real.id AND c.messages_count <> real.n",
+    )
+    .execute(conn)?;
+    Ok((apps, chats))
+}

@@ -259,3 +259,23 @@ fn a_burst_of_fifty_passes_and_a_flood_is_told_when_to_come_back() {
     clock.tick(std::time::Duration::from_secs(1));
     assert_eq!(api.get(&format!("/applications/{token}")).status, 200);
 }
+
+#[test]
+fn the_reconciliation_job_repairs_a_hand_broken_count() {
+    use diesel::prelude::*;
+    let (app, api) = app();
+    let token = application(&api);
+    api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
+    for _ in 0..3 {
+        api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "counted" }), None);
+    }
+    assert_eq!(api.get(&format!("/applications/{token}/chats/1")).json["messages_count"], 3, "counted with the rows");
+    let mut conn = app.conn();
+    diesel::sql_query("UPDATE chats SET messages_count = 42").execute(&mut conn).unwrap();
+    diesel::sql_query("UPDATE chat_applications SET chats_count = 0").execute(&mut conn).unwrap();
+    agora::jobs::enqueue(&mut conn, &agora::jobs::NewJob::new(agora::chat::jobs::RECONCILE_CHAT_COUNTS, json!({})), chrono::Utc::now()).unwrap();
+    assert_eq!(app.drain_jobs(), 1);
+    assert_eq!(api.get(&format!("/applications/{token}/chats/1")).json["messages_count"], 3);
+    assert_eq!(api.get(&format!("/applications/{token}")).json["chats_count"], 1);
+    assert_eq!(agora::chat::repo::reconcile_counts(&mut conn).unwrap(), (0, 0), "nothing left to repair");
+}
