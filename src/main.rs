@@ -72,6 +72,10 @@ fn load_seed() -> Result<(), String> {
         "demo data ready: {} users, {} new orders, {} new payments, {} new comments",
         report.users, report.orders_created, report.payments_created, report.comments_created
     );
+    log::info!(
+        "demo chat application token: {token} (GET /api/v1/chat_applications/{token}/chats, or open /chats/{token})",
+        token = report.chat_token
+    );
     Ok(())
 }
 

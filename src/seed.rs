@@ -60,6 +60,8 @@ pub struct SeedReport {
     pub orders_created: usize,
     pub payments_created: usize,
     pub comments_created: usize,
+    /// The demo chat application's token (printed by `make run`).
+    pub chat_token: String,
 }
 
 pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
@@ -107,6 +109,7 @@ pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
     }
     report.payments_created = seed_payments(conn, &merchants)?;
     report.comments_created = seed_discussions(conn)?;
+    report.chat_token = seed_chat(conn)?;
     Ok(report)
 }
 
@@ -209,3 +212,47 @@ fn seed_discussions(conn: &mut PgConnection) -> Result<usize, OrderError> {
     }
     Ok(created)
 }
+
+const DEMO_CHAT: &str = "Agora demo chat";
+
+/// A chat application with three chats and 3,000 messages (numbered, counted), made once.
+fn seed_chat(conn: &mut PgConnection) -> Result<String, OrderError> {
+    use crate::schema::chat_applications;
+    let existing: Option<String> = chat_applications::table
+        .filter(chat_applications::name.eq(DEMO_CHAT))
+        .order(chat_applications::id)
+        .select(chat_applications::token)
+        .first(conn)
+        .optional()?;
+    if let Some(token) = existing {
+        return Ok(token);
+    }
+    let name = crate::chat::domain::app_name(&serde_json::json!({ "name": DEMO_CHAT })).expect("a valid name");
+    let app = crate::chat::repo::create_application(conn, &name)?;
+    conn.transaction(|conn| {
+        diesel::sql_query(
+            "WITH made AS (INSERT INTO chats (application_id, number, messages_count) \
+                 SELECT $1, n, 1000 FROM generate_series(1, 3) n RETURNING id, number) \
+             INSERT INTO chat_messages (chat_id, number, body, created_at) \
+             SELECT made.id, m, $2[1 + (m * 7 + made.number) % array_length($2, 1)] || ' (#' || m || ')', \
+                 now() - make_interval(mins => 1000 - m) \
+             FROM made, generate_series(1, 1000) m",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(app.id)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(CHAT_LINES.to_vec())
+        .execute(conn)?;
+        diesel::update(chat_applications::table.find(app.id)).set(chat_applications::chats_count.eq(3)).execute(conn)
+    })?;
+    Ok(app.token)
+}
+
+const CHAT_LINES: [&str; 8] = [
+    "Has anyone tried the new espresso cups?",
+    "Shipping to Copenhagen took two days",
+    "مرحبا! هل وصل الطلب؟",
+    "Refund arrived, thanks for the quick help",
+    "Which kettle works best for pour-over?",
+    "The Rust book is back in stock",
+    "50% off_today only — is that real?",
+    "Order placed, waiting for the confirmation",
+];

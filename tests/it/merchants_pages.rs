@@ -183,6 +183,11 @@ fn the_demo_data_gives_each_staff_member_their_merchants_and_loads_twice_as_once
     agora::seed::load(&mut conn).unwrap();
     let again = agora::seed::load(&mut conn).unwrap();
     assert_eq!((again.orders_created, again.payments_created), (0, 0), "a second load adds nothing");
+    let first_token = again.chat_token.clone();
+    assert_eq!(agora::seed::load(&mut conn).unwrap().chat_token, first_token, "one demo chat application");
+    let chats = Api::new(&app.url).get(&format!("/chat_applications/{first_token}/chats"));
+    assert_eq!(chats.json, serde_json::json!([{ "number": 1, "messages_count": 1000 }, { "number": 2, "messages_count": 1000 }, { "number": 3, "messages_count": 1000 }]));
+    assert_eq!(agora::chat::repo::reconcile_counts(&mut conn).unwrap(), (0, 0), "its counts are right");
     assert!(agora::dashboard::repo::check_invariants(&mut conn).unwrap().is_empty(), "the demo ledger balances");
     let sign_in = |email: &str| {
         let client = Client::new(&app.url);
