@@ -195,6 +195,7 @@ impl Services {
             cfg.app_data(Data::new(crate::web::openapi::ApiTables(api_tables())));
             cfg.service(api_scope());
             crate::dashboard::pages::configure(cfg);
+            crate::chat::pages::configure(cfg);
         })
     }
 

@@ -9,3 +9,34 @@ document.addEventListener("submit", (event) => {
     setTimeout(() => { b.disabled = true; }, 0);
   });
 });
+
+// A conversation open in a page asks the API for messages after the last one it shows, every two
+// seconds, and appends them (as text: nothing a message says becomes markup).
+const conversation = document.querySelector("ol[data-poll]");
+if (conversation) {
+  const poll = async () => {
+    try {
+      const after = conversation.dataset.after || "0";
+      const response = await fetch(`${conversation.dataset.poll}?after=${after}&limit=100`, { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        for (const message of await response.json()) {
+          if (document.getElementById(`m${message.number}`)) continue;
+          const item = document.createElement("li");
+          item.id = `m${message.number}`;
+          const number = document.createElement("span");
+          number.className = "num";
+          number.textContent = `#${message.number}`;
+          const text = document.createElement("span");
+          text.className = "text";
+          text.textContent = message.body;
+          item.append(number, " ", text);
+          conversation.append(item);
+          conversation.dataset.after = String(message.number);
+        }
+      }
+    } finally {
+      setTimeout(poll, 2000);
+    }
+  };
+  setTimeout(poll, 2000);
+}

@@ -8,6 +8,7 @@
 pub mod domain;
 pub mod jobs;
 pub mod limits;
+pub mod pages;
 pub mod repo;
 pub mod routes;
 

@@ -212,3 +212,15 @@ pub fn reconcile_counts(conn: &mut PgConnection) -> QueryResult<(usize, usize)> 
     .execute(conn)?;
     Ok((apps, chats))
 }
+
+/// The chat's latest `limit` messages, oldest first (as a conversation reads).
+pub fn latest_messages(conn: &mut PgConnection, chat_id: i64, limit: i64) -> QueryResult<Vec<Message>> {
+    let mut latest: Vec<Message> = chat_messages::table
+        .filter(chat_messages::chat_id.eq(chat_id))
+        .order(chat_messages::number.desc())
+        .limit(limit)
+        .select(Message::as_select())
+        .load(conn)?;
+    latest.reverse();
+    Ok(latest)
+}

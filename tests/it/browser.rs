@@ -106,3 +106,30 @@ fn a_merchant_filters_the_dashboard_and_refunds_part_of_a_payment_with_a_double_
     browser.goto(&format!("{}/dashboard/balances", app.url));
     assert_eq!(browser.text("#balances .balance"), "15.00 USD");
 }
+
+#[test]
+fn a_person_posts_in_a_chat_page_and_sees_new_messages_appear_with_their_numbers() {
+    use agora::payments::gateway::ScriptedGateway;
+    let app = TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    let api = crate::support::api::Api::new(&app.url);
+    let token = api.post("/chat_applications", &serde_json::json!({ "name": "Browser chat" }), None).json["token"].as_str().unwrap().to_string();
+    api.send("POST", &format!("/chat_applications/{token}/chats"), None, &[]);
+    api.post(&format!("/chat_applications/{token}/chats/1/messages"), &serde_json::json!({ "body": "Welcome" }), None);
+
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.goto(&format!("{}/chats/{token}", app.url));
+    browser.click("#chats a");
+    assert_eq!(browser.text("#m1"), "#1 Welcome");
+    browser.type_into("textarea[name=body]", "Hello from a real browser");
+    browser.click("#post button[type=submit]");
+    assert_eq!(browser.text("#m2"), "#2 Hello from a real browser", "the posted message, with its number");
+    // A message posted elsewhere appears in the open page by itself.
+    api.post(&format!("/chat_applications/{token}/chats/1/messages"), &serde_json::json!({ "body": "<b>from the API</b>" }), None);
+    assert_eq!(browser.text("#m3"), "#3 <b>from the API</b>", "appended as text, never as markup");
+    // The search box finds it.
+    browser.type_into("input[name=q]", "REAL BROWSER");
+    browser.click("form.search button");
+    assert!(browser.text("#results").starts_with("1 message contains"));
+    assert_eq!(browser.count("#messages li"), 1);
+}

@@ -279,3 +279,25 @@ fn the_reconciliation_job_repairs_a_hand_broken_count() {
     assert_eq!(api.get(&format!("/applications/{token}")).json["chats_count"], 1);
     assert_eq!(agora::chat::repo::reconcile_counts(&mut conn).unwrap(), (0, 0), "nothing left to repair");
 }
+
+#[test]
+fn the_chat_pages_show_post_and_refuse_what_they_should() {
+    let (app, api) = app();
+    let token = application(&api);
+    api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
+    let person = crate::support::Client::new(&app.url);
+    let page = person.get(&format!("/chats/{token}/1"));
+    assert_eq!(page.status, 200);
+    assert_eq!(person.get("/chats/ffffffffffffffffffffffffffffffff").status, 404);
+    assert_eq!(person.get(&format!("/chats/{token}/2")).status, 404);
+    let csrf = page.csrf_token();
+    assert_eq!(person.post_form(&format!("/chats/{token}/1"), &[("csrf_token", "forged"), ("body", "hi")]).status, 403);
+    let blank = person.post_form(&format!("/chats/{token}/1"), &[("csrf_token", &csrf), ("body", "   ")]);
+    assert_eq!(blank.status, 422);
+    assert!(blank.body.contains("The message can&#39;t be blank."), "the form comes back with the problem: {}", blank.body);
+    let posted = person.post_form(&format!("/chats/{token}/1"), &[("csrf_token", &csrf), ("body", "<script>alert(1)</script>")]);
+    assert_eq!((posted.status, posted.location.as_deref()), (303, Some(format!("/chats/{token}/1#m1").as_str())));
+    let shown = person.get(&format!("/chats/{token}/1"));
+    assert!(shown.body.contains("&#60;script&#62;alert(1)") && !shown.body.contains("<script>alert(1)"), "escaped: {}", shown.body);
+    assert_eq!(api.get(&format!("/applications/{token}/chats/1/messages/1")).json["body"], "<script>alert(1)</script>", "stored as written");
+}

@@ -1,0 +1,140 @@
+//! Pages for people: an application's chats, and one chat's conversation with a post form and a
+//! search box. Server-rendered and usable without JavaScript; with it, the conversation polls the
+//! API for new messages and appends them while the page is open.
+
+use actix_session::Session;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::domain::{self, SearchTerm, Token};
+use super::repo::{self, Application, Chat, Message};
+use crate::web::{csrf, html, see_other, AppError, Db, Layout};
+
+fn token_of(raw: &str) -> Result<Token, AppError> {
+    Token::parse(raw).ok_or(AppError::NotFound)
+}
+
+#[derive(Template)]
+#[template(path = "chat_app.html")]
+struct AppPage {
+    layout: Layout,
+    app: Application,
+    chats: Vec<Chat>,
+}
+
+async fn application(req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let token = token_of(&path)?;
+    let (app, chats) = db
+        .run(move |conn| {
+            let app = repo::application(conn, &token)?.ok_or(diesel::result::Error::NotFound)?;
+            let chats = repo::chats_page(conn, app.id, 0, 1_000)?;
+            Ok::<_, diesel::result::Error>((app, chats))
+        })
+        .await?;
+    html(AppPage { layout: Layout::with_form(&req), app, chats })
+}
+
+#[derive(Template)]
+#[template(path = "chat_room.html")]
+struct RoomPage {
+    layout: Layout,
+    token: String,
+    app_name: String,
+    number: i32,
+    messages: Vec<Message>,
+    last: i32,
+    query: String,
+    searching: bool,
+    draft: String,
+    problem: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RoomQuery {
+    q: Option<String>,
+}
+
+async fn load_room(db: &Db, token: Token, number: i32, query: Option<SearchTerm>) -> Result<(Application, Vec<Message>), AppError> {
+    db.run(move |conn| {
+        let app = repo::application(conn, &token)?.ok_or(diesel::result::Error::NotFound)?;
+        let chat = repo::chat(conn, &token, number)?.ok_or(diesel::result::Error::NotFound)?;
+        let messages = match &query {
+            Some(term) => repo::search(conn, chat.id, term, 0, 100)?,
+            None => repo::latest_messages(conn, chat.id, 100)?,
+        };
+        Ok::<_, diesel::result::Error>((app, messages))
+    })
+    .await
+}
+
+/// What the page says beyond the messages: the search, and a draft the server refused.
+#[derive(Default)]
+struct Around {
+    query: String,
+    draft: String,
+    problem: Option<String>,
+}
+
+fn room(req: &HttpRequest, token: &str, number: i32, app: Application, messages: Vec<Message>, around: Around) -> RoomPage {
+    let Around { query, draft, problem } = around;
+    RoomPage {
+        layout: Layout::with_form(req),
+        token: token.to_string(),
+        app_name: app.name,
+        number,
+        last: messages.last().map_or(0, |m| m.number),
+        searching: !query.is_empty(),
+        messages,
+        query,
+        draft,
+        problem,
+    }
+}
+
+async fn chat_room(req: HttpRequest, db: Db, path: web::Path<(String, String)>, query: web::Query<RoomQuery>) -> Result<HttpResponse, AppError> {
+    let token = token_of(&path.0)?;
+    let number = domain::number(&path.1).ok_or(AppError::NotFound)?;
+    let raw = query.into_inner().q.unwrap_or_default();
+    let term = SearchTerm::parse(Some(&raw));
+    let (app, messages) = load_room(&db, token.clone(), number, term.clone()).await?;
+    let query = term.map(|_| raw.trim().to_string()).unwrap_or_default();
+    let mut response = html(room(&req, token.as_str(), number, app, messages, Around { query, ..Around::default() }))?;
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct PostForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    body: String,
+}
+
+async fn post_message(req: HttpRequest, session: Session, db: Db, path: web::Path<(String, String)>, form: web::Form<PostForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let token = token_of(&path.0)?;
+    let number = domain::number(&path.1).ok_or(AppError::NotFound)?;
+    let form = form.into_inner();
+    let body = match domain::message_body(&serde_json::json!({ "body": form.body })) {
+        Ok(body) => body,
+        Err(errors) => {
+            let problem = errors.get("body").and_then(|p| p.first()).map(|p| format!("The message {p}."));
+            let (app, messages) = load_room(&db, token.clone(), number, None).await?;
+            let mut response = html(room(&req, token.as_str(), number, app, messages, Around { draft: form.body, problem, ..Around::default() }))?;
+            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(response);
+        }
+    };
+    let (now, path_token) = (chrono::Utc::now(), token.as_str().to_string());
+    let posted = db.run(move |conn| repo::create_message(conn, &token, number, &body, now)).await?.ok_or(AppError::NotFound)?;
+    Ok(see_other(&format!("/chats/{path_token}/{number}#m{}", posted.number)))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/chats/{token}", web::get().to(application))
+        .route("/chats/{token}/{number}", web::get().to(chat_room))
+        .route("/chats/{token}/{number}", web::post().to(post_message));
+}
