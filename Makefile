@@ -9,7 +9,8 @@ test:
 	@bash scripts/devenv.sh test
 
 # Throughput of the job queue, thread pages and payments end to end (bench/results.md), and the
-# merchants' dashboard and API at 1,000,000 payments (bench/merchants.md).
+# merchants' dashboard and API at 1,000,000 payments (bench/merchants.md), and the chat API
+# (bench/chat.md).
 bench:
 	@bash scripts/devenv.sh bench
 

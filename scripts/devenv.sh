@@ -179,9 +179,12 @@ run_tests() {
 
 run_bench() {
   eval "$(services)"
-  # BENCH_ONLY=merchants runs the merchants' benchmark alone; any other value one throughput section.
-  if [ "${BENCH_ONLY:-}" != merchants ]; then cargo bench --bench throughput; fi
-  if [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY}" = merchants ]; then cargo bench --bench merchants; fi
+  # BENCH_ONLY=merchants or chat runs that benchmark alone; any other value one throughput section.
+  case "${BENCH_ONLY:-}" in
+    merchants|chat) cargo bench --bench "$BENCH_ONLY" ;;
+    "") cargo bench --bench throughput && cargo bench --bench merchants && cargo bench --bench chat ;;
+    *) cargo bench --bench throughput ;;
+  esac
 }
 
 case "${1:-}" in
