@@ -2,10 +2,9 @@
 //! synchronous path: numbered under the chat's row lock, one transaction each) and substring
 //! search in a chat of 100,000 messages. Writes bench/chat.md.
 
-use actix_web::cookie::Key;
 use diesel::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Instant;
 
 use agora::app::{Services, Strategies};
@@ -15,14 +14,13 @@ use agora::config::{AuthSettings, JobSettings, PaymentSettings};
 use agora::db;
 use agora::payments::fraud;
 use agora::payments::gateway::{SimulatedGateway, Simulation};
-use agora::web::{self, AppState, ServerOptions};
 
 mod common;
 use common::fresh_database;
 
 const MESSAGES: i64 = 100_000;
 
-fn serve(url: &str) -> (String, actix_web::dev::ServerHandle) {
+fn start(url: &str) -> common::Served {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let strategies = Strategies {
         gateway: Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), Default::default())),
@@ -32,21 +30,7 @@ fn serve(url: &str) -> (String, actix_web::dev::ServerHandle) {
     let jobs = JobSettings { workers: 0, ..JobSettings::default() };
     let mut services = Services::new(db::build_pool(url, 16).unwrap(), Cache::disabled(), strategies, PaymentSettings::default(), jobs, AuthSettings::default());
     services.chat_rate = agora::chat::limits::RateSettings { per_second: 1_000_000.0, burst: 1_000_000 };
-    let services = Arc::new(services);
-    let listener = web::listen("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    let mount = services.mount();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount, extra_routes: None };
-            let server = web::server(listener, state, options).unwrap();
-            tx.send(server.handle()).unwrap();
-            server.await.unwrap();
-        })
-    });
-    (base, rx.recv().unwrap())
+    common::serve(Arc::new(services), None)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -85,7 +69,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let url = fresh_database("agora_bench_chat");
     let mut conn = PgConnection::establish(&url).unwrap();
-    let (base, handle) = serve(&url);
+    let common::Served { base, handle } = start(&url);
     let agent = ureq::AgentBuilder::new().build();
     let app: serde_json::Value = agent.post(&format!("{base}/api/v1/chat_applications")).send_json(serde_json::json!({ "name": "Bench" })).unwrap().into_json().unwrap();
     let token = app["token"].as_str().unwrap().to_string();

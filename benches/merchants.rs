@@ -4,11 +4,10 @@
 //!
 //! BENCH_PAYMENTS overrides the 1,000,000 (for working on it).
 
-use actix_web::cookie::Key;
 use diesel::prelude::*;
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora::app::{Services, Strategies};
@@ -20,10 +19,9 @@ use agora::dashboard::tokens::TokenKey;
 use agora::db;
 use agora::payments::fraud;
 use agora::payments::gateway::{SimulatedGateway, Simulation};
-use agora::web::{self, AppState, ServerOptions};
 
 mod common;
-use common::fresh_database;
+use common::{fresh_database, serve};
 
 /// Three merchants (45%, 35%, 20% of the payments), twenty payers, a year of history: 85%
 /// completed, 8% failed, 4% pending, 2% processing, 1% awaiting confirmation; amounts 0.50 to
@@ -81,13 +79,13 @@ fn load_payments(conn: &mut PgConnection, total: i64) {
     diesel::sql_query("VACUUM ANALYZE").execute(conn).unwrap();
 }
 
-struct Served {
+struct Running {
     base: String,
     services: Arc<Services>,
     handle: actix_web::dev::ServerHandle,
 }
 
-fn serve(url: &str) -> Served {
+fn start(url: &str) -> Running {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let strategies = Strategies {
         gateway: Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), Default::default())),
@@ -96,23 +94,11 @@ fn serve(url: &str) -> Served {
     };
     let jobs = JobSettings { workers: 0, max_ready: 100_000_000, ..JobSettings::default() };
     let services = Arc::new(Services::new(db::build_pool(url, 16).unwrap(), Cache::disabled(), strategies, PaymentSettings::default(), jobs, AuthSettings::default()));
-    let listener = web::listen("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    let mount = services.mount();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount, extra_routes: None };
-            let server = web::server(listener, state, options).unwrap();
-            tx.send(server.handle()).unwrap();
-            server.await.unwrap();
-        })
-    });
-    Served { base, services, handle: rx.recv().unwrap() }
+    let served = serve(services.clone(), None);
+    Running { base: served.base, services, handle: served.handle }
 }
 
-fn token_for(served: &Served, conn: &mut PgConnection, email: &str) -> String {
+fn token_for(served: &Running, conn: &mut PgConnection, email: &str) -> String {
     let id: i64 = agora::schema::users::table.filter(agora::schema::users::email.eq(email)).select(agora::schema::users::id).first(conn).unwrap();
     TokenKey::new(&served.services.api_token_secret).unwrap().issue(id, chrono::Utc::now(), 86_400).0
 }
@@ -149,7 +135,7 @@ fn main() {
     let loading = Instant::now();
     load_payments(&mut conn, total);
     eprintln!("loaded {total} payments in {:.0} s", loading.elapsed().as_secs_f64());
-    let served = serve(&url);
+    let served = start(&url);
     let staff = token_for(&served, &mut conn, "staff@bench.test");
     let finance = token_for(&served, &mut conn, "finance@bench.test");
     let agent = ureq::AgentBuilder::new().build();

@@ -1,10 +1,9 @@
 //! `make bench`: throughput of the job queue and of checkout, against the private PostgreSQL on
 //! this machine. Prints a table and writes it to bench/results.md.
 
-use actix_web::cookie::Key;
 use diesel::prelude::*;
 use std::net::TcpListener;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora::app::{Services, Strategies};
@@ -15,7 +14,6 @@ use agora::db;
 use agora::jobs::WorkerPool;
 use agora::payments::fraud;
 use agora::payments::gateway::{SimulatedGateway, Simulation};
-use agora::web::{self, AppState, ServerOptions};
 
 const NOOP_JOBS: i64 = 50_000;
 const PAYMENT_JOBS: i64 = 10_000;
@@ -23,7 +21,7 @@ const CHECKOUTS: usize = 4_000;
 const CLIENTS: usize = 16;
 
 mod common;
-use common::{admin_url, fresh_database};
+use common::{admin_url, fresh_database, serve, Served};
 
 fn services(url: &str, threads: usize, batch: i64) -> Arc<Services> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -142,20 +140,7 @@ fn checkouts() -> CheckoutRun {
     let hash = agora::auth::password::hash("bench-password");
     diesel::update(agora::schema::users::table).set(agora::schema::users::password_hash.eq(hash)).execute(&mut conn).unwrap();
     let services = services(&url, 0, 20);
-    let listener = web::listen("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    let server_services = services.clone();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount: server_services.mount(), extra_routes: None };
-            let server = web::server(listener, state, options).unwrap();
-            tx.send(server.handle()).unwrap();
-            server.await.unwrap();
-        })
-    });
-    let handle = rx.recv().unwrap();
+    let Served { base, handle } = serve(services.clone(), None);
     let orders: Vec<(i64, i64)> = agora::schema::orders::table
         .select((agora::schema::orders::id, agora::schema::orders::user_id))
         .load(&mut conn)
@@ -402,27 +387,6 @@ fn naive_route(cfg: &mut actix_web::web::ServiceConfig) {
     cfg.route("/naive/{id}", actix_web::web::get().to(naive_thread));
 }
 
-struct Served {
-    base: String,
-    handle: actix_web::dev::ServerHandle,
-}
-
-fn serve(services: Arc<Services>) -> Served {
-    let listener = web::listen("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
-            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount: services.mount(), extra_routes: Some(naive_route) };
-            let server = web::server(listener, state, options).unwrap();
-            tx.send(server.handle()).unwrap();
-            server.await.unwrap();
-        })
-    });
-    Served { base, handle: rx.recv().unwrap() }
-}
-
 struct Load {
     per_sec: f64,
     p50_ms: f64,
@@ -485,8 +449,8 @@ fn thread_pages(rows: &mut Vec<String>) {
         let pool = db::build_pool(&url, 8).unwrap();
         Arc::new(Services::new(pool, cache, strategies, PaymentSettings::default(), JobSettings { workers: 0, ..JobSettings::default() }, AuthSettings::default()))
     };
-    let warm_server = serve(cached(Cache::new(Some(&redis), &format!("bench:{}:", std::process::id()))));
-    let cold_server = serve(cached(Cache::disabled()));
+    let warm_server = serve(cached(Cache::new(Some(&redis), &format!("bench:{}:", std::process::id()))), Some(naive_route));
+    let cold_server = serve(cached(Cache::disabled()), Some(naive_route));
     const CLIENTS: usize = 4;
     const SECONDS: f64 = 4.0;
     for (size, post) in posts {

@@ -15,3 +15,27 @@ pub fn fresh_database(name: &str) -> String {
     agora::db::run_migrations(&mut PgConnection::establish(&url).unwrap()).unwrap();
     url
 }
+
+/// The app on a loopback port, in-process (two HTTP workers), with optional extra routes.
+pub struct Served {
+    pub base: String,
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+pub fn serve(services: std::sync::Arc<agora::app::Services>, extra_routes: Option<fn(&mut actix_web::web::ServiceConfig)>) -> Served {
+    use agora::web::{self, AppState, ServerOptions};
+    let listener = web::listen("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mount = services.mount();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
+            let options = ServerOptions { session_key: actix_web::cookie::Key::generate(), secure_cookies: false, workers: Some(2), mount, extra_routes };
+            let server = web::server(listener, state, options).unwrap();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    Served { base, handle: rx.recv().unwrap() }
+}
