@@ -166,7 +166,7 @@ run() {
   SIM_PID=$!
   export GATEWAY_URL="${GATEWAY_URL:-http://127.0.0.1:$sim_port}"
   log "Agora: http://127.0.0.1:${PORT:-8080}   (gateway ledger: http://127.0.0.1:$sim_port/charges)"
-  log "demo logins: alice@example.com, bob@example.com, admin@example.com — password: agora-demo"
+  log "demo logins (password agora-demo): shoppers alice@ and bob@example.com, admin@example.com; merchants' staff books@, coffee@ and finance@example.com (see the README)"
   log "Ctrl-C stops the server and what this command started"
   "$bin" serve
 }

@@ -513,7 +513,14 @@ pub struct DoubleCharge {
 
 pub fn double_charges(conn: &mut PgConnection, visible: &[i64], within_minutes: i32, since: DateTime<Utc>) -> QueryResult<Vec<DoubleCharge>> {
     diesel::sql_query(
-        "SELECT a.reference AS first, b.reference AS second, b.amount, b.currency,              extract(epoch FROM b.created_at - a.created_at)::bigint AS apart_seconds          FROM payments a JOIN payments b ON b.customer_id = a.customer_id AND b.amount = a.amount              AND b.currency = a.currency AND b.user_id = a.user_id AND b.id > a.id              AND b.created_at >= a.created_at AND b.created_at < a.created_at + make_interval(mins => $2)          WHERE a.customer_id = ANY($1) AND a.created_at >= $3 AND a.status = 'completed' AND b.status = 'completed'              AND b.amount_refunded = 0          ORDER BY b.created_at DESC LIMIT 20",
+        "SELECT a.reference AS first, b.reference AS second, b.amount, b.currency, \
+          extract(epoch FROM b.created_at - a.created_at)::bigint AS apart_seconds \
+          FROM payments a JOIN payments b ON b.customer_id = a.customer_id AND b.amount = a.amount \
+          AND b.currency = a.currency AND b.user_id = a.user_id AND b.id > a.id \
+          AND b.created_at >= a.created_at AND b.created_at < a.created_at + make_interval(mins => $2) \
+          WHERE a.customer_id = ANY($1) AND a.created_at >= $3 AND a.status = 'completed' AND b.status = 'completed' \
+          AND b.amount_refunded = 0 \
+          ORDER BY b.created_at DESC LIMIT 20",
     )
     .bind::<Array<Int8>, _>(visible)
     .bind::<diesel::sql_types::Integer, _>(within_minutes)

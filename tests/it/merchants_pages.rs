@@ -180,7 +180,8 @@ fn refs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
 fn the_demo_data_gives_each_staff_member_their_merchants_and_loads_twice_as_once() {
     let app = TestApp::spawn(Arc::new(agora::payments::gateway::ScriptedGateway::succeeding()));
     let mut conn = app.conn();
-    agora::seed::load(&mut conn).unwrap();
+    let first = agora::seed::load(&mut conn).unwrap();
+    assert_eq!(first.payments_created, 362, "a month of history and the planted double charge");
     let again = agora::seed::load(&mut conn).unwrap();
     assert_eq!((again.orders_created, again.payments_created), (0, 0), "a second load adds nothing");
     let first_token = again.chat_token.clone();
