@@ -182,10 +182,13 @@ fn concurrent_creates_number_one_to_n_with_no_gap_and_no_repeat() {
     let mut numbers = chats.clone();
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
+    // Two servers (each with its own pool, as two processes would have) post into one chat.
+    let (_other, other_url) = app.sibling(agora::chat::limits::RateSettings { per_second: 1_000.0, burst: 1_000 });
+    let other = Api::new(&other_url);
     let messages = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..200)
             .map(|i| {
-                let (api, token) = (&api, &token);
+                let (api, token) = (if i % 2 == 0 { &api } else { &other }, &token);
                 scope.spawn(move || (i, api.post(&format!("/applications/{token}/chats/7/messages"), &json!({ "body": format!("message {i}") }), None)))
             })
             .collect();

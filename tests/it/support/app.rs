@@ -165,6 +165,26 @@ impl TestApp {
         TestApp { url, services, _server: server, db }
     }
 
+    /// A second server on the same database and Redis prefix, with its own pool and services: what
+    /// another server process of the same installation would be. It stops when dropped.
+    pub fn sibling(&self, chat_rate: agora::chat::limits::RateSettings) -> (Running, String) {
+        let pool = db::build_pool(&self.db.url, 24).expect("pool");
+        let strategies = Strategies {
+            gateway: Arc::new(agora::payments::gateway::ScriptedGateway::succeeding()),
+            fraud: Arc::new(NoFraudCheck),
+            clock: Arc::new(SystemClock),
+        };
+        let cache = Cache::with_timing(Some(&redis_url()), &format!("{}:", self.db.name), agora::cache::DEADLINE, agora::cache::REST);
+        let mut services = Services::new(pool, cache, strategies, PaymentSettings::default(), JobSettings::default(), AuthSettings::default());
+        services.chat_rate = chat_rate;
+        let services = Arc::new(services);
+        Running::start(move |listener| {
+            let state = AppState { query_count_header: true, trusted_proxy_hops: 1, metrics_token: Some(METRICS_TOKEN.into()) };
+            let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount: services.mount(), extra_routes: None };
+            web::server(listener, state, options)
+        })
+    }
+
     pub fn conn(&self) -> diesel::PgConnection {
         self.db.connect()
     }
