@@ -58,6 +58,10 @@ pub struct Services {
     pub intake: Arc<crate::dashboard::intake::PaymentIntake>,
     /// The chat API's rate limit per application token (`CHAT_RATE_PER_SEC`, `CHAT_RATE_BURST`).
     pub chat_rate: crate::chat::limits::RateSettings,
+    /// Chats and messages accepted through Redis (`CHAT_INTAKE=redis`), when started.
+    pub chat_intake: Option<Arc<crate::chat::intake::ChatIntake>>,
+    /// Stops the chat intake's threads.
+    pub chat_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Services {
@@ -127,7 +131,20 @@ impl Services {
                 limits.charge_attempts,
             )),
             chat_rate: crate::chat::limits::RateSettings::default(),
+            chat_intake: None,
+            chat_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// Accepts chats and messages through Redis from now on (`CHAT_INTAKE=redis`): starts this
+    /// server's keeper and persister threads. Call before `mount`.
+    pub fn accept_chats_through_redis(&mut self) -> Arc<crate::chat::intake::ChatIntake> {
+        // A slow answer from Redis ends the epoch (it may or may not have been applied), so the
+        // intake waits up to a second where pages wait 50 ms.
+        let intake = Arc::new(crate::chat::intake::ChatIntake::new(self.cache.separate(Duration::from_secs(1)), self.pool.clone()));
+        intake.start(self.chat_stop.clone());
+        self.chat_intake = Some(intake.clone());
+        intake
     }
 
     pub fn worker_settings(&self) -> WorkerSettings {
@@ -174,6 +191,7 @@ impl Services {
         let chat = Data::new(crate::chat::ChatState {
             clock: self.clock.clone(),
             limiter: crate::chat::limits::RateLimiter::new(self.cache.clone(), self.chat_rate),
+            intake: self.chat_intake.clone(),
         });
         let threads = Data::new(ThreadsState { clock: self.clock.clone(), threads: self.threads.clone() });
         let (pool, cache) = (Data::new(self.pool.clone()), Data::new(self.cache.clone()));

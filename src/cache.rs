@@ -69,6 +69,12 @@ impl Cache {
         }
     }
 
+    /// The same Redis with its own connections and deadline (for work that may wait longer than
+    /// a page should, like the chat intake under load).
+    pub fn separate(&self, deadline: Duration) -> Cache {
+        Cache::with_timing(self.url.as_deref(), &self.prefix, deadline, self.rest)
+    }
+
     /// A cache that is never there: the app's behaviour with Redis down.
     pub fn disabled() -> Cache {
         Cache::new(None, "")
@@ -118,6 +124,16 @@ impl Cache {
 
     async fn run<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
         self.query(Command::One(cmd)).await
+    }
+
+    /// Sets a key with no expiry (for what volatile-lru must never evict).
+    pub async fn set_forever(&self, key: &str, value: &str) -> Result<(), CacheError> {
+        self.run::<()>(redis::cmd("SET").arg(self.key(key)).arg(value)).await
+    }
+
+    /// Runs any command within the deadline. Its keys must already carry the prefix (`key`).
+    pub async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+        self.run(cmd).await
     }
 
     /// Runs a Lua script (atomic in Redis) on these keys (prefixed here) and arguments.

@@ -6,6 +6,7 @@
 //! (Redis `INCR` and a stream, a persister, the PostgreSQL fallback) described in the README.
 
 pub mod domain;
+pub mod intake;
 pub mod jobs;
 pub mod limits;
 pub mod pages;
@@ -40,6 +41,8 @@ pub enum ChatError {
 pub struct ChatState {
     pub clock: std::sync::Arc<dyn crate::clock::Clock>,
     pub limiter: limits::RateLimiter,
+    /// Accepting through Redis (`CHAT_INTAKE=redis`); `None`: every create numbers in PostgreSQL.
+    pub intake: Option<std::sync::Arc<intake::ChatIntake>>,
 }
 
 impl ResponseError for ChatError {

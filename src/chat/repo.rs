@@ -224,3 +224,19 @@ pub fn latest_messages(conn: &mut PgConnection, chat_id: i64, limit: i64) -> Que
     latest.reverse();
     Ok(latest)
 }
+
+/// The application's highest chat number PostgreSQL knows (0 for none).
+pub fn highest_chat(conn: &mut PgConnection, application_id: i64) -> QueryResult<i32> {
+    let top: Option<i32> = chats::table.filter(chats::application_id.eq(application_id)).select(diesel::dsl::max(chats::number)).first(conn)?;
+    Ok(top.unwrap_or(0))
+}
+
+/// The chat's highest message number PostgreSQL knows (0 for none, or no such chat yet).
+pub fn highest_message(conn: &mut PgConnection, application_id: i64, chat_number: i32) -> QueryResult<i32> {
+    let top: Option<i32> = chat_messages::table
+        .inner_join(chats::table)
+        .filter(chats::application_id.eq(application_id).and(chats::number.eq(chat_number)))
+        .select(diesel::dsl::max(chat_messages::number))
+        .first(conn)?;
+    Ok(top.unwrap_or(0))
+}

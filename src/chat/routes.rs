@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use super::domain::{self, SearchTerm, Token};
 use super::repo::{self, Application, Chat, Message};
+use super::intake::{ChatIntake, Item, Refused, Route as IntakeRoute};
 use super::limits::Allowance;
+use std::sync::Arc;
 use super::{ChatError, ChatState};
 use crate::web::Db;
 
@@ -145,9 +147,48 @@ fn number_of(raw: &str, what: &'static str) -> Result<i32, ChatError> {
 async fn create_chat(state: State, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = token_of(&path)?;
     let allowance = limited(&state, &token).await?;
+    let number = match &state.intake {
+        Some(intake) => create_chat_through(intake.clone(), &db, token).await?,
+        None => synchronous_chat(&db, token).await?,
+    };
+    Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(json!({ "number": number, "messages_count": 0 })), allowance))
+}
+
+async fn synchronous_chat(db: &Db, token: Token) -> Result<i32, ChatError> {
     let now = chrono::Utc::now();
-    let chat = run(&db, move |conn| repo::create_chat(conn, &token, now)?.ok_or(ChatError::NotFound("application"))).await?;
-    Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(chat_json(&chat)), allowance))
+    run(db, move |conn| Ok(repo::create_chat(conn, &token, now)?.ok_or(ChatError::NotFound("application"))?.number)).await
+}
+
+/// A chat through the intake: Redis while the epoch holds, PostgreSQL while Redis is away and
+/// every server has drained, 503 in between.
+async fn create_chat_through(intake: Arc<ChatIntake>, db: &Db, token: Token) -> Result<i32, ChatError> {
+    let lookup = token.clone();
+    let app = run(db, move |conn| repo::application_id(conn, &lookup)?.ok_or(ChatError::NotFound("application"))).await?;
+    for _ in 0..2 {
+        match intake.route() {
+            IntakeRoute::Redis(epoch) => match intake.accept(&epoch, Item::Chat { app, number: 0 }, None).await {
+                Ok(number) => return Ok(number),
+                Err(Refused::NeedFloor) => {
+                    let floor = run(db, move |conn| Ok(repo::highest_chat(conn, app)?)).await?;
+                    match intake.accept(&epoch, Item::Chat { app, number: 0 }, Some(floor)).await {
+                        Ok(number) => return Ok(number),
+                        Err(_) => continue,
+                    }
+                }
+                Err(Refused::EpochEnded) => continue,
+            },
+            IntakeRoute::Postgres => {
+                let (intake, token) = (intake.clone(), token.clone());
+                let now = chrono::Utc::now();
+                let made = run(db, move |conn| Ok(intake.synchronously(|| repo::create_chat(conn, &token, now)).transpose()?)).await?;
+                if let Some(chat) = made.flatten() {
+                    return Ok(chat.number);
+                }
+            }
+            IntakeRoute::Wait => break,
+        }
+    }
+    Err(ChatError::Unavailable("chats are being recovered after Redis lost its state".into()))
 }
 
 async fn list_chats(state: State, req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
@@ -186,15 +227,79 @@ fn chat_id(conn: &mut diesel::PgConnection, token: &Token, number: i32) -> Resul
 async fn create_message(state: State, db: Db, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
     let allowance = limited(&state, &token).await?;
-    let body = json_body(payload).await?;
-    let now = chrono::Utc::now();
-    let message = run(&db, move |conn| {
-        chat_id(conn, &token, number)?;
-        let body = domain::message_body(&body).map_err(ChatError::Invalid)?;
-        repo::create_message(conn, &token, number, &body, now)?.ok_or(ChatError::NotFound("chat"))
+    let body = domain::message_body(&json_body(payload).await?);
+    let message = match &state.intake {
+        Some(intake) => create_message_through(intake.clone(), &db, token, number, body).await?,
+        None => {
+            let now = chrono::Utc::now();
+            run(&db, move |conn| {
+                chat_id(conn, &token, number)?;
+                let body = body.map_err(ChatError::Invalid)?;
+                repo::create_message(conn, &token, number, &body, now)?.ok_or(ChatError::NotFound("chat"))
+            })
+            .await?
+        }
+    };
+    Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)), allowance))
+}
+
+async fn create_message_through(
+    intake: Arc<ChatIntake>,
+    db: &Db,
+    token: Token,
+    chat: i32,
+    body: Result<domain::MessageBody, domain::FieldErrors>,
+) -> Result<Message, ChatError> {
+    let lookup = token.clone();
+    let (app, in_postgres) = run(db, move |conn| {
+        let app = repo::application_id(conn, &lookup)?.ok_or(ChatError::NotFound("application"))?;
+        Ok((app, repo::chat(conn, &lookup, chat)?.is_some()))
     })
     .await?;
-    Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)), allowance))
+    for _ in 0..2 {
+        match intake.route() {
+            IntakeRoute::Redis(epoch) => {
+                // The chat exists if its number was issued in this epoch, or PostgreSQL has it
+                // (with no counter yet in this epoch, PostgreSQL has every chat there is).
+                let issued = match intake.chats_issued(&epoch, app).await {
+                    Ok(issued) => issued,
+                    Err(_) => continue,
+                };
+                if !(in_postgres || issued.is_some_and(|top| chat <= top)) {
+                    return Err(ChatError::NotFound("chat"));
+                }
+                let body = body.clone().map_err(ChatError::Invalid)?;
+                let item = Item::Message { app, chat, number: 0, body: body.as_str().to_string() };
+                let number = match intake.accept(&epoch, item.clone(), None).await {
+                    Ok(number) => number,
+                    Err(Refused::NeedFloor) => {
+                        let floor = run(db, move |conn| Ok(repo::highest_message(conn, app, chat)?)).await?;
+                        match intake.accept(&epoch, item, Some(floor)).await {
+                            Ok(number) => number,
+                            Err(_) => continue,
+                        }
+                    }
+                    Err(Refused::EpochEnded) => continue,
+                };
+                return Ok(Message { number, body: body.as_str().to_string() });
+            }
+            IntakeRoute::Postgres => {
+                let (intake, token, body) = (intake.clone(), token.clone(), body.clone());
+                let now = chrono::Utc::now();
+                let made = run(db, move |conn| {
+                    chat_id(conn, &token, chat)?;
+                    let body = body.map_err(ChatError::Invalid)?;
+                    Ok(intake.synchronously(|| repo::create_message(conn, &token, chat, &body, now)).transpose()?)
+                })
+                .await?;
+                if let Some(message) = made.flatten() {
+                    return Ok(message);
+                }
+            }
+            IntakeRoute::Wait => break,
+        }
+    }
+    Err(ChatError::Unavailable("messages are being recovered after Redis lost its state".into()))
 }
 
 async fn list_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {

@@ -6,6 +6,7 @@ mod support;
 mod auth_pages;
 mod browser;
 mod chat_api;
+mod chat_intake;
 mod checkout_http;
 mod front_door;
 mod gateway_speed;

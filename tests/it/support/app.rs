@@ -119,6 +119,8 @@ pub struct TestAppOptions {
     /// Served as if over HTTPS (`SECURE_COOKIES`).
     pub secure_cookies: bool,
     pub chat_rate: agora::chat::limits::RateSettings,
+    /// Chats and messages accepted through Redis (`CHAT_INTAKE=redis`).
+    pub chat_intake: bool,
 }
 
 impl TestAppOptions {
@@ -135,7 +137,15 @@ impl TestAppOptions {
             auth: AuthSettings::default(),
             secure_cookies: false,
             chat_rate: agora::chat::limits::RateSettings::default(),
+            chat_intake: false,
         }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The chat intake's threads stop before the database they write to goes.
+        self.services.chat_stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -153,6 +163,9 @@ impl TestApp {
         let cache = Cache::with_timing(redis.as_deref(), &format!("{}:", db.name), agora::cache::DEADLINE, options.redis_rest);
         let mut services = Services::new(pool, cache, strategies, options.payments, options.jobs, options.auth);
         services.chat_rate = options.chat_rate;
+        if options.chat_intake {
+            services.accept_chats_through_redis();
+        }
         let services = Arc::new(services);
         let state_services = services.clone();
         let secure_cookies = options.secure_cookies;
@@ -168,21 +181,33 @@ impl TestApp {
     /// A second server on the same database and Redis prefix, with its own pool and services: what
     /// another server process of the same installation would be. It stops when dropped.
     pub fn sibling(&self, chat_rate: agora::chat::limits::RateSettings) -> (Running, String) {
+        let (running, url, _) = self.sibling_with(chat_rate, None);
+        (running, url)
+    }
+
+    /// A sibling on this Redis (`Some(url)`: a test's own) accepting chats through it.
+    pub fn sibling_with(&self, chat_rate: agora::chat::limits::RateSettings, intake_redis: Option<&str>) -> (Running, String, Option<Arc<Services>>) {
         let pool = db::build_pool(&self.db.url, 24).expect("pool");
         let strategies = Strategies {
             gateway: Arc::new(agora::payments::gateway::ScriptedGateway::succeeding()),
             fraud: Arc::new(NoFraudCheck),
             clock: Arc::new(SystemClock),
         };
-        let cache = Cache::with_timing(Some(&redis_url()), &format!("{}:", self.db.name), agora::cache::DEADLINE, agora::cache::REST);
+        let redis = intake_redis.map(str::to_string).unwrap_or_else(redis_url);
+        let cache = Cache::with_timing(Some(&redis), &format!("{}:", self.db.name), agora::cache::DEADLINE, agora::cache::REST);
         let mut services = Services::new(pool, cache, strategies, PaymentSettings::default(), JobSettings::default(), AuthSettings::default());
         services.chat_rate = chat_rate;
+        if intake_redis.is_some() {
+            services.accept_chats_through_redis();
+        }
         let services = Arc::new(services);
-        Running::start(move |listener| {
+        let kept = intake_redis.is_some().then(|| services.clone());
+        let (running, url) = Running::start(move |listener| {
             let state = AppState { query_count_header: true, trusted_proxy_hops: 1, metrics_token: Some(METRICS_TOKEN.into()) };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount: services.mount(), extra_routes: None };
             web::server(listener, state, options)
-        })
+        });
+        (running, url, kept)
     }
 
     pub fn conn(&self) -> diesel::PgConnection {

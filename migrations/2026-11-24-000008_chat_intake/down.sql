@@ -1,0 +1,2 @@
+DROP TABLE chat_nodes;
+DROP TABLE chat_epochs;

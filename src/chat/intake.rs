@@ -1,0 +1,599 @@
+//! Chats and messages accepted at Redis speed and never lost (issue 10; `CHAT_INTAKE=redis`).
+//!
+//! A create is one Lua call: `INCR` the parent's counter and `XADD` the item to a stream, so the
+//! number and the payload are recorded together; the request is answered at once, without SQL. A
+//! persister (a consumer group, one consumer per server) writes the stream to PostgreSQL in
+//! batches, idempotent on (parent, number), and acknowledges after commit; entries a dead
+//! consumer held are claimed by another.
+//!
+//! Redis can lose what it holds (flushed, restarted empty) or be out of reach, and PostgreSQL
+//! alone cannot say which numbers were already handed out. So:
+//! - every server keeps what it accepted in an in-process *outbox* until it is in PostgreSQL;
+//! - counters belong to an *epoch* (a random value in Redis and in `chat_epochs`). Anything odd —
+//!   Redis unreachable, the epoch key missing or changed, another server having given up on the
+//!   epoch — ends it for this server: it stops accepting, writes its outbox to PostgreSQL and
+//!   records that it has (`chat_nodes.drained_epoch`);
+//! - a new epoch starts only when every live server (fresh heartbeat) has drained, none is
+//!   numbering in PostgreSQL, and the stream holds nothing unpersisted. Its counters start lazily
+//!   from PostgreSQL's highest numbers, which are complete by then;
+//! - while Redis is out of reach, once every live server has drained, creates number in
+//!   PostgreSQL under the parent's row lock (`repo::create_chat`, `repo::create_message`);
+//!   entering that mode and starting an epoch lock the same row, so they never overlap.
+//!
+//! What this cannot cover: items accepted by a server that dies at the same moment Redis loses
+//! its stream.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Text};
+use redis::streams::{StreamId, StreamReadReply};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::cache::Cache;
+use crate::db::PgPool;
+
+pub const STREAM: &str = "chat:stream";
+pub const GROUP: &str = "chat-persisters";
+const EPOCH_KEY: &str = "chat:epoch";
+/// A server whose heartbeat is older than this is presumed gone.
+const ALIVE_WITHIN_SECS: i64 = 3;
+
+/// Something accepted, not yet known to be in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Chat { app: i64, number: i32 },
+    Message { app: i64, chat: i32, number: i32, body: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Numbers come from this epoch's Redis counters.
+    Accepting(String),
+    /// The epoch ended (or none is known): drain, then wait for a new one.
+    Recovering { ended: String, drained: bool },
+    /// Redis is out of reach and every live server has drained: number in PostgreSQL.
+    Synchronous { ended: String },
+}
+
+/// How a create is to be made right now.
+pub enum Route {
+    Redis(String),
+    Postgres,
+    /// Neither, for a moment (a loss is being recovered from): 503 with `Retry-After`.
+    Wait,
+}
+
+/// Why an accept did not give a number.
+#[derive(Debug)]
+pub enum Refused {
+    /// The parent's counter does not exist in this epoch: start it from PostgreSQL's maximum.
+    NeedFloor,
+    /// The epoch is over (or Redis is unreachable): try the other routes.
+    EpochEnded,
+}
+
+pub struct ChatIntake {
+    cache: Cache,
+    pool: PgPool,
+    node: String,
+    phase: Mutex<Phase>,
+    outbox: Mutex<Vec<(Item, Instant)>>,
+    /// Held (shared) by every PostgreSQL-numbered create; leaving that mode takes it exclusively.
+    synchronous: RwLock<()>,
+    group_ready: std::sync::atomic::AtomicBool,
+    last_claim: Mutex<Instant>,
+    /// How long a consumer may hold entries silently before another claims them.
+    claim_idle: Mutex<Duration>,
+}
+
+const ACK_AND_DELETE: &str = r#"
+local ids = {}
+for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+return redis.call('XDEL', KEYS[1], unpack(ids))
+"#;
+
+/// Creates the consumer group (and the stream) unless they exist, without an error reply.
+const ENSURE_GROUP: &str = r#"
+pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+return 1
+"#;
+
+const ACCEPT: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if ARGV[2] == '' then return -2 end
+  redis.call('SET', KEYS[2], ARGV[2], 'NX')
+end
+local n = redis.call('INCR', KEYS[2])
+local fields = {'number', tostring(n)}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[3], '*', unpack(fields))
+return n
+"#;
+
+pub fn chat_counter(epoch: &str, app: i64) -> String {
+    format!("chat:{epoch}:app:{app}")
+}
+
+pub fn message_counter(epoch: &str, app: i64, chat: i32) -> String {
+    format!("chat:{epoch}:chat:{app}:{chat}")
+}
+
+impl ChatIntake {
+    pub fn new(cache: Cache, pool: PgPool) -> ChatIntake {
+        let node = format!("{}-{}", std::process::id(), crate::chat::domain::Token::generate().as_str());
+        ChatIntake {
+            cache,
+            pool,
+            node,
+            phase: Mutex::new(Phase::Recovering { ended: String::new(), drained: false }),
+            outbox: Mutex::new(Vec::new()),
+            synchronous: RwLock::new(()),
+            group_ready: std::sync::atomic::AtomicBool::new(false),
+            last_claim: Mutex::new(Instant::now()),
+            claim_idle: Mutex::new(Duration::from_secs(5)),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn route(&self) -> Route {
+        match self.phase() {
+            Phase::Accepting(epoch) => Route::Redis(epoch),
+            Phase::Synchronous { .. } => Route::Postgres,
+            Phase::Recovering { .. } => Route::Wait,
+        }
+    }
+
+    /// Runs a PostgreSQL-numbered create while this server is in that mode (`None`: it no
+    /// longer is).
+    pub fn synchronously<T>(&self, create: impl FnOnce() -> T) -> Option<T> {
+        let _shared = self.synchronous.read().unwrap_or_else(|p| p.into_inner());
+        matches!(self.phase(), Phase::Synchronous { .. }).then(create)
+    }
+
+    /// The epoch is over for this server: stop accepting through Redis.
+    fn end(&self, epoch: &str) {
+        let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        if *phase == Phase::Accepting(epoch.to_string()) {
+            log::warn!("chat intake: epoch {epoch} ended; writing accepted items to PostgreSQL before numbering again");
+            *phase = Phase::Recovering { ended: epoch.to_string(), drained: false };
+        }
+    }
+
+    /// Accepts an item into Redis in `epoch`, remembering it until it is in PostgreSQL.
+    pub async fn accept(&self, epoch: &str, item: Item, floor: Option<i32>) -> Result<i32, Refused> {
+        let (counter, fields): (String, Vec<String>) = match &item {
+            Item::Chat { app, .. } => (chat_counter(epoch, *app), vec!["kind".into(), "chat".into(), "app".into(), app.to_string()]),
+            Item::Message { app, chat, body, .. } => (
+                message_counter(epoch, *app, *chat),
+                vec!["kind".into(), "message".into(), "app".into(), app.to_string(), "chat".into(), chat.to_string(), "body".into(), body.clone()],
+            ),
+        };
+        let mut args = vec![epoch.to_string(), floor.map(|f| f.to_string()).unwrap_or_default()];
+        args.extend(fields);
+        match self.cache.eval::<i64>(ACCEPT, &[EPOCH_KEY, &counter, STREAM], &args).await {
+            Ok(-2) => Err(Refused::NeedFloor),
+            Ok(n) if n > 0 => {
+                let number = i32::try_from(n).unwrap_or(i32::MAX);
+                let held = match item {
+                    Item::Chat { app, .. } => Item::Chat { app, number },
+                    Item::Message { app, chat, body, .. } => Item::Message { app, chat, number, body },
+                };
+                self.outbox.lock().unwrap_or_else(|p| p.into_inner()).push((held, Instant::now()));
+                Ok(number)
+            }
+            Ok(_) | Err(_) => {
+                self.end(epoch);
+                Err(Refused::EpochEnded)
+            }
+        }
+    }
+
+    /// The highest chat number of the application in this epoch's Redis counter (`None`: no
+    /// counter yet, so PostgreSQL knows every chat there is).
+    pub async fn chats_issued(&self, epoch: &str, app: i64) -> Result<Option<i32>, Refused> {
+        match self.cache.get(&chat_counter(epoch, app)).await {
+            Ok(value) => Ok(value.and_then(|v| v.parse().ok())),
+            Err(_) => {
+                self.end(epoch);
+                Err(Refused::EpochEnded)
+            }
+        }
+    }
+
+    /// Same for a chat's messages.
+    pub async fn messages_issued(&self, epoch: &str, app: i64, chat: i32) -> Result<Option<i32>, Refused> {
+        match self.cache.get(&message_counter(epoch, app, chat)).await {
+            Ok(value) => Ok(value.and_then(|v| v.parse().ok())),
+            Err(_) => {
+                self.end(epoch);
+                Err(Refused::EpochEnded)
+            }
+        }
+    }
+
+    /// Claims a silent consumer's entries after `idle` (5 s by default).
+    pub fn claim_after(&self, idle: Duration) {
+        *self.claim_idle.lock().unwrap_or_else(|p| p.into_inner()) = idle;
+        *self.last_claim.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() - Duration::from_secs(60);
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Starts the keeper (heartbeat, outbox, epochs) and the persister, each on its own thread
+    /// with a small runtime for Redis. They stop when `stop` is set.
+    pub fn start(self: &Arc<Self>, stop: Arc<std::sync::atomic::AtomicBool>) {
+        for (name, work) in [("chat-keeper", 0u8), ("chat-persister", 1u8)] {
+            let (intake, stop) = (self.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+                    // One loop inside the runtime, resting on its timer: Redis connections made
+                    // here keep being driven while the thread rests.
+                    runtime.block_on(async {
+                        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            let pause = if work == 0 { intake.keep().await } else { intake.persist_some().await };
+                            if !pause.is_zero() {
+                                tokio::time::sleep(pause).await;
+                            }
+                        }
+                    });
+                })
+                .expect("a chat thread");
+        }
+    }
+
+    /// One round of the keeper; returns how long to rest.
+    pub async fn keep(&self) -> Duration {
+        if let Err(e) = self.keep_once().await {
+            log::warn!("chat keeper: {e}");
+        }
+        Duration::from_millis(100)
+    }
+
+    async fn keep_once(&self) -> Result<(), String> {
+        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        let synchronous = matches!(self.phase(), Phase::Synchronous { .. });
+        heartbeat(&mut conn, &self.node, synchronous).map_err(|e| e.to_string())?;
+        self.sweep(&mut conn).map_err(|e| e.to_string())?;
+        let redis_epoch = self.cache.get(EPOCH_KEY).await;
+        match self.phase() {
+            Phase::Accepting(epoch) => {
+                let given_up = someone_drained(&mut conn, &epoch).map_err(|e| e.to_string())?;
+                if given_up || redis_epoch.as_ref().map_or(true, |v| v.as_deref() != Some(epoch.as_str())) {
+                    self.end(&epoch);
+                }
+            }
+            Phase::Recovering { ended, drained: false } => {
+                // A server that just started holds nothing: if the open epoch is alive in Redis,
+                // it simply joins it.
+                let open = open_epoch(&mut conn).map_err(|e| e.to_string())?;
+                if self.outbox_len() == 0 && open.is_some() && redis_epoch.as_ref().ok().and_then(|v| v.clone()) == open && ended.is_empty() {
+                    *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Accepting(open.unwrap_or_default());
+                    return Ok(());
+                }
+                let ended = if ended.is_empty() { open.unwrap_or_default() } else { ended };
+                self.drain(&mut conn, &ended).map_err(|e| e.to_string())?;
+                *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Recovering { ended, drained: true };
+            }
+            Phase::Recovering { ended, drained: true } | Phase::Synchronous { ended } => {
+                if redis_epoch.is_err() {
+                    if everyone_drained(&mut conn, &ended).map_err(|e| e.to_string())? && enter_synchronous(&mut conn, &self.node, &ended).map_err(|e| e.to_string())? {
+                        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Synchronous { ended };
+                    }
+                    return Ok(());
+                }
+                if synchronous {
+                    // Redis is back: leave PostgreSQL numbering once no such create is running.
+                    let _exclusive = self.synchronous.write().unwrap_or_else(|p| p.into_inner());
+                    *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Recovering { ended: ended.clone(), drained: true };
+                    heartbeat(&mut conn, &self.node, false).map_err(|e| e.to_string())?;
+                }
+                let in_redis = redis_epoch.ok().flatten();
+                let open = open_epoch(&mut conn).map_err(|e| e.to_string())?;
+                if let Some(open) = open.filter(|o| *o != ended) {
+                    // Another server started an epoch: join it if Redis holds it, else it is over too.
+                    *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = if in_redis.as_deref() == Some(open.as_str()) {
+                        Phase::Accepting(open)
+                    } else {
+                        Phase::Recovering { ended: open, drained: false }
+                    };
+                    return Ok(());
+                }
+                let stream_empty = self.stream_len().await.map(|n| n == 0).unwrap_or(false);
+                if stream_empty && everyone_drained(&mut conn, &ended).map_err(|e| e.to_string())? {
+                    if let Some(epoch) = start_epoch(&mut conn, &ended).map_err(|e| e.to_string())? {
+                        if self.cache.set_forever(EPOCH_KEY, &epoch).await.is_ok() {
+                            log::info!("chat intake: epoch {epoch} started");
+                            *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Accepting(epoch);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stream_len(&self) -> Result<i64, crate::cache::CacheError> {
+        self.cache.command(redis::cmd("XLEN").arg(self.cache.key(STREAM))).await
+    }
+
+    /// Forgets outbox items PostgreSQL has (the persister wrote them).
+    fn sweep(&self, conn: &mut PgConnection) -> QueryResult<()> {
+        let due: Vec<Item> = {
+            let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            outbox.iter().filter(|(_, at)| at.elapsed() > Duration::from_millis(200)).map(|(i, _)| i.clone()).collect()
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        let stored = stored(conn, &due)?;
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).retain(|(item, _)| !stored.contains(item));
+        Ok(())
+    }
+
+    /// Writes the whole outbox to PostgreSQL (idempotently) and records that this server has.
+    fn drain(&self, conn: &mut PgConnection, ended: &str) -> QueryResult<()> {
+        let items: Vec<Item> = self.outbox.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(i, _)| i.clone()).collect();
+        if !items.is_empty() {
+            write(conn, &items)?;
+            log::warn!("chat intake: wrote {} accepted items to PostgreSQL after epoch {ended:?} ended", items.len());
+        }
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).retain(|(item, _)| !items.contains(item));
+        diesel::sql_query("UPDATE chat_nodes SET drained_epoch = $2 WHERE node = $1").bind::<Text, _>(&self.node).bind::<Text, _>(ended).execute(conn)?;
+        Ok(())
+    }
+
+    /// Reads and writes one batch from the stream (new entries, or entries a silent consumer
+    /// held too long); returns how long to rest.
+    pub async fn persist_some(&self) -> Duration {
+        match self.persist_batch().await {
+            Ok(0) => Duration::from_millis(5),
+            Ok(_) => Duration::ZERO,
+            Err(e) => {
+                log::debug!("chat persister: {e}");
+                Duration::from_millis(100)
+            }
+        }
+    }
+
+    pub async fn persist_batch(&self) -> Result<usize, String> {
+        use std::sync::atomic::Ordering;
+        let stream = self.cache.key(STREAM);
+        if !self.group_ready.load(Ordering::SeqCst) {
+            self.cache.eval::<i64>(ENSURE_GROUP, &[STREAM], &[GROUP.to_string()]).await.map_err(|e| e.to_string())?;
+            self.group_ready.store(true, Ordering::SeqCst);
+        }
+        let outcome = self.persist_from(&stream).await;
+        if outcome.is_err() {
+            self.group_ready.store(false, Ordering::SeqCst); // the stream may have gone with a flush
+        }
+        outcome
+    }
+
+    async fn persist_from(&self, stream: &str) -> Result<usize, String> {
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP").arg(GROUP).arg(&self.node).arg("COUNT").arg(500).arg("STREAMS").arg(stream).arg(">");
+        let reply: Option<StreamReadReply> = self.cache.command(&read).await.map_err(|e| e.to_string())?;
+        let mut entries: Vec<StreamId> = reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default();
+        let idle = *self.claim_idle.lock().unwrap_or_else(|p| p.into_inner());
+        let claim_due = self.last_claim.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > Duration::from_secs(1).min(idle + Duration::from_millis(1));
+        if entries.is_empty() && claim_due {
+            *self.last_claim.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            // A consumer that went quiet for 5 s is presumed dead: its entries are ours now.
+            let mut claim = redis::cmd("XAUTOCLAIM");
+            claim.arg(stream).arg(GROUP).arg(&self.node).arg(idle.as_millis() as u64).arg("0-0").arg("COUNT").arg(500);
+            let claimed: redis::streams::StreamAutoClaimReply = self.cache.command(&claim).await.map_err(|e| e.to_string())?;
+            entries = claimed.claimed;
+        }
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let items: Vec<Item> = entries.iter().filter_map(item_of).collect();
+        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        write(&mut conn, &items).map_err(|e| e.to_string())?;
+        // Acknowledged and deleted together (one script), so the stream's length is exactly what
+        // is not yet in PostgreSQL — the condition a new epoch waits for.
+        let mut args = vec![GROUP.to_string()];
+        args.extend(entries.iter().map(|e| e.id.clone()));
+        let _: i64 = self.cache.eval(ACK_AND_DELETE, &[STREAM], &args).await.map_err(|e| e.to_string())?;
+        Ok(entries.len())
+    }
+}
+
+fn item_of(entry: &StreamId) -> Option<Item> {
+    let text = |field: &str| entry.get::<String>(field);
+    let app = text("app")?.parse().ok()?;
+    let number = text("number")?.parse().ok()?;
+    match text("kind")?.as_str() {
+        "chat" => Some(Item::Chat { app, number }),
+        "message" => Some(Item::Message { app, chat: text("chat")?.parse().ok()?, number, body: text("body")? }),
+        _ => None,
+    }
+}
+
+/// Writes items to PostgreSQL in one transaction, idempotent on (parent, number), moving the
+/// counts by what was really inserted. A number that already holds a *different* message is a
+/// numbering conflict: reported loudly, never swallowed.
+pub fn write(conn: &mut PgConnection, items: &[Item]) -> QueryResult<()> {
+    let mut chat_apps = Vec::new();
+    let mut chat_numbers = Vec::new();
+    let (mut m_apps, mut m_chats, mut m_numbers, mut m_bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for item in items {
+        match item {
+            Item::Chat { app, number } => {
+                chat_apps.push(*app);
+                chat_numbers.push(*number);
+            }
+            Item::Message { app, chat, number, body } => {
+                // A message's chat may not be written yet (another batch holds it): make it here.
+                chat_apps.push(*app);
+                chat_numbers.push(*chat);
+                m_apps.push(*app);
+                m_chats.push(*chat);
+                m_numbers.push(*number);
+                m_bodies.push(body.clone());
+            }
+        }
+    }
+    conn.transaction(|conn| {
+        diesel::sql_query(
+            "WITH input AS (SELECT DISTINCT * FROM unnest($1::bigint[], $2::int[]) AS i(app, number) ORDER BY 1, 2), \
+             made AS (INSERT INTO chats (application_id, number) SELECT app, number FROM input ON CONFLICT DO NOTHING RETURNING application_id), \
+             counted AS (SELECT application_id, count(*)::int AS n FROM made GROUP BY 1) \
+             UPDATE chat_applications a SET chats_count = a.chats_count + counted.n, updated_at = now() FROM counted WHERE a.id = counted.application_id",
+        )
+        .bind::<diesel::sql_types::Array<BigInt>, _>(&chat_apps)
+        .bind::<diesel::sql_types::Array<Integer>, _>(&chat_numbers)
+        .execute(conn)?;
+        if m_apps.is_empty() {
+            return Ok(());
+        }
+        #[derive(QueryableByName)]
+        struct Conflict {
+            #[diesel(sql_type = BigInt)]
+            app: i64,
+            #[diesel(sql_type = Integer)]
+            chat: i32,
+            #[diesel(sql_type = Integer)]
+            number: i32,
+        }
+        let conflicts: Vec<Conflict> = diesel::sql_query(
+            "WITH input AS (SELECT i.*, c.id AS chat_id FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[]) AS i(app, chat, number, body) \
+                 JOIN chats c ON c.application_id = i.app AND c.number = i.chat ORDER BY c.id, i.number), \
+             made AS (INSERT INTO chat_messages (chat_id, number, body) SELECT chat_id, number, body FROM input ON CONFLICT DO NOTHING RETURNING chat_id, number), \
+             counted AS (SELECT chat_id, count(*)::int AS n FROM made GROUP BY 1), \
+             bumped AS (UPDATE chats c SET messages_count = c.messages_count + counted.n, updated_at = now() FROM counted WHERE c.id = counted.chat_id) \
+             SELECT input.app, input.chat, input.number FROM input JOIN chat_messages m ON m.chat_id = input.chat_id AND m.number = input.number \
+             WHERE m.body <> input.body AND NOT EXISTS (SELECT 1 FROM made WHERE made.chat_id = input.chat_id AND made.number = input.number)",
+        )
+        .bind::<diesel::sql_types::Array<BigInt>, _>(&m_apps)
+        .bind::<diesel::sql_types::Array<Integer>, _>(&m_chats)
+        .bind::<diesel::sql_types::Array<Integer>, _>(&m_numbers)
+        .bind::<diesel::sql_types::Array<Text>, _>(&m_bodies)
+        .load(conn)?;
+        for c in conflicts {
+            log::error!("chat numbering conflict: application {} chat {} message {} already holds another message", c.app, c.chat, c.number);
+        }
+        Ok(())
+    })
+}
+
+/// Which of these items PostgreSQL has.
+fn stored(conn: &mut PgConnection, items: &[Item]) -> QueryResult<Vec<Item>> {
+    let mut found = Vec::new();
+    for item in items {
+        let exists: bool = match item {
+            Item::Chat { app, number } => diesel::select(diesel::dsl::exists(
+                crate::schema::chats::table.filter(crate::schema::chats::application_id.eq(app).and(crate::schema::chats::number.eq(number))),
+            ))
+            .get_result(conn)?,
+            Item::Message { app, chat, number, .. } => {
+                use crate::schema::{chat_messages as m, chats as c};
+                diesel::select(diesel::dsl::exists(
+                    m::table.inner_join(c::table).filter(c::application_id.eq(app).and(c::number.eq(chat)).and(m::number.eq(number))),
+                ))
+                .get_result(conn)?
+            }
+        };
+        if exists {
+            found.push(item.clone());
+        }
+    }
+    Ok(found)
+}
+
+fn heartbeat(conn: &mut PgConnection, node: &str, synchronous: bool) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO chat_nodes (node, heartbeat_at, synchronous) VALUES ($1, now(), $2) \
+         ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), synchronous = chat_nodes.synchronous AND $2",
+    )
+    .bind::<Text, _>(node)
+    .bind::<diesel::sql_types::Bool, _>(synchronous)
+    .execute(conn)
+    .map(drop)
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    yes: bool,
+}
+
+#[derive(QueryableByName)]
+struct Value {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+fn someone_drained(conn: &mut PgConnection, epoch: &str) -> QueryResult<bool> {
+    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM chat_nodes WHERE drained_epoch = $1) AS yes")
+        .bind::<Text, _>(epoch)
+        .get_result::<Flag>(conn)
+        .map(|f| f.yes)
+}
+
+fn everyone_drained(conn: &mut PgConnection, ended: &str) -> QueryResult<bool> {
+    diesel::sql_query(format!(
+        "SELECT NOT EXISTS (SELECT 1 FROM chat_nodes WHERE heartbeat_at > now() - interval '{ALIVE_WITHIN_SECS} seconds' \
+             AND drained_epoch IS DISTINCT FROM $1) AS yes"
+    ))
+    .bind::<Text, _>(ended)
+    .get_result::<Flag>(conn)
+    .map(|f| f.yes)
+}
+
+fn open_epoch(conn: &mut PgConnection) -> QueryResult<Option<String>> {
+    diesel::sql_query("SELECT value FROM chat_epochs WHERE ended_at IS NULL").get_result::<Value>(conn).optional().map(|v| v.map(|v| v.value))
+}
+
+/// Enters PostgreSQL numbering, unless a new epoch has started meanwhile; under the same lock as
+/// `start_epoch`, so the two never overlap.
+fn enter_synchronous(conn: &mut PgConnection, node: &str, ended: &str) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        diesel::sql_query("LOCK TABLE chat_epochs IN SHARE ROW EXCLUSIVE MODE").execute(conn)?;
+        let open = open_epoch(conn)?;
+        if open.as_deref().is_some_and(|o| o != ended) {
+            return Ok(false);
+        }
+        diesel::sql_query("UPDATE chat_nodes SET synchronous = true WHERE node = $1").bind::<Text, _>(node).execute(conn)?;
+        Ok(true)
+    })
+}
+
+/// Ends `ended` and opens a new epoch, if nobody has and no live server numbers in PostgreSQL;
+/// returns the open epoch (new, or one another server started).
+fn start_epoch(conn: &mut PgConnection, ended: &str) -> QueryResult<Option<String>> {
+    conn.transaction(|conn| {
+        diesel::sql_query("LOCK TABLE chat_epochs IN SHARE ROW EXCLUSIVE MODE").execute(conn)?;
+        let open = open_epoch(conn)?;
+        if let Some(open) = &open {
+            if open != ended {
+                return Ok(Some(open.clone()));
+            }
+        }
+        let numbering: bool = diesel::sql_query(format!(
+            "SELECT EXISTS (SELECT 1 FROM chat_nodes WHERE synchronous AND heartbeat_at > now() - interval '{ALIVE_WITHIN_SECS} seconds') AS yes"
+        ))
+        .get_result::<Flag>(conn)?
+        .yes;
+        if numbering {
+            return Ok(None);
+        }
+        diesel::sql_query("UPDATE chat_epochs SET ended_at = now() WHERE ended_at IS NULL").execute(conn)?;
+        let epoch = crate::chat::domain::Token::generate().as_str().to_string();
+        diesel::sql_query("INSERT INTO chat_epochs (value) VALUES ($1)").bind::<Text, _>(&epoch).execute(conn)?;
+        Ok(Some(epoch))
+    })
+}
