@@ -83,8 +83,9 @@ start_redis() {
   if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     log "starting Redis on 127.0.0.1:$REDIS_PORT"
     # volatile-lru: under memory pressure only keys with a TTL (cache entries) are evicted;
-    # counters and anything else without one are never dropped.
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DEV/redis" --save "" --appendonly no \
+    # counters and anything else without one are never dropped. Append-only, fsynced every
+    # second: the chat stream survives a restart (README: the loss window).
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DEV/redis" --save "" --appendonly yes --appendfsync everysec \
       --maxmemory 256mb --maxmemory-policy volatile-lru \
       --daemonize yes --pidfile "$DEV/redis/redis.pid" --logfile "$DEV/redis/redis.log"
     for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0; sleep 0.1; done

@@ -41,6 +41,9 @@ pub struct Config {
     /// A bearer token for Prometheus to read `/metrics` with; unset: administrators only.
     pub metrics_token: Option<String>,
     pub chat_rate: crate::chat::limits::RateSettings,
+    /// Chats and messages accepted through Redis (`CHAT_INTAKE=redis`, the default when Redis is
+    /// configured) or numbered in PostgreSQL (`CHAT_INTAKE=postgres`).
+    pub chat_intake_redis: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +240,11 @@ impl Config {
             },
             fraud_velocity_max: parsed("FRAUD_VELOCITY_MAX", 20)?,
             metrics_token: var("METRICS_TOKEN"),
+            chat_intake_redis: match var("CHAT_INTAKE").as_deref() {
+                None | Some("redis") => var("REDIS_URL").is_some(),
+                Some("postgres") => false,
+                Some(other) => return Err(ConfigError(format!("CHAT_INTAKE must be redis or postgres, not {other:?}"))),
+            },
             chat_rate: {
                 let d = crate::chat::limits::RateSettings::default();
                 crate::chat::limits::RateSettings {

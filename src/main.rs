@@ -111,7 +111,7 @@ fn session_key(config: &Config) -> Key {
     }
 }
 
-fn services(config: &Config) -> Result<Arc<Services>, String> {
+fn services(config: &Config, serving: bool) -> Result<Arc<Services>, String> {
     let pool = db::build_pool(&config.database_url, config.db_pool_size).map_err(|e| format!("database: {e}"))?;
     let cache = Cache::with_timing(config.redis_url.as_deref(), &config.redis_prefix, config.redis_timeout, config.redis_rest);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -122,6 +122,10 @@ fn services(config: &Config) -> Result<Arc<Services>, String> {
     };
     let mut services = Services::new(pool, cache, strategies, config.payments.clone(), config.jobs.clone(), config.auth.clone());
     services.chat_rate = config.chat_rate;
+    if serving && config.chat_intake_redis {
+        services.accept_chats_through_redis();
+        log::info!("chat creates are accepted through Redis (CHAT_INTAKE=postgres numbers them in PostgreSQL instead)");
+    }
     Ok(Arc::new(services))
 }
 
@@ -130,7 +134,7 @@ fn services(config: &Config) -> Result<Arc<Services>, String> {
 #[actix_web::main]
 async fn serve() -> Result<(), String> {
     let config = config()?;
-    let services = services(&config)?;
+    let services = services(&config, true)?;
     if let Err(e) = services.cache.ping().await {
         log::warn!("starting without Redis: {e}");
     }
@@ -146,6 +150,7 @@ async fn serve() -> Result<(), String> {
         extra_routes: None,
     };
     let served = web::server(listener, state, options).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string());
+    services.chat_stop.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(workers) = workers {
         actix_web::web::block(move || workers.stop()).await.map_err(|e| e.to_string())?;
     }
@@ -159,7 +164,7 @@ async fn worker() -> Result<(), String> {
     use std::future::Future;
     use std::task::Poll;
     let config = config()?;
-    let services = services(&config)?;
+    let services = services(&config, false)?;
     let workers = services.start_workers();
     let mut interrupt = Box::pin(signal::ctrl_c());
     let mut terminate = signal::unix::signal(signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;

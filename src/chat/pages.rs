@@ -113,7 +113,14 @@ struct PostForm {
     body: String,
 }
 
-async fn post_message(req: HttpRequest, session: Session, db: Db, path: web::Path<(String, String)>, form: web::Form<PostForm>) -> Result<HttpResponse, AppError> {
+async fn post_message(
+    req: HttpRequest,
+    session: Session,
+    db: Db,
+    state: web::Data<super::ChatState>,
+    path: web::Path<(String, String)>,
+    form: web::Form<PostForm>,
+) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let token = token_of(&path.0)?;
     let number = domain::number(&path.1).ok_or(AppError::NotFound)?;
@@ -128,8 +135,12 @@ async fn post_message(req: HttpRequest, session: Session, db: Db, path: web::Pat
             return Ok(response);
         }
     };
-    let (now, path_token) = (chrono::Utc::now(), token.as_str().to_string());
-    let posted = db.run(move |conn| repo::create_message(conn, &token, number, &body, now)).await?.ok_or(AppError::NotFound)?;
+    let path_token = token.as_str().to_string();
+    let posted = super::routes::post_message(&state, &db, token, number, Ok(body)).await.map_err(|e| match e {
+        super::ChatError::NotFound(_) => AppError::NotFound,
+        super::ChatError::Unavailable(why) => AppError::Unavailable(why),
+        other => AppError::Internal(other.to_string()),
+    })?;
     Ok(see_other(&format!("/chats/{path_token}/{number}#m{}", posted.number)))
 }
 

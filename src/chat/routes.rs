@@ -228,19 +228,24 @@ async fn create_message(state: State, db: Db, path: web::Path<(String, String)>,
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
     let allowance = limited(&state, &token).await?;
     let body = domain::message_body(&json_body(payload).await?);
-    let message = match &state.intake {
-        Some(intake) => create_message_through(intake.clone(), &db, token, number, body).await?,
+    let message = post_message(&state, &db, token, number, body).await?;
+    Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)), allowance))
+}
+
+/// Posts a message however creates are made right now (the API's and the page's way alike).
+pub async fn post_message(state: &ChatState, db: &Db, token: Token, chat: i32, body: Result<domain::MessageBody, domain::FieldErrors>) -> Result<Message, ChatError> {
+    match &state.intake {
+        Some(intake) => create_message_through(intake.clone(), db, token, chat, body).await,
         None => {
             let now = chrono::Utc::now();
-            run(&db, move |conn| {
-                chat_id(conn, &token, number)?;
+            run(db, move |conn| {
+                chat_id(conn, &token, chat)?;
                 let body = body.map_err(ChatError::Invalid)?;
-                repo::create_message(conn, &token, number, &body, now)?.ok_or(ChatError::NotFound("chat"))
+                repo::create_message(conn, &token, chat, &body, now)?.ok_or(ChatError::NotFound("chat"))
             })
-            .await?
+            .await
         }
-    };
-    Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)), allowance))
+    }
 }
 
 async fn create_message_through(
@@ -330,15 +335,40 @@ async fn edit_message(state: State, db: Db, path: web::Path<(String, String, Str
     let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
     let allowance = limited(&state, &token).await?;
     let body = json_body(payload).await?;
-    let now = chrono::Utc::now();
-    let message = run(&db, move |conn| {
-        let chat = chat_id(conn, &token, chat)?;
-        repo::message(conn, chat, number)?.ok_or(ChatError::NotFound("message"))?;
-        let body = domain::message_body(&body).map_err(ChatError::Invalid)?;
-        repo::edit_message(conn, chat, number, &body, now)?.ok_or(ChatError::NotFound("message"))
-    })
-    .await?;
-    Ok(with_limits(HttpResponse::Ok().json(message_json(&message)), allowance))
+    // A message accepted a moment ago may still be on its way to PostgreSQL (the persister is
+    // milliseconds behind): wait up to a second for it rather than call it missing.
+    let pending = match (&state.intake, state.intake.as_ref().map(|i| i.route())) {
+        (Some(intake), Some(IntakeRoute::Redis(epoch))) => {
+            let app = { let t = token.clone(); run(&db, move |conn| Ok(repo::application_id(conn, &t)?)).await? };
+            match app {
+                Some(app) => intake.messages_issued(&epoch, app, chat).await.ok().flatten().is_some_and(|top| number <= top),
+                None => false,
+            }
+        }
+        _ => false,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let (token, body) = (token.clone(), body.clone());
+        let now = chrono::Utc::now();
+        let edited = run(&db, move |conn| {
+            let chat = chat_id(conn, &token, chat)?;
+            if repo::message(conn, chat, number)?.is_none() {
+                return Ok(None);
+            }
+            let body = domain::message_body(&body).map_err(ChatError::Invalid)?;
+            Ok(repo::edit_message(conn, chat, number, &body, now)?)
+        })
+        .await;
+        match edited {
+            Ok(Some(message)) => return Ok(with_limits(HttpResponse::Ok().json(message_json(&message)), allowance)),
+            Ok(None) | Err(ChatError::NotFound(_)) if pending && std::time::Instant::now() < deadline => {
+                actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await; // the persister's next batch
+            }
+            Ok(None) => return Err(ChatError::NotFound("message")),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// `?q=` (or `?query=`): messages of this chat holding the text anywhere, in any case.

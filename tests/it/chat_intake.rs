@@ -75,7 +75,11 @@ fn creates_are_answered_from_redis_and_persisted_with_their_counts() {
     let message = api.post(&format!("/applications/{token}/chats/3/messages"), &json!({ "body": "first" }), None);
     assert_eq!((message.status, &message.json), (201, &json!({ "number": 1, "body": "first" })));
     assert_eq!(api.post(&format!("/applications/{token}/chats/4/messages"), &json!({ "body": "x" }), None).status, 404, "chat 4 was never issued");
-    eventually("the message persisted", || stored(&app, &token, 3) == [(1, "first".to_string())]);
+    // …and can be edited at once too (the edit waits the milliseconds the persister needs).
+    let edited = api.send("PATCH", &format!("/applications/{token}/chats/3/messages/1"), Some(r#"{"body":"first, edited"}"#), &[]);
+    assert_eq!((edited.status, &edited.json), (200, &json!({ "number": 1, "body": "first, edited" })));
+    assert_eq!(api.send("PATCH", &format!("/applications/{token}/chats/3/messages/2"), Some(r#"{"body":"x"}"#), &[]).status, 404, "never issued");
+    eventually("the message persisted, edited", || stored(&app, &token, 3) == [(1, "first, edited".to_string())]);
     eventually("the counts caught up", || api.get(&format!("/applications/{token}")).json["chats_count"] == 3);
     assert_eq!(api.get(&format!("/applications/{token}/chats/3")).json["messages_count"], 1);
     eventually("the outbox emptied", || intake.outbox_len() == 0);
