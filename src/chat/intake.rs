@@ -70,6 +70,10 @@ pub enum Refused {
     NeedFloor,
     /// The epoch is over (or Redis is unreachable): try the other routes.
     EpochEnded,
+    /// The chat has no counter in this epoch: whether it exists is PostgreSQL's to say.
+    AskPostgres,
+    /// No chat with that number was ever issued.
+    NoSuchChat,
 }
 
 pub struct ChatIntake {
@@ -84,6 +88,7 @@ pub struct ChatIntake {
     last_claim: Mutex<Instant>,
     /// How long a consumer may hold entries silently before another claims them.
     claim_idle: Mutex<Duration>,
+    applications: Mutex<std::collections::HashMap<String, i64>>,
 }
 
 const ACK_AND_DELETE: &str = r#"
@@ -99,15 +104,22 @@ pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 return 1
 "#;
 
+// KEYS: epoch, counter, stream[, the parent chat's counter]. ARGV: epoch, floor ('' = none),
+// parent known ('1': PostgreSQL has it), parent number, then the item's fields.
 const ACCEPT: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if KEYS[4] and ARGV[3] ~= '1' then
+  local top = redis.call('GET', KEYS[4])
+  if not top then return -3 end
+  if tonumber(top) < tonumber(ARGV[4]) then return -4 end
+end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   if ARGV[2] == '' then return -2 end
   redis.call('SET', KEYS[2], ARGV[2], 'NX')
 end
 local n = redis.call('INCR', KEYS[2])
 local fields = {'number', tostring(n)}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], '*', unpack(fields))
 return n
 "#;
@@ -133,6 +145,7 @@ impl ChatIntake {
             group_ready: std::sync::atomic::AtomicBool::new(false),
             last_claim: Mutex::new(Instant::now()),
             claim_idle: Mutex::new(Duration::from_secs(5)),
+            applications: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -164,19 +177,29 @@ impl ChatIntake {
         }
     }
 
-    /// Accepts an item into Redis in `epoch`, remembering it until it is in PostgreSQL.
-    pub async fn accept(&self, epoch: &str, item: Item, floor: Option<i32>) -> Result<i32, Refused> {
-        let (counter, fields): (String, Vec<String>) = match &item {
-            Item::Chat { app, .. } => (chat_counter(epoch, *app), vec!["kind".into(), "chat".into(), "app".into(), app.to_string()]),
+    /// Accepts an item into Redis in `epoch`, remembering it until it is in PostgreSQL. A
+    /// message's chat must exist: issued in this epoch, or (`chat_known`) found in PostgreSQL.
+    pub async fn accept(&self, epoch: &str, item: Item, floor: Option<i32>, chat_known: bool) -> Result<i32, Refused> {
+        let (counter, parent, fields): (String, Option<(String, i32)>, Vec<String>) = match &item {
+            Item::Chat { app, .. } => (chat_counter(epoch, *app), None, vec!["kind".into(), "chat".into(), "app".into(), app.to_string()]),
             Item::Message { app, chat, body, .. } => (
                 message_counter(epoch, *app, *chat),
+                Some((chat_counter(epoch, *app), *chat)),
                 vec!["kind".into(), "message".into(), "app".into(), app.to_string(), "chat".into(), chat.to_string(), "body".into(), body.clone()],
             ),
         };
-        let mut args = vec![epoch.to_string(), floor.map(|f| f.to_string()).unwrap_or_default()];
+        let known = if chat_known || parent.is_none() { "1" } else { "" };
+        let parent_number = parent.as_ref().map_or(0, |(_, n)| *n);
+        let mut args = vec![epoch.to_string(), floor.map(|f| f.to_string()).unwrap_or_default(), known.to_string(), parent_number.to_string()];
         args.extend(fields);
-        match self.cache.eval::<i64>(ACCEPT, &[EPOCH_KEY, &counter, STREAM], &args).await {
+        let mut keys: Vec<&str> = vec![EPOCH_KEY, &counter, STREAM];
+        if let Some((parent_counter, _)) = &parent {
+            keys.push(parent_counter);
+        }
+        match self.cache.eval::<i64>(ACCEPT, &keys, &args).await {
             Ok(-2) => Err(Refused::NeedFloor),
+            Ok(-3) => Err(Refused::AskPostgres),
+            Ok(-4) => Err(Refused::NoSuchChat),
             Ok(n) if n > 0 => {
                 let number = i32::try_from(n).unwrap_or(i32::MAX);
                 let held = match item {
@@ -193,19 +216,7 @@ impl ChatIntake {
         }
     }
 
-    /// The highest chat number of the application in this epoch's Redis counter (`None`: no
-    /// counter yet, so PostgreSQL knows every chat there is).
-    pub async fn chats_issued(&self, epoch: &str, app: i64) -> Result<Option<i32>, Refused> {
-        match self.cache.get(&chat_counter(epoch, app)).await {
-            Ok(value) => Ok(value.and_then(|v| v.parse().ok())),
-            Err(_) => {
-                self.end(epoch);
-                Err(Refused::EpochEnded)
-            }
-        }
-    }
-
-    /// Same for a chat's messages.
+    /// The highest message number issued for the chat in this epoch (`None`: no counter yet).
     pub async fn messages_issued(&self, epoch: &str, app: i64, chat: i32) -> Result<Option<i32>, Refused> {
         match self.cache.get(&message_counter(epoch, app, chat)).await {
             Ok(value) => Ok(value.and_then(|v| v.parse().ok())),
@@ -214,6 +225,18 @@ impl ChatIntake {
                 Err(Refused::EpochEnded)
             }
         }
+    }
+
+    pub fn known_application(&self, token: &str) -> Option<i64> {
+        self.applications.lock().unwrap_or_else(|p| p.into_inner()).get(token).copied()
+    }
+
+    pub fn remember_application(&self, token: &str, id: i64) {
+        let mut known = self.applications.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= 100_000 {
+            known.clear(); // a bound, not a policy: the next lookups fill it again
+        }
+        known.insert(token.to_string(), id);
     }
 
     /// Claims a silent consumer's entries after `idle` (5 s by default).

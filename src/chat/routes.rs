@@ -16,6 +16,20 @@ use crate::web::Db;
 
 type State = web::Data<ChatState>;
 
+impl ChatIntake {
+    /// The application's id for a token, remembered by this server after the first lookup
+    /// (tokens never change hands and applications are never deleted).
+    pub async fn application(&self, db: &Db, token: &Token) -> Result<i64, ChatError> {
+        if let Some(id) = self.known_application(token.as_str()) {
+            return Ok(id);
+        }
+        let lookup = token.clone();
+        let id = run(db, move |conn| repo::application_id(conn, &lookup)?.ok_or(ChatError::NotFound("application"))).await?;
+        self.remember_application(token.as_str(), id);
+        Ok(id)
+    }
+}
+
 /// Counts the request against the token's rate limit (429 when it is spent).
 async fn limited(state: &ChatState, token: &Token) -> Result<Allowance, ChatError> {
     state.limiter.check(token.as_str(), state.clock.now().timestamp_millis()).await.map_err(ChatError::Limited)
@@ -162,20 +176,19 @@ async fn synchronous_chat(db: &Db, token: Token) -> Result<i32, ChatError> {
 /// A chat through the intake: Redis while the epoch holds, PostgreSQL while Redis is away and
 /// every server has drained, 503 in between.
 async fn create_chat_through(intake: Arc<ChatIntake>, db: &Db, token: Token) -> Result<i32, ChatError> {
-    let lookup = token.clone();
-    let app = run(db, move |conn| repo::application_id(conn, &lookup)?.ok_or(ChatError::NotFound("application"))).await?;
+    let app = intake.application(db, &token).await?;
     for _ in 0..2 {
         match intake.route() {
-            IntakeRoute::Redis(epoch) => match intake.accept(&epoch, Item::Chat { app, number: 0 }, None).await {
+            IntakeRoute::Redis(epoch) => match intake.accept(&epoch, Item::Chat { app, number: 0 }, None, true).await {
                 Ok(number) => return Ok(number),
                 Err(Refused::NeedFloor) => {
                     let floor = run(db, move |conn| Ok(repo::highest_chat(conn, app)?)).await?;
-                    match intake.accept(&epoch, Item::Chat { app, number: 0 }, Some(floor)).await {
+                    match intake.accept(&epoch, Item::Chat { app, number: 0 }, Some(floor), true).await {
                         Ok(number) => return Ok(number),
                         Err(_) => continue,
                     }
                 }
-                Err(Refused::EpochEnded) => continue,
+                Err(_) => continue,
             },
             IntakeRoute::Postgres => {
                 let (intake, token) = (intake.clone(), token.clone());
@@ -255,38 +268,37 @@ async fn create_message_through(
     chat: i32,
     body: Result<domain::MessageBody, domain::FieldErrors>,
 ) -> Result<Message, ChatError> {
-    let lookup = token.clone();
-    let (app, in_postgres) = run(db, move |conn| {
-        let app = repo::application_id(conn, &lookup)?.ok_or(ChatError::NotFound("application"))?;
-        Ok((app, repo::chat(conn, &lookup, chat)?.is_some()))
-    })
-    .await?;
+    let app = intake.application(db, &token).await?;
     for _ in 0..2 {
         match intake.route() {
             IntakeRoute::Redis(epoch) => {
-                // The chat exists if its number was issued in this epoch, or PostgreSQL has it
-                // (with no counter yet in this epoch, PostgreSQL has every chat there is).
-                let issued = match intake.chats_issued(&epoch, app).await {
-                    Ok(issued) => issued,
-                    Err(_) => continue,
-                };
-                if !(in_postgres || issued.is_some_and(|top| chat <= top)) {
-                    return Err(ChatError::NotFound("chat"));
-                }
                 let body = body.clone().map_err(ChatError::Invalid)?;
                 let item = Item::Message { app, chat, number: 0, body: body.as_str().to_string() };
-                let number = match intake.accept(&epoch, item.clone(), None).await {
-                    Ok(number) => number,
-                    Err(Refused::NeedFloor) => {
-                        let floor = run(db, move |conn| Ok(repo::highest_message(conn, app, chat)?)).await?;
-                        match intake.accept(&epoch, item, Some(floor)).await {
-                            Ok(number) => number,
-                            Err(_) => continue,
+                // The chat exists if its number was issued in this epoch (checked in the same
+                // Lua call), or PostgreSQL has it (with no counter yet in this epoch, PostgreSQL
+                // has every chat there is).
+                let (mut known, mut floor) = (false, None);
+                let number = loop {
+                    match intake.accept(&epoch, item.clone(), floor, known).await {
+                        Ok(number) => break Some(number),
+                        Err(Refused::AskPostgres) => {
+                            let lookup = token.clone();
+                            if run(db, move |conn| Ok(repo::chat(conn, &lookup, chat)?)).await?.is_none() {
+                                return Err(ChatError::NotFound("chat"));
+                            }
+                            known = true;
                         }
+                        Err(Refused::NoSuchChat) => return Err(ChatError::NotFound("chat")),
+                        Err(Refused::NeedFloor) if floor.is_none() => {
+                            floor = Some(run(db, move |conn| Ok(repo::highest_message(conn, app, chat)?)).await?);
+                        }
+                        Err(_) => break None,
                     }
-                    Err(Refused::EpochEnded) => continue,
                 };
-                return Ok(Message { number, body: body.as_str().to_string() });
+                match number {
+                    Some(number) => return Ok(Message { number, body: body.as_str().to_string() }),
+                    None => continue,
+                }
             }
             IntakeRoute::Postgres => {
                 let (intake, token, body) = (intake.clone(), token.clone(), body.clone());

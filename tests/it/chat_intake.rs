@@ -215,9 +215,9 @@ fn entries_a_dead_persister_held_are_claimed_and_written_by_another() {
     let token = application(&api);
     let app_id: i64 = agora::schema::chat_applications::table.select(agora::schema::chat_applications::id).first(&mut app.conn()).unwrap();
     let Phase::Accepting(epoch) = dying.phase() else { unreachable!() };
-    let chat = runtime.block_on(dying.accept(&epoch, Item::Chat { app: app_id, number: 0 }, Some(0))).unwrap();
+    let chat = runtime.block_on(dying.accept(&epoch, Item::Chat { app: app_id, number: 0 }, Some(0), true)).unwrap();
     for i in 0..3 {
-        runtime.block_on(dying.accept(&epoch, Item::Message { app: app_id, chat, number: 0, body: format!("held {i}") }, Some(0))).ok();
+        runtime.block_on(dying.accept(&epoch, Item::Message { app: app_id, chat, number: 0, body: format!("held {i}") }, Some(0), false)).unwrap();
     }
     // The dying consumer reads the batch, then dies before writing or acknowledging it.
     let client = redis::Client::open(redis.url.as_str()).unwrap();
