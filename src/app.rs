@@ -192,6 +192,7 @@ impl Services {
             clock: self.clock.clone(),
             limiter: crate::chat::limits::RateLimiter::new(self.cache.clone(), self.chat_rate),
             intake: self.chat_intake.clone(),
+            search: Arc::new(crate::chat::search::PostgresSearch),
         });
         let threads = Data::new(ThreadsState { clock: self.clock.clone(), threads: self.threads.clone() });
         let (pool, cache) = (Data::new(self.pool.clone()), Data::new(self.cache.clone()));

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod pages;
 pub mod repo;
 pub mod routes;
+pub mod search;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -43,6 +44,7 @@ pub struct ChatState {
     pub limiter: limits::RateLimiter,
     /// Accepting through Redis (`CHAT_INTAKE=redis`); `None`: every create numbers in PostgreSQL.
     pub intake: Option<std::sync::Arc<intake::ChatIntake>>,
+    pub search: std::sync::Arc<dyn search::MessageSearch>,
 }
 
 impl ResponseError for ChatError {

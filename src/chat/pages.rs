@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use super::domain::{self, SearchTerm, Token};
 use super::repo::{self, Application, Chat, Message};
+use super::search::MessageSearch;
+use std::sync::Arc;
 use crate::web::{csrf, html, see_other, AppError, Db, Layout};
 
 fn token_of(raw: &str) -> Result<Token, AppError> {
@@ -56,12 +58,12 @@ struct RoomQuery {
     q: Option<String>,
 }
 
-async fn load_room(db: &Db, token: Token, number: i32, query: Option<SearchTerm>) -> Result<(Application, Vec<Message>), AppError> {
+async fn load_room(db: &Db, search: Arc<dyn MessageSearch>, token: Token, number: i32, query: Option<SearchTerm>) -> Result<(Application, Vec<Message>), AppError> {
     db.run(move |conn| {
         let app = repo::application(conn, &token)?.ok_or(diesel::result::Error::NotFound)?;
         let chat = repo::chat(conn, &token, number)?.ok_or(diesel::result::Error::NotFound)?;
         let messages = match &query {
-            Some(term) => repo::search(conn, chat.id, term, 0, 100)?,
+            Some(term) => search.search(conn, chat.id, term, 0, 100)?,
             None => repo::latest_messages(conn, chat.id, 100)?,
         };
         Ok::<_, diesel::result::Error>((app, messages))
@@ -93,12 +95,18 @@ fn room(req: &HttpRequest, token: &str, number: i32, app: Application, messages:
     }
 }
 
-async fn chat_room(req: HttpRequest, db: Db, path: web::Path<(String, String)>, query: web::Query<RoomQuery>) -> Result<HttpResponse, AppError> {
+async fn chat_room(
+    req: HttpRequest,
+    db: Db,
+    state: web::Data<super::ChatState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<RoomQuery>,
+) -> Result<HttpResponse, AppError> {
     let token = token_of(&path.0)?;
     let number = domain::number(&path.1).ok_or(AppError::NotFound)?;
     let raw = query.into_inner().q.unwrap_or_default();
     let term = SearchTerm::parse(Some(&raw));
-    let (app, messages) = load_room(&db, token.clone(), number, term.clone()).await?;
+    let (app, messages) = load_room(&db, state.search.clone(), token.clone(), number, term.clone()).await?;
     let query = term.map(|_| raw.trim().to_string()).unwrap_or_default();
     let mut response = html(room(&req, token.as_str(), number, app, messages, Around { query, ..Around::default() }))?;
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
@@ -129,7 +137,7 @@ async fn post_message(
         Ok(body) => body,
         Err(errors) => {
             let problem = errors.get("body").and_then(|p| p.first()).map(|p| format!("The message {p}."));
-            let (app, messages) = load_room(&db, token.clone(), number, None).await?;
+            let (app, messages) = load_room(&db, state.search.clone(), token.clone(), number, None).await?;
             let mut response = html(room(&req, token.as_str(), number, app, messages, Around { draft: form.body, problem, ..Around::default() }))?;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             return Ok(response);

@@ -392,9 +392,10 @@ async fn search_messages(state: State, req: HttpRequest, db: Db, path: web::Path
     let term = SearchTerm::parse(raw).ok_or_else(|| ChatError::BadRequest("q is required: the text to look for".into()))?;
     let page = page(&req)?;
     let after = page.after.as_ref().map(|_| after_number(&page)).transpose()?.unwrap_or(0);
+    let search = state.search.clone();
     let messages = run(&db, move |conn| {
         let chat = chat_id(conn, &token, number)?;
-        Ok(repo::search(conn, chat, &term, after, page.limit)?)
+        Ok(search.search(conn, chat, &term, after, page.limit)?)
     })
     .await?;
     Ok(with_limits(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()), allowance))

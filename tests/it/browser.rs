@@ -110,7 +110,19 @@ fn a_merchant_filters_the_dashboard_and_refunds_part_of_a_payment_with_a_double_
 #[test]
 fn a_person_posts_in_a_chat_page_and_sees_new_messages_appear_with_their_numbers() {
     use agora::payments::gateway::ScriptedGateway;
-    let app = TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    // Creates go through Redis, as in production: the page shows them once persisted, or its
+    // polling appends them.
+    let redis = crate::support::redis::OwnRedis::start();
+    let mut options = crate::support::app::TestAppOptions::new(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    options.redis_url = Some(redis.url.clone());
+    options.chat_intake = true;
+    let app = TestApp::spawn_with(options);
+    let intake = app.services.chat_intake.clone().unwrap();
+    let started = std::time::Instant::now();
+    while !matches!(intake.phase(), agora::chat::intake::Phase::Accepting(_)) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no epoch");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let api = crate::support::api::Api::new(&app.url);
     let token = api.post("/chat_applications", &serde_json::json!({ "name": "Browser chat" }), None).json["token"].as_str().unwrap().to_string();
     api.send("POST", &format!("/chat_applications/{token}/chats"), None, &[]);
@@ -118,8 +130,7 @@ fn a_person_posts_in_a_chat_page_and_sees_new_messages_appear_with_their_numbers
 
     let driver = Driver::start();
     let browser = Browser::open(&driver);
-    browser.goto(&format!("{}/chats/{token}", app.url));
-    browser.click("#chats a");
+    browser.goto(&format!("{}/chats/{token}/1", app.url));
     assert_eq!(browser.text("#m1"), "#1 Welcome");
     browser.type_into("textarea[name=body]", "Hello from a real browser");
     browser.click("#post button[type=submit]");

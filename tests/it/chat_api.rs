@@ -289,6 +289,8 @@ fn the_chat_pages_show_post_and_refuse_what_they_should() {
     let token = application(&api);
     api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
     let person = crate::support::Client::new(&app.url);
+    let listing = person.get(&format!("/chats/{token}"));
+    assert!(listing.status == 200 && listing.body.contains(&format!("href=\"/chats/{token}/1\"")), "the application's page links its chats");
     let page = person.get(&format!("/chats/{token}/1"));
     assert_eq!(page.status, 200);
     assert_eq!(person.get("/chats/ffffffffffffffffffffffffffffffff").status, 404);

@@ -86,6 +86,22 @@ fn creates_are_answered_from_redis_and_persisted_with_their_counts() {
 }
 
 #[test]
+fn twenty_concurrent_chats_are_numbered_one_to_twenty_through_redis() {
+    let redis = OwnRedis::start();
+    let (app, api, _intake) = spawn(&redis);
+    let token = application(&api);
+    let mut numbers: Vec<i64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20).map(|_| scope.spawn(|| api.send("POST", &format!("/applications/{token}/chats"), None, &[]))).collect();
+        handles.into_iter().map(|h| h.join().unwrap().json["number"].as_i64().unwrap()).collect()
+    });
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
+    eventually("all 20 chats persisted and counted", || api.get(&format!("/applications/{token}")).json["chats_count"] == 20);
+    assert_eq!(api.get(&format!("/applications/{token}/chats?per_page=100")).json.as_array().unwrap().len(), 20);
+    drop(app);
+}
+
+#[test]
 fn two_servers_sharing_redis_number_two_hundred_messages_one_to_two_hundred() {
     let redis = OwnRedis::start();
     let (app, api, _intake) = spawn(&redis);
