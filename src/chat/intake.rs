@@ -29,6 +29,7 @@ use redis::streams::{StreamId, StreamReadReply};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use super::limits::RateCell;
 use crate::cache::Cache;
 use crate::db::PgPool;
 
@@ -74,6 +75,8 @@ pub enum Refused {
     AskPostgres,
     /// No chat with that number was ever issued.
     NoSuchChat,
+    /// The token's rate limit is spent; the cell's theoretical arrival time.
+    Limited(f64),
 }
 
 pub struct ChatIntake {
@@ -104,24 +107,33 @@ pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 return 1
 "#;
 
-// KEYS: epoch, counter, stream[, the parent chat's counter]. ARGV: epoch, floor ('' = none),
-// parent known ('1': PostgreSQL has it), parent number, then the item's fields.
+// KEYS: epoch, counter, stream, the token's rate cell[, the parent chat's counter]. ARGV: epoch,
+// floor ('' = none), parent known ('1': PostgreSQL has it), parent number, now, interval and
+// tolerance (GCRA, as `limits`), then the item's fields. Answers {code or number, the cell's TAT}.
+// The rate is checked first and counted only when a number is given.
 const ACCEPT: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if KEYS[4] and ARGV[3] ~= '1' then
-  local top = redis.call('GET', KEYS[4])
-  if not top then return -3 end
-  if tonumber(top) < tonumber(ARGV[4]) then return -4 end
+local now = tonumber(ARGV[5])
+local tat = tonumber(redis.call('GET', KEYS[4]) or ARGV[5])
+if tat < now then tat = now end
+if now < tat - tonumber(ARGV[7]) then return {-5, tostring(tat)} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, '0'} end
+if KEYS[5] and ARGV[3] ~= '1' then
+  local top = redis.call('GET', KEYS[5])
+  if not top then return {-3, '0'} end
+  if tonumber(top) < tonumber(ARGV[4]) then return {-4, '0'} end
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
-  if ARGV[2] == '' then return -2 end
+  if ARGV[2] == '' then return {-2, '0'} end
   redis.call('SET', KEYS[2], ARGV[2], 'NX')
 end
 local n = redis.call('INCR', KEYS[2])
 local fields = {'number', tostring(n)}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], '*', unpack(fields))
-return n
+local interval = tonumber(ARGV[6])
+local next = tat + interval
+redis.call('SET', KEYS[4], tostring(next), 'PX', math.ceil(next - now + interval))
+return {n, tostring(next)}
 "#;
 
 pub fn chat_counter(epoch: &str, app: i64) -> String {
@@ -179,7 +191,9 @@ impl ChatIntake {
 
     /// Accepts an item into Redis in `epoch`, remembering it until it is in PostgreSQL. A
     /// message's chat must exist: issued in this epoch, or (`chat_known`) found in PostgreSQL.
-    pub async fn accept(&self, epoch: &str, item: Item, floor: Option<i32>, chat_known: bool) -> Result<i32, Refused> {
+    /// Counts the request in the token's rate cell in the same call; on success returns the
+    /// number and the cell's new theoretical arrival time.
+    pub async fn accept(&self, epoch: &str, item: Item, floor: Option<i32>, chat_known: bool, rate: &RateCell) -> Result<(i32, f64), Refused> {
         let (counter, parent, fields): (String, Option<(String, i32)>, Vec<String>) = match &item {
             Item::Chat { app, .. } => (chat_counter(epoch, *app), None, vec!["kind".into(), "chat".into(), "app".into(), app.to_string()]),
             Item::Message { app, chat, body, .. } => (
@@ -190,24 +204,34 @@ impl ChatIntake {
         };
         let known = if chat_known || parent.is_none() { "1" } else { "" };
         let parent_number = parent.as_ref().map_or(0, |(_, n)| *n);
-        let mut args = vec![epoch.to_string(), floor.map(|f| f.to_string()).unwrap_or_default(), known.to_string(), parent_number.to_string()];
+        let mut args = vec![
+            epoch.to_string(),
+            floor.map(|f| f.to_string()).unwrap_or_default(),
+            known.to_string(),
+            parent_number.to_string(),
+            rate.now_ms.to_string(),
+            format!("{:.3}", rate.interval_ms),
+            format!("{:.3}", rate.tolerance_ms),
+        ];
         args.extend(fields);
-        let mut keys: Vec<&str> = vec![EPOCH_KEY, &counter, STREAM];
+        let mut keys: Vec<&str> = vec![EPOCH_KEY, &counter, STREAM, &rate.key];
         if let Some((parent_counter, _)) = &parent {
             keys.push(parent_counter);
         }
-        match self.cache.eval::<i64>(ACCEPT, &keys, &args).await {
-            Ok(-2) => Err(Refused::NeedFloor),
-            Ok(-3) => Err(Refused::AskPostgres),
-            Ok(-4) => Err(Refused::NoSuchChat),
-            Ok(n) if n > 0 => {
+        let answer = self.cache.eval::<(i64, String)>(ACCEPT, &keys, &args).await.map(|(code, tat)| (code, tat.parse::<f64>().unwrap_or(0.0)));
+        match answer {
+            Ok((-2, _)) => Err(Refused::NeedFloor),
+            Ok((-3, _)) => Err(Refused::AskPostgres),
+            Ok((-4, _)) => Err(Refused::NoSuchChat),
+            Ok((-5, tat)) => Err(Refused::Limited(tat)),
+            Ok((n, tat)) if n > 0 => {
                 let number = i32::try_from(n).unwrap_or(i32::MAX);
                 let held = match item {
                     Item::Chat { app, .. } => Item::Chat { app, number },
                     Item::Message { app, chat, body, .. } => Item::Message { app, chat, number, body },
                 };
                 self.outbox.lock().unwrap_or_else(|p| p.into_inner()).push((held, Instant::now()));
-                Ok(number)
+                Ok((number, tat))
             }
             Ok(_) | Err(_) => {
                 self.end(epoch);

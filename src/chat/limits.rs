@@ -52,6 +52,15 @@ redis.call('SET', KEYS[1], next, 'PX', math.ceil(next - now + interval))
 return {1, next}
 "#;
 
+/// A token's GCRA cell and the parameters to check it with.
+#[derive(Debug, Clone)]
+pub struct RateCell {
+    pub key: String,
+    pub now_ms: i64,
+    pub interval_ms: f64,
+    pub tolerance_ms: f64,
+}
+
 pub struct RateLimiter {
     cache: Cache,
     settings: RateSettings,
@@ -97,7 +106,14 @@ impl RateLimiter {
         (1, tat + interval)
     }
 
-    fn verdict(&self, allowed: bool, tat: f64, now: f64) -> Result<Allowance, Limited> {
+    /// The GCRA cell a token's requests are counted in, for a check made elsewhere (the chat
+    /// intake folds it into its accept call): key, now, interval and tolerance.
+    pub fn cell(&self, token: &str, now_ms: i64) -> RateCell {
+        RateCell { key: format!("chat:rate:{token}"), now_ms, interval_ms: self.interval_ms(), tolerance_ms: self.tolerance_ms() }
+    }
+
+    /// What a check made elsewhere decided, as headers or a refusal.
+    pub fn verdict(&self, allowed: bool, tat: f64, now: f64) -> Result<Allowance, Limited> {
         let (interval, tolerance) = (self.interval_ms(), self.tolerance_ms());
         let limit = self.settings.burst;
         if !allowed {

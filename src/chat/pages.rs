@@ -144,9 +144,10 @@ async fn post_message(
         }
     };
     let path_token = token.as_str().to_string();
-    let posted = super::routes::post_message(&state, &db, token, number, Ok(body)).await.map_err(|e| match e {
+    let (posted, _) = super::routes::post_message(&state, &db, token, number, Ok(body)).await.map_err(|e| match e {
         super::ChatError::NotFound(_) => AppError::NotFound,
         super::ChatError::Unavailable(why) => AppError::Unavailable(why),
+        super::ChatError::Limited(limited) => AppError::Busy { retry_after: limited.retry_after },
         other => AppError::Internal(other.to_string()),
     })?;
     Ok(see_other(&format!("/chats/{path_token}/{number}#m{}", posted.number)))

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::domain::{self, SearchTerm, Token};
 use super::repo::{self, Application, Chat, Message};
 use super::intake::{ChatIntake, Item, Refused, Route as IntakeRoute};
-use super::limits::Allowance;
+use super::limits::{Allowance, RateCell};
 use std::sync::Arc;
 use super::{ChatError, ChatState};
 use crate::web::Db;
@@ -160,12 +160,23 @@ fn number_of(raw: &str, what: &'static str) -> Result<i32, ChatError> {
 
 async fn create_chat(state: State, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = token_of(&path)?;
-    let allowance = limited(&state, &token).await?;
-    let number = match &state.intake {
-        Some(intake) => create_chat_through(intake.clone(), &db, token).await?,
-        None => synchronous_chat(&db, token).await?,
+    let (number, allowance) = match &state.intake {
+        Some(intake) => create_chat_through(&state, intake.clone(), &db, token).await?,
+        None => {
+            let allowance = limited(&state, &token).await?;
+            (synchronous_chat(&db, token).await?, allowance)
+        }
     };
     Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(json!({ "number": number, "messages_count": 0 })), allowance))
+}
+
+/// The token's rate cell for an accept, and what the accept's answer means for the limit.
+fn rate_cell(state: &ChatState, token: &Token) -> RateCell {
+    state.limiter.cell(token.as_str(), state.clock.now().timestamp_millis())
+}
+
+fn allowance_of(state: &ChatState, cell: &RateCell, allowed: bool, tat: f64) -> Result<Allowance, ChatError> {
+    state.limiter.verdict(allowed, tat, cell.now_ms as f64).map_err(ChatError::Limited)
 }
 
 async fn synchronous_chat(db: &Db, token: Token) -> Result<i32, ChatError> {
@@ -173,29 +184,36 @@ async fn synchronous_chat(db: &Db, token: Token) -> Result<i32, ChatError> {
     run(db, move |conn| Ok(repo::create_chat(conn, &token, now)?.ok_or(ChatError::NotFound("application"))?.number)).await
 }
 
-/// A chat through the intake: Redis while the epoch holds, PostgreSQL while Redis is away and
-/// every server has drained, 503 in between.
-async fn create_chat_through(intake: Arc<ChatIntake>, db: &Db, token: Token) -> Result<i32, ChatError> {
+/// A chat through the intake: Redis while the epoch holds (the rate limit counted in the same
+/// call), PostgreSQL while Redis is away and every server has drained, 503 in between.
+async fn create_chat_through(state: &ChatState, intake: Arc<ChatIntake>, db: &Db, token: Token) -> Result<(i32, Allowance), ChatError> {
     let app = intake.application(db, &token).await?;
     for _ in 0..2 {
         match intake.route() {
-            IntakeRoute::Redis(epoch) => match intake.accept(&epoch, Item::Chat { app, number: 0 }, None, true).await {
-                Ok(number) => return Ok(number),
-                Err(Refused::NeedFloor) => {
-                    let floor = run(db, move |conn| Ok(repo::highest_chat(conn, app)?)).await?;
-                    match intake.accept(&epoch, Item::Chat { app, number: 0 }, Some(floor), true).await {
-                        Ok(number) => return Ok(number),
-                        Err(_) => continue,
+            IntakeRoute::Redis(epoch) => {
+                let cell = rate_cell(state, &token);
+                let mut floor = None;
+                let accepted = loop {
+                    match intake.accept(&epoch, Item::Chat { app, number: 0 }, floor, true, &cell).await {
+                        Ok(accepted) => break Some(accepted),
+                        Err(Refused::Limited(tat)) => return Err(allowance_of(state, &cell, false, tat).unwrap_err()),
+                        Err(Refused::NeedFloor) if floor.is_none() => {
+                            floor = Some(run(db, move |conn| Ok(repo::highest_chat(conn, app)?)).await?);
+                        }
+                        Err(_) => break None,
                     }
+                };
+                if let Some((number, tat)) = accepted {
+                    return Ok((number, allowance_of(state, &cell, true, tat)?));
                 }
-                Err(_) => continue,
-            },
+            }
             IntakeRoute::Postgres => {
+                let allowance = limited(state, &token).await?;
                 let (intake, token) = (intake.clone(), token.clone());
                 let now = chrono::Utc::now();
                 let made = run(db, move |conn| Ok(intake.synchronously(|| repo::create_chat(conn, &token, now)).transpose()?)).await?;
                 if let Some(chat) = made.flatten() {
-                    return Ok(chat.number);
+                    return Ok((chat.number, allowance));
                 }
             }
             IntakeRoute::Wait => break,
@@ -239,35 +257,44 @@ fn chat_id(conn: &mut diesel::PgConnection, token: &Token, number: i32) -> Resul
 
 async fn create_message(state: State, db: Db, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
-    let allowance = limited(&state, &token).await?;
     let body = domain::message_body(&json_body(payload).await?);
-    let message = post_message(&state, &db, token, number, body).await?;
+    let (message, allowance) = post_message(&state, &db, token, number, body).await?;
     Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)), allowance))
 }
 
-/// Posts a message however creates are made right now (the API's and the page's way alike).
-pub async fn post_message(state: &ChatState, db: &Db, token: Token, chat: i32, body: Result<domain::MessageBody, domain::FieldErrors>) -> Result<Message, ChatError> {
+/// Posts a message however creates are made right now (the API's and the page's way alike),
+/// counting it against the token's rate limit.
+pub async fn post_message(
+    state: &ChatState,
+    db: &Db,
+    token: Token,
+    chat: i32,
+    body: Result<domain::MessageBody, domain::FieldErrors>,
+) -> Result<(Message, Allowance), ChatError> {
     match &state.intake {
-        Some(intake) => create_message_through(intake.clone(), db, token, chat, body).await,
+        Some(intake) => create_message_through(state, intake.clone(), db, token, chat, body).await,
         None => {
+            let allowance = limited(state, &token).await?;
             let now = chrono::Utc::now();
-            run(db, move |conn| {
+            let message = run(db, move |conn| {
                 chat_id(conn, &token, chat)?;
                 let body = body.map_err(ChatError::Invalid)?;
                 repo::create_message(conn, &token, chat, &body, now)?.ok_or(ChatError::NotFound("chat"))
             })
-            .await
+            .await?;
+            Ok((message, allowance))
         }
     }
 }
 
 async fn create_message_through(
+    state: &ChatState,
     intake: Arc<ChatIntake>,
     db: &Db,
     token: Token,
     chat: i32,
     body: Result<domain::MessageBody, domain::FieldErrors>,
-) -> Result<Message, ChatError> {
+) -> Result<(Message, Allowance), ChatError> {
     let app = intake.application(db, &token).await?;
     for _ in 0..2 {
         match intake.route() {
@@ -277,10 +304,12 @@ async fn create_message_through(
                 // The chat exists if its number was issued in this epoch (checked in the same
                 // Lua call), or PostgreSQL has it (with no counter yet in this epoch, PostgreSQL
                 // has every chat there is).
+                let cell = rate_cell(state, &token);
                 let (mut known, mut floor) = (false, None);
-                let number = loop {
-                    match intake.accept(&epoch, item.clone(), floor, known).await {
-                        Ok(number) => break Some(number),
+                let accepted = loop {
+                    match intake.accept(&epoch, item.clone(), floor, known, &cell).await {
+                        Ok(accepted) => break Some(accepted),
+                        Err(Refused::Limited(tat)) => return Err(allowance_of(state, &cell, false, tat).unwrap_err()),
                         Err(Refused::AskPostgres) => {
                             let lookup = token.clone();
                             if run(db, move |conn| Ok(repo::chat(conn, &lookup, chat)?)).await?.is_none() {
@@ -295,12 +324,13 @@ async fn create_message_through(
                         Err(_) => break None,
                     }
                 };
-                match number {
-                    Some(number) => return Ok(Message { number, body: body.as_str().to_string() }),
+                match accepted {
+                    Some((number, tat)) => return Ok((Message { number, body: body.as_str().to_string() }, allowance_of(state, &cell, true, tat)?)),
                     None => continue,
                 }
             }
             IntakeRoute::Postgres => {
+                let allowance = limited(state, &token).await?;
                 let (intake, token, body) = (intake.clone(), token.clone(), body.clone());
                 let now = chrono::Utc::now();
                 let made = run(db, move |conn| {
@@ -310,7 +340,7 @@ async fn create_message_through(
                 })
                 .await?;
                 if let Some(message) = made.flatten() {
-                    return Ok(message);
+                    return Ok((message, allowance));
                 }
             }
             IntakeRoute::Wait => break,

@@ -34,10 +34,14 @@ fn accepting(intake: &ChatIntake) -> bool {
 }
 
 fn spawn(redis: &OwnRedis) -> (TestApp, Api, Arc<ChatIntake>) {
+    spawn_limited(redis, FAST)
+}
+
+fn spawn_limited(redis: &OwnRedis, rate: RateSettings) -> (TestApp, Api, Arc<ChatIntake>) {
     let mut options = crate::support::app::TestAppOptions::new(Arc::new(ScriptedGateway::succeeding()));
     options.redis_url = Some(redis.url.clone());
     options.chat_intake = true;
-    options.chat_rate = FAST;
+    options.chat_rate = rate;
     let app = TestApp::spawn_with(options);
     let intake = app.services.chat_intake.clone().expect("the intake runs");
     eventually("the first epoch", || accepting(&intake));
@@ -231,9 +235,10 @@ fn entries_a_dead_persister_held_are_claimed_and_written_by_another() {
     let token = application(&api);
     let app_id: i64 = agora::schema::chat_applications::table.select(agora::schema::chat_applications::id).first(&mut app.conn()).unwrap();
     let Phase::Accepting(epoch) = dying.phase() else { unreachable!() };
-    let chat = runtime.block_on(dying.accept(&epoch, Item::Chat { app: app_id, number: 0 }, Some(0), true)).unwrap();
+    let cell = agora::chat::limits::RateLimiter::new(agora::cache::Cache::disabled(), FAST).cell(&token, chrono::Utc::now().timestamp_millis());
+    let (chat, _) = runtime.block_on(dying.accept(&epoch, Item::Chat { app: app_id, number: 0 }, Some(0), true, &cell)).unwrap();
     for i in 0..3 {
-        runtime.block_on(dying.accept(&epoch, Item::Message { app: app_id, chat, number: 0, body: format!("held {i}") }, Some(0), false)).unwrap();
+        runtime.block_on(dying.accept(&epoch, Item::Message { app: app_id, chat, number: 0, body: format!("held {i}") }, Some(0), false, &cell)).unwrap();
     }
     // The dying consumer reads the batch, then dies before writing or acknowledging it.
     let client = redis::Client::open(redis.url.as_str()).unwrap();
@@ -260,4 +265,23 @@ fn entries_a_dead_persister_held_are_claimed_and_written_by_another() {
     agora::chat::intake::write(&mut app.conn(), &[Item::Message { app: app_id, chat, number: 1, body: "held 0".into() }]).unwrap();
     assert_eq!(stored(&app, &token, chat).len(), 3);
     assert_eq!(api.get(&format!("/applications/{token}/chats/{chat}")).json["messages_count"], 3);
+}
+
+#[test]
+fn the_rate_limit_is_counted_in_the_same_redis_call_as_the_create() {
+    let redis = OwnRedis::start();
+    let (_app, api, _intake) = spawn_limited(&redis, RateSettings { per_second: 0.5, burst: 50 });
+    let token = application(&api);
+    let chat = api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
+    assert_eq!(chat.status, 201);
+    let burst: Vec<Answer> = (0..49).map(|i| api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": format!("b{i}") }), None)).collect();
+    assert!(burst.iter().all(|a| a.status == 201), "a burst of 50 passes: {:?}", burst.iter().map(|a| a.status).collect::<Vec<_>>());
+    assert_eq!(burst[0].header("ratelimit-limit"), Some("50"));
+    let flood = api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "one too many" }), None);
+    assert_eq!(flood.status, 429, "{}", flood.text);
+    assert!(flood.header("retry-after").is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    // A refused create used up no number: the burst's messages are 1..49.
+    let mut numbers: Vec<i64> = burst.iter().map(|a| a.json["number"].as_i64().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=49).collect::<Vec<_>>());
 }
