@@ -40,7 +40,7 @@ pub struct Config {
     pub fraud_velocity_max: i64,
     /// A bearer token for Prometheus to read `/metrics` with; unset: administrators only.
     pub metrics_token: Option<String>,
-    pub chat_rate: crate::chat::limits::RateSettings,
+    pub chat_rate: RateSettings,
     /// Chats and messages accepted through Redis (`CHAT_INTAKE=redis`, the default when Redis is
     /// configured) or numbered in PostgreSQL (`CHAT_INTAKE=postgres`).
     pub chat_intake_redis: bool,
@@ -73,6 +73,20 @@ impl Default for AuthSettings {
             session_cache_ttl: Duration::from_secs(30),
             api_token_secret: None,
         }
+    }
+}
+
+/// A rate limit per key: requests per second, and the burst that always passes (the chat API's,
+/// per application token).
+#[derive(Debug, Clone, Copy)]
+pub struct RateSettings {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RateSettings {
+    fn default() -> Self {
+        RateSettings { per_second: 100.0, burst: 100 }
     }
 }
 
@@ -246,8 +260,8 @@ impl Config {
                 Some(other) => return Err(ConfigError(format!("CHAT_INTAKE must be redis or postgres, not {other:?}"))),
             },
             chat_rate: {
-                let d = crate::chat::limits::RateSettings::default();
-                crate::chat::limits::RateSettings {
+                let d = RateSettings::default();
+                RateSettings {
                     per_second: parsed("CHAT_RATE_PER_SEC", d.per_second)?,
                     burst: parsed("CHAT_RATE_BURST", d.burst)?.max(50),
                 }

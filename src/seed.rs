@@ -104,7 +104,7 @@ pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
         let user_id = ensure_user(conn, &NewUser { email, name, password: DEMO_PASSWORD, is_admin: false })?;
         report.users += 1;
         for at in links {
-            link(conn, user_id, merchants[*at])?;
+            crate::dashboard::repo::link(conn, user_id, merchants[*at])?;
         }
     }
     report.payments_created = seed_payments(conn, &merchants)?;
@@ -113,15 +113,6 @@ pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
     Ok(report)
 }
 
-/// Links a user to a customer (again is no change).
-pub fn link(conn: &mut PgConnection, user_id: i64, customer_id: i64) -> QueryResult<()> {
-    use crate::schema::user_customers;
-    diesel::insert_into(user_customers::table)
-        .values((user_customers::user_id.eq(user_id), user_customers::customer_id.eq(customer_id)))
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .map(drop)
-}
 
 /// A month of history for the dashboard: payments from the demo shoppers to both merchants, most
 /// completed (credited to the balances through the ledger, as the pipeline does), some declined.

@@ -9,18 +9,7 @@ use std::sync::Mutex;
 
 use crate::cache::Cache;
 
-/// Requests per second and burst, per token.
-#[derive(Debug, Clone, Copy)]
-pub struct RateSettings {
-    pub per_second: f64,
-    pub burst: u32,
-}
-
-impl Default for RateSettings {
-    fn default() -> Self {
-        RateSettings { per_second: 100.0, burst: 100 }
-    }
-}
+pub use crate::config::RateSettings;
 
 /// What the `RateLimit-*` headers say after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

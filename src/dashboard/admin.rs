@@ -48,7 +48,7 @@ pub fn link(conn: &mut PgConnection, email: &str, customer: &str) -> Result<i64,
             }
         }
     };
-    crate::seed::link(conn, user.id, customer_id)?;
+    repo::link(conn, user.id, customer_id)?;
     repo::audit(conn, None, "link_user", &format!("customer {customer_id}"), &format!("linked user {} from the command line", user.id))?;
     Ok(customer_id)
 }

@@ -143,6 +143,15 @@ pub fn update_customer(conn: &mut PgConnection, id: i64, name: Option<&str>, cou
         .get_result(conn)
 }
 
+/// Links a user to a customer (again is no change).
+pub fn link(conn: &mut PgConnection, user_id: i64, customer_id: i64) -> QueryResult<()> {
+    diesel::insert_into(user_customers::table)
+        .values((user_customers::user_id.eq(user_id), user_customers::customer_id.eq(customer_id)))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .map(drop)
+}
+
 /// Links the user with this email to the customer (again is no change). The acting user is
 /// written to the audit log.
 pub fn link_user(conn: &mut PgConnection, customer_id: i64, email: &str, by: i64) -> Result<(), MerchantError> {
