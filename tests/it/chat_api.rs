@@ -306,3 +306,34 @@ fn the_chat_pages_show_post_and_refuse_what_they_should() {
     assert!(shown.body.contains("&#60;script&#62;alert(1)") && !shown.body.contains("<script>alert(1)"), "escaped: {}", shown.body);
     assert_eq!(api.get(&format!("/applications/{token}/chats/1/messages/1")).json["body"], "<script>alert(1)</script>", "stored as written");
 }
+
+#[test]
+fn every_chat_route_answers_the_same_on_both_prefixes() {
+    let (_app, api) = app();
+    for prefix in ["/chat_applications", "/applications"] {
+        let token = api.post(prefix, &json!({ "name": prefix }), None).json["token"].as_str().unwrap().to_string();
+        let base = format!("{prefix}/{token}");
+        let answers = [
+            ("GET", base.clone(), None, 200),
+            ("PUT", base.clone(), Some(r#"{"name":"renamed"}"#), 200),
+            ("PATCH", base.clone(), Some(r#"{"application":{"name":"renamed again"}}"#), 200),
+            ("POST", format!("{base}/chats"), None, 201),
+            ("GET", format!("{base}/chats"), None, 200),
+            ("GET", format!("{base}/chats/1"), None, 200),
+            ("POST", format!("{base}/chats/1/messages"), Some(r#"{"message":{"body":"hello"}}"#), 201),
+            ("GET", format!("{base}/chats/1/messages"), None, 200),
+            ("GET", format!("{base}/chats/1/messages/1"), None, 200),
+            ("PUT", format!("{base}/chats/1/messages/1"), Some(r#"{"body":"hello again"}"#), 200),
+            ("PATCH", format!("{base}/chats/1/messages/1"), Some(r#"{"message":{"body":"hello, finally"}}"#), 200),
+            ("GET", format!("{base}/chats/1/messages/search?q=FINAL"), None, 200),
+            ("GET", format!("{base}/chats/1/messages/search?query=final"), None, 200),
+        ];
+        for (method, path, body, status) in answers {
+            let answer = api.send(method, &path, body, &[]);
+            assert_eq!(answer.status, status, "{method} {path}: {}", answer.text);
+            no_ids(&answer.json);
+        }
+        assert_eq!(api.get(&format!("{base}/chats/1/messages/search?q=final")).json, json!([{ "number": 1, "body": "hello, finally" }]));
+        assert_eq!(api.get(&base).json["name"], "renamed again");
+    }
+}
