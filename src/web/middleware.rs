@@ -63,6 +63,18 @@ pub async fn identify(req: ServiceRequest, next: Next<impl MessageBody>) -> Resu
         }
         _ => None,
     };
+    let signed_in = viewer.is_some();
     req.extensions_mut().insert(Visitor(viewer));
-    next.call(req).await
+    let mut response = next.call(req).await?;
+    // A page made for someone signed in is theirs alone: no cache keeps it, so Back after
+    // paying or after signing out asks the server again instead of showing a stale page.
+    let html = response
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if signed_in && html {
+        response.headers_mut().insert(actix_web::http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
 }

@@ -73,3 +73,22 @@ fn text_from_users_is_escaped() {
     assert!(home.contains("&#60;script&#62;alert(1)"), "{home}");
     assert!(!home.contains("<script>alert(1)"));
 }
+
+#[test]
+fn pages_made_for_a_signed_in_person_are_never_cached() {
+    use agora::payments::gateway::ScriptedGateway;
+    let app = crate::support::TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    let mut conn = app.conn();
+    let user_id = crate::support::fixtures::user(&mut conn, "private@example.com");
+    let products = crate::support::fixtures::catalogue(&mut conn, 2);
+    let order_id = crate::support::fixtures::order(&mut conn, user_id, &products);
+    let visitor = crate::support::Client::new(&app.url);
+    let public = visitor.get("/posts");
+    assert_eq!(public.status, 200);
+    assert_ne!(public.header("cache-control"), Some("no-store"), "public pages may be cached");
+    visitor.sign_in("private@example.com", crate::support::fixtures::PASSWORD);
+    for path in ["/".to_string(), format!("/orders/{order_id}/checkout"), "/posts".to_string(), "/account".to_string()] {
+        let page = visitor.get(&path);
+        assert_eq!((page.status, page.header("cache-control")), (200, Some("no-store")), "{path}: Back must ask the server again");
+    }
+}

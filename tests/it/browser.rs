@@ -144,3 +144,35 @@ fn a_person_posts_in_a_chat_page_and_sees_new_messages_appear_with_their_numbers
     assert!(browser.text("#results").starts_with("1 message contains"));
     assert_eq!(browser.count("#messages li"), 1);
 }
+
+#[test]
+fn at_phone_width_no_page_scrolls_sideways() {
+    use agora::payments::gateway::ScriptedGateway;
+    let app = TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    let mut conn = app.conn();
+    let shopper = crate::support::shopper::shopper(&app, "phone@example.com");
+    let user_id = shopper.user_id;
+    let products = fixtures::catalogue(&mut conn, 3);
+    let order_id = fixtures::order(&mut conn, user_id, &products);
+    let paid = fixtures::order(&mut conn, user_id, &products);
+    let post = fixtures::post(&mut conn, user_id, "A deep thread to read on a phone");
+    fixtures::discussion(&mut conn, post, user_id, 1, 1, 8);
+    let payment = shopper.pay(paid).location.expect("Pay answers with the payment page");
+    app.drain_jobs();
+
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.goto(&format!("{}/login", app.url));
+    browser.type_into("input[name=email]", "phone@example.com");
+    browser.type_into("input[name=password]", PASSWORD);
+    browser.click("button[type=submit]");
+    browser.find("#orders");
+    browser.resize(390, 844);
+    for path in ["/".to_string(), format!("/orders/{order_id}/checkout"), payment, format!("/posts/{post}"), "/products".to_string(), "/account".to_string()] {
+        browser.goto(&format!("{}{path}", app.url));
+        browser.find("main");
+        let fits = browser.script("return document.documentElement.scrollWidth <= window.innerWidth;");
+        let widths = browser.script("return [document.documentElement.scrollWidth, window.innerWidth];");
+        assert_eq!(fits, serde_json::Value::Bool(true), "{path} scrolls sideways: {widths}");
+    }
+}

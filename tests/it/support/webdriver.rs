@@ -100,6 +100,16 @@ impl Browser {
         call("POST", &format!("{}/url", self.session), Some(json!({ "url": url })));
     }
 
+    /// Resizes the window (a phone is 390 × 844).
+    pub fn resize(&self, width: u32, height: u32) {
+        call("POST", &format!("{}/window/rect", self.session), Some(json!({ "width": width, "height": height })));
+    }
+
+    /// Runs a script in the page and returns what it returns.
+    pub fn script(&self, source: &str) -> Value {
+        call("POST", &format!("{}/execute/sync", self.session), Some(json!({ "script": source, "args": [] })))
+    }
+
     pub fn current_url(&self) -> String {
         call("GET", &format!("{}/url", self.session), None).as_str().unwrap().to_string()
     }
