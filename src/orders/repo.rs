@@ -30,6 +30,7 @@ pub struct OrderSummary {
     pub merchant: String,
     pub payment_reference: Option<Uuid>,
     pub payment_status: Option<PaymentStatus>,
+    pub payment_retryable: Option<bool>,
 }
 
 #[derive(Debug, Clone, Queryable)]
@@ -45,7 +46,7 @@ pub fn find_summary(conn: &mut PgConnection, user_id: i64, order_id: i64) -> Que
         .inner_join(customers::table)
         .left_join(payments::table)
         .filter(orders::id.eq(order_id).and(orders::user_id.eq(user_id)))
-        .select((Order::as_select(), customers::name, payments::reference.nullable(), payments::status.nullable()))
+        .select((Order::as_select(), customers::name, payments::reference.nullable(), payments::status.nullable(), payments::retryable.nullable()))
         .first(conn)
         .optional()
 }
@@ -67,7 +68,7 @@ pub fn recent_for_user(conn: &mut PgConnection, user_id: i64, limit: i64) -> Que
         .filter(orders::user_id.eq(user_id).and(orders::source.eq("shop")))
         .order((orders::created_at.desc(), orders::id.desc()))
         .limit(limit)
-        .select((Order::as_select(), customers::name, payments::reference.nullable(), payments::status.nullable()))
+        .select((Order::as_select(), customers::name, payments::reference.nullable(), payments::status.nullable(), payments::retryable.nullable()))
         .load(conn)
 }
 

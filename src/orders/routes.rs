@@ -28,7 +28,10 @@ impl From<OrderSummary> for OrderRow {
         OrderRow {
             id: s.order.id,
             total: format_money(&s.order.total, &s.order.currency),
-            status: s.payment_status.map(|p| format!("payment {p}")).unwrap_or_else(|| s.order.status.clone()),
+            status: s
+                .payment_status
+                .map(|p| format!("payment {}", crate::payments::domain::status_word(p, s.payment_retryable.unwrap_or(false))))
+                .unwrap_or_else(|| s.order.status.clone()),
             merchant: s.merchant,
             payment_url: s.payment_reference.map(|r| format!("/payments/{r}")),
         }

@@ -132,6 +132,16 @@ impl PaymentStatus {
     }
 }
 
+/// The word a shopper reads for a payment's state: a failure that will be retried is "retrying",
+/// never "failed", and an unknown outcome is being confirmed, not lost.
+pub fn status_word(status: PaymentStatus, retryable: bool) -> &'static str {
+    match status {
+        PaymentStatus::Failed if retryable => "retrying",
+        PaymentStatus::RequiresConfirmation => "confirming",
+        other => other.as_str(),
+    }
+}
+
 impl fmt::Display for PaymentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

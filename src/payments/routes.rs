@@ -24,6 +24,8 @@ struct PaymentPage {
     refresh: u32,
     /// Only a failure shows its reason as a problem: an open question is not one.
     failed: bool,
+    /// The state in a shopper's words (`status_word`).
+    word: &'static str,
 }
 
 /// What the person paying should understand, and do, in each state.
@@ -103,7 +105,9 @@ async fn show(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<Strin
     let refresh = if payment.status == PaymentStatus::RequiresConfirmation { 30 } else { 2 };
     html(PaymentPage {
         refresh,
-        failed: payment.status == PaymentStatus::Failed,
+        // A failure that will be retried is not shown as a problem: it is still being worked on.
+        failed: payment.status == PaymentStatus::Failed && !payment.retryable,
+        word: super::domain::status_word(payment.status, payment.retryable),
         layout: Layout::new(&req),
         amount: format_money(&payment.amount, &payment.currency),
         in_flight: !is_final(&payment),

@@ -212,6 +212,12 @@ fn a_timed_out_payment_is_retried_in_the_background_and_completes() {
     let page = client.get(&location).body;
     assert!(page.contains("Retrying"), "{page}");
     assert!(page.contains("Gateway timeout"));
+    // While it is being retried nothing says "failed": not the status, not a problem in red, not
+    // the orders list.
+    assert!(page.contains("id=\"payment-status\">retrying<"), "{page}");
+    assert!(!page.contains("class=\"problem\""));
+    let orders = client.get("/").body;
+    assert!(orders.contains("payment retrying") && !orders.contains("payment failed"), "{orders}");
     assert_eq!(app.drain_jobs(), 0, "the retry waits for its backoff");
 
     clock.tick(std::time::Duration::from_secs(60));
