@@ -175,6 +175,7 @@ impl Services {
             limits: self.limits,
             max_unpaid_orders: self.jobs.max_unpaid_orders,
             wake: self.wake.clone(),
+            hold: self.jobs.order_ttl,
         });
         let jobs = Data::new(JobsState { clock: self.clock.clone(), wake: self.wake.clone(), breaker: self.breaker.clone() });
         let dashboard = Data::new(DashboardState {

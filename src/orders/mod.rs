@@ -13,6 +13,8 @@ pub struct OrdersState {
     pub max_unpaid_orders: i64,
     /// Wakes this process's workers when a payment is queued.
     pub wake: Arc<crate::jobs::Wake>,
+    /// How long an unpaid order holds its stock (`ORDER_TTL_SECS`), as the checkout says.
+    pub hold: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -289,3 +289,8 @@ pub fn catalogue(conn: &mut PgConnection) -> QueryResult<Vec<ProductRow>> {
         .select((products::id, customers::id, customers::name, products::name, products::price, products::currency, products::stock))
         .load(conn)
 }
+
+/// What an order held, to order it again: (product, quantity).
+pub fn items_of(conn: &mut PgConnection, order_id: i64) -> QueryResult<Vec<(i64, i32)>> {
+    order_items::table.filter(order_items::order_id.eq(order_id)).order(order_items::id).select((order_items::product_id, order_items::quantity)).load(conn)
+}

@@ -1,7 +1,7 @@
 //! The home page (your orders), the checkout page and its Pay button.
 
 use actix_session::Session;
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::collections::HashMap;
 use askama::Template;
@@ -12,7 +12,7 @@ use super::repo::{self, CheckoutLine, OrderSummary};
 use super::{OrderError, OrdersState};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
 use crate::payments::domain::format_money;
-use crate::payments::PayOrder;
+use crate::payments::{PayOrder, PaymentError};
 use crate::web::{csrf, html, parse_id, see_other, AppError, Db, Layout};
 
 pub struct OrderRow {
@@ -67,6 +67,12 @@ struct CheckoutPage {
     order: OrderRow,
     lines: Vec<LineView>,
     payable: bool,
+    /// Minutes the items stay reserved while unpaid.
+    hold_minutes: u64,
+    /// Expired, failed or cancelled: it can be ordered again.
+    closed: bool,
+    /// Why the person is looking at a closed order (they pressed Pay on it).
+    notice: Option<String>,
 }
 
 fn line_view(line: CheckoutLine, currency: &str) -> LineView {
@@ -79,8 +85,11 @@ fn line_view(line: CheckoutLine, currency: &str) -> LineView {
     }
 }
 
-async fn checkout(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
-    let order_id = parse_id(&path)?;
+async fn checkout(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<OrdersState>, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    checkout_page(&req, &user, &db, &state, parse_id(&path)?, None).await
+}
+
+async fn checkout_page(req: &HttpRequest, user: &CurrentUser, db: &Db, state: &OrdersState, order_id: i64, notice: Option<String>) -> Result<HttpResponse, AppError> {
     let user_id = user.0.id;
     let (summary, lines) = db
         .run(move |conn| {
@@ -93,12 +102,33 @@ async fn checkout(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<S
         .await?;
     let currency = summary.order.currency.clone();
     let payable = summary.order.status == "pending" && summary.payment_reference.is_none();
-    html(CheckoutPage {
-        layout: Layout::new(&req),
+    let closed = matches!(summary.order.status.as_str(), "expired" | "failed" | "cancelled");
+    let status = if notice.is_some() { StatusCode::CONFLICT } else { StatusCode::OK };
+    let mut response = html(CheckoutPage {
+        layout: Layout::new(req),
         order: summary.into(),
         lines: lines.into_iter().map(|l| line_view(l, &currency)).collect(),
         payable,
-    })
+        hold_minutes: state.hold.as_secs().div_ceil(60),
+        closed,
+        notice,
+    })?;
+    *response.status_mut() = status;
+    Ok(response)
+}
+
+/// Places a new order with the same items (at today's prices and stock) and opens its checkout.
+async fn reorder(user: CurrentUser, session: Session, db: Db, state: web::Data<OrdersState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let (order_id, user_id, max_unpaid) = (parse_id(&path)?, user.0.id, state.max_unpaid_orders);
+    let placed = db
+        .run(move |conn| {
+            repo::find_summary(conn, user_id, order_id)?.ok_or(AppError::NotFound)?;
+            let items = repo::items_of(conn, order_id)?;
+            Ok::<_, AppError>(repo::create(conn, user_id, &items, max_unpaid)?)
+        })
+        .await?;
+    Ok(see_other(&format!("/orders/{placed}/checkout")))
 }
 
 fn wants_json(req: &HttpRequest) -> bool {
@@ -123,6 +153,14 @@ async fn pay(
     let started = db.run(move |conn| Ok::<_, AppError>(pipeline::start_payment(conn, order, limits, now))).await?;
     let payment = match started {
         Ok(payment) => payment,
+        // Not payable: if it is the person's order and it closed (expired while unpaid, or its
+        // payment failed), say so and offer to order the same again, rather than "not found".
+        Err(StartPaymentError::Payment(PaymentError::OrderNotFound)) => {
+            let notice = "This order can no longer be paid: unpaid orders hold their items only for a while, \
+                          then give them back. No money was taken. You can order the same items again."
+                .to_string();
+            return checkout_page(&req, &user, &db, &state, order.order_id, Some(notice)).await;
+        }
         Err(StartPaymentError::Payment(e)) => return Err(e.into()),
         Err(StartPaymentError::Full(_)) => {
             let retry_after = 10;
@@ -262,6 +300,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/orders/{id}/checkout", web::get().to(checkout))
         .route("/orders/{id}/pay", web::post().to(pay))
+        .route("/orders/{id}/reorder", web::post().to(reorder))
         .route("/products", web::get().to(products))
         .route("/orders", web::post().to(place_order))
         .route("/admin/payments/{reference}/check", web::post().to(check_payment_now));

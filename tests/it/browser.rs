@@ -176,3 +176,33 @@ fn at_phone_width_no_page_scrolls_sideways() {
         assert_eq!(fits, serde_json::Value::Bool(true), "{path} scrolls sideways: {widths}");
     }
 }
+
+#[test]
+fn pay_on_an_order_that_expired_meanwhile_explains_and_offers_the_same_items_again() {
+    use agora::payments::gateway::ScriptedGateway;
+    let app = TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    let mut conn = app.conn();
+    let user_id = fixtures::user(&mut conn, "slow@example.com");
+    let products = fixtures::catalogue(&mut conn, 2);
+    let order_id = fixtures::order(&mut conn, user_id, &products);
+
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.goto(&format!("{}/login?next=/orders/{order_id}/checkout", app.url));
+    browser.type_into("input[name=email]", "slow@example.com");
+    browser.type_into("input[name=password]", PASSWORD);
+    browser.click("button[type=submit]");
+    assert!(browser.text("#pay-form + p").contains("held for 30 minutes"), "the checkout says how long stock is held");
+    // The person steps away; the order expires and gives its stock back.
+    agora::orders::repo::close_unpaid(&mut conn, order_id, "expired", chrono::Utc::now()).unwrap();
+    browser.click("#pay");
+    assert!(browser.text("#notice").contains("can no longer be paid"), "not a bare 404");
+    assert!(browser.text("#closed").contains("No money was taken"));
+    assert!(browser.text("header").contains("Sign out"), "still signed in");
+    browser.click("#reorder");
+    browser.find("#pay");
+    let url = browser.current_url();
+    assert!(url.ends_with("/checkout") && !url.contains(&format!("/orders/{order_id}/")), "a new order: {url}");
+    assert_eq!(browser.count("#items tbody tr"), 2, "with the same items");
+    assert_eq!(fixtures::payment_count(&mut conn), 0, "nothing was charged");
+}
