@@ -26,6 +26,9 @@ struct PaymentPage {
     failed: bool,
     /// The state in a shopper's words (`status_word`).
     word: &'static str,
+    /// The reason shown to the shopper: not a fraud rule's internals.
+    shown_reason: Option<String>,
+    fraud: bool,
 }
 
 /// What the person paying should understand, and do, in each state.
@@ -60,7 +63,7 @@ fn explain(payment: &Payment) -> (&'static str, String) {
                 Some("gateway_timeout" | "gateway_unavailable") => "The payment provider kept failing, so we \
                                                stopped trying. No money was taken. Please place a new order later.",
                 Some("fraud_rejected") => "We could not accept this payment automatically. No money was taken. \
-                                           Contact support if you think this is a mistake.",
+                                           If you think this is a mistake, contact support (below).",
                 _ => "The payment was declined. No money was taken. Contact your bank or place a new order \
                       with another card.",
             };
@@ -108,6 +111,8 @@ async fn show(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<Strin
         // A failure that will be retried is not shown as a problem: it is still being worked on.
         failed: payment.status == PaymentStatus::Failed && !payment.retryable,
         word: super::domain::status_word(payment.status, payment.retryable),
+        fraud: payment.error_code.as_deref() == Some("fraud_rejected"),
+        shown_reason: payment.error_message.clone().filter(|_| payment.error_code.as_deref() != Some("fraud_rejected")),
         layout: Layout::new(&req),
         amount: format_money(&payment.amount, &payment.currency),
         in_flight: !is_final(&payment),

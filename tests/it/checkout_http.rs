@@ -183,6 +183,15 @@ fn a_declined_card_says_why_and_what_to_do() {
     assert!(page.contains("No money was taken"));
     assert!(!page.contains("http-equiv=\"refresh\""), "a final page stops refreshing");
     assert_eq!(fixtures::order_status(&mut conn, order_id), "failed");
+    // The page offers to try again, and trying again opens a fresh order of the same items.
+    assert!(page.contains("id=\"try-again\""), "{page}");
+    let again = client.post_form(&format!("/orders/{order_id}/reorder"), &[("csrf_token", &token)]);
+    let checkout = again.location.expect("a new order's checkout");
+    assert!(checkout.ends_with("/checkout") && checkout != format!("/orders/{order_id}/checkout"), "{checkout}");
+    assert!(client.get(&checkout).body.contains("id=\"pay\""));
+    // Someone else's order cannot be re-ordered.
+    let stranger = crate::support::shopper::shopper(&app, "stranger@example.com");
+    assert_eq!(stranger.client.post_form(&format!("/orders/{order_id}/reorder"), &[("csrf_token", &stranger.token)]).status, 404);
 }
 
 #[test]
