@@ -177,7 +177,7 @@ impl Services {
             wake: self.wake.clone(),
             hold: self.jobs.order_ttl,
         });
-        let jobs = Data::new(JobsState { clock: self.clock.clone(), wake: self.wake.clone(), breaker: self.breaker.clone() });
+        let jobs = Data::new(JobsState { clock: self.clock.clone(), wake: self.wake.clone(), breaker: self.breaker.clone(), registry: self.registry.clone() });
         let dashboard = Data::new(DashboardState {
             clock: self.clock.clone(),
             tokens: TokenKey::new(&self.api_token_secret).expect("API token secrets are at least 32 bytes"),

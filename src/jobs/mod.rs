@@ -26,6 +26,8 @@ pub struct JobsState {
     pub clock: Arc<dyn crate::clock::Clock>,
     pub wake: Arc<Wake>,
     pub breaker: crate::payments::breaker::CircuitBreaker,
+    /// The handlers, which say whether retrying one of their dead jobs can help.
+    pub registry: Arc<Registry>,
 }
 pub use scheduler::{Periodic, Scheduler};
 pub use worker::{Worker, WorkerPool, WorkerSettings};
@@ -136,6 +138,12 @@ pub trait JobHandler: Send + Sync {
     /// Runs inside the transaction that marks the job dead.
     fn on_dead(&self, _conn: &mut PgConnection, _job: &Job) -> QueryResult<()> {
         Ok(())
+    }
+
+    /// Whether retrying this dead job could help; `Err` says why not (shown to the admin who
+    /// asked). By default any dead job may be retried.
+    fn can_retry(&self, _conn: &mut PgConnection, _job: &Job) -> QueryResult<Result<(), String>> {
+        Ok(Ok(()))
     }
 
     fn backoff(&self) -> Backoff {

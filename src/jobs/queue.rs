@@ -380,3 +380,7 @@ fn count_ready(conn: &mut PgConnection, queue: &str, limit: i64) -> QueryResult<
         .get_result::<Ready>(conn)
         .map(|r| r.n)
 }
+
+pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<crate::jobs::Job>> {
+    jobs::table.find(id).select(crate::jobs::Job::as_select()).first(conn).optional()
+}

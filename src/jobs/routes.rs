@@ -119,19 +119,27 @@ async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<Jobs
 async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<JobsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
-    let clock = state.clock.clone();
-    let outcome = db
-        .run(move |conn| match queue::retry_dead(conn, id, clock.now()) {
-            Ok(true) => Ok("Job queued again."),
-            Ok(false) => Ok("That job is no longer dead."),
-            Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
-                Ok("An equal job is already waiting or running; this one was left dead.")
+    let (clock, registry) = (state.clock.clone(), state.registry.clone());
+    let outcome: String = db
+        .run(move |conn| {
+            let Some(job) = queue::find(conn, id)? else { return Ok("That job no longer exists.".to_string()) };
+            if let Some(handler) = registry.get(&job.kind) {
+                if let Err(why) = handler.can_retry(conn, &job)? {
+                    return Ok(format!("Not retried: {why}"));
+                }
             }
-            Err(e) => Err(e),
+            match queue::retry_dead(conn, id, clock.now()) {
+                Ok(true) => Ok(format!("Job #{id} ({}) queued again: a worker runs it from its first attempt.", job.kind)),
+                Ok(false) => Ok("That job is no longer dead.".to_string()),
+                Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)) => {
+                    Ok("An equal job is already waiting or running; this one was left dead.".to_string())
+                }
+                Err(e) => Err(e),
+            }
         })
         .await?;
     state.wake.notify();
-    Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(outcome))))
+    Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(&outcome))))
 }
 
 async fn discard(_admin: AdminUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {

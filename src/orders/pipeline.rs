@@ -330,6 +330,20 @@ impl JobHandler for ChargeOrder {
             .collect()
     }
 
+    /// Retrying helps only while the payment may still go through: not after a decline, a fraud
+    /// rejection or a payment that completed.
+    fn can_retry(&self, conn: &mut PgConnection, job: &Job) -> QueryResult<Result<(), String>> {
+        let Ok(args) = serde_json::from_value::<ChargeArgs>(job.args.clone()) else { return Ok(Ok(())) };
+        let Some(payment) = payments::lock_by_order(conn, args.order_id)? else { return Ok(Ok(())) };
+        Ok(match payment.status {
+            PaymentStatus::Completed => Err("the payment has completed; there is nothing to retry".into()),
+            PaymentStatus::Failed if !payment.retryable && !matches!(payment.error_code.as_deref(), Some("gateway_timeout" | "gateway_unavailable" | "gateway_error")) => {
+                Err(format!("the payment failed for good ({}); charging again cannot help — the shopper can order again", payment.error_code.as_deref().unwrap_or("declined")))
+            }
+            _ => Ok(()),
+        })
+    }
+
     /// The job is out of attempts. In the transaction that buries it, with the order's row locked
     /// (so no claim slips in between the look and the close): the order fails and its stock comes
     /// back only if its payment certainly took no money. A payment in flight, lost, or whose last

@@ -545,13 +545,18 @@ fn admins_see_dead_jobs_and_can_retry_them_others_cannot_see_the_page() {
     assert!(page.body.contains("The card was declined"));
     let dead = job_rows(&mut conn, pipeline::CHARGE_ORDER).remove(0);
     assert_eq!(admin.post_form(&format!("/admin/jobs/{}/retry", dead.id), &[]).status, 403, "CSRF applies");
+    // Retrying a charge whose card was declined cannot help: the admin is told so, nothing runs.
     let retried = admin.post_form(&format!("/admin/jobs/{}/retry", dead.id), &[("csrf_token", &page.csrf_token())]);
     assert_eq!(retried.status, 303);
-    assert_eq!(job_rows(&mut conn, pipeline::CHARGE_ORDER)[0].state, "available");
-    app.drain_jobs();
-    assert_eq!(job_rows(&mut conn, pipeline::CHARGE_ORDER)[0].state, "completed", "the order had failed: nothing more to do");
+    let told = admin.get(retried.location.as_deref().unwrap()).body;
+    assert!(told.contains("Not retried: the payment failed for good (card_declined)"), "{told}");
+    assert!(told.contains("content=\"10; url=/admin/jobs\""), "the notice is not repeated by the page's own refresh");
+    assert_eq!(job_rows(&mut conn, pipeline::CHARGE_ORDER)[0].state, "dead");
+    assert_eq!(app.drain_jobs(), 0);
     let discard = admin.post_form(&format!("/admin/jobs/{}/discard", dead.id), &[("csrf_token", &page.csrf_token())]);
-    assert!(admin.get(discard.location.as_deref().unwrap()).body.contains("no longer dead"));
+    assert!(admin.get(discard.location.as_deref().unwrap()).body.contains("Job discarded."));
+    let again = admin.post_form(&format!("/admin/jobs/{}/discard", dead.id), &[("csrf_token", &page.csrf_token())]);
+    assert!(admin.get(again.location.as_deref().unwrap()).body.contains("no longer dead"));
 }
 
 // --- a real worker process killed with SIGKILL --------------------------------------------------
