@@ -17,6 +17,8 @@ use crate::web::{csrf, html, parse_id, see_other, AppError, Db, Layout};
 
 pub struct OrderRow {
     pub id: i64,
+    /// When it was placed (UTC), for the orders list.
+    pub placed: String,
     pub merchant: String,
     pub total: String,
     pub status: String,
@@ -27,6 +29,7 @@ impl From<OrderSummary> for OrderRow {
     fn from(s: OrderSummary) -> Self {
         OrderRow {
             id: s.order.id,
+            placed: s.order.created_at.format("%Y-%m-%d %H:%M").to_string(),
             total: format_money(&s.order.total, &s.order.currency),
             status: s
                 .payment_status
