@@ -87,6 +87,14 @@ impl ResponseError for AppError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.page_with(Layout::bare())
+    }
+}
+
+impl AppError {
+    /// The error's page in a given frame: `error_response` has no request, so the page first says
+    /// nobody is signed in; `middleware::identify` renders it again with the person's own frame.
+    pub fn page_with(&self, layout: Layout) -> HttpResponse {
         match self {
             AppError::LoginRequired { next } => {
                 let location = match next {
@@ -100,7 +108,7 @@ impl ResponseError for AppError {
             _ => {}
         }
         let (title, message) = self.page();
-        let page = ErrorPage { layout: Layout::bare(), title, message: &message, code: self.code() };
+        let page = ErrorPage { layout, title, message: &message, code: self.code() };
         let mut response = HttpResponse::build(self.status_code());
         match self {
             AppError::Unavailable(_) => {

@@ -42,7 +42,7 @@ pub async fn request_log(
 /// Establishes who is signed in (a `Visitor` in the request's extensions) before any handler
 /// runs, through the registered `Identify`. A token whose session is gone is dropped from the
 /// cookie.
-pub async fn identify(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn identify(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let session = req.get_session();
     let token = session.get::<String>(SESSION_TOKEN).ok().flatten();
     let identifier = req.app_data::<web::Data<Arc<dyn Identify>>>().map(|i| i.get_ref().clone());
@@ -65,7 +65,19 @@ pub async fn identify(req: ServiceRequest, next: Next<impl MessageBody>) -> Resu
     };
     let signed_in = viewer.is_some();
     req.extensions_mut().insert(Visitor(viewer));
-    let mut response = next.call(req).await?;
+    let response = next.call(req).await?;
+    // An error page was drawn without knowing who asked: draw it again in their own frame, so a
+    // signed-in person is not shown as signed out.
+    let redraw = signed_in
+        .then(|| response.response().error().and_then(|e| e.as_error::<super::AppError>()).map(|e| e.page_with(super::Layout::new(response.request()))))
+        .flatten();
+    let mut response = match redraw {
+        Some(page) => {
+            let (request, _) = response.into_parts();
+            ServiceResponse::new(request, page).map_into_boxed_body()
+        }
+        None => response.map_into_boxed_body(),
+    };
     // A page made for someone signed in is theirs alone: no cache keeps it, so Back after
     // paying or after signing out asks the server again instead of showing a stale page.
     let html = response

@@ -92,3 +92,20 @@ fn pages_made_for_a_signed_in_person_are_never_cached() {
         assert_eq!((page.status, page.header("cache-control")), (200, Some("no-store")), "{path}: Back must ask the server again");
     }
 }
+
+#[test]
+fn error_pages_know_who_is_signed_in() {
+    use agora::payments::gateway::ScriptedGateway;
+    let app = crate::support::TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    crate::support::fixtures::user(&mut app.conn(), "lost@example.com");
+    let visitor = crate::support::Client::new(&app.url);
+    let anonymous = visitor.get("/orders/999/checkout/nowhere");
+    assert_eq!(anonymous.status, 404);
+    assert!(anonymous.body.contains("Back to the home page") && !anonymous.body.contains("your orders"));
+    visitor.sign_in("lost@example.com", crate::support::fixtures::PASSWORD);
+    let missing = visitor.get("/orders/999999/checkout");
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("Sign out") && missing.body.contains("lost"), "the header still shows who is signed in");
+    assert!(missing.body.contains("Back to your orders"));
+    assert_eq!(missing.header("cache-control"), Some("no-store"));
+}
