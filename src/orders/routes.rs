@@ -184,6 +184,8 @@ pub struct ProductView {
     pub name: String,
     pub price: String,
     pub stock: i32,
+    /// The quantity in the form: 0, or what the person asked for before a refusal.
+    pub quantity: String,
 }
 
 pub struct MerchantView {
@@ -199,10 +201,13 @@ struct ProductsPage {
     problem: Option<String>,
 }
 
-fn merchants(rows: Vec<repo::ProductRow>) -> Vec<MerchantView> {
+/// The catalogue by merchant, each quantity as the person last asked (`asked`, by field name), so
+/// a refused order comes back with what they typed.
+fn merchants(rows: Vec<repo::ProductRow>, asked: &HashMap<String, String>) -> Vec<MerchantView> {
     let mut out: Vec<MerchantView> = Vec::new();
     for row in rows {
-        let product = ProductView { id: row.id, price: format_money(&row.price, &row.currency), name: row.name, stock: row.stock };
+        let quantity = asked.get(&format!("qty_{}", row.id)).map(|q| q.trim().to_string()).filter(|q| q.len() <= 4 && q.bytes().all(|b| b.is_ascii_digit())).unwrap_or_else(|| "0".into());
+        let product = ProductView { id: row.id, price: format_money(&row.price, &row.currency), name: row.name, stock: row.stock, quantity };
         match out.last_mut() {
             Some(m) if m.name == row.merchant => m.products.push(product),
             _ => out.push(MerchantView { name: row.merchant, products: vec![product] }),
@@ -211,9 +216,10 @@ fn merchants(rows: Vec<repo::ProductRow>) -> Vec<MerchantView> {
     out
 }
 
-async fn products(req: HttpRequest, _user: CurrentUser, db: Db) -> Result<HttpResponse, AppError> {
+/// The catalogue, for anyone: browsing needs no account; ordering does.
+async fn products(req: HttpRequest, db: Db) -> Result<HttpResponse, AppError> {
     let rows = db.run(repo::catalogue).await?;
-    html(ProductsPage { layout: Layout::new(&req), merchants: merchants(rows), problem: None })
+    html(ProductsPage { layout: Layout::new(&req), merchants: merchants(rows, &HashMap::new()), problem: None })
 }
 
 /// A product id as the catalogue writes it: digits, no sign, no leading zero.
@@ -268,7 +274,7 @@ async fn place_order(
         Err(other) => return Err(other),
     };
     let rows = db.run(repo::catalogue).await?;
-    let page = ProductsPage { layout: Layout::new(&req), merchants: merchants(rows), problem: Some(problem) };
+    let page = ProductsPage { layout: Layout::new(&req), merchants: merchants(rows, &form), problem: Some(problem) };
     Ok(HttpResponse::Conflict().content_type("text/html; charset=utf-8").body(page.render()?))
 }
 
@@ -306,6 +312,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/orders/{id}/reorder", web::post().to(reorder))
         .route("/products", web::get().to(products))
         .route("/orders", web::post().to(place_order))
+        // A reload after a refused order lands here: the orders are on the home page.
+        .route("/orders", web::get().to(|| async { see_other("/") }))
         .route("/admin/payments/{reference}/check", web::post().to(check_payment_now));
 }
 

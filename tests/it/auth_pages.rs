@@ -109,3 +109,14 @@ fn error_pages_know_who_is_signed_in() {
     assert!(missing.body.contains("Back to your orders"));
     assert_eq!(missing.header("cache-control"), Some("no-store"));
 }
+
+#[test]
+fn the_catalogue_is_open_to_visitors_who_are_asked_to_sign_in_to_order() {
+    use agora::payments::gateway::ScriptedGateway;
+    let app = crate::support::TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    crate::support::fixtures::catalogue(&mut app.conn(), 2);
+    let page = crate::support::Client::new(&app.url).get("/products");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Product 1") && page.body.contains("href=\"/login?next=/products\""), "{}", page.body);
+    assert!(!page.body.contains("Place order with"));
+}

@@ -356,7 +356,9 @@ fn a_hundred_concurrent_checkouts_for_ten_in_stock_reserve_exactly_ten_and_failu
     for refused in answers.iter().filter(|a| a.status != 303) {
         assert_eq!(refused.status, 409);
         assert!(refused.body.contains("only 0 left of Product 1"), "{}", refused.body);
+        assert!(refused.body.contains(&format!("name=\"{field}\" min=\"0\" max=\"1000\" value=\"1\"")) || refused.body.contains("sold out"), "the form keeps what was asked for");
     }
+    assert_eq!(me.client.get("/orders").location.as_deref(), Some("/"), "a reload after a refusal lands on the orders, not a 404");
     assert_eq!(stock(&mut conn, product), 0, "never oversold");
 
     for order_id in &placed {
