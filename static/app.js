@@ -40,3 +40,25 @@ if (conversation) {
   };
   setTimeout(poll, 2000);
 }
+
+// A payment still in flight: its status is asked for every two seconds and updated in place (a
+// polite live region tells screen readers); once final, the page is loaded again to show the
+// outcome in full. Without JavaScript, a meta refresh in <noscript> does the same.
+const paymentStatus = document.querySelector("[data-status-url]");
+if (paymentStatus) {
+  const poll = async () => {
+    try {
+      const response = await fetch(paymentStatus.dataset.statusUrl, { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        const state = await response.json();
+        if (state.final) { window.location.reload(); return; }
+        if (paymentStatus.textContent !== state.word) {
+          paymentStatus.textContent = state.word;
+          paymentStatus.className = `status status-${state.word}`;
+        }
+      }
+    } catch (_) { /* offline for a moment: ask again */ }
+    setTimeout(poll, 2000);
+  };
+  setTimeout(poll, 2000);
+}

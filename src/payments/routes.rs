@@ -85,6 +85,7 @@ async fn status(user: CurrentUser, db: Db, path: web::Path<String>) -> Result<Ht
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "reference": payment.reference,
         "status": payment.status.as_str(),
+        "word": super::domain::status_word(payment.status, payment.retryable),
         "final": is_final(&payment),
         "amount": payment.amount.with_scale(2).to_string(),
         "currency": payment.currency,

@@ -216,6 +216,7 @@ fn a_timed_out_payment_is_retried_in_the_background_and_completes() {
     let page = client.get(&location).body;
     assert!(page.contains("id=\"payment-status\">pending<"), "the answer comes before the charge");
     assert!(page.contains("http-equiv=\"refresh\""), "and the page keeps itself up to date");
+    assert!(page.contains("aria-live=\"polite\"") && page.contains("data-status-url=\"/payments/"), "in place, with a live region, when JavaScript runs");
 
     app.drain_jobs();
     let page = client.get(&location).body;
