@@ -2,8 +2,8 @@
 //! messages numbered per parent. Its routes and body shapes are the challenge's, so existing
 //! clients work unchanged; so are its error shapes (`{"error":…}`, `{"errors":{field:[…]}}`).
 //!
-//! This first part serves the applications; chats and messages come with the numbering design
-//! (Redis `INCR` and a stream, a persister, the PostgreSQL fallback) described in the README.
+//! Chats and messages are accepted through Redis and persisted behind (`intake`), or numbered in
+//! PostgreSQL under the parent's row lock when Redis is away or `CHAT_INTAKE=postgres` (`repo`).
 
 pub mod domain;
 pub mod intake;

@@ -71,8 +71,8 @@ pub struct Message {
 /// next number is read and used, so concurrent creates (in any process) number 1, 2, 3… with no
 /// gap and no repeat, and the count moves in the same transaction. `None`: no such application.
 ///
-/// This is the path the design falls back to when Redis is away; with Redis, numbers will come
-/// from `INCR` and rows from a persister (README, "The chat API").
+/// The path creates take when Redis is away (or `CHAT_INTAKE=postgres`); with Redis, numbers
+/// come from `INCR` and rows from the persister (`intake`).
 pub fn create_chat(conn: &mut PgConnection, token: &Token, now: DateTime<Utc>) -> QueryResult<Option<Chat>> {
     conn.transaction(|conn| {
         let Some(app_id) = chat_applications::table
