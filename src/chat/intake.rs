@@ -92,6 +92,8 @@ pub struct ChatIntake {
     /// How long a consumer may hold entries silently before another claims them.
     claim_idle: Mutex<Duration>,
     applications: Mutex<std::collections::HashMap<String, i64>>,
+    /// Notified after every keeper round and every persisted batch: what tests wait on.
+    changed: crate::jobs::Wake,
 }
 
 const ACK_AND_DELETE: &str = r#"
@@ -158,6 +160,7 @@ impl ChatIntake {
             last_claim: Mutex::new(Instant::now()),
             claim_idle: Mutex::new(Duration::from_secs(5)),
             applications: Mutex::new(std::collections::HashMap::new()),
+            changed: crate::jobs::Wake::default(),
         }
     }
 
@@ -251,6 +254,11 @@ impl ChatIntake {
         }
     }
 
+    /// Waits until the keeper or the persister has done another round (or `timeout` passes).
+    pub fn wait_for_change(&self, timeout: Duration) {
+        self.changed.wait(timeout);
+    }
+
     pub fn known_application(&self, token: &str) -> Option<i64> {
         self.applications.lock().unwrap_or_else(|p| p.into_inner()).get(token).copied()
     }
@@ -306,6 +314,7 @@ impl ChatIntake {
         if let Err(e) = self.keep_once().await {
             log::warn!("chat keeper: {e}");
         }
+        self.changed.notify();
         Duration::from_millis(100)
     }
 
@@ -407,7 +416,10 @@ impl ChatIntake {
     pub async fn persist_some(&self) -> Duration {
         match self.persist_batch().await {
             Ok(0) => Duration::from_millis(5),
-            Ok(_) => Duration::ZERO,
+            Ok(_) => {
+                self.changed.notify();
+                Duration::ZERO
+            }
             Err(e) => {
                 log::debug!("chat persister: {e}");
                 Duration::from_millis(100)
@@ -537,28 +549,36 @@ pub fn write(conn: &mut PgConnection, items: &[Item]) -> QueryResult<()> {
     })
 }
 
-/// Which of these items PostgreSQL has.
+/// Which of these items PostgreSQL has: one query for the chats, one for the messages.
 fn stored(conn: &mut PgConnection, items: &[Item]) -> QueryResult<Vec<Item>> {
-    let mut found = Vec::new();
-    for item in items {
-        let exists: bool = match item {
-            Item::Chat { app, number } => diesel::select(diesel::dsl::exists(
-                crate::schema::chats::table.filter(crate::schema::chats::application_id.eq(app).and(crate::schema::chats::number.eq(number))),
-            ))
-            .get_result(conn)?,
-            Item::Message { app, chat, number, .. } => {
-                use crate::schema::{chat_messages as m, chats as c};
-                diesel::select(diesel::dsl::exists(
-                    m::table.inner_join(c::table).filter(c::application_id.eq(app).and(c::number.eq(chat)).and(m::number.eq(number))),
-                ))
-                .get_result(conn)?
-            }
-        };
-        if exists {
-            found.push(item.clone());
-        }
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Integer)]
+        at: i32,
     }
-    Ok(found)
+    let (mut apps, mut chats, mut numbers, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let (app, chat, number) = match item {
+            Item::Chat { app, number } => (*app, *number, 0),
+            Item::Message { app, chat, number, .. } => (*app, *chat, *number),
+        };
+        apps.push(app);
+        chats.push(chat);
+        numbers.push(number);
+        at.push(i as i32);
+    }
+    // `number` 0 stands for the chat itself; messages are numbered from 1.
+    let found: Vec<Found> = diesel::sql_query(
+        "SELECT i.at FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS i(app, chat, number, at) \
+         JOIN chats c ON c.application_id = i.app AND c.number = i.chat \
+         WHERE i.number = 0 OR EXISTS (SELECT 1 FROM chat_messages m WHERE m.chat_id = c.id AND m.number = i.number)",
+    )
+    .bind::<diesel::sql_types::Array<BigInt>, _>(&apps)
+    .bind::<diesel::sql_types::Array<Integer>, _>(&chats)
+    .bind::<diesel::sql_types::Array<Integer>, _>(&numbers)
+    .bind::<diesel::sql_types::Array<Integer>, _>(&at)
+    .load(conn)?;
+    Ok(found.into_iter().map(|f| items[f.at as usize].clone()).collect())
 }
 
 fn heartbeat(conn: &mut PgConnection, node: &str, synchronous: bool) -> QueryResult<()> {

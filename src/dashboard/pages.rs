@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::api::error::ApiError;
 use super::api::handlers::{payments_page, start_refund, visible_scope};
-use super::api::input::{parse_query, Query, FILTER_PARAMS};
+use super::api::input::{parse_query, FILTER_PARAMS};
 use super::api::ApiUser;
 use super::domain::{major, Cursor, PaymentFilter};
 use super::jobs::refund_job;
@@ -199,6 +199,8 @@ async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: Stat
     let query = parse_query(req.query_string(), &[&super::api::input::LIST_PARAMS[..], &FILTER_PARAMS[..]].concat()).map_err(bad_filter)?;
     let params = query.list(50).map_err(bad_filter)?;
     let filter = query.payment_filter().map_err(bad_filter)?;
+    let backwards = matches!(params.cursor, Some(Cursor::Before(_)));
+    let chart_filter = filter.clone();
     let user_id = user.0.id;
     let today = state.clock.now().date_naive();
     let (visible, names, rows, has_more, volume, check, suspects) = db
@@ -215,7 +217,6 @@ async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: Stat
         .await?;
     let _ = visible;
     let raw = req.query_string();
-    let backwards = matches!(query.list(50).ok().and_then(|p| p.cursor), Some(Cursor::Before(_)));
     let (newer_exists, older_exists) = match (backwards, query.get("starting_after").is_some()) {
         (true, _) => (has_more, true),
         (false, after) => (after, has_more),
@@ -241,7 +242,7 @@ async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: Stat
         layout: Layout::new(&req),
         rows: rows.iter().map(Row::from).collect(),
         totals: totals.into_iter().map(|(currency, (count, sum))| Total { sum: format_money(&sum, &currency), currency, count }).collect(),
-        charts: charts(&volume, &filter_for_chart(&query), today),
+        charts: charts(&volume, &chart_filter, today),
         presets: presets(today),
         customers: names
             .into_iter()
@@ -271,10 +272,6 @@ async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: Stat
     let mut response = html(page)?;
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-fn filter_for_chart(query: &Query) -> PaymentFilter {
-    query.payment_filter().unwrap_or_default()
 }
 
 impl MerchantError {

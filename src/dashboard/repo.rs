@@ -539,9 +539,6 @@ pub fn double_charges(conn: &mut PgConnection, visible: &[i64], within_minutes: 
 
 // --- refunds ------------------------------------------------------------------------------------
 
-pub fn refunds_of(conn: &mut PgConnection, payment_id: i64) -> QueryResult<Vec<Refund>> {
-    crate::payments::refunds::for_payment(conn, payment_id)
-}
 
 /// The payment references of these payments' refunds (for the refund objects' `payment`).
 pub fn refund_by_reference(conn: &mut PgConnection, visible: &[i64], reference: Uuid) -> QueryResult<Option<Refund>> {

@@ -392,7 +392,8 @@ fn run_loop(
         // Connections are taken for each step of the cycle, never held while jobs wait.
         match worker.run_once_pooled(&pool, &counter) {
             Ok(0) => wake.wait(poll),
-            Ok(_) => {}
+            // Jobs finished: whoever waits on the pool's progress (an idle sibling, a test) looks.
+            Ok(_) => wake.notify(),
             Err(e) => {
                 log::warn!("worker {}: {e}", worker.id);
                 wake.wait(poll);

@@ -121,7 +121,7 @@ fn a_person_posts_in_a_chat_page_and_sees_new_messages_appear_with_their_numbers
     let started = std::time::Instant::now();
     while !matches!(intake.phase(), agora::chat::intake::Phase::Accepting(_)) {
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "no epoch");
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        intake.wait_for_change(std::time::Duration::from_secs(1));
     }
     let api = crate::support::api::Api::new(&app.url);
     let token = api.post("/chat_applications", &serde_json::json!({ "name": "Browser chat" }), None).json["token"].as_str().unwrap().to_string();

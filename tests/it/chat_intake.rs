@@ -4,7 +4,7 @@
 
 use serde_json::json;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,14 +18,13 @@ use crate::support::TestApp;
 
 const FAST: RateSettings = RateSettings { per_second: 100_000.0, burst: 100_000 };
 
-/// Waits for a condition the app reaches on its own (a background thread's work), failing the
-/// test after 20 s; polling the condition, never sleeping for a guessed time.
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+/// Waits for a condition the intake's threads bring about: checked again each time the intake
+/// signals a finished round or batch, failing the test after 20 s.
+fn eventually(intake: &ChatIntake, what: &str, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();
     while !condition() {
         assert!(started.elapsed() < Duration::from_secs(20), "{what} did not happen within 20 s");
-        std::thread::yield_now();
-        std::thread::sleep(Duration::from_millis(10));
+        intake.wait_for_change(Duration::from_secs(1));
     }
 }
 
@@ -44,7 +43,7 @@ fn spawn_limited(redis: &OwnRedis, rate: RateSettings) -> (TestApp, Api, Arc<Cha
     options.chat_rate = rate;
     let app = TestApp::spawn_with(options);
     let intake = app.services.chat_intake.clone().expect("the intake runs");
-    eventually("the first epoch", || accepting(&intake));
+    eventually(&intake, "the first epoch", || accepting(&intake));
     let api = Api::new(&app.url);
     (app, api, intake)
 }
@@ -83,16 +82,16 @@ fn creates_are_answered_from_redis_and_persisted_with_their_counts() {
     let edited = api.send("PATCH", &format!("/applications/{token}/chats/3/messages/1"), Some(r#"{"body":"first, edited"}"#), &[]);
     assert_eq!((edited.status, &edited.json), (200, &json!({ "number": 1, "body": "first, edited" })));
     assert_eq!(api.send("PATCH", &format!("/applications/{token}/chats/3/messages/2"), Some(r#"{"body":"x"}"#), &[]).status, 404, "never issued");
-    eventually("the message persisted, edited", || stored(&app, &token, 3) == [(1, "first, edited".to_string())]);
-    eventually("the counts caught up", || api.get(&format!("/applications/{token}")).json["chats_count"] == 3);
+    eventually(&intake, "the message persisted, edited", || stored(&app, &token, 3) == [(1, "first, edited".to_string())]);
+    eventually(&intake, "the counts caught up", || api.get(&format!("/applications/{token}")).json["chats_count"] == 3);
     assert_eq!(api.get(&format!("/applications/{token}/chats/3")).json["messages_count"], 1);
-    eventually("the outbox emptied", || intake.outbox_len() == 0);
+    eventually(&intake, "the outbox emptied", || intake.outbox_len() == 0);
 }
 
 #[test]
 fn twenty_concurrent_chats_are_numbered_one_to_twenty_through_redis() {
     let redis = OwnRedis::start();
-    let (app, api, _intake) = spawn(&redis);
+    let (app, api, intake) = spawn(&redis);
     let token = application(&api);
     let mut numbers: Vec<i64> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20).map(|_| scope.spawn(|| api.send("POST", &format!("/applications/{token}/chats"), None, &[]))).collect();
@@ -100,7 +99,7 @@ fn twenty_concurrent_chats_are_numbered_one_to_twenty_through_redis() {
     });
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
-    eventually("all 20 chats persisted and counted", || api.get(&format!("/applications/{token}")).json["chats_count"] == 20);
+    eventually(&intake, "all 20 chats persisted and counted", || api.get(&format!("/applications/{token}")).json["chats_count"] == 20);
     assert_eq!(api.get(&format!("/applications/{token}/chats?per_page=100")).json.as_array().unwrap().len(), 20);
     drop(app);
 }
@@ -108,11 +107,11 @@ fn twenty_concurrent_chats_are_numbered_one_to_twenty_through_redis() {
 #[test]
 fn two_servers_sharing_redis_number_two_hundred_messages_one_to_two_hundred() {
     let redis = OwnRedis::start();
-    let (app, api, _intake) = spawn(&redis);
+    let (app, api, intake) = spawn(&redis);
     let (_server, other_url, other_services) = app.sibling_with(FAST, Some(&redis.url));
     let other_services = other_services.unwrap();
     let other_intake = other_services.chat_intake.clone().unwrap();
-    eventually("the second server joins the epoch", || accepting(&other_intake));
+    eventually(&other_intake, "the second server joins the epoch", || accepting(&other_intake));
     let other = Api::new(&other_url);
     let token = application(&api);
     api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
@@ -128,19 +127,19 @@ fn two_servers_sharing_redis_number_two_hundred_messages_one_to_two_hundred() {
     let mut numbers: Vec<i64> = answers.iter().map(|(_, a)| a.json["number"].as_i64().unwrap_or_else(|| panic!("201 with a number: {} {}", a.status, a.text))).collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=200).collect::<Vec<_>>());
-    eventually("all 200 persisted", || stored(&app, &token, 1).len() == 200);
+    eventually(&intake, "all 200 persisted", || stored(&app, &token, 1).len() == 200);
     let rows: HashSet<(i32, String)> = stored(&app, &token, 1).into_iter().collect();
     for (i, answer) in &answers {
         assert!(rows.contains(&(answer.json["number"].as_i64().unwrap() as i32, format!("m{i}"))), "message {i} stored with its number");
     }
-    eventually("the count caught up", || api.get(&format!("/applications/{token}/chats/1")).json["messages_count"] == 200);
+    eventually(&intake, "the count caught up", || api.get(&format!("/applications/{token}/chats/1")).json["messages_count"] == 200);
     other_services.chat_stop.store(true, Ordering::SeqCst);
 }
 
-/// Posts `n` messages at once while `disturb` runs once `after` of them have been answered;
-/// returns every answer with its body.
+/// Posts `n` messages at once while `disturb` runs once `after` of them have been answered (each
+/// answer signals); returns every answer with its body.
 fn posts_while(api: &Api, token: &str, n: usize, after: usize, disturb: impl FnOnce() + Send) -> Vec<(String, Answer)> {
-    let answered = AtomicUsize::new(0);
+    let answered = (std::sync::Mutex::new(0usize), std::sync::Condvar::new());
     std::thread::scope(|scope| {
         let answered = &answered;
         let handles: Vec<_> = (0..n)
@@ -148,13 +147,17 @@ fn posts_while(api: &Api, token: &str, n: usize, after: usize, disturb: impl FnO
                 scope.spawn(move || {
                     let body = format!("during {i}");
                     let answer = api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": body }), None);
-                    answered.fetch_add(1, Ordering::SeqCst);
+                    *answered.0.lock().unwrap() += 1;
+                    answered.1.notify_all();
                     (body, answer)
                 })
             })
             .collect();
         scope.spawn(move || {
-            eventually("enough answers before the disturbance", || answered.load(Ordering::SeqCst) >= after);
+            let count = answered.0.lock().unwrap();
+            let (count, timeout) = answered.1.wait_timeout_while(count, Duration::from_secs(20), |c| *c < after).unwrap();
+            drop(count); // the posting threads go on while Redis is disturbed
+            assert!(!timeout.timed_out(), "enough answers before the disturbance");
             disturb();
         });
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -162,12 +165,12 @@ fn posts_while(api: &Api, token: &str, n: usize, after: usize, disturb: impl FnO
 }
 
 /// Every answer is 201 or 503; no number was given twice; every 201 is in PostgreSQL.
-fn nothing_lost_nothing_twice(app: &TestApp, token: &str, answers: &[(String, Answer)]) {
+fn nothing_lost_nothing_twice(app: &TestApp, intake: &ChatIntake, token: &str, answers: &[(String, Answer)]) {
     assert!(answers.iter().all(|(_, a)| a.status == 201 || a.status == 503), "{:?}", answers.iter().map(|(_, a)| a.status).collect::<Vec<_>>());
     let accepted: Vec<(i32, String)> = answers.iter().filter(|(_, a)| a.status == 201).map(|(b, a)| (a.json["number"].as_i64().unwrap() as i32, b.clone())).collect();
     let numbers: HashSet<i32> = accepted.iter().map(|(n, _)| *n).collect();
     assert_eq!(numbers.len(), accepted.len(), "no number handed out twice");
-    eventually("every accepted message persisted", || {
+    eventually(intake, "every accepted message persisted", || {
         let rows: HashSet<(i32, String)> = stored(app, token, 1).into_iter().collect();
         accepted.iter().all(|a| rows.contains(a))
     });
@@ -185,8 +188,8 @@ fn a_flush_in_the_middle_of_creates_loses_nothing_and_repeats_no_number() {
         let mut conn = client.get_connection().unwrap();
         let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
     });
-    nothing_lost_nothing_twice(&app, &token, &answers);
-    eventually("a new epoch", || accepting(&intake));
+    nothing_lost_nothing_twice(&app, &intake, &token, &answers);
+    eventually(&intake, "a new epoch", || accepting(&intake));
     // Numbering resumes above everything accepted before the flush.
     let next = api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "after" }), None);
     let highest = stored(&app, &token, 1).iter().map(|(n, _)| *n).filter(|n| i64::from(*n) != next.json["number"].as_i64().unwrap()).max().unwrap();
@@ -201,16 +204,16 @@ fn a_frozen_redis_hands_creates_to_postgresql_and_numbering_resumes_after_it() {
     api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
     let answers = posts_while(&api, &token, 300, 100, || {
         redis.pause();
-        eventually("PostgreSQL numbering", || matches!(intake.phase(), Phase::Synchronous { .. }));
+        eventually(&intake, "PostgreSQL numbering", || matches!(intake.phase(), Phase::Synchronous { .. }));
     });
     let during_outage = api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "while frozen" }), None);
     assert_eq!(during_outage.status, 201, "Redis away: PostgreSQL numbers ({})", during_outage.text);
     redis.resume();
-    eventually("a new epoch after Redis returned", || accepting(&intake));
+    eventually(&intake, "a new epoch after Redis returned", || accepting(&intake));
     let mut all = answers;
     all.push(("while frozen".to_string(), during_outage));
     all.push(("after".to_string(), api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "after" }), None)));
-    nothing_lost_nothing_twice(&app, &token, &all);
+    nothing_lost_nothing_twice(&app, &intake, &token, &all);
 }
 
 #[test]
@@ -223,14 +226,14 @@ fn entries_a_dead_persister_held_are_claimed_and_written_by_another() {
     let cache = || agora::cache::Cache::new(Some(&redis.url), "claim:");
     let (dying, survivor) = (ChatIntake::new(cache(), pool.clone()), ChatIntake::new(cache(), pool));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    eventually("an epoch", || {
-        runtime.block_on(dying.keep());
-        accepting(&dying)
-    });
-    eventually("the second joins it", || {
-        runtime.block_on(survivor.keep());
-        accepting(&survivor)
-    });
+    // Each keeper round is played here by hand; a few rounds start the epoch and join it.
+    for intake in [&dying, &survivor] {
+        let rounds = (0..20).take_while(|_| {
+            runtime.block_on(intake.keep());
+            !accepting(intake)
+        });
+        assert!(rounds.count() < 19, "an epoch within a few rounds");
+    }
     let api = Api::new(&app.url);
     let token = application(&api);
     let app_id: i64 = agora::schema::chat_applications::table.select(agora::schema::chat_applications::id).first(&mut app.conn()).unwrap();

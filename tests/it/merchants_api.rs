@@ -704,7 +704,9 @@ fn a_hundred_payments_a_second_for_ten_seconds_are_all_accepted_and_all_settle()
         settle_within: std::time::Duration::from_secs(60),
         senders: 32,
     };
-    let report = crate::support::load::run(&plan);
+    // Settled payments are noticed when the worker pool signals that it finished jobs.
+    let wake = app.services.wake.clone();
+    let report = crate::support::load::run(&plan, &move || wake.wait(std::time::Duration::from_secs(1)));
     workers.stop();
     eprintln!("{}", report.summary());
     assert_eq!((report.sent, report.accepted, report.refused), (1_000, 1_000, 0), "{}", report.summary());

@@ -474,7 +474,7 @@ pub async fn list_refunds(req: HttpRequest, path: web::Path<String>, user: ApiUs
     let visible = user.principal.customers.clone();
     let (payment, all) = run(&db, move |conn| {
         let payment = repo::payment(conn, &visible, reference)?.ok_or_else(|| ApiError::missing_resource("payment", None))?;
-        let all = repo::refunds_of(conn, payment.id)?;
+        let all = refunds::for_payment(conn, payment.id)?;
         Ok((payment, all))
     })
     .await?;

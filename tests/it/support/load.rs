@@ -21,6 +21,10 @@ pub struct Plan {
     pub senders: usize,
 }
 
+/// Blocks until something may have settled (a test: the worker pool's progress signal; the
+/// script, against a server it cannot hear from: a pause between rounds of asking).
+pub type WaitForProgress<'a> = &'a (dyn Fn() + Sync);
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub sent: usize,
@@ -69,7 +73,7 @@ fn agent() -> ureq::Agent {
 
 /// Latency is measured from when a request was due, not when it went out: time spent waiting for
 /// a free sender counts (no coordinated omission).
-pub fn run(plan: &Plan) -> Report {
+pub fn run(plan: &Plan, wait_for_progress: WaitForProgress<'_>) -> Report {
     let total = (plan.per_second * plan.seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(plan.per_second.max(1)));
     let (due_tx, due_rx) = mpsc::sync_channel::<(usize, Instant)>(total);
@@ -103,13 +107,15 @@ pub fn run(plan: &Plan) -> Report {
         })
         .collect();
     drop(done_tx);
-    for i in 0..total {
-        let due = started + interval * i as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait); // pacing the schedule, not waiting for anything
+    // The schedule is a timer: request i is due at start + i × interval, whatever the answers.
+    let timer = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer");
+    timer.block_on(async {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::from_std(started), interval);
+        for i in 0..total {
+            let due = ticks.tick().await.into_std();
+            due_tx.send((i, due)).unwrap();
         }
-        due_tx.send((i, due)).unwrap();
-    }
+    });
     drop(due_tx);
     for s in senders {
         s.join().unwrap();
@@ -142,7 +148,7 @@ pub fn run(plan: &Plan) -> Report {
         }
         open = still;
         if !open.is_empty() {
-            std::thread::sleep(Duration::from_millis(250)); // polling a remote system's progress
+            wait_for_progress();
         }
     }
     report.lost = open.len();
