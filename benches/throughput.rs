@@ -373,7 +373,7 @@ async fn naive_thread(path: actix_web::web::Path<i64>, pool: actix_web::web::Dat
         let mut conn = pool.get().unwrap();
         let post = repo::post(&mut conn, post_id).unwrap().unwrap();
         let tree = tree::build(repo::tree_naively(&mut conn, post_id).unwrap());
-        let frame = render::Frame { post_id, max_depth: i32::MAX };
+        let frame = render::Frame { post_id, root_depth: 0, max_depth: i32::MAX };
         let keys = render::fragment_keys(&tree, &frame);
         let none = vec![None; keys.len()];
         format!("<h1>{}</h1>{}", post.title, render::render(&tree, &frame, &keys, none).unwrap().html)
@@ -433,7 +433,7 @@ fn thread_pages(rows: &mut Vec<String>) {
             // Ten top-level comments, then every comment answers one three places back: a bushy tree ~5 deep.
             let parent = if i < 10 { None } else { Some(ids[(i - 10) / 3]) };
             let body = CommentBody::parse(&format!("Comment {i}: measured, not guessed; the cache decides.")).unwrap();
-            ids.push(repo::add_comment(&mut conn, post, parent, 1 + (i as i64 % 10), &body).unwrap().unwrap());
+            ids.push(repo::add_comment(&mut conn, post, parent, 1 + (i as i64 % 10), &body).unwrap().unwrap().id);
         }
         posts.push((size, post));
     }

@@ -203,7 +203,7 @@ fn seed_discussions(conn: &mut PgConnection) -> Result<usize, OrderError> {
     let author = |i: usize| people[i % people.len()];
     let small = threads::create_post(conn, author(0), "Welcome to Agora", "Say hello, ask questions, tell us what to build next.")?;
     let mut created = 0;
-    let hello = threads::add_comment(conn, small, None, author(1), &CommentBody::parse("Hello! Paying was quick.").unwrap())?;
+    let hello = threads::add_comment(conn, small, None, author(1), &CommentBody::parse("Hello! Paying was quick.").unwrap())?.map(|c| c.id);
     threads::add_comment(conn, small, hello, author(0), &CommentBody::parse("Glad to hear it — and it only charged once?").unwrap())?;
     created += 2;
     let big = threads::create_post(
@@ -219,7 +219,7 @@ fn seed_discussions(conn: &mut PgConnection) -> Result<usize, OrderError> {
         for parent in &level {
             for _ in 0..fan_out {
                 let body = CommentBody::parse(&sentence(created)).unwrap();
-                let id = threads::add_comment(conn, big, *parent, author(created), &body)?;
+                let id = threads::add_comment(conn, big, *parent, author(created), &body)?.map(|c| c.id);
                 next.push(id);
                 created += 1;
             }

@@ -2,6 +2,7 @@
 // its way does nothing. The server is idempotent anyway; this only spares people the doubt.
 document.addEventListener("submit", (event) => {
   const form = event.target;
+  if (form.id === "vote-form" && event.submitter) { vote(event); return; }
   if (form.dataset.submitted) { event.preventDefault(); return; }
   form.dataset.submitted = "1";
   form.querySelectorAll("button[data-once]").forEach((b) => {
@@ -61,4 +62,33 @@ if (paymentStatus) {
     setTimeout(poll, 2000);
   };
   setTimeout(poll, 2000);
+}
+
+// Votes on a thread page are sent without leaving the page: the count changes in place and
+// "upvote" becomes "undo upvote" (and back), keeping the keyboard focus on the control. Without
+// JavaScript the same buttons post the form and the page comes back at the comment.
+async function vote(event) {
+  event.preventDefault();
+  const button = event.submitter;
+  const form = event.target;
+  if (button.dataset.busy) return;
+  button.dataset.busy = "1";
+  try {
+    const response = await fetch(button.formAction, { method: "POST", body: new FormData(form), headers: { Accept: "application/json" } });
+    const result = await response.json();
+    const comment = document.getElementById(`c${button.dataset.comment}`);
+    if (!response.ok) { window.alert(result.error || "The vote could not be counted. Please reload the page."); return; }
+    const points = comment.querySelector(":scope > .meta .points");
+    points.textContent = `${result.points} point${result.points === 1 ? "" : "s"}`;
+    const upvote = comment.querySelector(":scope > .controls .vote");
+    const undo = comment.querySelector(":scope > .controls .unvote");
+    upvote.style.display = result.voted ? "none" : "inline";
+    undo.style.display = result.voted ? "inline" : "none";
+    (result.voted ? undo : upvote).focus();
+  } catch (_) {
+    form.action = button.formAction;
+    form.submit();
+  } finally {
+    delete button.dataset.busy;
+  }
 }

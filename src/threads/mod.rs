@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod counters;
+pub mod markdown;
 pub mod render;
 pub mod repo;
 pub mod routes;
@@ -81,6 +82,33 @@ impl fmt::Display for CommentBody {
     }
 }
 
+/// A discussion's title: trimmed, on one line, 3 to 200 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostTitle(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TitleError {
+    #[error("A title needs at least 3 characters.")]
+    TooShort,
+    #[error("A title can be at most 200 characters long (this one has {0}).")]
+    TooLong(usize),
+}
+
+impl PostTitle {
+    pub fn parse(raw: &str) -> Result<PostTitle, TitleError> {
+        let one_line = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        match one_line.chars().count() {
+            n if n < 3 => Err(TitleError::TooShort),
+            n if n > 200 => Err(TitleError::TooLong(n)),
+            _ => Ok(PostTitle(one_line)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +119,12 @@ mod tests {
         assert_eq!(CommentBody::parse(" \n\t "), Err(BodyError::Empty));
         assert_eq!(CommentBody::parse(&"é".repeat(10_001)), Err(BodyError::TooLong(10_001)));
         assert!(CommentBody::parse(&"é".repeat(10_000)).is_ok());
+    }
+
+    #[test]
+    fn titles_are_one_trimmed_line() {
+        assert_eq!(PostTitle::parse("  Two\n words ").unwrap().as_str(), "Two words");
+        assert_eq!(PostTitle::parse(" a "), Err(TitleError::TooShort));
+        assert_eq!(PostTitle::parse(&"x".repeat(201)), Err(TitleError::TooLong(201)));
     }
 }

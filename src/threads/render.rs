@@ -13,12 +13,14 @@ use super::repo::CommentRow;
 use super::tree::Tree;
 
 /// Changes whenever comment.html changes, so old fragments are never reused with a new template.
-const FRAGMENT_SCHEMA: u32 = 1;
+const FRAGMENT_SCHEMA: u32 = 2;
 
 #[derive(Template)]
 #[template(path = "comment.html")]
 struct CommentFragment<'a> {
     c: &'a CommentRow,
+    /// The body as sanitized HTML (see `markdown`): the only markup a person's words become.
+    body_html: String,
     replies: &'a str,
     continue_url: Option<String>,
 }
@@ -26,6 +28,8 @@ struct CommentFragment<'a> {
 /// Where a rendered tree sits: what "continue this thread" links point at.
 pub struct Frame {
     pub post_id: i64,
+    /// The depth of the page's top: the post's comments (0) or a subthread's first comment.
+    pub root_depth: i32,
     /// Comments at this depth show a link instead of their replies.
     pub max_depth: i32,
 }
@@ -93,6 +97,7 @@ pub fn render(tree: &Tree, frame: &Frame, keys: &[String], cached: Vec<Option<St
         };
         let fragment = CommentFragment {
             c,
+            body_html: if c.deleted { String::new() } else { super::markdown::to_html(&c.body) },
             replies: &replies,
             continue_url: cut.then(|| format!("/posts/{}/comments/{}", frame.post_id, c.id)),
         }
@@ -101,6 +106,19 @@ pub fn render(tree: &Tree, frame: &Frame, keys: &[String], cached: Vec<Option<St
         out.fresh.push((keys[i].clone(), fragment.clone()));
         html[i] = Some(fragment);
     }
-    out.html = tree.roots.iter().filter_map(|&r| html[r].as_deref()).collect();
+    for &root in &tree.roots {
+        let Some(fragment) = html[root].as_deref() else { continue };
+        let c = &tree.rows[root];
+        // A reply whose parent is on an earlier page says so, and links to the parent in context.
+        match c.parent_comment_id.filter(|_| c.depth > frame.root_depth) {
+            Some(parent) => {
+                out.html.push_str(&format!(
+                    "<div class=\"orphan\"><p class=\"in-reply-to\">↳ in reply to <a href=\"/posts/{}/comments/{parent}\">a comment on an earlier page</a></p>{fragment}</div>",
+                    frame.post_id
+                ));
+            }
+            None => out.html.push_str(fragment),
+        }
+    }
     Ok(out)
 }

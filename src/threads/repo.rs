@@ -56,16 +56,79 @@ pub fn post(conn: &mut PgConnection, post_id: i64) -> QueryResult<Option<PostRow
         .optional()
 }
 
-/// The post, and whether `cursor` (a page cursor: a comment's path) is the path of one of its
-/// comments — in the same query, so a page after a cursor still costs two queries.
-pub fn post_at_cursor(conn: &mut PgConnection, post_id: i64, cursor: &str) -> QueryResult<Option<(PostRow, bool)>> {
-    let cursor_exists = diesel::dsl::exists(comments::table.filter(comments::post_id.eq(post_id)).filter(comments::path.eq(cursor.to_string())));
-    posts::table
-        .inner_join(users::table)
-        .filter(posts::id.eq(post_id))
-        .select(((posts::id, posts::title, posts::body, posts::comments_count, posts::created_at, users::name), cursor_exists))
-        .first(conn)
-        .optional()
+/// What the top of a page of comments needs besides its rows.
+pub struct PageHead {
+    pub post: PostRow,
+    /// The page's cursor is the path of one of the post's comments (always true without one).
+    pub cursor_exists: bool,
+    /// The cursor of the page before this one; `None` when that page is the first.
+    pub previous: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct PageHeadRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    title: String,
+    #[diesel(sql_type = Text)]
+    body: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    comments_count: i32,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    author: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    cursor_exists: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    previous: Option<String>,
+}
+
+/// The post, whether `cursor` (a page cursor: a comment's path, or "" for the first page) is one
+/// of its comments, and where the previous page starts — all in one query, so a page after a
+/// cursor still costs two. The previous page ends at the cursor and holds `page_size` rows of the
+/// same range (`from` on, down to `max_depth`): its own cursor is the row `page_size` before.
+pub fn page_head(conn: &mut PgConnection, post_id: i64, cursor: &str, from: &str, max_depth: i32, page_size: i64) -> QueryResult<Option<PageHead>> {
+    let row: Option<PageHeadRow> = diesel::sql_query(
+        "SELECT p.id, p.title, p.body, p.comments_count, p.created_at, u.name AS author, \
+                ($2 = '' OR EXISTS (SELECT 1 FROM comments c WHERE c.post_id = p.id AND c.path = $2)) AS cursor_exists, \
+                (SELECT c.path FROM comments c \
+                  WHERE c.post_id = p.id AND c.depth <= $4 AND c.path >= $3 AND c.path <= $2 \
+                  ORDER BY c.path DESC OFFSET $5 LIMIT 1) AS previous \
+         FROM posts p JOIN users u ON u.id = p.user_id WHERE p.id = $1",
+    )
+    .bind::<BigInt, _>(post_id)
+    .bind::<Text, _>(cursor)
+    .bind::<Text, _>(from)
+    .bind::<diesel::sql_types::Integer, _>(max_depth)
+    .bind::<BigInt, _>(page_size)
+    .get_result(conn)
+    .optional()?;
+    Ok(row.map(|r| PageHead {
+        post: PostRow { id: r.id, title: r.title, body: r.body, comments_count: r.comments_count, created_at: r.created_at, author: r.author },
+        cursor_exists: r.cursor_exists,
+        previous: r.previous,
+    }))
+}
+
+/// The cursor of the page (of `page_size` rows from `from` on, down to `max_depth`) that holds the
+/// comment at `path`; `None` when that is the first page. Pages are chained by their last row, so
+/// the page holding the n-th row starts after row `(n / page_size) * page_size - 1`.
+pub fn cursor_of_page_holding(conn: &mut PgConnection, post_id: i64, from: &str, max_depth: i32, path: &str, page_size: i64) -> QueryResult<Option<String>> {
+    let in_range = || {
+        comments::table
+            .filter(comments::post_id.eq(post_id))
+            .filter(comments::depth.le(max_depth))
+            .filter(comments::path.ge(from.to_string()))
+            .filter(comments::path.lt(path.to_string()))
+    };
+    let before: i64 = in_range().count().get_result(conn)?;
+    let page = before / page_size;
+    if page == 0 {
+        return Ok(None);
+    }
+    in_range().order(comments::path.asc()).offset(page * page_size - 1).select(comments::path).first(conn).optional()
 }
 
 pub fn recent_posts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<PostRow>> {
@@ -144,10 +207,17 @@ pub fn tree_naively(conn: &mut PgConnection, post_id: i64) -> QueryResult<Vec<Co
     Ok(out)
 }
 
-#[derive(QueryableByName)]
-struct NewComment {
+/// Where a comment sits in its post's tree: enough to find the page that shows it.
+#[derive(Debug, Clone, QueryableByName, Queryable)]
+pub struct Placed {
     #[diesel(sql_type = BigInt)]
-    id: i64,
+    pub id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub post_id: i64,
+    #[diesel(sql_type = Text)]
+    pub path: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    pub depth: i32,
 }
 
 /// Adds a comment (to the post, or as a reply) and moves both counters, in one transaction.
@@ -158,10 +228,10 @@ pub fn add_comment(
     parent_id: Option<i64>,
     user_id: i64,
     body: &CommentBody,
-) -> QueryResult<Option<i64>> {
+) -> QueryResult<Option<Placed>> {
     conn.transaction(|conn| {
         // The path needs the new id, so the id is drawn first; depth and path come from the parent.
-        let created: Option<NewComment> = diesel::sql_query(
+        let created: Option<Placed> = diesel::sql_query(
             "WITH new AS (SELECT nextval(pg_get_serial_sequence('comments', 'id')) AS id), \
                   parent AS (SELECT id, depth, path FROM comments WHERE id = $2 AND post_id = $1) \
              INSERT INTO comments (id, post_id, parent_comment_id, user_id, body, depth, path) \
@@ -169,7 +239,7 @@ pub fn add_comment(
                     COALESCE(parent.path || '.', '') || lpad(new.id::text, 12, '0') \
              FROM new CROSS JOIN posts p LEFT JOIN parent ON true \
              WHERE p.id = $1 AND ($2 IS NULL OR parent.id IS NOT NULL) \
-             RETURNING id",
+             RETURNING id, post_id, path, depth",
         )
         .bind::<BigInt, _>(post_id)
         .bind::<Nullable<BigInt>, _>(parent_id)
@@ -177,19 +247,19 @@ pub fn add_comment(
         .bind::<Text, _>(body.as_str())
         .get_result(conn)
         .optional()?;
-        let Some(NewComment { id }) = created else { return Ok(None) };
+        let Some(placed) = created else { return Ok(None) };
         if let Some(parent) = parent_id {
             diesel::update(comments::table.find(parent))
                 .set((comments::children_count.eq(comments::children_count + 1), comments::version.eq(comments::version + 1)))
                 .execute(conn)?;
         }
         diesel::update(posts::table.find(post_id)).set(posts::comments_count.eq(posts::comments_count + 1)).execute(conn)?;
-        Ok(Some(id))
+        Ok(Some(placed))
     })
 }
 
 /// Replaces the body of the author's own comment. `Err(NotFound)` for others' or deleted ones.
-pub fn edit_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, body: &CommentBody, now: DateTime<Utc>) -> QueryResult<Option<i64>> {
+pub fn edit_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, body: &CommentBody, now: DateTime<Utc>) -> QueryResult<Option<Placed>> {
     diesel::update(comments::table.find(comment_id).filter(comments::user_id.eq(user_id)).filter(comments::deleted_at.is_null()))
         .set((
             comments::body.eq(body.as_str()),
@@ -197,46 +267,72 @@ pub fn edit_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, body
             comments::updated_at.eq(now),
             comments::version.eq(comments::version + 1),
         ))
-        .returning(comments::post_id)
+        .returning((comments::id, comments::post_id, comments::path, comments::depth))
         .get_result(conn)
         .optional()
 }
 
 /// Soft delete: the comment shows "[deleted]" and keeps its replies.
-pub fn delete_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, now: DateTime<Utc>) -> QueryResult<Option<i64>> {
+pub fn delete_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, now: DateTime<Utc>) -> QueryResult<Option<Placed>> {
     diesel::update(comments::table.find(comment_id).filter(comments::user_id.eq(user_id)).filter(comments::deleted_at.is_null()))
         .set((comments::deleted_at.eq(now), comments::updated_at.eq(now), comments::version.eq(comments::version + 1)))
-        .returning(comments::post_id)
+        .returning((comments::id, comments::post_id, comments::path, comments::depth))
         .get_result(conn)
         .optional()
 }
 
-/// One upvote per user per comment: a second one changes nothing. Returns the post and whether
-/// the vote counted.
-pub fn upvote(conn: &mut PgConnection, comment_id: i64, user_id: i64) -> QueryResult<Option<(i64, bool)>> {
+/// What a vote did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Voted {
+    Changed,
+    /// Already so (a second upvote, undoing a vote never given), or the comment is deleted.
+    Unchanged,
+    /// People cannot vote for what they wrote.
+    OwnComment,
+}
+
+pub struct VoteResult {
+    pub comment: Placed,
+    pub points: i32,
+    pub outcome: Voted,
+}
+
+/// Gives (`up`) or takes back this user's one vote on a comment; the count moves in the same
+/// transaction as the vote row, so it always equals the number of rows. `None`: no such comment.
+pub fn vote(conn: &mut PgConnection, comment_id: i64, user_id: i64, up: bool) -> QueryResult<Option<VoteResult>> {
     conn.transaction(|conn| {
-        let Some((post_id, deleted)) = comments::table
+        let Some((placed, author, deleted, points)) = comments::table
             .find(comment_id)
-            .select((comments::post_id, comments::deleted_at.is_not_null()))
-            .first::<(i64, bool)>(conn)
+            .select(((comments::id, comments::post_id, comments::path, comments::depth), comments::user_id, comments::deleted_at.is_not_null(), comments::upvotes))
+            .first::<(Placed, i64, bool, i32)>(conn)
             .optional()?
         else {
             return Ok(None);
         };
+        let unchanged = |outcome| Ok(Some(VoteResult { comment: placed.clone(), points, outcome }));
+        if author == user_id {
+            return unchanged(Voted::OwnComment);
+        }
         if deleted {
-            return Ok(Some((post_id, false)));
+            return unchanged(Voted::Unchanged);
         }
-        let counted = diesel::insert_into(comment_votes::table)
-            .values((comment_votes::comment_id.eq(comment_id), comment_votes::user_id.eq(user_id)))
-            .on_conflict_do_nothing()
-            .execute(conn)?
-            == 1;
-        if counted {
-            diesel::update(comments::table.find(comment_id))
-                .set((comments::upvotes.eq(comments::upvotes + 1), comments::version.eq(comments::version + 1)))
-                .execute(conn)?;
+        let changed = if up {
+            diesel::insert_into(comment_votes::table)
+                .values((comment_votes::comment_id.eq(comment_id), comment_votes::user_id.eq(user_id)))
+                .on_conflict_do_nothing()
+                .execute(conn)?
+        } else {
+            diesel::delete(comment_votes::table.find((comment_id, user_id))).execute(conn)?
+        } == 1;
+        if !changed {
+            return unchanged(Voted::Unchanged);
         }
-        Ok(Some((post_id, counted)))
+        let step = if up { 1 } else { -1 };
+        let points = diesel::update(comments::table.find(comment_id))
+            .set((comments::upvotes.eq(comments::upvotes + step), comments::version.eq(comments::version + 1)))
+            .returning(comments::upvotes)
+            .get_result(conn)?;
+        Ok(Some(VoteResult { comment: placed, points, outcome: Voted::Changed }))
     })
 }
 

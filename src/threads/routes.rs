@@ -1,6 +1,6 @@
 //! Post pages with their discussion, and the forms that write to it.
 
-use actix_session::{Session, SessionExt};
+use actix_session::SessionExt;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, web, HttpResponse};
 use diesel::PgConnection;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::cache::ThreadCache;
 use super::render::{self, Frame};
 use super::repo::{self, CommentRow, PostRow};
-use super::{tree, BodyError, CommentBody, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
+use super::{tree, BodyError, CommentBody, PostTitle, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
 use crate::web::{csrf, html, parse_id, see_other, AppError, Db, Layout};
 
@@ -18,8 +18,9 @@ use crate::web::{csrf, html, parse_id, see_other, AppError, Db, Layout};
 #[template(path = "thread_head.html")]
 struct ThreadHead<'a> {
     post: &'a PostRow,
-    /// Set on a "continue this thread" page.
-    context: Option<&'a str>,
+    body_html: String,
+    /// Set on a subthread ("continue this thread", a permalink): the comment it starts from.
+    root: Option<&'a CommentRow>,
 }
 
 #[derive(Template)]
@@ -32,6 +33,9 @@ struct ThreadPage<'a> {
     comments: &'a str,
     /// Per-user presentation (which edit links and votes are yours), kept out of shared fragments.
     user_style: String,
+    /// Where the page's comment box posts, and what it says: the post, or a subthread's comment.
+    form_action: String,
+    form_label: &'static str,
 }
 
 /// What is cached for a page: the same for everyone who sees it.
@@ -100,24 +104,21 @@ impl View {
     }
 }
 
-/// The post, provided it exists and `after` (if any) is one of its comments: a cursor that points
-/// nowhere is not found, and no page is cached under it.
-fn post_with_cursor(conn: &mut PgConnection, post_id: i64, after: Option<&str>) -> Result<PostRow, AppError> {
-    match repo::post_at_cursor(conn, post_id, after.unwrap_or(""))? {
-        Some((post, cursor_exists)) if cursor_exists || after.is_none() => Ok(post),
-        _ => Err(AppError::NotFound),
-    }
+/// The head of a page, provided the post exists and `after` (if any) is one of its comments: a
+/// cursor that points nowhere is not found, and no page is cached under it.
+fn checked_head(conn: &mut PgConnection, post_id: i64, after: Option<&str>, from: &str, max_depth: i32) -> Result<repo::PageHead, AppError> {
+    repo::page_head(conn, post_id, after.unwrap_or(""), from, max_depth, PAGE_SIZE)?.filter(|h| h.cursor_exists).ok_or(AppError::NotFound)
 }
 
 /// Loads (two queries), renders with whatever fragments the cache has, and stores what is new.
 async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<String>, cache_on: bool) -> Result<SharedPage, AppError> {
-    let (post, rows, root_depth) = match *view {
+    let (head, rows, root) = match *view {
         View::Post { post_id } => {
             let after = after.clone();
             db.run(move |conn| {
-                let post = post_with_cursor(conn, post_id, after.as_deref())?;
+                let head = checked_head(conn, post_id, after.as_deref(), "", MAX_DEPTH)?;
                 let rows = repo::page(conn, post_id, after.as_deref(), MAX_DEPTH, PAGE_SIZE + 1)?;
-                Ok::<_, AppError>((post, rows, 0))
+                Ok::<_, AppError>((head, rows, None))
             })
             .await?
         }
@@ -125,19 +126,21 @@ async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<S
             let after = after.clone();
             db.run(move |conn| {
                 let root = repo::comment(conn, comment_id)?.filter(|c| c.post_id == post_id).ok_or(AppError::NotFound)?;
-                let post = post_with_cursor(conn, post_id, after.as_deref())?;
+                let head = checked_head(conn, post_id, after.as_deref(), &root.path, root.depth + MAX_DEPTH)?;
                 let rows = repo::subtree(conn, &root, after.as_deref(), root.depth + MAX_DEPTH, PAGE_SIZE + 1)?;
-                Ok::<_, AppError>((post, rows, root.depth))
+                Ok::<_, AppError>((head, rows, Some(root)))
             })
             .await?
         }
     };
+    let root_depth = root.as_ref().map_or(0, |r| r.depth);
     let mut rows = rows;
     let more = rows.len() as i64 > PAGE_SIZE;
     rows.truncate(PAGE_SIZE as usize);
     let next = more.then(|| format!("{}?after={}", view.url(), rows.last().map(|r| r.path.as_str()).unwrap_or("")));
     let tree = tree::build(rows);
-    let frame = Frame { post_id: post.id, max_depth: root_depth + MAX_DEPTH };
+    let post = head.post;
+    let frame = Frame { post_id: post.id, root_depth, max_depth: root_depth + MAX_DEPTH };
     let keys = render::fragment_keys(&tree, &frame);
     let cached = if cache_on { threads.fragments(&keys).await } else { vec![None; keys.len()] };
     let rendered = render::render(&tree, &frame, &keys, cached)?;
@@ -145,31 +148,48 @@ async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<S
     if cache_on {
         threads.store_fragments(&rendered.fresh).await;
     }
-    let context = matches!(view, View::Subthread { .. }).then_some("Continuing a thread from");
-    let head = ThreadHead { post: &post, context }.render()?;
-    let mut comments = rendered.html;
+    let body_html = if root.is_none() { super::markdown::to_html(&post.body) } else { String::new() };
+    let head_html = ThreadHead { post: &post, body_html, root: root.as_ref() }.render()?;
+    let mut comments = String::new();
+    if after.is_some() {
+        // Keyset pages have no numbers; the way back is the first page and the one before.
+        let previous = match &head.previous {
+            Some(cursor) => format!("{}?after={cursor}", view.url()),
+            None => view.url(),
+        };
+        comments.push_str(&format!(
+            "<nav class=\"pager\" aria-label=\"Earlier comments\"><a id=\"first-page\" href=\"{}\">« first page</a> <a id=\"previous-page\" href=\"{previous}\">‹ previous page</a></nav>",
+            view.url()
+        ));
+    }
+    comments.push_str(&rendered.html);
     if tree.rows.is_empty() && after.is_none() {
         comments.push_str("<p class=\"muted\" id=\"no-comments\">No comments yet.</p>");
     }
     if let Some(next) = next {
         comments.push_str(&format!("<p><a class=\"more\" id=\"more-comments\" href=\"{next}\">load more comments →</a></p>"));
     }
-    Ok(SharedPage { title: post.title, head, comments })
+    let title = match &root {
+        Some(root) => format!("{}'s comment · {}", root.author, post.title),
+        None => post.title,
+    };
+    Ok(SharedPage { title, head: head_html, comments })
 }
 
+/// What differs per person on a shared page, as CSS over the cached fragments: the controls for
+/// signed-in people, edit and delete on your own comments (and no vote on them), and "undo
+/// upvote" where you have voted.
 fn user_style(user: Option<&SessionUser>, votes: &[i64]) -> String {
     let Some(user) = user else { return String::new() };
+    let me = user.id;
     let mut style = format!(
-        ".comment .controls {{ display: flex; }} .comment[data-author=\"{}\"] > .controls .edit-link {{ display: inline; }}",
-        user.id
+        ".comment .controls .vote, .comment .controls .reply-link {{ display: inline; }} \
+         .comment[data-author=\"{me}\"] > .controls .edit-link, .comment[data-author=\"{me}\"] > .controls .delete-link {{ display: inline; }} \
+         .comment[data-author=\"{me}\"] > .controls .vote {{ display: none; }}"
     );
-    for id in votes {
-        style.push_str(&format!(" .vote[data-comment=\"{id}\"]"));
-        style.push(',');
-    }
     if !votes.is_empty() {
-        style.pop();
-        style.push_str(" { color: var(--accent); font-weight: 700; }");
+        let each = |class: &str| votes.iter().map(|id| format!(".comment .controls .{class}[data-comment=\"{id}\"]")).collect::<Vec<_>>().join(", ");
+        style.push_str(&format!(" {} {{ display: none; }} {} {{ display: inline; }}", each("vote"), each("unvote")));
     }
     style
 }
@@ -212,8 +232,14 @@ async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state
         },
         None => Vec::new(),
     };
+    let (form_action, form_label) = match view {
+        View::Post { post_id } => (format!("/posts/{post_id}/comments"), "Add a comment"),
+        View::Subthread { comment_id, .. } => (format!("/comments/{comment_id}/replies"), "Reply to this comment"),
+    };
     html(ThreadPage {
         user_style: user_style(user.as_ref(), &votes),
+        form_action,
+        form_label,
         layout: Layout::new(&req),
         post_id,
         title: &page.title,
@@ -306,6 +332,10 @@ impl FormPurpose {
     /// The form, empty or holding `body`; with a problem it answers 422 and says what is wrong.
     fn page(self, req: &HttpRequest, body: String, problem: Option<BodyError>) -> Result<HttpResponse, AppError> {
         let status = if problem.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+        self.page_status(req, body, problem.map(|p| p.to_string()), status)
+    }
+
+    fn page_status(self, req: &HttpRequest, body: String, problem: Option<String>, status: StatusCode) -> Result<HttpResponse, AppError> {
         let form = CommentForm {
             layout: Layout::new(req),
             heading: self.heading,
@@ -313,7 +343,7 @@ impl FormPurpose {
             cancel: self.cancel,
             quoted: self.quoted,
             body,
-            problem: problem.map(|p| p.to_string()),
+            problem,
             submit: self.submit,
         };
         Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(form.render()?))
@@ -339,12 +369,26 @@ async fn reply_form(req: HttpRequest, _user: CurrentUser, db: Db, path: web::Pat
     FormPurpose::reply(&parent).page(&req, String::new(), None)
 }
 
-/// Where to look at a comment after writing it: its post, or its subthread when it is deep.
-fn comment_url(post_id: i64, comment_id: i64, parent: Option<&CommentRow>) -> String {
-    match parent {
-        Some(parent) if parent.depth + 1 > MAX_DEPTH => format!("/posts/{post_id}/comments/{}#c{comment_id}", parent.id),
-        _ => format!("/posts/{post_id}#c{comment_id}"),
-    }
+/// The page where a comment is seen, scrolled to it: the post's page (or, below `MAX_DEPTH`, the
+/// subthread that "continue this thread" leads to) that holds it, found the way its pages are
+/// chained. Without this a new comment on a long thread lands on page 1 and seems to vanish.
+fn landing(conn: &mut PgConnection, comment: &repo::Placed) -> Result<String, ThreadError> {
+    let post_id = comment.post_id;
+    let (base, from, max_depth) = if comment.depth <= MAX_DEPTH {
+        (format!("/posts/{post_id}"), String::new(), MAX_DEPTH)
+    } else {
+        // Subthreads start at depths MAX_DEPTH, 2 × MAX_DEPTH, …: the one above this comment.
+        let root_depth = MAX_DEPTH * ((comment.depth - 1) / MAX_DEPTH);
+        let segments: Vec<&str> = comment.path.split('.').collect();
+        let root_path = segments[..=root_depth as usize].join(".");
+        let root_id: i64 = segments[root_depth as usize].parse().map_err(|_| ThreadError::NotFound)?;
+        (format!("/posts/{post_id}/comments/{root_id}"), root_path, root_depth + MAX_DEPTH)
+    };
+    let cursor = repo::cursor_of_page_holding(conn, post_id, &from, max_depth, &comment.path, PAGE_SIZE)?;
+    Ok(match cursor {
+        Some(cursor) => format!("{base}?after={cursor}#c{}", comment.id),
+        None => format!("{base}#c{}", comment.id),
+    })
 }
 
 /// What a new comment answers.
@@ -354,35 +398,44 @@ enum Target {
     Comment(i64),
 }
 
+impl Target {
+    async fn form(self, db: &Db) -> Result<FormPurpose, AppError> {
+        Ok(match self {
+            Target::Post(post_id) => FormPurpose::comment_on(post_id),
+            Target::Comment(id) => FormPurpose::reply(&db.run(move |conn| live_comment(conn, id)).await?),
+        })
+    }
+}
+
+/// Said when a form's token no longer matches (signed in again in another tab, say): the form
+/// comes back with the text kept and a fresh token, rather than an error page that loses it.
+const EXPIRED_FORM: &str = "This page was open from an earlier sign-in, so for your safety nothing was posted yet. Your text is kept below: check it and send it again.";
+
 async fn add(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, target: Target, form: BodyForm) -> Result<HttpResponse, AppError> {
-    csrf::verify(&req.get_session(), &form.csrf_token)?;
+    if csrf::verify(&req.get_session(), &form.csrf_token).is_err() {
+        return target.form(&db).await?.page_status(&req, form.body, Some(EXPIRED_FORM.into()), StatusCode::FORBIDDEN);
+    }
     let body = match CommentBody::parse(&form.body) {
         Ok(body) => body,
-        Err(problem) => {
-            let purpose = match target {
-                Target::Post(post_id) => FormPurpose::comment_on(post_id),
-                Target::Comment(id) => FormPurpose::reply(&db.run(move |conn| live_comment(conn, id)).await?),
-            };
-            return purpose.page(&req, form.body, Some(problem));
-        }
+        Err(problem) => return target.form(&db).await?.page(&req, form.body, Some(problem)),
     };
     let user_id = user.0.id;
-    let (post_id, id, parent) = db
+    let (post_id, location) = db
         .run(move |conn| {
-            let (post_id, parent) = match target {
+            let (post_id, parent_id) = match target {
                 Target::Post(post_id) => (post_id, None),
                 Target::Comment(id) => {
                     let parent = live_comment(conn, id)?;
-                    (parent.post_id, Some(parent))
+                    (parent.post_id, Some(parent.id))
                 }
             };
-            let parent_id = parent.as_ref().map(|p| p.id);
-            let id = repo::add_comment(conn, post_id, parent_id, user_id, &body)?.ok_or(ThreadError::NotFound)?;
-            Ok::<_, ThreadError>((post_id, id, parent))
+            let placed = repo::add_comment(conn, post_id, parent_id, user_id, &body)?.ok_or(ThreadError::NotFound)?;
+            Ok::<_, ThreadError>((post_id, landing(conn, &placed)?))
         })
         .await?;
     state.threads.bump(post_id).await;
-    Ok(see_other(&comment_url(post_id, id, parent.as_ref())))
+    crate::web::flash(&req, "Your comment was posted.");
+    Ok(see_other(&location))
 }
 
 async fn add_to_post(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
@@ -408,40 +461,151 @@ async fn edit_form(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<
 }
 
 async fn edit(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
-    csrf::verify(&req.get_session(), &form.csrf_token)?;
     let (id, user_id) = (parse_id(&path)?, user.0.id);
-    let body = match CommentBody::parse(&form.body) {
-        Ok(body) => body,
-        Err(problem) => {
-            let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
-            return FormPurpose::edit(&comment).page(&req, form.into_inner().body, Some(problem));
-        }
-    };
+    let expired = csrf::verify(&req.get_session(), &form.csrf_token).is_err();
+    let parsed = CommentBody::parse(&form.body);
+    if expired || parsed.is_err() {
+        let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
+        let purpose = FormPurpose::edit(&comment);
+        let body = form.into_inner().body;
+        return match parsed {
+            Err(problem) if !expired => purpose.page(&req, body, Some(problem)),
+            _ => purpose.page_status(&req, body, Some(EXPIRED_FORM.into()), StatusCode::FORBIDDEN),
+        };
+    }
+    let body = parsed.map_err(|e| AppError::BadRequest(e.to_string()))?;
     let now = state.clock.now();
-    let post_id = db.run(move |conn| repo::edit_comment(conn, id, user_id, &body, now)?.ok_or(ThreadError::NotFound)).await?;
+    let (post_id, location) = db
+        .run(move |conn| {
+            let placed = repo::edit_comment(conn, id, user_id, &body, now)?.ok_or(ThreadError::NotFound)?;
+            Ok::<_, ThreadError>((placed.post_id, landing(conn, &placed)?))
+        })
+        .await?;
     state.threads.bump(post_id).await;
-    Ok(see_other(&format!("/posts/{post_id}#c{id}")))
+    crate::web::flash(&req, "Your comment was saved.");
+    Ok(see_other(&location))
 }
 
-async fn upvote(user: CurrentUser, session: Session, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, &form.csrf_token)?;
-    let id = parse_id(&path)?;
+fn wants_json(req: &HttpRequest) -> bool {
+    req.headers().get(actix_web::http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"))
+}
+
+/// Upvotes (`up`) or takes the vote back. The page's script asks for JSON and updates the count
+/// in place; without script the form posts and the page comes back at the comment.
+async fn vote(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<ThreadsState>, id: &str, form: csrf::TokenForm, up: bool) -> Result<HttpResponse, AppError> {
+    csrf::verify(&req.get_session(), &form.csrf_token)?;
+    let id = parse_id(id)?;
     let user_id = user.0.id;
-    let (post_id, counted) = db.run(move |conn| repo::upvote(conn, id, user_id)?.ok_or(AppError::NotFound)).await?;
-    if counted {
+    let (result, location) = db
+        .run(move |conn| {
+            let result = repo::vote(conn, id, user_id, up)?.ok_or(ThreadError::NotFound)?;
+            let location = landing(conn, &result.comment)?;
+            Ok::<_, ThreadError>((result, location))
+        })
+        .await?;
+    let post_id = result.comment.post_id;
+    if result.outcome == repo::Voted::Changed {
         state.threads.forget_votes(post_id, user_id).await;
         state.threads.bump(post_id).await;
     }
-    Ok(see_other(&format!("/posts/{post_id}#c{id}")))
+    let own = result.outcome == repo::Voted::OwnComment;
+    if wants_json(&req) {
+        let body = serde_json::json!({ "comment": id, "points": result.points, "voted": up && !own });
+        return Ok(if own {
+            HttpResponse::UnprocessableEntity().json(serde_json::json!({ "error": "You cannot vote for your own comment." }))
+        } else {
+            HttpResponse::Ok().json(body)
+        });
+    }
+    if own {
+        crate::web::flash(&req, "You cannot vote for your own comment.");
+    }
+    Ok(see_other(&location))
 }
 
-async fn delete(user: CurrentUser, session: Session, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, &form.csrf_token)?;
+async fn upvote(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+    vote(req, user, db, state, &path, form.into_inner(), true).await
+}
+
+async fn unvote(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+    vote(req, user, db, state, &path, form.into_inner(), false).await
+}
+
+#[derive(Template)]
+#[template(path = "comment_delete.html")]
+struct DeletePage {
+    layout: Layout,
+    comment: CommentRow,
+}
+
+/// Asks before deleting: what goes, and that the replies stay.
+async fn delete_form(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let (id, user_id) = (parse_id(&path)?, user.0.id);
+    let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
+    html(DeletePage { layout: Layout::new(&req), comment })
+}
+
+async fn delete(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&req.get_session(), &form.csrf_token)?;
     let id = parse_id(&path)?;
     let (user_id, now) = (user.0.id, state.clock.now());
-    let post_id = db.run(move |conn| repo::delete_comment(conn, id, user_id, now)?.ok_or(ThreadError::NotFound)).await?;
+    let (post_id, location) = db
+        .run(move |conn| {
+            let placed = repo::delete_comment(conn, id, user_id, now)?.ok_or(ThreadError::NotFound)?;
+            Ok::<_, ThreadError>((placed.post_id, landing(conn, &placed)?))
+        })
+        .await?;
     state.threads.bump(post_id).await;
-    Ok(see_other(&format!("/posts/{post_id}#c{id}")))
+    crate::web::flash(&req, "Your comment was deleted. Replies to it stay.");
+    Ok(see_other(&location))
+}
+
+#[derive(Template)]
+#[template(path = "post_form.html")]
+struct NewPostPage {
+    layout: Layout,
+    title: String,
+    body: String,
+    problem: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NewPostForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    body: String,
+}
+
+async fn new_post_form(req: HttpRequest, _user: CurrentUser) -> Result<HttpResponse, AppError> {
+    html(NewPostPage { layout: Layout::new(&req), title: String::new(), body: String::new(), problem: None })
+}
+
+/// Starts a discussion. A problem (or an expired form) shows the form again with what was typed.
+async fn create_post(req: HttpRequest, user: CurrentUser, db: Db, form: web::Form<NewPostForm>) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    let parsed = if csrf::verify(&req.get_session(), &form.csrf_token).is_err() {
+        Err((EXPIRED_FORM.to_string(), StatusCode::FORBIDDEN))
+    } else {
+        match (PostTitle::parse(&form.title), CommentBody::parse(&form.body)) {
+            (Ok(title), Ok(body)) => Ok((title, body)),
+            (Err(problem), _) => Err((problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY)),
+            (_, Err(problem)) => Err((problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY)),
+        }
+    };
+    let (title, body) = match parsed {
+        Ok(parsed) => parsed,
+        Err((problem, status)) => {
+            let page = NewPostPage { layout: Layout::new(&req), title: form.title, body: form.body, problem: Some(problem) };
+            return Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(page.render()?));
+        }
+    };
+    let user_id = user.0.id;
+    let post_id = db.run(move |conn| repo::create_post(conn, user_id, title.as_str(), body.as_str())).await?;
+    crate::web::flash(&req, "Your discussion is open.");
+    Ok(see_other(&format!("/posts/{post_id}")))
 }
 
 #[derive(Template)]
@@ -461,6 +625,8 @@ async fn metrics_json(_admin: AdminUser, state: web::Data<ThreadsState>) -> Http
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/posts", web::get().to(posts))
+        // Before `/posts/{id}`, which would otherwise take "new" for an id.
+        .route("/posts/new", web::get().to(new_post_form))
         .route("/posts/{id}", web::get().to(post_page))
         .route("/posts/{id}/comments", web::post().to(add_to_post))
         .route("/posts/{post}/comments/{comment}", web::get().to(subthread_page))
@@ -469,7 +635,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/comments/{id}/edit", web::get().to(edit_form))
         .route("/comments/{id}/edit", web::post().to(edit))
         .route("/comments/{id}/upvote", web::post().to(upvote))
+        .route("/comments/{id}/unvote", web::post().to(unvote))
+        .route("/comments/{id}/delete", web::get().to(delete_form))
         .route("/comments/{id}/delete", web::post().to(delete))
+        .route("/posts", web::post().to(create_post))
         .route("/admin/cache", web::get().to(metrics_page))
         .route("/admin/cache.json", web::get().to(metrics_json));
 }

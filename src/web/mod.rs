@@ -132,10 +132,24 @@ impl Db {
     }
 }
 
-/// What every page's frame needs: who is signed in, and the token its forms carry.
+/// What every page's frame needs: who is signed in, the token its forms carry, and a one-time
+/// notice left by the request before (see [`flash`]).
 pub struct Layout {
     pub user: Option<Viewer>,
     pub csrf: String,
+    pub flash: Option<String>,
+}
+
+const FLASH_KEY: &str = "flash";
+
+/// Leaves a notice for the next page this person sees ("Your comment was posted."), shown once:
+/// reading it removes it, so a reload or a refresh does not repeat it.
+pub fn flash(req: &HttpRequest, notice: &str) {
+    let _ = req.get_session().insert(FLASH_KEY, notice);
+}
+
+fn take_flash(req: &HttpRequest) -> Option<String> {
+    req.get_session().remove_as::<String>(FLASH_KEY).and_then(Result::ok)
 }
 
 impl Layout {
@@ -144,17 +158,18 @@ impl Layout {
     pub fn new(req: &HttpRequest) -> Layout {
         let user = Viewer::of(req);
         let csrf = if user.is_some() { csrf::token(&req.get_session()) } else { String::new() };
-        Layout { user, csrf }
+        let flash = if user.is_some() { take_flash(req) } else { None };
+        Layout { user, csrf, flash }
     }
 
     /// For pages with a form anyone may submit (signing in): a token even without a user.
     pub fn with_form(req: &HttpRequest) -> Layout {
-        Layout { user: Viewer::of(req), csrf: csrf::token(&req.get_session()) }
+        Layout { user: Viewer::of(req), csrf: csrf::token(&req.get_session()), flash: take_flash(req) }
     }
 
     /// For error pages, which are rendered without the request at hand.
     pub fn bare() -> Layout {
-        Layout { user: None, csrf: String::new() }
+        Layout { user: None, csrf: String::new(), flash: None }
     }
 }
 

@@ -16,4 +16,5 @@ mod merchants_api;
 mod merchants_pages;
 mod money;
 mod payments_processor;
+mod thread_controls;
 mod threads_pages;

@@ -75,7 +75,7 @@ pub fn post(conn: &mut PgConnection, user_id: i64, title: &str) -> i64 {
 
 pub fn comment(conn: &mut PgConnection, post_id: i64, parent: Option<i64>, user_id: i64, body: &str) -> i64 {
     let body = agora::threads::CommentBody::parse(body).unwrap();
-    agora::threads::repo::add_comment(conn, post_id, parent, user_id, &body).unwrap().expect("post and parent exist")
+    agora::threads::repo::add_comment(conn, post_id, parent, user_id, &body).unwrap().expect("post and parent exist").id
 }
 
 /// `roots` top-level comments, each with `fan_out` replies per level, `levels` levels deep.
