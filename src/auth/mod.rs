@@ -1,5 +1,6 @@
 //! Accounts: who may sign in, who is signed in on a request, and how often sign-in may be tried.
 
+pub mod domain;
 pub mod password;
 pub mod repo;
 pub mod routes;
@@ -38,12 +39,23 @@ impl FromRequest for CurrentUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(match SessionUser::of(req) {
             Some(user) => Ok(CurrentUser(user)),
-            None => {
-                let next = (req.method() == Method::GET).then(|| req.uri().to_string());
-                Err(AppError::LoginRequired { next })
-            }
+            None => Err(AppError::LoginRequired { next: return_to(req) }),
         })
     }
+}
+
+/// Where to come back to after signing in: the page asked for, or — for a form sent after the
+/// session ended (Pay, say) — the page the form was on, as the browser's `Referer` names it, when
+/// that is this site.
+fn return_to(req: &HttpRequest) -> Option<String> {
+    if req.method() == Method::GET {
+        return Some(req.uri().to_string());
+    }
+    let referer = req.headers().get(actix_web::http::header::REFERER)?.to_str().ok()?;
+    let info = req.connection_info();
+    let rest = referer.strip_prefix("http://").or_else(|| referer.strip_prefix("https://"))?;
+    let path = rest.strip_prefix(info.host())?;
+    path.starts_with('/').then(|| path.to_string())
 }
 
 /// A handler argument that requires an administrator; to anyone else the page does not exist.

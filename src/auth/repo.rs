@@ -52,6 +52,25 @@ pub fn ensure(conn: &mut PgConnection, user: &NewUser<'_>) -> QueryResult<i64> {
         .get_result(conn)
 }
 
+/// A new account from the sign-up form, with its password already hashed; `None` if the email
+/// is taken (the unique index on `lower(email)` decides, so two sign-ups at once cannot both win).
+pub fn create(conn: &mut PgConnection, email: &str, name: &str, password_hash: &str) -> QueryResult<Option<i64>> {
+    diesel::insert_into(users::table)
+        .values((users::email.eq(email), users::name.eq(name), users::password_hash.eq(password_hash)))
+        .on_conflict_do_nothing()
+        .returning(users::id)
+        .get_result(conn)
+        .optional()
+}
+
+pub fn password_hash(conn: &mut PgConnection, user_id: i64) -> QueryResult<String> {
+    users::table.find(user_id).select(users::password_hash).first(conn)
+}
+
+pub fn set_password_hash(conn: &mut PgConnection, user_id: i64, hash: &str) -> QueryResult<()> {
+    diesel::update(users::table.find(user_id)).set(users::password_hash.eq(hash)).execute(conn).map(drop)
+}
+
 pub fn is_admin(conn: &mut PgConnection, user_id: i64) -> QueryResult<bool> {
     users::table.find(user_id).select(users::is_admin).first(conn).optional().map(|a| a.unwrap_or(false))
 }
@@ -100,6 +119,19 @@ pub fn revoke_all_sessions(conn: &mut PgConnection, user_id: i64, now: DateTime<
         .set(user_sessions::revoked_at.eq(now))
         .returning(user_sessions::token_hash)
         .get_results(conn)
+}
+
+/// Ends every session of the account but the one whose token hashes to `keep`.
+pub fn revoke_other_sessions(conn: &mut PgConnection, user_id: i64, keep: &[u8], now: DateTime<Utc>) -> QueryResult<Vec<Vec<u8>>> {
+    diesel::update(
+        user_sessions::table
+            .filter(user_sessions::user_id.eq(user_id))
+            .filter(user_sessions::revoked_at.is_null())
+            .filter(user_sessions::token_hash.ne(keep)),
+    )
+    .set(user_sessions::revoked_at.eq(now))
+    .returning(user_sessions::token_hash)
+    .get_results(conn)
 }
 
 #[derive(Debug, Clone, Queryable)]

@@ -7,6 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::sessions::{self, token_hash, TOKEN};
+use super::domain::{AccountInputError, DisplayName, Email, NewPassword};
 use super::{password, repo, AuthState, CurrentUser, SessionUser};
 use crate::web::{client_ip, csrf, html, see_other, AppError, Db, Layout};
 
@@ -17,6 +18,13 @@ struct LoginPage {
     email: String,
     next: String,
     problem: Option<String>,
+}
+
+impl LoginPage {
+    /// Why someone sent here to sign in is here: said unless they came of their own accord.
+    fn why(&self) -> Option<&'static str> {
+        (self.next != "/").then_some("Please sign in to continue. You'll be taken back to the page you were on.")
+    }
 }
 
 #[derive(Deserialize)]
@@ -99,16 +107,91 @@ async fn login(req: HttpRequest, session: Session, db: Db, state: web::Data<Auth
         return login_problem(&req, StatusCode::UNAUTHORIZED, email, &next, "That email and password don't match an account.".into());
     };
     services.logins.succeeded(&email, &ip).await;
+    let signed_in = SessionUser { id: user.id, name: user.name, email: user.email, is_admin: user.is_admin };
+    start_session(&req, &session, &db, &services, signed_in).await?;
+    Ok(see_other(&safe_next(Some(&next))))
+}
+
+/// Records a new session for `user` and puts its token in a new cookie.
+async fn start_session(req: &HttpRequest, session: &Session, db: &Db, state: &AuthState, user: SessionUser) -> Result<(), AppError> {
     let token = sessions::new_token();
-    let (hash, user_id, expires_at) = (token_hash(&token), user.id, services.sessions.expires_at(services.clock.now()));
+    let (hash, user_id, expires_at) = (token_hash(&token), user.id, state.sessions.expires_at(state.clock.now()));
     let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     db.run(move |conn| repo::create_session(conn, user_id, &hash, &agent, expires_at)).await?;
-    let signed_in = SessionUser { id: user.id, name: user.name, email: user.email, is_admin: user.is_admin };
-    services.sessions.started(&token, &signed_in).await;
+    state.sessions.started(&token, &user).await;
     // A new cookie on sign-in, so a session fixed before it is worth nothing after.
     session.renew();
-    session.insert(TOKEN, &token).map_err(|e| AppError::Internal(format!("session: {e}")))?;
-    Ok(see_other(&safe_next(Some(&next))))
+    session.insert(TOKEN, &token).map_err(|e| AppError::Internal(format!("session: {e}")))
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+struct SignupPage {
+    layout: Layout,
+    name: String,
+    email: String,
+    next: String,
+    problem: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SignupForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_again: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn signup_page(req: HttpRequest, query: web::Query<NextQuery>) -> Result<HttpResponse, AppError> {
+    let next = safe_next(query.next.as_deref());
+    if SessionUser::of(&req).is_some() {
+        return Ok(see_other(&next));
+    }
+    html(SignupPage { layout: Layout::with_form(&req), name: String::new(), email: String::new(), next, problem: None })
+}
+
+/// Creates an account and signs it in. Problems come back on the form with what was typed (but
+/// never the password). Sign-up is throttled per address like sign-in, since it also hashes.
+async fn signup(req: HttpRequest, session: Session, db: Db, state: web::Data<AuthState>, form: web::Form<SignupForm>) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    let next = safe_next(Some(&form.next));
+    let again = |problem: String, status: StatusCode| -> Result<HttpResponse, AppError> {
+        let page = SignupPage { layout: Layout::with_form(&req), name: form.name.clone(), email: form.email.clone(), next: next.clone(), problem: Some(problem) };
+        Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(page.render()?))
+    };
+    if csrf::verify(&session, &form.csrf_token).is_err() {
+        return again("This form had expired, so no account was made yet. Please send it again.".into(), StatusCode::FORBIDDEN);
+    }
+    let parsed = (|| Ok::<_, AccountInputError>((DisplayName::parse(&form.name)?, Email::parse(&form.email)?, NewPassword::parse(&form.password, &form.password_again)?)))();
+    let (name, email, password) = match parsed {
+        Ok(parsed) => parsed,
+        Err(problem) => return again(problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+    };
+    let ip = client_ip(&req);
+    if let Err(throttled) = state.logins.check(email.as_str(), &ip).await {
+        let problem = format!("Too many attempts from here. Please try again in {}.", in_words(throttled.retry_after));
+        return again(problem, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let secret = password.into_inner();
+    let hash = state.hashing.run(move || password::hash(&secret)).await.map_err(|_| AppError::Unavailable("the password-hashing queue is full".into()))?;
+    let (email_text, name_text) = (email.as_str().to_string(), name.as_str().to_string());
+    let created = db.run(move |conn| repo::create(conn, &email_text, &name_text, &hash)).await?;
+    let Some(user_id) = created else {
+        state.logins.failed(email.as_str(), &ip).await;
+        return again("An account with this email already exists. Sign in instead, or use another address.".into(), StatusCode::CONFLICT);
+    };
+    let user = SessionUser { id: user_id, name: name.as_str().to_string(), email: email.as_str().to_string(), is_admin: false };
+    start_session(&req, &session, &db, &state, user).await?;
+    crate::web::flash(&req, "Welcome to Agora: your account is ready.");
+    Ok(see_other(&next))
 }
 
 /// Ends this session: the row is revoked, so the cookie is worthless wherever it was copied.
@@ -137,9 +220,23 @@ struct AccountPage {
     name: String,
     email: String,
     sessions: Vec<SessionView>,
+    /// What was wrong with a password change, shown by its form.
+    problem: Option<String>,
 }
 
 async fn account(req: HttpRequest, user: CurrentUser, session: Session, db: Db, state: web::Data<AuthState>) -> Result<HttpResponse, AppError> {
+    account_page(&req, user, &session, &db, &state, None, StatusCode::OK).await
+}
+
+async fn account_page(
+    req: &HttpRequest,
+    user: CurrentUser,
+    session: &Session,
+    db: &Db,
+    state: &AuthState,
+    problem: Option<String>,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
     let (user_id, now) = (user.0.id, state.clock.now());
     let mine = session.get::<String>(TOKEN).ok().flatten().map(|t| token_hash(&t));
     let active = db.run(move |conn| repo::active_sessions(conn, user_id, now)).await?;
@@ -151,10 +248,56 @@ async fn account(req: HttpRequest, user: CurrentUser, session: Session, db: Db, 
             started: s.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
         })
         .collect();
-    let page = AccountPage { layout: Layout::new(&req), name: user.0.name, email: user.0.email, sessions };
-    let mut response = html(page)?;
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
-    Ok(response)
+    let page = AccountPage { layout: Layout::new(req), name: user.0.name, email: user.0.email, sessions, problem };
+    Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(page.render()?))
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    new_again: String,
+}
+
+/// Changes the password after checking the current one, and signs out every other device: if
+/// someone else knew the old password, their session ends with it.
+async fn change_password(req: HttpRequest, user: CurrentUser, session: Session, db: Db, state: web::Data<AuthState>, form: web::Form<PasswordForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let PasswordForm { current, new, new_again, .. } = form.into_inner();
+    let problem = |why: &str| Some(why.to_string());
+    let new = match NewPassword::parse(&new, &new_again) {
+        Ok(new) => new,
+        Err(e) => return account_page(&req, user, &session, &db, &state, problem(&e.to_string()), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    let user_id = user.0.id;
+    let stored = db.run(move |conn| repo::password_hash(conn, user_id)).await?;
+    let hashed = state
+        .hashing
+        .run(move || password::verify(&stored, &current).then(|| password::hash(&new.into_inner())))
+        .await
+        .map_err(|_| AppError::Unavailable("the password-hashing queue is full".into()))?;
+    let Some(hash) = hashed else {
+        return account_page(&req, user, &session, &db, &state, problem("Your current password was not right, so nothing changed."), StatusCode::UNPROCESSABLE_ENTITY).await;
+    };
+    let keep = session.get::<String>(TOKEN).ok().flatten().map(|t| token_hash(&t)).unwrap_or_default();
+    let now = state.clock.now();
+    let revoked = db
+        .run(move |conn| {
+            use diesel::Connection;
+            conn.transaction(|conn| {
+                repo::set_password_hash(conn, user_id, &hash)?;
+                repo::revoke_other_sessions(conn, user_id, &keep, now)
+            })
+        })
+        .await?;
+    state.sessions.ended(&revoked).await;
+    crate::web::flash(&req, "Your password was changed. Every other device has been signed out.");
+    Ok(see_other("/account"))
 }
 
 /// Ends every session of the account, on every device, this one included.
@@ -171,7 +314,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::get().to(login_page))
         .route("/login", web::post().to(login))
         .route("/logout", web::post().to(logout))
+        .route("/signup", web::get().to(signup_page))
+        .route("/signup", web::post().to(signup))
         .route("/account", web::get().to(account))
+        .route("/account/password", web::post().to(change_password))
         .route("/account/sign-out-everywhere", web::post().to(sign_out_everywhere));
 }
 

@@ -120,3 +120,75 @@ fn the_catalogue_is_open_to_visitors_who_are_asked_to_sign_in_to_order() {
     assert!(page.body.contains("Product 1") && page.body.contains("href=\"/login?next=/products\""), "{}", page.body);
     assert!(!page.body.contains("Place order with"));
 }
+
+#[test]
+fn a_new_person_signs_up_and_is_signed_in_and_a_taken_email_is_explained() {
+    let app = app_with_user();
+    let client = Client::new(&app.url);
+    let form = client.get("/signup?next=/products");
+    let token = form.csrf_token();
+    let short = client.post_form(
+        "/signup",
+        &[("csrf_token", &token), ("name", "Ann"), ("email", "ann@example.com"), ("password", "short"), ("password_again", "short"), ("next", "/products")],
+    );
+    assert_eq!(short.status, 422);
+    assert!(short.body.contains("at least 8 characters") && short.body.contains("value=\"ann@example.com\""));
+    assert!(!short.body.contains("value=\"short\""), "a password is never sent back");
+    let taken = client.post_form(
+        "/signup",
+        &[("csrf_token", &token), ("name", "Imposter"), ("email", "MEMBER@example.com"), ("password", "long enough"), ("password_again", "long enough")],
+    );
+    assert_eq!(taken.status, 409);
+    assert!(taken.body.contains("already exists"));
+    let made = client.post_form(
+        "/signup",
+        &[("csrf_token", &token), ("name", "Ann"), ("email", "ann@example.com"), ("password", "long enough"), ("password_again", "long enough"), ("next", "/products")],
+    );
+    assert_eq!((made.status, made.location.as_deref()), (303, Some("/products")), "back where sign-up was asked from");
+    let page = client.get("/products").body;
+    assert!(page.contains("Welcome to Agora") && page.contains("Sign out"), "signed in");
+    let again = Client::new(&app.url);
+    again.sign_in("ann@example.com", "long enough");
+}
+
+#[test]
+fn changing_the_password_needs_the_current_one_and_signs_out_every_other_device() {
+    let app = app_with_user();
+    let laptop = Client::new(&app.url);
+    laptop.sign_in("member@example.com", PASSWORD);
+    let phone = Client::new(&app.url);
+    phone.sign_in("member@example.com", PASSWORD);
+    let token = laptop.csrf_token();
+    let wrong = laptop.post_form("/account/password", &[("csrf_token", &token), ("current", "not it"), ("new", "a new secret"), ("new_again", "a new secret")]);
+    assert_eq!(wrong.status, 422);
+    assert!(wrong.body.contains("current password was not right"));
+    let changed = laptop.post_form("/account/password", &[("csrf_token", &token), ("current", PASSWORD), ("new", "a new secret"), ("new_again", "a new secret")]);
+    assert_eq!(changed.status, 303);
+    assert!(laptop.get("/account").body.contains("Your password was changed"), "this device stays signed in");
+    assert_eq!(phone.get("/account").status, 303, "the other device is signed out");
+    let login = Client::new(&app.url);
+    let token = login.get("/login").csrf_token();
+    assert_eq!(login.post_form("/login", &[("csrf_token", &token), ("email", "member@example.com"), ("password", PASSWORD)]).status, 401);
+    login.sign_in("member@example.com", "a new secret");
+}
+
+#[test]
+fn a_form_sent_after_the_session_ended_signs_in_and_returns_to_its_page_with_a_reason() {
+    let app = app_with_user();
+    let client = Client::new(&app.url);
+    client.sign_in("member@example.com", PASSWORD);
+    let token = client.csrf_token();
+    // The session ends elsewhere (another device signs out everywhere) while the checkout is open.
+    let other_device = Client::new(&app.url);
+    other_device.set_cookie(client.cookie());
+    assert_eq!(other_device.post_form("/account/sign-out-everywhere", &[("csrf_token", &token)]).status, 303);
+    let referer = format!("{}/orders/7/checkout", app.url);
+    let sent = client.post_form_with_referer("/orders/7/pay", &[("csrf_token", &token)], &referer);
+    assert_eq!(sent.status, 303);
+    assert_eq!(sent.location.as_deref(), Some("/login?next=/orders/7/checkout"), "back to the checkout, not to the POST");
+    let login = client.get("/login?next=/orders/7/checkout").body;
+    assert!(login.contains("Your session has ended. Please sign in again."));
+    // A foreign Referer is never followed.
+    let elsewhere = client.post_form_with_referer("/orders/7/pay", &[("csrf_token", &token)], "https://evil.example/orders/7/checkout");
+    assert_eq!(elsewhere.location.as_deref(), Some("/login"));
+}

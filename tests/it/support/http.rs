@@ -107,6 +107,12 @@ impl Client {
         self.finish(request.send_form(fields))
     }
 
+    /// A form post from a page: the browser names the page in `Referer`.
+    pub fn post_form_with_referer(&self, path: &str, fields: &[(&str, &str)], referer: &str) -> Resp {
+        let request = self.with_cookie(self.agent.post(&format!("{}{}", self.base, path))).set("Referer", referer);
+        self.finish(request.send_form(fields))
+    }
+
     /// A form post from an API client that asks for JSON.
     pub fn post_form_json(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
         let request = self.with_cookie(self.agent.post(&format!("{}{}", self.base, path))).set("Accept", "application/json");
