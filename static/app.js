@@ -92,3 +92,6 @@ async function vote(event) {
     delete button.dataset.busy;
   }
 }
+
+// "Print receipt" buttons.
+document.querySelectorAll("[data-print]").forEach((button) => button.addEventListener("click", () => window.print()));

@@ -60,6 +60,26 @@ pub fn lines(conn: &mut PgConnection, order_id: i64) -> QueryResult<Vec<Checkout
         .load(conn)
 }
 
+/// What a paid order's receipt shows: its completed payment.
+#[derive(Debug, Clone, Queryable)]
+pub struct Receipt {
+    pub reference: Uuid,
+    pub amount: BigDecimal,
+    pub currency: String,
+    pub paid_at: DateTime<Utc>,
+    pub refunded: BigDecimal,
+}
+
+/// The completed payment of an order, if it has one (an order has at most one payment).
+pub fn receipt(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<Receipt>> {
+    payments::table
+        .filter(payments::order_id.eq(order_id))
+        .filter(payments::status.eq("completed"))
+        .select((payments::reference, payments::amount, payments::currency, payments::updated_at, payments::amount_refunded))
+        .first(conn)
+        .optional()
+}
+
 /// The user's latest orders, newest first.
 pub fn recent_for_user(conn: &mut PgConnection, user_id: i64, limit: i64) -> QueryResult<Vec<OrderSummary>> {
     orders::table

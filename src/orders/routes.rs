@@ -76,6 +76,14 @@ struct CheckoutPage {
     closed: bool,
     /// Why the person is looking at a closed order (they pressed Pay on it).
     notice: Option<String>,
+    receipt: Option<ReceiptView>,
+}
+
+pub struct ReceiptView {
+    pub number: String,
+    pub paid: String,
+    pub paid_at: String,
+    pub refunded: Option<String>,
 }
 
 fn line_view(line: CheckoutLine, currency: &str) -> LineView {
@@ -94,15 +102,24 @@ async fn checkout(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<
 
 async fn checkout_page(req: &HttpRequest, user: &CurrentUser, db: &Db, state: &OrdersState, order_id: i64, notice: Option<String>) -> Result<HttpResponse, AppError> {
     let user_id = user.0.id;
-    let (summary, lines) = db
+    let (summary, lines, receipt) = db
         .run(move |conn| {
             let Some(summary) = repo::find_summary(conn, user_id, order_id)? else {
                 return Err(AppError::NotFound);
             };
             let lines = repo::lines(conn, order_id)?;
-            Ok((summary, lines))
+            let paid = summary.payment_status == Some(crate::payments::PaymentStatus::Completed);
+            let receipt = if paid { repo::receipt(conn, order_id)? } else { None };
+            Ok((summary, lines, receipt))
         })
         .await?;
+    let receipt = receipt.map(|r| ReceiptView {
+        // The payment's reference is the receipt number: unique, and what support can look up.
+        number: r.reference.simple().to_string()[..12].to_uppercase(),
+        paid: format_money(&r.amount, &r.currency),
+        paid_at: r.paid_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        refunded: (r.refunded > BigDecimal::from(0)).then(|| format_money(&r.refunded, &r.currency)),
+    });
     let currency = summary.order.currency.clone();
     let payable = summary.order.status == "pending" && summary.payment_reference.is_none();
     let closed = matches!(summary.order.status.as_str(), "expired" | "failed" | "cancelled");
@@ -115,6 +132,7 @@ async fn checkout_page(req: &HttpRequest, user: &CurrentUser, db: &Db, state: &O
         hold_minutes: state.hold.as_secs().div_ceil(60),
         closed,
         notice,
+        receipt,
     })?;
     *response.status_mut() = status;
     Ok(response)
@@ -307,6 +325,7 @@ async fn check_payment_now(
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
+        .route("/orders/{id}", web::get().to(checkout))
         .route("/orders/{id}/checkout", web::get().to(checkout))
         .route("/orders/{id}/pay", web::post().to(pay))
         .route("/orders/{id}/reorder", web::post().to(reorder))

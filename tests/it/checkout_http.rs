@@ -240,3 +240,31 @@ fn a_timed_out_payment_is_retried_in_the_background_and_completes() {
     assert_eq!(status["status"], "completed");
     assert_eq!(status["final"], true);
 }
+
+#[test]
+fn a_paid_order_has_a_page_with_its_items_dates_status_and_receipt_for_its_owner_only() {
+    let shop = shop();
+    let order_id = fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products[..2]);
+    let client = signed_in(&shop);
+    let unpaid = client.get(&format!("/orders/{order_id}"));
+    assert_eq!(unpaid.status, 200);
+    assert!(unpaid.body.contains("id=\"pay\"") && !unpaid.body.contains("id=\"receipt\""), "unpaid: Pay, no receipt");
+    let token = client.csrf_token();
+    client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)]);
+    shop.app.drain_jobs();
+    let page = client.get(&format!("/orders/{order_id}"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<title>Receipt · order #"));
+    assert!(page.body.contains("id=\"receipt-number\""));
+    let total = format!("{} USD", fixtures::order_total(&mut shop.app.conn(), order_id).with_scale(2));
+    assert!(page.body.contains(&format!("<dd id=\"receipt-paid\">{total}</dd>")));
+    assert_eq!(page.body.matches("<tr><td>Product ").count(), 2, "the items are listed");
+    assert!(page.body.contains("placed ") && page.body.contains(" UTC"), "with dates");
+    assert!(page.queries.unwrap() <= 4, "the order page made {:?} queries", page.queries);
+    assert!(client.get("/").body.contains(&format!("href=\"/orders/{order_id}\"")), "the orders list links to it");
+
+    fixtures::user(&mut shop.app.conn(), "other@example.com");
+    let other = Client::new(&shop.app.url);
+    other.sign_in("other@example.com", PASSWORD);
+    assert_eq!(other.get(&format!("/orders/{order_id}")).status, 404, "someone else's order is not found");
+}
