@@ -74,7 +74,8 @@ async function vote(event) {
   if (button.dataset.busy) return;
   button.dataset.busy = "1";
   try {
-    const response = await fetch(button.formAction, { method: "POST", body: new FormData(form), headers: { Accept: "application/json" } });
+    // URL-encoded, as the form itself would send it (FormData alone would be multipart).
+    const response = await fetch(button.formAction, { method: "POST", body: new URLSearchParams(new FormData(form)), headers: { Accept: "application/json" } });
     const result = await response.json();
     const comment = document.getElementById(`c${button.dataset.comment}`);
     if (!response.ok) { window.alert(result.error || "The vote could not be counted. Please reload the page."); return; }

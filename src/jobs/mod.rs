@@ -146,6 +146,11 @@ pub trait JobHandler: Send + Sync {
         Ok(Ok(()))
     }
 
+    /// What Retry on a dead job of this kind will do, said next to the button before it is pressed.
+    fn retry_means(&self) -> &'static str {
+        "Runs the job again from its first attempt."
+    }
+
     fn backoff(&self) -> Backoff {
         Backoff::default()
     }

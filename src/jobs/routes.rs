@@ -3,7 +3,6 @@
 use actix_session::Session;
 use actix_web::{HttpRequest, web, HttpResponse};
 use askama::Template;
-use serde::Deserialize;
 
 use super::queue::{self, MinuteCount, StateCount};
 use super::{Job, JobsState};
@@ -21,10 +20,13 @@ pub struct DeadJobView {
     pub args: String,
     pub last_error: String,
     pub finished: String,
+    /// What Retry will do for this kind of job.
+    pub retry_means: &'static str,
 }
 
-impl From<Job> for DeadJobView {
-    fn from(job: Job) -> Self {
+impl DeadJobView {
+    fn new(job: Job, registry: &super::Registry) -> Self {
+        let retry_means = registry.get(&job.kind).map_or("Runs the job again from its first attempt.", |h| h.retry_means());
         let last_error = job
             .errors
             .as_array()
@@ -41,6 +43,7 @@ impl From<Job> for DeadJobView {
             args: job.args.to_string(),
             last_error,
             finished: job.finished_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+            retry_means,
         }
     }
 }
@@ -81,15 +84,9 @@ struct JobsPage {
     dead: Vec<DeadJobView>,
     unconfirmed: Vec<UnconfirmedView>,
     breaker: Option<BreakerState>,
-    notice: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Notice {
-    notice: Option<String>,
-}
-
-async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<JobsState>, query: web::Query<Notice>) -> Result<HttpResponse, AppError> {
+async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<JobsState>) -> Result<HttpResponse, AppError> {
     let services = state.clone();
     let (counts, latency, throughput, dead, unconfirmed, breaker) = db
         .run(move |conn| {
@@ -109,14 +106,13 @@ async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<Jobs
         counts,
         latency: latency.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "none waiting".into()),
         throughput,
-        dead: dead.into_iter().map(DeadJobView::from).collect(),
+        dead: dead.into_iter().map(|job| DeadJobView::new(job, &state.registry)).collect(),
         unconfirmed: unconfirmed.into_iter().map(UnconfirmedView::from).collect(),
         breaker,
-        notice: query.into_inner().notice.filter(|n| n.len() < 200),
     })
 }
 
-async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<JobsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+async fn retry(req: HttpRequest, _admin: AdminUser, session: Session, db: Db, state: web::Data<JobsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
     let (clock, registry) = (state.clock.clone(), state.registry.clone());
@@ -139,15 +135,16 @@ async fn retry(_admin: AdminUser, session: Session, db: Db, state: web::Data<Job
         })
         .await?;
     state.wake.notify();
-    Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(&outcome))))
+    crate::web::flash(&req, &outcome);
+    Ok(see_other("/admin/jobs"))
 }
 
-async fn discard(_admin: AdminUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+async fn discard(req: HttpRequest, _admin: AdminUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
     let removed = db.run(move |conn| queue::discard_dead(conn, id)).await?;
-    let notice = if removed { "Job discarded." } else { "That job is no longer dead." };
-    Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(notice))))
+    crate::web::flash(&req, if removed { "Job discarded." } else { "That job is no longer dead." });
+    Ok(see_other("/admin/jobs"))
 }
 
 /// The metrics, for an administrator or for a scraper holding `METRICS_TOKEN`. Job and breaker

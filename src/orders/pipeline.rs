@@ -330,6 +330,10 @@ impl JobHandler for ChargeOrder {
             .collect()
     }
 
+    fn retry_means(&self) -> &'static str {
+        "Tries the charge again under the same key, so the card is never charged twice; refused when the card was declined or the payment already completed."
+    }
+
     /// Retrying helps only while the payment may still go through: not after a decline, a fraud
     /// rejection or a payment that completed.
     fn can_retry(&self, conn: &mut PgConnection, job: &Job) -> QueryResult<Result<(), String>> {

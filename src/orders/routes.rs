@@ -118,7 +118,7 @@ async fn checkout_page(req: &HttpRequest, user: &CurrentUser, db: &Db, state: &O
         number: r.reference.simple().to_string()[..12].to_uppercase(),
         paid: format_money(&r.amount, &r.currency),
         paid_at: r.paid_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-        refunded: (r.refunded > BigDecimal::from(0)).then(|| format_money(&r.refunded, &r.currency)),
+        refunded: (r.refunded > 0).then(|| format_money(&r.refunded, &r.currency)),
     });
     let currency = summary.order.currency.clone();
     let payable = summary.order.status == "pending" && summary.payment_reference.is_none();
@@ -299,6 +299,7 @@ async fn place_order(
 /// An administrator asks the gateway about an unconfirmed payment now, instead of at its next
 /// scheduled check; a worker does the asking.
 async fn check_payment_now(
+    req: HttpRequest,
     _admin: AdminUser,
     session: Session,
     db: Db,
@@ -320,7 +321,8 @@ async fn check_payment_now(
         })
         .await?;
     state.wake.notify();
-    Ok(see_other(&format!("/admin/jobs?notice={}", crate::web::url_encode(notice))))
+    crate::web::flash(&req, notice);
+    Ok(see_other("/admin/jobs"))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -5,6 +5,7 @@ mod support;
 
 mod auth_pages;
 mod browser;
+mod browser_paths;
 mod chat_api;
 mod chat_intake;
 mod checkout_http;

@@ -92,7 +92,7 @@ impl Browser {
         let created = call("POST", &format!("{}/session", driver.url), Some(capabilities));
         let session = format!("{}/session/{}", driver.url, created["sessionId"].as_str().expect("a session id"));
         // Finding an element waits up to this long for it to appear (after a navigation, say).
-        call("POST", &format!("{session}/timeouts"), Some(json!({ "implicit": 15_000, "pageLoad": 30_000 })));
+        call("POST", &format!("{session}/timeouts"), Some(json!({ "implicit": 15_000, "pageLoad": 30_000, "script": 15_000 })));
         Browser { session, profile }
     }
 
@@ -108,6 +108,51 @@ impl Browser {
     /// Runs a script in the page and returns what it returns.
     pub fn script(&self, source: &str) -> Value {
         call("POST", &format!("{}/execute/sync", self.session), Some(json!({ "script": source, "args": [] })))
+    }
+
+    /// Waits, in the page, until `condition` (a JavaScript expression) holds: checked on every
+    /// animation frame, so the test goes on as soon as the page has changed. Panics after 15 s.
+    pub fn wait_until(&self, condition: &str) {
+        let source = format!(
+            "const done = arguments[arguments.length - 1]; \
+             const check = () => {{ let ok = false; try {{ ok = !!({condition}); }} catch (_) {{}} \
+             if (ok) done(true); else requestAnimationFrame(check); }}; check();"
+        );
+        call("POST", &format!("{}/execute/async", self.session), Some(json!({ "script": source, "args": [] })));
+    }
+
+    /// Opens a new tab and returns its handle (the current tab stays current).
+    pub fn new_tab(&self) -> String {
+        call("POST", &format!("{}/window/new", self.session), Some(json!({ "type": "tab" })))["handle"].as_str().unwrap().to_string()
+    }
+
+    /// The handle of the current tab.
+    pub fn tab(&self) -> String {
+        call("GET", &format!("{}/window", self.session), None).as_str().unwrap().to_string()
+    }
+
+    pub fn switch_to(&self, handle: &str) {
+        call("POST", &format!("{}/window", self.session), Some(json!({ "handle": handle })));
+    }
+
+    /// The browser's Back button.
+    pub fn back(&self) {
+        call("POST", &format!("{}/back", self.session), Some(json!({})));
+    }
+
+    pub fn refresh(&self) {
+        call("POST", &format!("{}/refresh", self.session), Some(json!({})));
+    }
+
+    /// The accessibility checks of `audit.js` on the current page: what they found wrong.
+    pub fn audit(&self) -> Vec<String> {
+        let found = self.script(include_str!("audit.js"));
+        found.as_array().expect("the audit returns a list").iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    /// Whether the page is no wider than the window (nothing scrolls sideways).
+    pub fn fits_width(&self) -> bool {
+        self.script("return document.documentElement.scrollWidth <= window.innerWidth;") == Value::Bool(true)
     }
 
     pub fn current_url(&self) -> String {
