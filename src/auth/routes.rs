@@ -83,7 +83,11 @@ fn in_words(wait: std::time::Duration) -> String {
 /// is read with a connection that goes straight back to the pool; the slow hash runs on the
 /// bounded hashing pool; only then is the session row written.
 async fn login(req: HttpRequest, session: Session, db: Db, state: web::Data<AuthState>, form: web::Form<LoginForm>) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, &form.csrf_token)?;
+    if csrf::verify(&session, &form.csrf_token).is_err() {
+        // A sign-in page left open until its cookie went: the form again, email kept, new token.
+        let LoginForm { email, next, .. } = form.into_inner();
+        return login_problem(&req, StatusCode::FORBIDDEN, email, &next, "This page had been open a long time, so please sign in again.".into());
+    }
     let LoginForm { email, password: given, next, .. } = form.into_inner();
     let services = state.clone();
     let ip = client_ip(&req);

@@ -277,9 +277,11 @@ async fn place_order(
     state: web::Data<OrdersState>,
     form: web::Form<HashMap<String, String>>,
 ) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, form.get("csrf_token").map(String::as_str).unwrap_or(""))?;
     let (user_id, max_unpaid) = (user.0.id, state.max_unpaid_orders);
+    let expired = csrf::verify(&session, form.get("csrf_token").map(String::as_str).unwrap_or("")).is_err();
     let problem = match basket(&form) {
+        // A catalogue open from an earlier sign-in: the quantities come back with a fresh token.
+        _ if expired => "This page was open from an earlier sign-in, so for your safety nothing was ordered yet. Your quantities are kept: check them and place the order again.".to_string(),
         Ok(items) if items.is_empty() => "Choose at least one item.".to_string(),
         Ok(items) => match db.run(move |conn| Ok::<_, AppError>(repo::create(conn, user_id, &items, max_unpaid))).await? {
             Ok(order_id) => return Ok(see_other(&format!("/orders/{order_id}/checkout"))),

@@ -496,10 +496,12 @@ async fn vote(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<Thre
     csrf::verify(&req.get_session(), &form.csrf_token)?;
     let id = parse_id(id)?;
     let user_id = user.0.id;
+    let json = wants_json(&req);
     let (result, location) = db
         .run(move |conn| {
             let result = repo::vote(conn, id, user_id, up)?.ok_or(ThreadError::NotFound)?;
-            let location = landing(conn, &result.comment)?;
+            // The script stays on its page; only a form post needs to be sent back to the comment.
+            let location = if json { String::new() } else { landing(conn, &result.comment)? };
             Ok::<_, ThreadError>((result, location))
         })
         .await?;
@@ -509,7 +511,7 @@ async fn vote(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<Thre
         state.threads.bump(post_id).await;
     }
     let own = result.outcome == repo::Voted::OwnComment;
-    if wants_json(&req) {
+    if json {
         let body = serde_json::json!({ "comment": id, "points": result.points, "voted": up && !own });
         return Ok(if own {
             HttpResponse::UnprocessableEntity().json(serde_json::json!({ "error": "You cannot vote for your own comment." }))

@@ -51,6 +51,11 @@ fn login_and_logout_need_their_csrf_token() {
     client.get("/login");
     let resp = client.post_form("/login", &[("email", "member@example.com"), ("password", PASSWORD)]);
     assert_eq!(resp.status, 403);
+    assert!(resp.body.contains("value=\"member@example.com\""), "the form comes back with the email");
+    assert!(client.get("/").body.contains("Welcome to Agora"), "and nobody was signed in");
+    let again = client.post_form("/login", &[("csrf_token", &resp.csrf_token()), ("email", "member@example.com"), ("password", PASSWORD)]);
+    assert_eq!(again.status, 303, "its fresh token works");
+    let client = Client::new(&app.url);
     client.sign_in("member@example.com", PASSWORD);
     assert_eq!(client.post_form("/logout", &[("csrf_token", "wrong")]).status, 403);
     assert!(client.get("/").body.contains("Your orders"), "still signed in");

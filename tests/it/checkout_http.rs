@@ -268,3 +268,19 @@ fn a_paid_order_has_a_page_with_its_items_dates_status_and_receipt_for_its_owner
     other.sign_in("other@example.com", PASSWORD);
     assert_eq!(other.get(&format!("/orders/{order_id}")).status, 404, "someone else's order is not found");
 }
+
+#[test]
+fn an_order_form_from_an_earlier_sign_in_comes_back_with_its_quantities_and_orders_nothing() {
+    let shop = shop();
+    let client = signed_in(&shop);
+    let field = format!("qty_{}", shop.products[0]);
+    let refused = client.post_form("/orders", &[("csrf_token", "from-an-earlier-sign-in"), (&field, "4")]);
+    assert_eq!(refused.status, 409);
+    assert!(refused.body.contains("nothing was ordered yet"));
+    assert!(refused.body.contains(&format!("name=\"{field}\" min=\"0\" max=\"1000\" value=\"4\"")), "the quantity is kept");
+    let placed = client.post_form("/orders", &[("csrf_token", &refused.csrf_token()), (&field, "4")]);
+    assert_eq!(placed.status, 303, "the re-rendered form's token works");
+    use diesel::prelude::*;
+    let orders: i64 = agora::schema::orders::table.count().get_result(&mut shop.app.conn()).unwrap();
+    assert_eq!(orders, 1, "one order, from the second try");
+}

@@ -57,7 +57,10 @@ fn later_pages_say_what_each_reply_answers_and_link_back_to_earlier_pages() {
     let mut url = format!("/posts/{post}");
     let mut pages = vec![url.clone()];
     loop {
-        let page = client.get(&url).body;
+        let cold = client.get(&url);
+        assert_eq!(cold.queries, Some(2), "{url} cold: the post with both cursors, then the rows");
+        assert_eq!(client.get(&url).queries, Some(0), "{url} warm");
+        let page = cold.body;
         let Some(at) = page.find("id=\"more-comments\" href=\"") else { break };
         let rest = &page[at + 25..];
         url = rest[..rest.find('"').unwrap()].replace("&#x2f;", "/");
