@@ -251,14 +251,16 @@ fn problem_09_deep_threads_and_admin_pages_fit_a_phone() {
     let driver = Driver::start();
     let browser = Browser::open(&driver);
     sign_in(&browser, &app, TOUR_EMAIL, "/");
-    browser.resize(390, 844);
-    for path in &tour.pages {
-        browser.goto(&format!("{}{path}", app.url));
-        browser.find("main");
-        let widths = browser.script("return [document.documentElement.scrollWidth, window.innerWidth];");
-        assert!(browser.fits_width(), "{path} scrolls sideways at 390 px: {widths}");
+    for (width, height) in [(390, 844), (360, 740)] {
+        browser.resize(width, height);
+        for path in &tour.pages {
+            browser.goto(&format!("{}{path}", app.url));
+            browser.find("main");
+            let widths = browser.script("return [document.documentElement.scrollWidth, window.innerWidth];");
+            assert_eq!(widths[1], width, "the window is as narrow as a phone");
+            assert!(browser.fits_width(), "{path} scrolls sideways at {width} px: {widths}");
+        }
     }
-    browser.resize(360, 740);
     browser.goto(&format!("{}{}", app.url, tour.deep_thread));
     browser.find("main");
     assert!(browser.fits_width(), "the deepest thread page fits 360 px");
