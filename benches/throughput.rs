@@ -456,11 +456,13 @@ fn thread_pages(rows: &mut Vec<String>) {
     for (size, post) in posts {
         let naive = load(&format!("{}/naive/{post}", cold_server.base), CLIENTS, SECONDS);
         let cold = load(&format!("{}/posts/{post}", cold_server.base), CLIENTS, SECONDS);
-        let _ = ureq::get(&format!("{}/posts/{post}", warm_server.base)).call().unwrap();
+        // The page's size: what every request costs to read from Redis and to send.
+        let page = ureq::get(&format!("{}/posts/{post}", warm_server.base)).call().unwrap().into_string().unwrap();
+        let kib = page.len() / 1024;
         let warm = load(&format!("{}/posts/{post}", warm_server.base), CLIENTS, SECONDS);
         for (name, run) in [("naive N+1, whole tree", &naive), ("cold (2 queries, no cache)", &cold), ("warm (Redis, 0 queries)", &warm)] {
             rows.push(format!(
-                "| thread page, {size} comments: {name} | {CLIENTS} clients, 2 HTTP workers | {SECONDS} s | {:.0} req/s | {:.2} ms | {:.2} ms |",
+                "| thread page, {size} comments: {name} | {CLIENTS} clients, 2 HTTP workers, {kib} KiB page | {SECONDS} s | {:.0} req/s | {:.2} ms | {:.2} ms |",
                 run.per_sec, run.p50_ms, run.p99_ms
             ));
             eprintln!("{}", rows.last().unwrap());

@@ -146,6 +146,7 @@ diesel::table! {
         comments_count -> Int4,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        body_html -> Nullable<Text>,
     }
 }
 
@@ -165,6 +166,7 @@ diesel::table! {
         deleted_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        body_html -> Nullable<Text>,
     }
 }
 

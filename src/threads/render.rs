@@ -13,10 +13,10 @@ use super::repo::CommentRow;
 use super::tree::Tree;
 
 /// Changes whenever comment.html changes, so old fragments are never reused with a new template.
-const FRAGMENT_SCHEMA: u32 = 2;
+const FRAGMENT_SCHEMA: u32 = 3;
 
 #[derive(Template)]
-#[template(path = "comment.html")]
+#[template(path = "comment.html", whitespace = "minimize")]
 struct CommentFragment<'a> {
     c: &'a CommentRow,
     /// The body as sanitized HTML (see `markdown`): the only markup a person's words become.
@@ -97,7 +97,11 @@ pub fn render(tree: &Tree, frame: &Frame, keys: &[String], cached: Vec<Option<St
         };
         let fragment = CommentFragment {
             c,
-            body_html: if c.deleted { String::new() } else { super::markdown::to_html(&c.body) },
+            body_html: match (&c.body_html, c.deleted) {
+                (_, true) => String::new(),
+                (Some(cooked), false) => cooked.clone(),
+                (None, false) => super::markdown::to_html(&c.body),
+            },
             replies: &replies,
             continue_url: cut.then(|| format!("/posts/{}/comments/{}", frame.post_id, c.id)),
         }

@@ -13,6 +13,8 @@ pub struct PostRow {
     pub id: i64,
     pub title: String,
     pub body: String,
+    /// `body` as sanitized HTML, made when it was written (`None`: made when shown).
+    pub body_html: Option<String>,
     pub comments_count: i32,
     pub created_at: DateTime<Utc>,
     pub author: String,
@@ -27,6 +29,8 @@ pub struct CommentRow {
     pub parent_comment_id: Option<i64>,
     pub user_id: i64,
     pub body: String,
+    /// `body` as sanitized HTML, made when it was written (`None`: made when shown).
+    pub body_html: Option<String>,
     pub depth: i32,
     pub path: String,
     pub upvotes: i32,
@@ -51,7 +55,7 @@ pub fn post(conn: &mut PgConnection, post_id: i64) -> QueryResult<Option<PostRow
     posts::table
         .inner_join(users::table)
         .filter(posts::id.eq(post_id))
-        .select((posts::id, posts::title, posts::body, posts::comments_count, posts::created_at, users::name))
+        .select((posts::id, posts::title, posts::body, posts::body_html, posts::comments_count, posts::created_at, users::name))
         .first(conn)
         .optional()
 }
@@ -73,6 +77,8 @@ struct PageHeadRow {
     title: String,
     #[diesel(sql_type = Text)]
     body: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    body_html: Option<String>,
     #[diesel(sql_type = diesel::sql_types::Integer)]
     comments_count: i32,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
@@ -91,7 +97,7 @@ struct PageHeadRow {
 /// same range (`from` on, down to `max_depth`): its own cursor is the row `page_size` before.
 pub fn page_head(conn: &mut PgConnection, post_id: i64, cursor: &str, from: &str, max_depth: i32, page_size: i64) -> QueryResult<Option<PageHead>> {
     let row: Option<PageHeadRow> = diesel::sql_query(
-        "SELECT p.id, p.title, p.body, p.comments_count, p.created_at, u.name AS author, \
+        "SELECT p.id, p.title, p.body, p.body_html, p.comments_count, p.created_at, u.name AS author, \
                 ($2 = '' OR EXISTS (SELECT 1 FROM comments c WHERE c.post_id = p.id AND c.path = $2)) AS cursor_exists, \
                 (SELECT c.path FROM comments c \
                   WHERE c.post_id = p.id AND c.depth <= $4 AND c.path >= $3 AND c.path <= $2 \
@@ -106,7 +112,15 @@ pub fn page_head(conn: &mut PgConnection, post_id: i64, cursor: &str, from: &str
     .get_result(conn)
     .optional()?;
     Ok(row.map(|r| PageHead {
-        post: PostRow { id: r.id, title: r.title, body: r.body, comments_count: r.comments_count, created_at: r.created_at, author: r.author },
+        post: PostRow {
+            id: r.id,
+            title: r.title,
+            body: r.body,
+            body_html: r.body_html,
+            comments_count: r.comments_count,
+            created_at: r.created_at,
+            author: r.author,
+        },
         cursor_exists: r.cursor_exists,
         previous: r.previous,
     }))
@@ -136,7 +150,7 @@ pub fn recent_posts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<Post
         .inner_join(users::table)
         .order((posts::created_at.desc(), posts::id.desc()))
         .limit(limit)
-        .select((posts::id, posts::title, posts::body, posts::comments_count, posts::created_at, users::name))
+        .select((posts::id, posts::title, posts::body, posts::body_html, posts::comments_count, posts::created_at, users::name))
         .load(conn)
 }
 
@@ -234,8 +248,8 @@ pub fn add_comment(
         let created: Option<Placed> = diesel::sql_query(
             "WITH new AS (SELECT nextval(pg_get_serial_sequence('comments', 'id')) AS id), \
                   parent AS (SELECT id, depth, path FROM comments WHERE id = $2 AND post_id = $1) \
-             INSERT INTO comments (id, post_id, parent_comment_id, user_id, body, depth, path) \
-             SELECT new.id, p.id, parent.id, $3, $4, COALESCE(parent.depth + 1, 0), \
+             INSERT INTO comments (id, post_id, parent_comment_id, user_id, body, body_html, depth, path) \
+             SELECT new.id, p.id, parent.id, $3, $4, $5, COALESCE(parent.depth + 1, 0), \
                     COALESCE(parent.path || '.', '') || lpad(new.id::text, 12, '0') \
              FROM new CROSS JOIN posts p LEFT JOIN parent ON true \
              WHERE p.id = $1 AND ($2 IS NULL OR parent.id IS NOT NULL) \
@@ -245,6 +259,7 @@ pub fn add_comment(
         .bind::<Nullable<BigInt>, _>(parent_id)
         .bind::<BigInt, _>(user_id)
         .bind::<Text, _>(body.as_str())
+        .bind::<Text, _>(super::markdown::to_html(body.as_str()))
         .get_result(conn)
         .optional()?;
         let Some(placed) = created else { return Ok(None) };
@@ -263,6 +278,7 @@ pub fn edit_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, body
     diesel::update(comments::table.find(comment_id).filter(comments::user_id.eq(user_id)).filter(comments::deleted_at.is_null()))
         .set((
             comments::body.eq(body.as_str()),
+            comments::body_html.eq(super::markdown::to_html(body.as_str())),
             comments::edited_at.eq(now),
             comments::updated_at.eq(now),
             comments::version.eq(comments::version + 1),
@@ -348,7 +364,7 @@ pub fn votes_of(conn: &mut PgConnection, post_id: i64, user_id: i64) -> QueryRes
 
 pub fn create_post(conn: &mut PgConnection, user_id: i64, title: &str, body: &str) -> QueryResult<i64> {
     diesel::insert_into(posts::table)
-        .values((posts::user_id.eq(user_id), posts::title.eq(title), posts::body.eq(body)))
+        .values((posts::user_id.eq(user_id), posts::title.eq(title), posts::body.eq(body), posts::body_html.eq(super::markdown::to_html(body))))
         .returning(posts::id)
         .get_result(conn)
 }

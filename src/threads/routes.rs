@@ -148,7 +148,11 @@ async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<S
     if cache_on {
         threads.store_fragments(&rendered.fresh).await;
     }
-    let body_html = if root.is_none() { super::markdown::to_html(&post.body) } else { String::new() };
+    let body_html = match (&root, &post.body_html) {
+        (Some(_), _) => String::new(),
+        (None, Some(cooked)) => cooked.clone(),
+        (None, None) => super::markdown::to_html(&post.body),
+    };
     let head_html = ThreadHead { post: &post, body_html, root: root.as_ref() }.render()?;
     let mut comments = String::new();
     if after.is_some() {

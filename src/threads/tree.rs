@@ -37,6 +37,7 @@ mod tests {
             parent_comment_id: parent,
             user_id: 1,
             body: String::new(),
+            body_html: None,
             depth: path.matches('.').count() as i32,
             path: path.into(),
             upvotes: 0,

@@ -332,7 +332,7 @@ fn a_lost_version_key_means_a_fresh_page_never_an_old_one() {
 
     // A committed change whose post-version bump was lost, then Redis evicts the version key.
     diesel::update(comments::table.find(comment))
-        .set((comments::body.eq("changed underneath"), comments::version.eq(comments::version + 1)))
+        .set((comments::body.eq("changed underneath"), comments::body_html.eq(None::<String>), comments::version.eq(comments::version + 1)))
         .execute(&mut conn)
         .unwrap();
     let mut redis = redis::Client::open(crate::support::db::redis_url()).unwrap().get_connection().unwrap();
