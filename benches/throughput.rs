@@ -373,7 +373,7 @@ async fn naive_thread(path: actix_web::web::Path<i64>, pool: actix_web::web::Dat
         let mut conn = pool.get().unwrap();
         let post = repo::post(&mut conn, post_id).unwrap().unwrap();
         let tree = tree::build(repo::tree_naively(&mut conn, post_id).unwrap());
-        let frame = render::Frame { post_id, root_depth: 0, max_depth: i32::MAX };
+        let frame = render::Frame { post_id, parents: Default::default(), root_depth: 0, max_depth: i32::MAX };
         let keys = render::fragment_keys(&tree, &frame);
         let none = vec![None; keys.len()];
         format!("<h1>{}</h1>{}", post.title, render::render(&tree, &frame, &keys, none).unwrap().html)

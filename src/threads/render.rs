@@ -25,9 +25,20 @@ struct CommentFragment<'a> {
     continue_url: Option<String>,
 }
 
+#[derive(Template)]
+#[template(path = "orphan.html")]
+struct Orphan<'a> {
+    post_id: i64,
+    parent: i64,
+    author: Option<&'a str>,
+    fragment: &'a str,
+}
+
 /// Where a rendered tree sits: what "continue this thread" links point at.
 pub struct Frame {
     pub post_id: i64,
+    /// Who wrote the comments that replies at the top of a later page answer (by id).
+    pub parents: std::collections::HashMap<i64, String>,
     /// The depth of the page's top: the post's comments (0) or a subthread's first comment.
     pub root_depth: i32,
     /// Comments at this depth show a link instead of their replies.
@@ -116,10 +127,8 @@ pub fn render(tree: &Tree, frame: &Frame, keys: &[String], cached: Vec<Option<St
         // A reply whose parent is on an earlier page says so, and links to the parent in context.
         match c.parent_comment_id.filter(|_| c.depth > frame.root_depth) {
             Some(parent) => {
-                out.html.push_str(&format!(
-                    "<div class=\"orphan\"><p class=\"in-reply-to\">↳ in reply to <a href=\"/posts/{}/comments/{parent}\">a comment on an earlier page</a></p>{fragment}</div>",
-                    frame.post_id
-                ));
+                let author = frame.parents.get(&parent).map(String::as_str);
+                out.html.push_str(&Orphan { post_id: frame.post_id, parent, author, fragment }.render()?);
             }
             None => out.html.push_str(fragment),
         }

@@ -67,6 +67,10 @@ pub struct PageHead {
     pub cursor_exists: bool,
     /// The cursor of the page before this one; `None` when that page is the first.
     pub previous: Option<String>,
+    /// Who wrote the cursor's comment and each of its ancestors, by id ("[deleted]" for deleted
+    /// ones). A reply at the top of this page whose parent is on an earlier page answers one of
+    /// them: in path order, a parent before the cursor with a child after it is an ancestor of it.
+    pub ancestors: std::collections::HashMap<i64, String>,
 }
 
 #[derive(QueryableByName)]
@@ -89,6 +93,10 @@ struct PageHeadRow {
     cursor_exists: bool,
     #[diesel(sql_type = Nullable<Text>)]
     previous: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Array<BigInt>)]
+    ancestor_ids: Vec<i64>,
+    #[diesel(sql_type = diesel::sql_types::Array<Text>)]
+    ancestor_authors: Vec<String>,
 }
 
 /// The post, whether `cursor` (a page cursor: a comment's path, or "" for the first page) is one
@@ -101,8 +109,15 @@ pub fn page_head(conn: &mut PgConnection, post_id: i64, cursor: &str, from: &str
                 ($2 = '' OR EXISTS (SELECT 1 FROM comments c WHERE c.post_id = p.id AND c.path = $2)) AS cursor_exists, \
                 (SELECT c.path FROM comments c \
                   WHERE c.post_id = p.id AND c.depth <= $4 AND c.path >= $3 AND c.path <= $2 \
-                  ORDER BY c.path DESC OFFSET $5 LIMIT 1) AS previous \
-         FROM posts p JOIN users u ON u.id = p.user_id WHERE p.id = $1",
+                  ORDER BY c.path DESC OFFSET $5 LIMIT 1) AS previous, \
+                a.ids AS ancestor_ids, a.authors AS ancestor_authors \
+         FROM posts p JOIN users u ON u.id = p.user_id \
+         CROSS JOIN LATERAL ( \
+             SELECT COALESCE(array_agg(c.id), '{}') AS ids, \
+                    COALESCE(array_agg(CASE WHEN c.deleted_at IS NULL THEN cu.name ELSE '[deleted]' END), '{}') AS authors \
+             FROM comments c JOIN users cu ON cu.id = c.user_id \
+             WHERE c.post_id = p.id AND c.id = ANY (string_to_array(NULLIF($2, ''), '.')::bigint[])) a \
+         WHERE p.id = $1",
     )
     .bind::<BigInt, _>(post_id)
     .bind::<Text, _>(cursor)
@@ -123,6 +138,7 @@ pub fn page_head(conn: &mut PgConnection, post_id: i64, cursor: &str, from: &str
         },
         cursor_exists: r.cursor_exists,
         previous: r.previous,
+        ancestors: r.ancestor_ids.into_iter().zip(r.ancestor_authors).collect(),
     }))
 }
 

@@ -112,7 +112,7 @@ fn checked_head(conn: &mut PgConnection, post_id: i64, after: Option<&str>, from
 
 /// Loads (two queries), renders with whatever fragments the cache has, and stores what is new.
 async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<String>, cache_on: bool) -> Result<SharedPage, AppError> {
-    let (head, rows, root) = match *view {
+    let (mut head, rows, root) = match *view {
         View::Post { post_id } => {
             let after = after.clone();
             db.run(move |conn| {
@@ -140,7 +140,7 @@ async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<S
     let next = more.then(|| format!("{}?after={}", view.url(), rows.last().map(|r| r.path.as_str()).unwrap_or("")));
     let tree = tree::build(rows);
     let post = head.post;
-    let frame = Frame { post_id: post.id, root_depth, max_depth: root_depth + MAX_DEPTH };
+    let frame = Frame { post_id: post.id, parents: std::mem::take(&mut head.ancestors), root_depth, max_depth: root_depth + MAX_DEPTH };
     let keys = render::fragment_keys(&tree, &frame);
     let cached = if cache_on { threads.fragments(&keys).await } else { vec![None; keys.len()] };
     let rendered = render::render(&tree, &frame, &keys, cached)?;

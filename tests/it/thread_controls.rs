@@ -73,6 +73,7 @@ fn later_pages_say_what_each_reply_answers_and_link_back_to_earlier_pages() {
         assert!(page.contains(&format!("id=\"previous-page\" href=\"{}\"", pages[i - 1])), "page {i} links back to page {}", i - 1);
         // A page that starts mid-thread begins with replies whose parents are on earlier pages.
         assert!(page.contains("class=\"in-reply-to\"") && page.contains(&format!("<a href=\"/posts/{post}/comments/")));
+        assert!(page.contains(">pager</a>, on an earlier page"), "naming whom it answers");
     }
     assert!(!client.get(&pages[0]).body.contains("id=\"previous-page\""), "the first page has no way back");
 }
