@@ -16,7 +16,8 @@ struct PaymentPage {
     layout: Layout,
     payment: Payment,
     amount: String,
-    events: Vec<PaymentEvent>,
+    /// The history in a shopper's words: when, and what happened.
+    history: Vec<(String, &'static str)>,
     headline: &'static str,
     advice: String,
     in_flight: bool,
@@ -72,6 +73,31 @@ fn explain(payment: &Payment) -> (&'static str, String) {
     }
 }
 
+/// A payment's history as the person paying should read it. The events' own reasons are for
+/// operators ("attempt 2 of 5 after: Gateway timeout"); here each step is said plainly, and a
+/// failure that was retried is not called one.
+fn shopper_history(events: &[PaymentEvent], payment: &Payment) -> Vec<(String, &'static str)> {
+    let last = events.len().saturating_sub(1);
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let words = match (event.to_status.as_str(), event.from_status.as_deref()) {
+                ("pending", _) => "Payment started",
+                ("processing", Some("failed")) => "Trying again",
+                ("processing", Some("processing")) => "Checking again after an interruption",
+                ("processing", _) => "Sent to the payment provider",
+                ("requires_confirmation", _) => "No clear answer yet: asking the payment provider",
+                ("completed", _) => "Paid",
+                ("failed", _) if i == last && is_final(payment) => "Not paid: no money was taken",
+                ("failed", _) => "No answer in time: we will try again",
+                _ => "Updated",
+            };
+            (event.created_at.format("%Y-%m-%d %H:%M:%S").to_string(), words)
+        })
+        .collect()
+}
+
 /// Nothing more will happen to the payment: paid, or failed with no retry to come.
 fn is_final(payment: &Payment) -> bool {
     payment.status == PaymentStatus::Completed || (payment.status == PaymentStatus::Failed && !payment.retryable)
@@ -119,7 +145,7 @@ async fn show(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<Strin
         in_flight: !is_final(&payment),
         headline,
         advice,
-        events,
+        history: shopper_history(&events, &payment),
         payment,
     })
 }

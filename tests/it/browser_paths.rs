@@ -80,6 +80,7 @@ fn problem_03_a_payment_being_retried_says_retrying_everywhere_and_never_failed(
     browser.refresh();
     assert_eq!(browser.text("#payment-status"), "retrying");
     assert_eq!(browser.count(".problem"), 0, "nothing in red");
+    assert!(browser.text("#events").contains("No answer in time: we will try again"));
     assert!(!browser.text("main").to_lowercase().contains("failed"));
     browser.goto(&format!("{}/", app.url));
     assert!(browser.text("#orders").contains("payment retrying"));

@@ -221,7 +221,8 @@ fn a_timed_out_payment_is_retried_in_the_background_and_completes() {
     app.drain_jobs();
     let page = client.get(&location).body;
     assert!(page.contains("Retrying"), "{page}");
-    assert!(page.contains("Gateway timeout"));
+    assert!(page.contains("No answer in time: we will try again"), "the history in plain words");
+    assert!(!page.contains("Gateway timeout") && !page.contains("attempt 1 of"), "not the operators' words");
     // While it is being retried nothing says "failed": not the status, not a problem in red, not
     // the orders list.
     assert!(page.contains("id=\"payment-status\">retrying<"), "{page}");
