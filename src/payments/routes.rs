@@ -35,7 +35,7 @@ struct PaymentPage {
 /// What the person paying should understand, and do, in each state.
 fn explain(payment: &Payment) -> (&'static str, String) {
     match payment.status {
-        PaymentStatus::Completed => ("Paid", "Your payment went through. Keep the transaction id for your records.".into()),
+        PaymentStatus::Completed => ("Paid", "Your payment went through. Your receipt is on the order's page (linked below).".into()),
         PaymentStatus::Pending | PaymentStatus::Processing => (
             "Processing",
             "We are confirming your payment with the card network. This page refreshes by itself; \
