@@ -384,7 +384,12 @@ fn problem_13_every_page_passes_the_accessibility_checks() {
     let tour = Tour::new(&app);
     let driver = Driver::start();
     let browser = Browser::open(&driver);
-    for path in ["/", "/login", "/signup", "/products", "/posts"] {
+    let api = crate::support::api::Api::new(&app.url);
+    let token = api.post("/chat_applications", &serde_json::json!({ "name": "Audited chat" }), None).json["token"].as_str().unwrap().to_string();
+    api.send("POST", &format!("/chat_applications/{token}/chats"), None, &[]);
+    api.post(&format!("/chat_applications/{token}/chats/1/messages"), &serde_json::json!({ "body": "Hello" }), None);
+    let visitor_pages = ["/".to_string(), "/login".into(), "/signup".into(), "/products".into(), "/posts".into(), format!("/chats/{token}"), format!("/chats/{token}/1")];
+    for path in &visitor_pages {
         browser.goto(&format!("{}{path}", app.url));
         browser.find("main");
         assert_eq!(browser.audit(), Vec::<String>::new(), "{path} as a visitor");
