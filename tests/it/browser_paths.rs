@@ -384,12 +384,8 @@ fn problem_13_every_page_passes_the_accessibility_checks() {
     let tour = Tour::new(&app);
     let driver = Driver::start();
     let browser = Browser::open(&driver);
-    let api = crate::support::api::Api::new(&app.url);
-    let token = api.post("/chat_applications", &serde_json::json!({ "name": "Audited chat" }), None).json["token"].as_str().unwrap().to_string();
-    api.send("POST", &format!("/chat_applications/{token}/chats"), None, &[]);
-    api.post(&format!("/chat_applications/{token}/chats/1/messages"), &serde_json::json!({ "body": "Hello" }), None);
-    let visitor_pages = ["/".to_string(), "/login".into(), "/signup".into(), "/products".into(), "/posts".into(), format!("/chats/{token}"), format!("/chats/{token}/1")];
-    for path in &visitor_pages {
+    let visitor_pages = ["/", "/login", "/signup", "/products", "/posts"].map(String::from);
+    for path in visitor_pages.iter().chain(&tour.chat_pages) {
         browser.goto(&format!("{}{path}", app.url));
         browser.find("main");
         assert_eq!(browser.audit(), Vec::<String>::new(), "{path} as a visitor");
@@ -415,6 +411,8 @@ const TOUR_EMAIL: &str = "tour@example.com";
 /// something on every page: the pages the phone-width and accessibility checks visit.
 struct Tour {
     pages: Vec<String>,
+    /// A chat application's pages, public to anyone with its token.
+    chat_pages: Vec<String>,
     deep_thread: String,
     payment: String,
 }
@@ -446,6 +444,11 @@ impl Tour {
                 .unwrap()
         };
         let deep_thread = format!("/posts/{post}/comments/{deep}");
+        let chat = crate::support::api::Api::new(&app.url);
+        let token = chat.post("/chat_applications", &serde_json::json!({ "name": "Tour chat" }), None).json["token"].as_str().unwrap().to_string();
+        chat.send("POST", &format!("/chat_applications/{token}/chats"), None, &[]);
+        chat.post(&format!("/chat_applications/{token}/chats/1/messages"), &serde_json::json!({ "body": "A message long enough to wrap on a phone, with a_very_long_unbroken_identifier_that_must_wrap_too" }), None);
+        let chat_pages = vec![format!("/chats/{token}"), format!("/chats/{token}/1")];
         let pages = [
             "/".to_string(),
             format!("/orders/{unpaid}/checkout"),
@@ -467,6 +470,7 @@ impl Tour {
             "/dashboard/customers".into(),
         ]
         .to_vec();
-        Tour { pages, deep_thread, payment }
+        let pages = pages.into_iter().chain(chat_pages.iter().cloned()).collect();
+        Tour { pages, chat_pages, deep_thread, payment }
     }
 }
