@@ -164,7 +164,13 @@ impl Browser {
         Element(found[ELEMENT].as_str().expect("an element").to_string())
     }
 
-    /// How many elements match, now.
+    /// Whether nothing on the current page matches, asked at once (`count` would first wait the
+    /// implicit timeout for something to appear).
+    pub fn absent(&self, css: &str) -> bool {
+        self.script(&format!("return document.querySelector({css:?}) === null;")) == Value::Bool(true)
+    }
+
+    /// How many elements match (waiting, up to the implicit timeout, for at least one).
     pub fn count(&self, css: &str) -> usize {
         let found = call("POST", &format!("{}/elements", self.session), Some(json!({ "using": "css selector", "value": css })));
         found.as_array().map_or(0, Vec::len)
