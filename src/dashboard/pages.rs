@@ -402,7 +402,6 @@ struct PaymentPage {
     stuck: bool,
     remaining: String,
     idempotency_key: String,
-    notice: Option<String>,
 }
 
 fn refund_view(r: &Refund, stuck: bool) -> RefundView {
@@ -431,12 +430,7 @@ async fn visible_payment(db: &Db, user_id: i64, reference: Uuid) -> Result<(Vec<
     .await
 }
 
-#[derive(Deserialize)]
-struct Notice {
-    notice: Option<String>,
-}
-
-async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>, notice: web::Query<Notice>) -> Result<HttpResponse, AppError> {
+async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
     let reference = parse_reference(&path)?;
     let (_, payment) = visible_payment(&db, user.0.id, reference).await?;
     let payment_id = payment.id;
@@ -470,7 +464,6 @@ async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, path: web::
             .map(|r| refund_view(r, r.status == refunds::PENDING && dead.contains(&format!("{}:{}", super::jobs::REFUND_PAYMENT, r.id))))
             .collect(),
         idempotency_key: Uuid::new_v4().to_string(),
-        notice: notice.into_inner().notice.filter(|n| n.len() < 200),
     };
     let mut response = html(page)?;
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
@@ -565,7 +558,7 @@ async fn refund(
         Err(AppError::BadRequest(why)) => why,
         Err(other) => return Err(other),
     };
-    Ok(see_other(&format!("/dashboard/payments/{reference}?{}", serde_urlencoded::to_string([("notice", notice)]).unwrap_or_default())))
+    Ok(back_with_notice(&req, &format!("/dashboard/payments/{reference}"), &notice))
 }
 
 #[derive(Deserialize)]
@@ -598,6 +591,7 @@ impl SettleForm {
 /// A refund whose job died: sent again under the same gateway key (the gateway cannot make it
 /// twice), or settled by hand with a written note — both go to the audit log.
 async fn settle_refund(
+    req: HttpRequest,
     user: CurrentUser,
     session: Session,
     db: Db,
@@ -637,13 +631,14 @@ async fn settle_refund(
         })
         .await?;
     state.wake.notify();
-    Ok(see_other(&format!("/dashboard/payments/{payment_ref}?{}", serde_urlencoded::to_string([("notice", message)]).unwrap_or_default())))
+    Ok(back_with_notice(&req, &format!("/dashboard/payments/{payment_ref}"), &message))
 }
 
 /// A payment whose job died or whose outcome is unknown: asked about again (the charge job
 /// again, under the same gateway key, or a lookup for one awaiting confirmation), or settled by
 /// hand with a note. Both go to the audit log.
 async fn settle_payment(
+    req: HttpRequest,
     user: CurrentUser,
     session: Session,
     db: Db,
@@ -686,7 +681,7 @@ async fn settle_payment(
         })
         .await?;
     state.wake.notify();
-    Ok(see_other(&format!("/dashboard/payments/{reference}?{}", serde_urlencoded::to_string([("notice", message)]).unwrap_or_default())))
+    Ok(back_with_notice(&req, &format!("/dashboard/payments/{reference}"), &message))
 }
 
 // --- balances and ledgers -----------------------------------------------------------------------
@@ -795,10 +790,9 @@ pub struct CustomerView {
 struct CustomersPage {
     layout: Layout,
     customers: Vec<CustomerView>,
-    notice: Option<String>,
 }
 
-async fn customers_index(req: HttpRequest, user: CurrentUser, db: Db, notice: web::Query<Notice>) -> Result<HttpResponse, AppError> {
+async fn customers_index(req: HttpRequest, user: CurrentUser, db: Db) -> Result<HttpResponse, AppError> {
     let user_id = user.0.id;
     let (customers, users) = db
         .run(move |conn| {
@@ -815,7 +809,7 @@ async fn customers_index(req: HttpRequest, user: CurrentUser, db: Db, notice: we
             country: c.country.unwrap_or_default(),
         })
         .collect();
-    html(CustomersPage { layout: Layout::new(&req), customers, notice: notice.into_inner().notice.filter(|n| n.len() < 200) })
+    html(CustomersPage { layout: Layout::new(&req), customers })
 }
 
 #[derive(Deserialize)]
@@ -843,19 +837,26 @@ fn customer_fields(form: &CustomerForm) -> Result<(String, Option<String>), AppE
     Ok((name.to_string(), (!country.is_empty()).then(|| country.to_ascii_uppercase())))
 }
 
-fn back_to_customers(notice: &str) -> HttpResponse {
-    see_other(&format!("/dashboard/customers?{}", serde_urlencoded::to_string([("notice", notice)]).unwrap_or_default()))
+/// Back to a page, with a notice shown there once (a session flash: never a query parameter, which
+/// would repeat on reload and let a crafted link put words on a trusted page).
+fn back_with_notice(req: &HttpRequest, location: &str, notice: &str) -> HttpResponse {
+    crate::web::flash(req, notice);
+    see_other(location)
 }
 
-async fn create_customer(user: CurrentUser, session: Session, db: Db, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {
+fn back_to_customers(req: &HttpRequest, notice: &str) -> HttpResponse {
+    back_with_notice(req, "/dashboard/customers", notice)
+}
+
+async fn create_customer(req: HttpRequest, user: CurrentUser, session: Session, db: Db, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let (name, country) = customer_fields(&form)?;
     let user_id = user.0.id;
     db.run(move |conn| repo::create_customer(conn, user_id, &name, country.as_deref())).await?;
-    Ok(back_to_customers("Customer created."))
+    Ok(back_to_customers(&req, "Customer created."))
 }
 
-async fn edit_customer(user: CurrentUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {
+async fn edit_customer(req: HttpRequest, user: CurrentUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = crate::web::parse_id(&path)?;
     let (name, country) = customer_fields(&form)?;
@@ -867,10 +868,10 @@ async fn edit_customer(user: CurrentUser, session: Session, db: Db, path: web::P
         Ok(repo::update_customer(conn, id, Some(&name), Some(country.as_deref()))?)
     })
     .await?;
-    Ok(back_to_customers("Customer saved."))
+    Ok(back_to_customers(&req, "Customer saved."))
 }
 
-async fn link_user(user: CurrentUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {
+async fn link_user(req: HttpRequest, user: CurrentUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = crate::web::parse_id(&path)?;
     let (user_id, email) = (user.0.id, form.email.trim().to_string());
@@ -882,13 +883,13 @@ async fn link_user(user: CurrentUser, session: Session, db: Db, path: web::Path<
             Ok(repo::link_user(conn, id, &email, user_id))
         })
         .await?;
-    Ok(back_to_customers(&match linked {
+    Ok(back_to_customers(&req, &match linked {
         Ok(()) => "User linked.".to_string(),
         Err(e) => format!("Not linked: {e}."),
     }))
 }
 
-async fn unlink_user(user: CurrentUser, session: Session, db: Db, path: web::Path<(String, String)>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+async fn unlink_user(req: HttpRequest, user: CurrentUser, session: Session, db: Db, path: web::Path<(String, String)>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let (id, target) = (crate::web::parse_id(&path.0)?, crate::web::parse_id(&path.1)?);
     let user_id = user.0.id;
@@ -900,7 +901,7 @@ async fn unlink_user(user: CurrentUser, session: Session, db: Db, path: web::Pat
             Ok(repo::unlink_user(conn, id, target, user_id))
         })
         .await?;
-    Ok(back_to_customers(&match unlinked {
+    Ok(back_to_customers(&req, &match unlinked {
         Ok(()) => "User unlinked.".to_string(),
         Err(MerchantError::NotFound(_)) => return Err(AppError::NotFound),
         Err(e) => format!("Not unlinked: {e}."),

@@ -97,7 +97,7 @@ fn a_merchant_filters_the_dashboard_and_refunds_part_of_a_payment_with_a_double_
     browser.click("#review-refund");
     assert!(browser.text("#confirm-refund").contains("5.00 USD"));
     browser.double_click("#confirm-refund");
-    assert_eq!(browser.text("#notice"), "Refund of 5.00 USD requested.");
+    assert_eq!(browser.text("#flash"), "Refund of 5.00 USD requested.");
     assert_eq!(app.drain_jobs(), 1, "one refund job for the double click");
     browser.goto(&browser.current_url());
     assert_eq!(browser.count("#refunds tbody tr"), 1, "one refund in the history");

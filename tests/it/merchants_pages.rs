@@ -134,6 +134,9 @@ fn a_refund_is_reviewed_then_confirmed_and_a_double_submit_makes_one() {
     d.app.drain_jobs();
     let after = d.alice.get(first.location.as_deref().unwrap());
     assert!(after.body.contains("Refund of 15.00 USD requested."));
+    assert!(!d.alice.get(first.location.as_deref().unwrap()).body.contains("requested."), "the notice shows once");
+    let crafted = d.alice.get(&format!("/dashboard/payments/{payment}?notice=Your+account+is+locked"));
+    assert!(!crafted.body.contains("account is locked"), "a link cannot put words on the page");
     assert!(after.body.contains("succeeded"));
     assert!(after.body.contains("value=\"25.00\""), "what remains is offered next");
     let balances = d.alice.get("/dashboard/balances");
