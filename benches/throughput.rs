@@ -427,7 +427,7 @@ fn thread_pages(rows: &mut Vec<String>) {
     shop(&mut conn, 10, 1);
     let mut posts = Vec::new();
     for size in [200usize, 1000] {
-        let post = repo::create_post(&mut conn, 1, &format!("A thread of {size}"), "Benchmark thread.").unwrap();
+        let post = repo::create_post(&mut conn, 1, &format!("A thread of {size}"), &CommentBody::parse("Benchmark thread.").unwrap()).unwrap();
         let mut ids: Vec<i64> = Vec::with_capacity(size);
         for i in 0..size {
             // Ten top-level comments, then every comment answers one three places back: a bushy tree ~5 deep.

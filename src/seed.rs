@@ -201,7 +201,7 @@ fn seed_discussions(conn: &mut PgConnection) -> Result<usize, OrderError> {
     }
     let people: Vec<i64> = users::table.order(users::id).select(users::id).load(conn)?;
     let author = |i: usize| people[i % people.len()];
-    let small = threads::create_post(conn, author(0), "Welcome to Agora", "Say hello, ask questions, tell us what to build next.")?;
+    let small = threads::create_post(conn, author(0), "Welcome to Agora", &CommentBody::parse("Say hello, ask questions, tell us what to build next.").unwrap())?;
     let mut created = 0;
     let hello = threads::add_comment(conn, small, None, author(1), &CommentBody::parse("Hello! Paying was quick.").unwrap())?.map(|c| c.id);
     threads::add_comment(conn, small, hello, author(0), &CommentBody::parse("Glad to hear it — and it only charged once?").unwrap())?;
@@ -210,7 +210,7 @@ fn seed_discussions(conn: &mut PgConnection) -> Result<usize, OrderError> {
         conn,
         author(2),
         "How do you make a payment happen exactly once?",
-        "Double clicks, network retries and re-run jobs all ask to charge again. What works for you?",
+        &CommentBody::parse("Double clicks, network retries and re-run jobs all ask to charge again. What works for you?").unwrap(),
     )?;
     let mut level: Vec<Option<i64>> = vec![None];
     for depth in 0..6 {

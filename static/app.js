@@ -11,6 +11,14 @@ document.addEventListener("submit", (event) => {
   });
 });
 
+// A personal page (sent with no-store) that the browser restores from its back/forward cache
+// would show what was true when it was left — a Pay button on an order since paid, a name after
+// signing out. Chrome keeps such pages when the session cookie has not changed, so the page asks
+// the server again instead.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && document.body.hasAttribute("data-personal")) window.location.reload();
+});
+
 // A conversation open in a page asks the API for messages after the last one it shows, every two
 // seconds, and appends them (as text: nothing a message says becomes markup).
 const conversation = document.querySelector("ol[data-poll]");

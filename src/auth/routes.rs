@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::sessions::{self, token_hash, TOKEN};
 use super::domain::{AccountInputError, DisplayName, Email, NewPassword};
 use super::{password, repo, AuthState, CurrentUser, SessionUser};
-use crate::web::{client_ip, csrf, html, see_other, AppError, Db, Layout};
+use crate::web::{client_ip, csrf, html, see_other, see_other_with_notice, AppError, Db, Layout};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -154,6 +154,10 @@ struct SignupForm {
     next: String,
 }
 
+fn parse_signup(form: &SignupForm) -> Result<(DisplayName, Email, NewPassword), AccountInputError> {
+    Ok((DisplayName::parse(&form.name)?, Email::parse(&form.email)?, NewPassword::parse(&form.password, &form.password_again)?))
+}
+
 async fn signup_page(req: HttpRequest, query: web::Query<NextQuery>) -> Result<HttpResponse, AppError> {
     let next = safe_next(query.next.as_deref());
     if SessionUser::of(&req).is_some() {
@@ -174,8 +178,7 @@ async fn signup(req: HttpRequest, session: Session, db: Db, state: web::Data<Aut
     if csrf::verify(&session, &form.csrf_token).is_err() {
         return again("This form had expired, so no account was made yet. Please send it again.".into(), StatusCode::FORBIDDEN);
     }
-    let parsed = (|| Ok::<_, AccountInputError>((DisplayName::parse(&form.name)?, Email::parse(&form.email)?, NewPassword::parse(&form.password, &form.password_again)?)))();
-    let (name, email, password) = match parsed {
+    let (name, email, password) = match parse_signup(&form) {
         Ok(parsed) => parsed,
         Err(problem) => return again(problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
     };
@@ -194,8 +197,7 @@ async fn signup(req: HttpRequest, session: Session, db: Db, state: web::Data<Aut
     };
     let user = SessionUser { id: user_id, name: name.as_str().to_string(), email: email.as_str().to_string(), is_admin: false };
     start_session(&req, &session, &db, &state, user).await?;
-    crate::web::flash(&req, "Welcome to Agora: your account is ready.");
-    Ok(see_other(&next))
+    Ok(see_other_with_notice(&req, &next, "Welcome to Agora: your account is ready."))
 }
 
 /// Ends this session: the row is revoked, so the cookie is worthless wherever it was copied.
@@ -300,8 +302,7 @@ async fn change_password(req: HttpRequest, user: CurrentUser, session: Session, 
         })
         .await?;
     state.sessions.ended(&revoked).await;
-    crate::web::flash(&req, "Your password was changed. Every other device has been signed out.");
-    Ok(see_other("/account"))
+    Ok(see_other_with_notice(&req, "/account", "Your password was changed. Every other device has been signed out."))
 }
 
 /// Ends every session of the account, on every device, this one included.

@@ -25,7 +25,7 @@ use crate::jobs;
 use crate::payments::domain::{format_money, Amount};
 use crate::payments::refunds::{self, NewRefund, Refund, RefundReason};
 use crate::payments::{repo as payments, PaymentEvent};
-use crate::web::{csrf, html, see_other, AppError, Db, Layout};
+use crate::web::{csrf, html, see_other, see_other_with_notice, AppError, Db, Layout};
 
 type State = web::Data<DashboardState>;
 
@@ -558,7 +558,7 @@ async fn refund(
         Err(AppError::BadRequest(why)) => why,
         Err(other) => return Err(other),
     };
-    Ok(back_with_notice(&req, &format!("/dashboard/payments/{reference}"), &notice))
+    Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{reference}"), &notice))
 }
 
 #[derive(Deserialize)]
@@ -631,7 +631,7 @@ async fn settle_refund(
         })
         .await?;
     state.wake.notify();
-    Ok(back_with_notice(&req, &format!("/dashboard/payments/{payment_ref}"), &message))
+    Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{payment_ref}"), &message))
 }
 
 /// A payment whose job died or whose outcome is unknown: asked about again (the charge job
@@ -681,7 +681,7 @@ async fn settle_payment(
         })
         .await?;
     state.wake.notify();
-    Ok(back_with_notice(&req, &format!("/dashboard/payments/{reference}"), &message))
+    Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{reference}"), &message))
 }
 
 // --- balances and ledgers -----------------------------------------------------------------------
@@ -837,15 +837,8 @@ fn customer_fields(form: &CustomerForm) -> Result<(String, Option<String>), AppE
     Ok((name.to_string(), (!country.is_empty()).then(|| country.to_ascii_uppercase())))
 }
 
-/// Back to a page, with a notice shown there once (a session flash: never a query parameter, which
-/// would repeat on reload and let a crafted link put words on a trusted page).
-fn back_with_notice(req: &HttpRequest, location: &str, notice: &str) -> HttpResponse {
-    crate::web::flash(req, notice);
-    see_other(location)
-}
-
 fn back_to_customers(req: &HttpRequest, notice: &str) -> HttpResponse {
-    back_with_notice(req, "/dashboard/customers", notice)
+    see_other_with_notice(req, "/dashboard/customers", notice)
 }
 
 async fn create_customer(req: HttpRequest, user: CurrentUser, session: Session, db: Db, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {

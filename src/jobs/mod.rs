@@ -148,13 +148,16 @@ pub trait JobHandler: Send + Sync {
 
     /// What Retry on a dead job of this kind will do, said next to the button before it is pressed.
     fn retry_means(&self) -> &'static str {
-        "Runs the job again from its first attempt."
+        RETRY_RUNS_AGAIN
     }
 
     fn backoff(&self) -> Backoff {
         Backoff::default()
     }
 }
+
+/// What Retry does unless a kind says more (and for a kind no handler knows).
+pub const RETRY_RUNS_AGAIN: &str = "Runs the job again from its first attempt.";
 
 /// The handlers a worker knows, by kind.
 #[derive(Default, Clone)]

@@ -10,7 +10,7 @@ use crate::auth::AdminUser;
 use crate::payments::breaker::BreakerState;
 use crate::payments::domain::format_money;
 use crate::payments::{repo as payments, Payment};
-use crate::web::{csrf, html, parse_id, see_other, AppError, AppState, Db, Layout};
+use crate::web::{csrf, html, parse_id, see_other_with_notice, AppError, AppState, Db, Layout};
 
 pub struct DeadJobView {
     pub id: i64,
@@ -26,7 +26,7 @@ pub struct DeadJobView {
 
 impl DeadJobView {
     fn new(job: Job, registry: &super::Registry) -> Self {
-        let retry_means = registry.get(&job.kind).map_or("Runs the job again from its first attempt.", |h| h.retry_means());
+        let retry_means = registry.get(&job.kind).map_or(super::RETRY_RUNS_AGAIN, |h| h.retry_means());
         let last_error = job
             .errors
             .as_array()
@@ -135,16 +135,14 @@ async fn retry(req: HttpRequest, _admin: AdminUser, session: Session, db: Db, st
         })
         .await?;
     state.wake.notify();
-    crate::web::flash(&req, &outcome);
-    Ok(see_other("/admin/jobs"))
+    Ok(see_other_with_notice(&req, "/admin/jobs", &outcome))
 }
 
 async fn discard(req: HttpRequest, _admin: AdminUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let id = parse_id(&path)?;
     let removed = db.run(move |conn| queue::discard_dead(conn, id)).await?;
-    crate::web::flash(&req, if removed { "Job discarded." } else { "That job is no longer dead." });
-    Ok(see_other("/admin/jobs"))
+    Ok(see_other_with_notice(&req, "/admin/jobs", if removed { "Job discarded." } else { "That job is no longer dead." }))
 }
 
 /// The metrics, for an administrator or for a scraper holding `METRICS_TOKEN`. Job and breaker

@@ -40,15 +40,47 @@ pub struct CheckoutLine {
     pub unit_price: BigDecimal,
 }
 
-/// The order's owner only: someone else's order is indistinguishable from a missing one.
-pub fn find_summary(conn: &mut PgConnection, user_id: i64, order_id: i64) -> QueryResult<Option<OrderSummary>> {
-    orders::table
+/// The order's owner only: someone else's order is indistinguishable from a missing one. With it,
+/// once its payment has completed, the receipt: read from the same row, in the same query.
+pub fn find_summary(conn: &mut PgConnection, user_id: i64, order_id: i64) -> QueryResult<Option<(OrderSummary, Option<Receipt>)>> {
+    type Row = (
+        Order,
+        String,
+        Option<Uuid>,
+        Option<PaymentStatus>,
+        Option<bool>,
+        Option<BigDecimal>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Option<BigDecimal>,
+    );
+    let found: Option<Row> = orders::table
         .inner_join(customers::table)
         .left_join(payments::table)
         .filter(orders::id.eq(order_id).and(orders::user_id.eq(user_id)))
-        .select((Order::as_select(), customers::name, payments::reference.nullable(), payments::status.nullable(), payments::retryable.nullable()))
+        .select((
+            Order::as_select(),
+            customers::name,
+            payments::reference.nullable(),
+            payments::status.nullable(),
+            payments::retryable.nullable(),
+            payments::amount.nullable(),
+            payments::currency.nullable(),
+            payments::updated_at.nullable(),
+            payments::amount_refunded.nullable(),
+        ))
         .first(conn)
-        .optional()
+        .optional()?;
+    Ok(found.map(|(order, merchant, reference, status, retryable, amount, currency, paid_at, refunded)| {
+        let receipt = match (status, reference, amount, currency, paid_at, refunded) {
+            (Some(PaymentStatus::Completed), Some(reference), Some(amount), Some(currency), Some(paid_at), Some(refunded)) => {
+                Some(Receipt { reference, amount, currency, paid_at, refunded })
+            }
+            _ => None,
+        };
+        let summary = OrderSummary { order, merchant, payment_reference: reference, payment_status: status, payment_retryable: retryable };
+        (summary, receipt)
+    }))
 }
 
 pub fn lines(conn: &mut PgConnection, order_id: i64) -> QueryResult<Vec<CheckoutLine>> {
@@ -61,23 +93,13 @@ pub fn lines(conn: &mut PgConnection, order_id: i64) -> QueryResult<Vec<Checkout
 }
 
 /// What a paid order's receipt shows: its completed payment.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone)]
 pub struct Receipt {
     pub reference: Uuid,
     pub amount: BigDecimal,
     pub currency: String,
     pub paid_at: DateTime<Utc>,
     pub refunded: BigDecimal,
-}
-
-/// The completed payment of an order, if it has one (an order has at most one payment).
-pub fn receipt(conn: &mut PgConnection, order_id: i64) -> QueryResult<Option<Receipt>> {
-    payments::table
-        .filter(payments::order_id.eq(order_id))
-        .filter(payments::status.eq("completed"))
-        .select((payments::reference, payments::amount, payments::currency, payments::updated_at, payments::amount_refunded))
-        .first(conn)
-        .optional()
 }
 
 /// The user's latest orders, newest first.

@@ -13,7 +13,7 @@ use super::{OrderError, OrdersState};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
 use crate::payments::domain::format_money;
 use crate::payments::{PayOrder, PaymentError};
-use crate::web::{csrf, html, parse_id, see_other, AppError, Db, Layout};
+use crate::web::{csrf, html, parse_id, see_other, see_other_with_notice, wants_json, AppError, Db, Layout};
 
 pub struct OrderRow {
     pub id: i64,
@@ -104,12 +104,10 @@ async fn checkout_page(req: &HttpRequest, user: &CurrentUser, db: &Db, state: &O
     let user_id = user.0.id;
     let (summary, lines, receipt) = db
         .run(move |conn| {
-            let Some(summary) = repo::find_summary(conn, user_id, order_id)? else {
+            let Some((summary, receipt)) = repo::find_summary(conn, user_id, order_id)? else {
                 return Err(AppError::NotFound);
             };
             let lines = repo::lines(conn, order_id)?;
-            let paid = summary.payment_status == Some(crate::payments::PaymentStatus::Completed);
-            let receipt = if paid { repo::receipt(conn, order_id)? } else { None };
             Ok((summary, lines, receipt))
         })
         .await?;
@@ -150,10 +148,6 @@ async fn reorder(user: CurrentUser, session: Session, db: Db, state: web::Data<O
         })
         .await?;
     Ok(see_other(&format!("/orders/{placed}/checkout")))
-}
-
-fn wants_json(req: &HttpRequest) -> bool {
-    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"))
 }
 
 /// Starts paying: the payment and its charge job are created together, and the answer comes at
@@ -278,20 +272,22 @@ async fn place_order(
     form: web::Form<HashMap<String, String>>,
 ) -> Result<HttpResponse, AppError> {
     let (user_id, max_unpaid) = (user.0.id, state.max_unpaid_orders);
-    let expired = csrf::verify(&session, form.get("csrf_token").map(String::as_str).unwrap_or("")).is_err();
-    let problem = match basket(&form) {
+    let problem = if csrf::verify(&session, form.get("csrf_token").map(String::as_str).unwrap_or("")).is_err() {
         // A catalogue open from an earlier sign-in: the quantities come back with a fresh token.
-        _ if expired => "This page was open from an earlier sign-in, so for your safety nothing was ordered yet. Your quantities are kept: check them and place the order again.".to_string(),
-        Ok(items) if items.is_empty() => "Choose at least one item.".to_string(),
-        Ok(items) => match db.run(move |conn| Ok::<_, AppError>(repo::create(conn, user_id, &items, max_unpaid))).await? {
-            Ok(order_id) => return Ok(see_other(&format!("/orders/{order_id}/checkout"))),
-            Err(OrderError::Database(e)) => return Err(e.into()),
-            Err(e @ OrderError::OutOfStock { .. }) => format!("Sorry: {e}. Nothing was reserved; adjust the quantity and try again."),
-            Err(e @ OrderError::TooManyUnpaid { .. }) => format!("Sorry: {e}. Your unpaid orders are listed on your home page."),
-            Err(e) => format!("{e}."),
-        },
-        Err(AppError::BadRequest(why)) => why,
-        Err(other) => return Err(other),
+        "This page was open from an earlier sign-in, so for your safety nothing was ordered yet. Your quantities are kept: check them and place the order again.".to_string()
+    } else {
+        match basket(&form) {
+            Ok(items) if items.is_empty() => "Choose at least one item.".to_string(),
+            Ok(items) => match db.run(move |conn| Ok::<_, AppError>(repo::create(conn, user_id, &items, max_unpaid))).await? {
+                Ok(order_id) => return Ok(see_other(&format!("/orders/{order_id}/checkout"))),
+                Err(OrderError::Database(e)) => return Err(e.into()),
+                Err(e @ OrderError::OutOfStock { .. }) => format!("Sorry: {e}. Nothing was reserved; adjust the quantity and try again."),
+                Err(e @ OrderError::TooManyUnpaid { .. }) => format!("Sorry: {e}. Your unpaid orders are listed on your home page."),
+                Err(e) => format!("{e}."),
+            },
+            Err(AppError::BadRequest(why)) => why,
+            Err(other) => return Err(other),
+        }
     };
     let rows = db.run(repo::catalogue).await?;
     let page = ProductsPage { layout: Layout::new(&req), merchants: merchants(rows, &form), problem: Some(problem) };
@@ -323,8 +319,7 @@ async fn check_payment_now(
         })
         .await?;
     state.wake.notify();
-    crate::web::flash(&req, notice);
-    Ok(see_other("/admin/jobs"))
+    Ok(see_other_with_notice(&req, "/admin/jobs", notice))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -6,6 +6,7 @@
 //! sanitizer, so no script, event handler, style or `javascript:` link can reach a page even if
 //! the parser had a bug. Cached fragments hold only this sanitized output.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
@@ -26,6 +27,12 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
             .clean_content_tags(HashSet::from(["script", "style"]));
         builder
     })
+}
+
+/// The HTML to show for a stored body: as cooked when it was written, or cooked now for a row
+/// without it (written before bodies were cooked, or cleared to be cooked again).
+pub fn shown<'a>(cooked: Option<&'a str>, source: &str) -> Cow<'a, str> {
+    cooked.map_or_else(|| Cow::Owned(to_html(source)), Cow::Borrowed)
 }
 
 /// The HTML for a comment or post body: safe to put in a page as it is.

@@ -46,9 +46,13 @@ impl From<ThreadError> for crate::web::AppError {
     }
 }
 
-/// What a comment says: trimmed, not empty, at most 10,000 characters.
+/// What a comment (or a post) says: trimmed, not empty, at most 10,000 characters — and the
+/// sanitized HTML it is shown as, cooked once here, before any connection or transaction is taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommentBody(String);
+pub struct CommentBody {
+    text: String,
+    html: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
@@ -67,18 +71,24 @@ impl CommentBody {
         } else if chars > 10_000 {
             Err(BodyError::TooLong(chars))
         } else {
-            Ok(CommentBody(trimmed.replace("\r\n", "\n")))
+            let text = trimmed.replace("\r\n", "\n");
+            Ok(CommentBody { html: markdown::to_html(&text), text })
         }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
+    }
+
+    /// The body as pages show it (see `markdown`).
+    pub fn html(&self) -> &str {
+        &self.html
     }
 }
 
 impl fmt::Display for CommentBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 

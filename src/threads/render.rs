@@ -6,6 +6,7 @@
 //! the edited comment and its ancestors; everything else comes from the cache.
 
 use askama::Template;
+use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
@@ -20,7 +21,7 @@ const FRAGMENT_SCHEMA: u32 = 3;
 struct CommentFragment<'a> {
     c: &'a CommentRow,
     /// The body as sanitized HTML (see `markdown`): the only markup a person's words become.
-    body_html: String,
+    body_html: Cow<'a, str>,
     replies: &'a str,
     continue_url: Option<String>,
 }
@@ -108,11 +109,7 @@ pub fn render(tree: &Tree, frame: &Frame, keys: &[String], cached: Vec<Option<St
         };
         let fragment = CommentFragment {
             c,
-            body_html: match (&c.body_html, c.deleted) {
-                (_, true) => String::new(),
-                (Some(cooked), false) => cooked.clone(),
-                (None, false) => super::markdown::to_html(&c.body),
-            },
+            body_html: if c.deleted { Cow::Borrowed("") } else { super::markdown::shown(c.body_html.as_deref(), &c.body) },
             replies: &replies,
             continue_url: cut.then(|| format!("/posts/{}/comments/{}", frame.post_id, c.id)),
         }

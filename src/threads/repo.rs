@@ -161,12 +161,21 @@ pub fn cursor_of_page_holding(conn: &mut PgConnection, post_id: i64, from: &str,
     in_range().order(comments::path.asc()).offset(page * page_size - 1).select(comments::path).first(conn).optional()
 }
 
-pub fn recent_posts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<PostRow>> {
+/// A post as the list of discussions shows it: no bodies, which can be 10,000 characters each.
+#[derive(Debug, Clone, Queryable)]
+pub struct PostListing {
+    pub id: i64,
+    pub title: String,
+    pub comments_count: i32,
+    pub author: String,
+}
+
+pub fn recent_posts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<PostListing>> {
     posts::table
         .inner_join(users::table)
         .order((posts::created_at.desc(), posts::id.desc()))
         .limit(limit)
-        .select((posts::id, posts::title, posts::body, posts::body_html, posts::comments_count, posts::created_at, users::name))
+        .select((posts::id, posts::title, posts::comments_count, users::name))
         .load(conn)
 }
 
@@ -275,7 +284,7 @@ pub fn add_comment(
         .bind::<Nullable<BigInt>, _>(parent_id)
         .bind::<BigInt, _>(user_id)
         .bind::<Text, _>(body.as_str())
-        .bind::<Text, _>(super::markdown::to_html(body.as_str()))
+        .bind::<Text, _>(body.html())
         .get_result(conn)
         .optional()?;
         let Some(placed) = created else { return Ok(None) };
@@ -294,7 +303,7 @@ pub fn edit_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, body
     diesel::update(comments::table.find(comment_id).filter(comments::user_id.eq(user_id)).filter(comments::deleted_at.is_null()))
         .set((
             comments::body.eq(body.as_str()),
-            comments::body_html.eq(super::markdown::to_html(body.as_str())),
+            comments::body_html.eq(body.html()),
             comments::edited_at.eq(now),
             comments::updated_at.eq(now),
             comments::version.eq(comments::version + 1),
@@ -378,9 +387,9 @@ pub fn votes_of(conn: &mut PgConnection, post_id: i64, user_id: i64) -> QueryRes
         .load(conn)
 }
 
-pub fn create_post(conn: &mut PgConnection, user_id: i64, title: &str, body: &str) -> QueryResult<i64> {
+pub fn create_post(conn: &mut PgConnection, user_id: i64, title: &str, body: &CommentBody) -> QueryResult<i64> {
     diesel::insert_into(posts::table)
-        .values((posts::user_id.eq(user_id), posts::title.eq(title), posts::body.eq(body), posts::body_html.eq(super::markdown::to_html(body))))
+        .values((posts::user_id.eq(user_id), posts::title.eq(title), posts::body.eq(body.as_str()), posts::body_html.eq(body.html())))
         .returning(posts::id)
         .get_result(conn)
 }

@@ -1,6 +1,7 @@
 //! Post pages with their discussion, and the forms that write to it.
 
 use actix_session::SessionExt;
+use std::borrow::Cow;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, web, HttpResponse};
 use diesel::PgConnection;
@@ -10,15 +11,15 @@ use serde::Deserialize;
 use super::cache::ThreadCache;
 use super::render::{self, Frame};
 use super::repo::{self, CommentRow, PostRow};
-use super::{tree, BodyError, CommentBody, PostTitle, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
+use super::{tree, CommentBody, PostTitle, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
-use crate::web::{csrf, html, parse_id, see_other, AppError, Db, Layout};
+use crate::web::{csrf, html, parse_id, see_other, see_other_with_notice, wants_json, AppError, Db, Layout};
 
 #[derive(Template)]
 #[template(path = "thread_head.html")]
 struct ThreadHead<'a> {
     post: &'a PostRow,
-    body_html: String,
+    body_html: Cow<'a, str>,
     /// Set on a subthread ("continue this thread", a permalink): the comment it starts from.
     root: Option<&'a CommentRow>,
 }
@@ -148,11 +149,8 @@ async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<S
     if cache_on {
         threads.store_fragments(&rendered.fresh).await;
     }
-    let body_html = match (&root, &post.body_html) {
-        (Some(_), _) => String::new(),
-        (None, Some(cooked)) => cooked.clone(),
-        (None, None) => super::markdown::to_html(&post.body),
-    };
+    // A subthread's head shows no post body.
+    let body_html = if root.is_some() { Cow::Borrowed("") } else { super::markdown::shown(post.body_html.as_deref(), &post.body) };
     let head_html = ThreadHead { post: &post, body_html, root: root.as_ref() }.render()?;
     let mut comments = String::new();
     if after.is_some() {
@@ -272,7 +270,7 @@ async fn subthread_page(
 #[template(path = "posts.html")]
 struct PostsPage {
     layout: Layout,
-    posts: Vec<PostRow>,
+    posts: Vec<repo::PostListing>,
 }
 
 async fn posts(req: HttpRequest, db: Db) -> Result<HttpResponse, AppError> {
@@ -333,13 +331,13 @@ impl FormPurpose {
         }
     }
 
-    /// The form, empty or holding `body`; with a problem it answers 422 and says what is wrong.
-    fn page(self, req: &HttpRequest, body: String, problem: Option<BodyError>) -> Result<HttpResponse, AppError> {
-        let status = if problem.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-        self.page_status(req, body, problem.map(|p| p.to_string()), status)
-    }
-
-    fn page_status(self, req: &HttpRequest, body: String, problem: Option<String>, status: StatusCode) -> Result<HttpResponse, AppError> {
+    /// The form, empty or holding `body`; with a problem (see `Refused`) it says what is wrong,
+    /// with the problem's status.
+    fn page(self, req: &HttpRequest, body: String, problem: Option<Refused>) -> Result<HttpResponse, AppError> {
+        let (problem, status) = match problem {
+            Some(Refused { problem, status }) => (Some(problem), status),
+            None => (None, StatusCode::OK),
+        };
         let form = CommentForm {
             layout: Layout::new(req),
             heading: self.heading,
@@ -415,13 +413,32 @@ impl Target {
 /// comes back with the text kept and a fresh token, rather than an error page that loses it.
 const EXPIRED_FORM: &str = "This page was open from an earlier sign-in, so for your safety nothing was posted yet. Your text is kept below: check it and send it again.";
 
-async fn add(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, target: Target, form: BodyForm) -> Result<HttpResponse, AppError> {
-    if csrf::verify(&req.get_session(), &form.csrf_token).is_err() {
-        return target.form(&db).await?.page_status(&req, form.body, Some(EXPIRED_FORM.into()), StatusCode::FORBIDDEN);
+/// Why a sent form comes back instead of being acted on, and with which status.
+struct Refused {
+    problem: String,
+    status: StatusCode,
+}
+
+impl Refused {
+    fn expired() -> Refused {
+        Refused { problem: EXPIRED_FORM.into(), status: StatusCode::FORBIDDEN }
     }
-    let body = match CommentBody::parse(&form.body) {
+
+    fn invalid(problem: impl ToString) -> Refused {
+        Refused { problem: problem.to_string(), status: StatusCode::UNPROCESSABLE_ENTITY }
+    }
+}
+
+/// The body of a comment form, provided its token is this session's and the body parses.
+fn accepted_body(req: &HttpRequest, form: &BodyForm) -> Result<CommentBody, Refused> {
+    csrf::verify(&req.get_session(), &form.csrf_token).map_err(|_| Refused::expired())?;
+    CommentBody::parse(&form.body).map_err(Refused::invalid)
+}
+
+async fn add(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, target: Target, form: BodyForm) -> Result<HttpResponse, AppError> {
+    let body = match accepted_body(&req, &form) {
         Ok(body) => body,
-        Err(problem) => return target.form(&db).await?.page(&req, form.body, Some(problem)),
+        Err(refused) => return target.form(&db).await?.page(&req, form.body, Some(refused)),
     };
     let user_id = user.0.id;
     let (post_id, location) = db
@@ -438,8 +455,7 @@ async fn add(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<Threa
         })
         .await?;
     state.threads.bump(post_id).await;
-    crate::web::flash(&req, "Your comment was posted.");
-    Ok(see_other(&location))
+    Ok(see_other_with_notice(&req, &location, "Your comment was posted."))
 }
 
 async fn add_to_post(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
@@ -466,18 +482,13 @@ async fn edit_form(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<
 
 async fn edit(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<BodyForm>) -> Result<HttpResponse, AppError> {
     let (id, user_id) = (parse_id(&path)?, user.0.id);
-    let expired = csrf::verify(&req.get_session(), &form.csrf_token).is_err();
-    let parsed = CommentBody::parse(&form.body);
-    if expired || parsed.is_err() {
-        let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
-        let purpose = FormPurpose::edit(&comment);
-        let body = form.into_inner().body;
-        return match parsed {
-            Err(problem) if !expired => purpose.page(&req, body, Some(problem)),
-            _ => purpose.page_status(&req, body, Some(EXPIRED_FORM.into()), StatusCode::FORBIDDEN),
-        };
-    }
-    let body = parsed.map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let body = match accepted_body(&req, &form) {
+        Ok(body) => body,
+        Err(refused) => {
+            let comment = db.run(move |conn| own_comment(conn, id, user_id)).await?;
+            return FormPurpose::edit(&comment).page(&req, form.into_inner().body, Some(refused));
+        }
+    };
     let now = state.clock.now();
     let (post_id, location) = db
         .run(move |conn| {
@@ -486,12 +497,7 @@ async fn edit(user: CurrentUser, req: HttpRequest, db: Db, state: web::Data<Thre
         })
         .await?;
     state.threads.bump(post_id).await;
-    crate::web::flash(&req, "Your comment was saved.");
-    Ok(see_other(&location))
-}
-
-fn wants_json(req: &HttpRequest) -> bool {
-    req.headers().get(actix_web::http::header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"))
+    Ok(see_other_with_notice(&req, &location, "Your comment was saved."))
 }
 
 /// Upvotes (`up`) or takes the vote back. The page's script asks for JSON and updates the count
@@ -523,10 +529,7 @@ async fn vote(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<Thre
             HttpResponse::Ok().json(body)
         });
     }
-    if own {
-        crate::web::flash(&req, "You cannot vote for your own comment.");
-    }
-    Ok(see_other(&location))
+    Ok(if own { see_other_with_notice(&req, &location, "You cannot vote for your own comment.") } else { see_other(&location) })
 }
 
 async fn upvote(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
@@ -562,8 +565,7 @@ async fn delete(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<Th
         })
         .await?;
     state.threads.bump(post_id).await;
-    crate::web::flash(&req, "Your comment was deleted. Replies to it stay.");
-    Ok(see_other(&location))
+    Ok(see_other_with_notice(&req, &location, "Your comment was deleted. Replies to it stay."))
 }
 
 #[derive(Template)]
@@ -592,26 +594,19 @@ async fn new_post_form(req: HttpRequest, _user: CurrentUser) -> Result<HttpRespo
 /// Starts a discussion. A problem (or an expired form) shows the form again with what was typed.
 async fn create_post(req: HttpRequest, user: CurrentUser, db: Db, form: web::Form<NewPostForm>) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
-    let parsed = if csrf::verify(&req.get_session(), &form.csrf_token).is_err() {
-        Err((EXPIRED_FORM.to_string(), StatusCode::FORBIDDEN))
-    } else {
-        match (PostTitle::parse(&form.title), CommentBody::parse(&form.body)) {
-            (Ok(title), Ok(body)) => Ok((title, body)),
-            (Err(problem), _) => Err((problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY)),
-            (_, Err(problem)) => Err((problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY)),
-        }
-    };
-    let (title, body) = match parsed {
-        Ok(parsed) => parsed,
-        Err((problem, status)) => {
+    let accepted = csrf::verify(&req.get_session(), &form.csrf_token)
+        .map_err(|_| Refused::expired())
+        .and_then(|()| Ok((PostTitle::parse(&form.title).map_err(Refused::invalid)?, CommentBody::parse(&form.body).map_err(Refused::invalid)?)));
+    let (title, body) = match accepted {
+        Ok(accepted) => accepted,
+        Err(Refused { problem, status }) => {
             let page = NewPostPage { layout: Layout::new(&req), title: form.title, body: form.body, problem: Some(problem) };
             return Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(page.render()?));
         }
     };
     let user_id = user.0.id;
-    let post_id = db.run(move |conn| repo::create_post(conn, user_id, title.as_str(), body.as_str())).await?;
-    crate::web::flash(&req, "Your discussion is open.");
-    Ok(see_other(&format!("/posts/{post_id}")))
+    let post_id = db.run(move |conn| repo::create_post(conn, user_id, title.as_str(), &body)).await?;
+    Ok(see_other_with_notice(&req, &format!("/posts/{post_id}"), "Your discussion is open."))
 }
 
 #[derive(Template)]

@@ -54,7 +54,7 @@ pub async fn identify(req: ServiceRequest, next: Next<impl MessageBody + 'static
                 Identity::Unknown => {
                     session.remove(SESSION_TOKEN);
                     // Said on the sign-in page this person meets next, so the ending is not silent.
-                    let _ = session.insert(super::FLASH_KEY, "Your session has ended. Please sign in again.");
+                    super::flash(&session, "Your session has ended. Please sign in again.");
                     None
                 }
                 Identity::Unavailable(why) => {

@@ -144,12 +144,24 @@ const FLASH_KEY: &str = "flash";
 
 /// Leaves a notice for the next page this person sees ("Your comment was posted."), shown once:
 /// reading it removes it, so a reload or a refresh does not repeat it.
-pub fn flash(req: &HttpRequest, notice: &str) {
-    let _ = req.get_session().insert(FLASH_KEY, notice);
+pub fn flash(session: &actix_session::Session, notice: &str) {
+    let _ = session.insert(FLASH_KEY, notice);
+}
+
+/// A redirect after a form, with a notice for the page it leads to. The notice travels in the
+/// session, never in the address: a reload does not repeat it, and a crafted link cannot show one.
+pub fn see_other_with_notice(req: &HttpRequest, location: &str, notice: &str) -> HttpResponse {
+    flash(&req.get_session(), notice);
+    see_other(location)
 }
 
 fn take_flash(req: &HttpRequest) -> Option<String> {
-    req.get_session().remove_as::<String>(FLASH_KEY).and_then(Result::ok)
+    let session = req.get_session();
+    // Looked at before it is removed: removing marks the session changed even when there was
+    // nothing to remove, and a changed session is encrypted and sent again on every page.
+    let notice = session.get::<String>(FLASH_KEY).ok().flatten()?;
+    session.remove(FLASH_KEY);
+    Some(notice)
 }
 
 impl Layout {
@@ -179,6 +191,11 @@ pub fn html(page: impl Template) -> Result<HttpResponse, AppError> {
 
 pub fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
+
+/// Whether the client asked for JSON (a page's script, an API client) rather than a page.
+pub fn wants_json(req: &HttpRequest) -> bool {
+    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/json"))
 }
 
 /// Percent-encodes a query-string value.

@@ -95,6 +95,7 @@ fn pages_made_for_a_signed_in_person_are_never_cached() {
     for path in ["/".to_string(), format!("/orders/{order_id}/checkout"), "/posts".to_string(), "/account".to_string()] {
         let page = visitor.get(&path);
         assert_eq!((page.status, page.header("cache-control")), (200, Some("no-store")), "{path}: Back must ask the server again");
+        assert!(!page.sets_cookie, "{path}: a page that changes nothing in the session sends no new cookie");
     }
 }
 

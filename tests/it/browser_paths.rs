@@ -23,6 +23,22 @@ fn sign_in(browser: &Browser, app: &TestApp, email: &str, next: &str) {
     browser.find("header .who");
 }
 
+/// A shopper (`email`, the fixtures' password) with an unpaid order of `items` products.
+fn shopper_with_order(app: &TestApp, email: &str, items: usize) -> i64 {
+    let mut conn = app.conn();
+    let me = fixtures::user(&mut conn, email);
+    let products = fixtures::catalogue(&mut conn, items);
+    fixtures::order(&mut conn, me, &products)
+}
+
+/// Presses Pay on the open checkout, lets a worker run the charge, and reloads the payment page.
+fn pay_and_settle(browser: &Browser, app: &TestApp) {
+    browser.click("#pay");
+    browser.find("#payment-status"); // the payment page, answered before the charge
+    app.drain_jobs();
+    browser.refresh();
+}
+
 /// Whether the element is on screen: its top within the window.
 fn on_screen(browser: &Browser, css: &str) -> bool {
     let script = format!("const r = document.querySelector({css:?}).getBoundingClientRect(); return r.top >= 0 && r.top < window.innerHeight;");
@@ -66,18 +82,12 @@ fn problem_03_a_payment_being_retried_says_retrying_everywhere_and_never_failed(
     use agora::clock::FakeClock;
     let clock = Arc::new(FakeClock::starting_now());
     let app = TestApp::spawn_with(TestAppOptions { clock: clock.clone(), ..TestAppOptions::new(Arc::new(ScriptedGateway::timing_out_first(1))) });
-    let mut conn = app.conn();
-    let me = fixtures::user(&mut conn, "retry@example.com");
-    let products = fixtures::catalogue(&mut conn, 1);
-    let order_id = fixtures::order(&mut conn, me, &products);
+    let order_id = shopper_with_order(&app, "retry@example.com", 1);
 
     let driver = Driver::start();
     let browser = Browser::open(&driver);
     sign_in(&browser, &app, "retry@example.com", &format!("/orders/{order_id}/checkout"));
-    browser.click("#pay");
-    browser.find("#payment-status");
-    app.drain_jobs(); // the first attempt times out; the retry waits for its backoff
-    browser.refresh();
+    pay_and_settle(&browser, &app); // the first attempt times out; the retry waits for its backoff
     assert_eq!(browser.text("#payment-status"), "retrying");
     assert!(browser.absent(".problem"), "nothing in red");
     assert!(browser.text("#events").contains("No answer in time: we will try again"));
@@ -90,18 +100,12 @@ fn problem_03_a_payment_being_retried_says_retrying_everywhere_and_never_failed(
 #[test]
 fn problem_04_a_declined_card_offers_try_again_which_opens_a_new_checkout() {
     let app = TestApp::spawn(Arc::new(ScriptedGateway::always(GatewayError::declined(DeclineCode::CardDeclined))));
-    let mut conn = app.conn();
-    let me = fixtures::user(&mut conn, "declined@example.com");
-    let products = fixtures::catalogue(&mut conn, 2);
-    let order_id = fixtures::order(&mut conn, me, &products);
+    let order_id = shopper_with_order(&app, "declined@example.com", 2);
 
     let driver = Driver::start();
     let browser = Browser::open(&driver);
     sign_in(&browser, &app, "declined@example.com", &format!("/orders/{order_id}/checkout"));
-    browser.click("#pay");
-    browser.find("#payment-status");
-    app.drain_jobs();
-    browser.refresh();
+    pay_and_settle(&browser, &app);
     browser.find("#payment-final");
     assert!(browser.text("main").contains("No money was taken"));
     browser.click("#try-again");
@@ -114,10 +118,7 @@ fn problem_04_a_declined_card_offers_try_again_which_opens_a_new_checkout() {
 #[test]
 fn problem_05_back_after_paying_or_signing_out_shows_no_stale_page() {
     let app = app();
-    let mut conn = app.conn();
-    let me = fixtures::user(&mut conn, "back@example.com");
-    let products = fixtures::catalogue(&mut conn, 1);
-    let order_id = fixtures::order(&mut conn, me, &products);
+    let order_id = shopper_with_order(&app, "back@example.com", 1);
 
     let driver = Driver::start();
     let browser = Browser::open(&driver);
@@ -349,10 +350,7 @@ fn problem_11_retry_on_a_declined_charge_says_what_it_does_and_refuses_once() {
 #[test]
 fn problem_12_pages_speak_plainly_and_are_titled() {
     let app = app();
-    let mut conn = app.conn();
-    let me = fixtures::user(&mut conn, "words@example.com");
-    let products = fixtures::catalogue(&mut conn, 1);
-    let order_id = fixtures::order(&mut conn, me, &products);
+    let order_id = shopper_with_order(&app, "words@example.com", 1);
 
     let driver = Driver::start();
     let browser = Browser::open(&driver);
@@ -360,10 +358,7 @@ fn problem_12_pages_speak_plainly_and_are_titled() {
     browser.find("main h1");
     assert_eq!(browser.script("return document.title;"), "Welcome · Agora");
     sign_in(&browser, &app, "words@example.com", &format!("/orders/{order_id}/checkout"));
-    browser.click("#pay");
-    browser.find("#payment-status");
-    app.drain_jobs();
-    browser.refresh();
+    pay_and_settle(&browser, &app);
     browser.find("#payment-final");
     let title = browser.script("return document.title;");
     assert!(title.as_str().unwrap().starts_with("Payment of ") && title.as_str().unwrap().contains("USD"), "{title}");

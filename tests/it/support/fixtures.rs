@@ -70,7 +70,7 @@ pub fn make_admin(conn: &mut PgConnection, email: &str) -> i64 {
 }
 
 pub fn post(conn: &mut PgConnection, user_id: i64, title: &str) -> i64 {
-    agora::threads::repo::create_post(conn, user_id, title, "Post body.").unwrap()
+    agora::threads::repo::create_post(conn, user_id, title, &agora::threads::CommentBody::parse("Post body.").unwrap()).unwrap()
 }
 
 pub fn comment(conn: &mut PgConnection, post_id: i64, parent: Option<i64>, user_id: i64, body: &str) -> i64 {
