@@ -14,8 +14,8 @@ use agora::app::{Services, Strategies};
 use agora::cache::Cache;
 use agora::clock::{Clock, SystemClock};
 use agora::config::{AuthSettings, JobSettings, PaymentSettings};
-use agora::dashboard::api::input::{parse_query, FILTER_PARAMS};
-use agora::dashboard::tokens::TokenKey;
+use agora::merchants::api::input::{parse_query, FILTER_PARAMS};
+use agora::merchants::tokens::TokenKey;
 use agora::db;
 use agora::payments::fraud;
 use agora::payments::gateway::{SimulatedGateway, Simulation};
@@ -182,7 +182,7 @@ fn main() {
             Some(c) => vec![c],
             None => vec![1, 2],
         };
-        let plan = agora::dashboard::repo::explain_payments_page(&mut conn, &scope, &filter, 11).unwrap();
+        let plan = agora::merchants::repo::explain_payments_page(&mut conn, &scope, &filter, 11).unwrap();
         let summary = plan_summary(&plan);
         rows.push(format!("| first page, filter: {name} | {:.2} ms | {:.2} ms | {summary} |", pct(&latencies, 0.5), pct(&latencies, 0.99)));
         plans.push(format!("### {name}\n\n```\n{}\n```\n", plan.join("\n")));
@@ -196,7 +196,7 @@ fn main() {
         let mut times = Vec::new();
         for _ in 0..12 {
             let started = Instant::now();
-            agora::dashboard::repo::daily_volume(&mut conn, &[1, 2], &filter).unwrap();
+            agora::merchants::repo::daily_volume(&mut conn, &[1, 2], &filter).unwrap();
             times.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);

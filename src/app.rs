@@ -20,8 +20,8 @@ use crate::payments::fraud::FraudCheck;
 use crate::payments::gateway::PaymentGateway;
 use crate::payments::PaymentProcessor;
 use crate::cache::Cache;
-use crate::dashboard::jobs::{CheckInvariants, PruneApiKeys, RefundPayment, CHECK_INVARIANTS, PRUNE_API_KEYS};
-use crate::dashboard::{tokens::TokenKey, DashboardState};
+use crate::merchants::jobs::{CheckInvariants, PruneApiKeys, RefundPayment, CHECK_INVARIANTS, PRUNE_API_KEYS};
+use crate::merchants::{tokens::TokenKey, MerchantsState};
 use crate::db::PgPool;
 use crate::threads::cache::ThreadCache;
 use crate::threads::counters::{ReconcileCounters, RECONCILE_COUNTERS};
@@ -55,7 +55,7 @@ pub struct Services {
     /// Signs the API's bearer tokens.
     pub api_token_secret: Vec<u8>,
     pub refund_attempts: i32,
-    pub intake: Arc<crate::dashboard::intake::PaymentIntake>,
+    pub intake: Arc<crate::merchants::intake::PaymentIntake>,
     /// The chat API's rate limit per application token (`CHAT_RATE_PER_SEC`, `CHAT_RATE_BURST`).
     pub chat_rate: crate::chat::limits::RateSettings,
     /// Chats and messages accepted through Redis (`CHAT_INTAKE=redis`), when started.
@@ -125,7 +125,7 @@ impl Services {
             hashing: Arc::new(HashPool::new(auth.hash_threads, auth.hash_queue)),
             api_token_secret,
             refund_attempts: REFUND_ATTEMPTS,
-            intake: Arc::new(crate::dashboard::intake::PaymentIntake::start(
+            intake: Arc::new(crate::merchants::intake::PaymentIntake::start(
                 pool_for_intake,
                 Arc::new(crate::jobs::ReadyEstimate::new(pipeline::PAYMENTS_QUEUE, limits.max_ready, Duration::from_millis(100))),
                 limits.charge_attempts,
@@ -177,8 +177,14 @@ impl Services {
             wake: self.wake.clone(),
             hold: self.jobs.order_ttl,
         });
-        let jobs = Data::new(JobsState { clock: self.clock.clone(), wake: self.wake.clone(), breaker: self.breaker.clone(), registry: self.registry.clone() });
-        let dashboard = Data::new(DashboardState {
+        let jobs = Data::new(JobsState {
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
+            gauges: vec![Arc::new(self.breaker.clone())],
+            registry: self.registry.clone(),
+        });
+        let payments = Data::new(crate::payments::admin::PaymentsState { breaker: self.breaker.clone() });
+        let merchants = Data::new(MerchantsState {
             clock: self.clock.clone(),
             tokens: TokenKey::new(&self.api_token_secret).expect("API token secrets are at least 32 bytes"),
             limits: self.limits,
@@ -204,17 +210,19 @@ impl Services {
                 .app_data(auth.clone())
                 .app_data(orders.clone())
                 .app_data(jobs.clone())
+                .app_data(payments.clone())
                 .app_data(threads.clone())
-                .app_data(dashboard.clone())
+                .app_data(merchants.clone())
                 .app_data(chat.clone());
             crate::auth::routes::configure(cfg);
             crate::orders::routes::configure(cfg);
             crate::payments::routes::configure(cfg);
+            crate::payments::admin::configure(cfg);
             crate::jobs::routes::configure(cfg);
             crate::threads::routes::configure(cfg);
             cfg.app_data(Data::new(crate::web::openapi::ApiTables(api_tables())));
             cfg.service(api_scope());
-            crate::dashboard::pages::configure(cfg);
+            crate::merchants::pages::configure(cfg);
             crate::chat::pages::configure(cfg);
         })
     }
@@ -235,7 +243,7 @@ impl Services {
 
 /// Every area's JSON API routes, for the OpenAPI document.
 pub fn api_tables() -> Vec<&'static [crate::web::openapi::Route]> {
-    vec![crate::dashboard::api::ROUTES, crate::chat::routes::ROUTES]
+    vec![crate::merchants::api::ROUTES, crate::chat::routes::ROUTES]
 }
 
 /// `/api/v1`: every area's JSON routes in one scope (a second scope with the same prefix would
@@ -244,7 +252,7 @@ fn api_scope() -> actix_web::Scope {
     use actix_web::web;
     let scope = web::scope("/api/v1").route("/openapi.json", web::get().to(crate::web::openapi::document));
     let scope = crate::chat::routes::mount(scope);
-    crate::dashboard::api::mount(scope).default_service(web::to(crate::dashboard::api::no_route))
+    crate::merchants::api::mount(scope).default_service(web::to(crate::merchants::api::no_route))
 }
 
 pub fn periodic_jobs() -> Vec<Periodic> {

@@ -1,6 +1,6 @@
 //! Agora: a market and a forum in one server.
 //!
-//! One module per area of the product (`auth`, `orders`, `payments`, `jobs`, `threads`, `dashboard`,
+//! One module per area of the product (`auth`, `orders`, `payments`, `jobs`, `threads`, `merchants`,
 //! `chat`) and the plumbing they share (`config`, `db`, `cache`, `clock`, `web`).
 
 pub mod app;
@@ -9,7 +9,7 @@ pub mod cache;
 pub mod chat;
 pub mod clock;
 pub mod config;
-pub mod dashboard;
+pub mod merchants;
 pub mod db;
 pub mod jobs;
 pub mod metrics;

@@ -80,7 +80,7 @@ fn load_seed() -> Result<(), String> {
 }
 
 fn admin(args: &[String]) -> Result<(), String> {
-    use agora::dashboard::admin;
+    use agora::merchants::admin;
     let config = config()?;
     let mut conn = db::connect(&config.database_url).map_err(|e| format!("cannot connect: {e}"))?;
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {

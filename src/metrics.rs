@@ -98,3 +98,10 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+/// Gauges that are read from PostgreSQL when `/metrics` is scraped, so that every process reports
+/// the same value. An area registers its own (the payments' breaker) at start-up; the handler that
+/// renders the metrics knows none of them by name.
+pub trait DatabaseGauges: Send + Sync {
+    fn refresh(&self, conn: &mut diesel::PgConnection) -> diesel::QueryResult<()>;
+}

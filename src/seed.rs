@@ -104,7 +104,7 @@ pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
         let user_id = ensure_user(conn, &NewUser { email, name, password: DEMO_PASSWORD, is_admin: false })?;
         report.users += 1;
         for at in links {
-            crate::dashboard::repo::link(conn, user_id, merchants[*at])?;
+            crate::merchants::repo::link(conn, user_id, merchants[*at])?;
         }
     }
     report.payments_created = seed_payments(conn, &merchants)?;

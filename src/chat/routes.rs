@@ -131,7 +131,7 @@ async fn update_application(state: State, db: Db, path: web::Path<String>, paylo
     let token = Token::parse(&path).ok_or(ChatError::NotFound("application"))?;
     let allowance = limited(&state, &token).await?;
     let body = json_body(payload).await?;
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     let app = run(&db, move |conn| {
         // An unknown token is 404 before the body is judged (the challenge's order).
         repo::application(conn, &token)?.ok_or(ChatError::NotFound("application"))?;
@@ -164,7 +164,7 @@ async fn create_chat(state: State, db: Db, path: web::Path<String>) -> Result<Ht
         Some(intake) => create_chat_through(&state, intake.clone(), &db, token).await?,
         None => {
             let allowance = limited(&state, &token).await?;
-            (synchronous_chat(&db, token).await?, allowance)
+            (synchronous_chat(&db, token, state.clock.now()).await?, allowance)
         }
     };
     Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(json!({ "number": number, "messages_count": 0 })), allowance))
@@ -179,8 +179,7 @@ fn allowance_of(state: &ChatState, cell: &RateCell, allowed: bool, tat: f64) -> 
     state.limiter.verdict(allowed, tat, cell.now_ms as f64).map_err(ChatError::Limited)
 }
 
-async fn synchronous_chat(db: &Db, token: Token) -> Result<i32, ChatError> {
-    let now = chrono::Utc::now();
+async fn synchronous_chat(db: &Db, token: Token, now: chrono::DateTime<chrono::Utc>) -> Result<i32, ChatError> {
     run(db, move |conn| Ok(repo::create_chat(conn, &token, now)?.ok_or(ChatError::NotFound("application"))?.number)).await
 }
 
@@ -210,7 +209,7 @@ async fn create_chat_through(state: &ChatState, intake: Arc<ChatIntake>, db: &Db
             IntakeRoute::Postgres => {
                 let allowance = limited(state, &token).await?;
                 let (intake, token) = (intake.clone(), token.clone());
-                let now = chrono::Utc::now();
+                let now = state.clock.now();
                 let made = run(db, move |conn| Ok(intake.synchronously(|| repo::create_chat(conn, &token, now)).transpose()?)).await?;
                 if let Some(chat) = made.flatten() {
                     return Ok((chat.number, allowance));
@@ -275,7 +274,7 @@ pub async fn post_message(
         Some(intake) => create_message_through(state, intake.clone(), db, token, chat, body).await,
         None => {
             let allowance = limited(state, &token).await?;
-            let now = chrono::Utc::now();
+            let now = state.clock.now();
             let message = run(db, move |conn| {
                 chat_id(conn, &token, chat)?;
                 let body = body.map_err(ChatError::Invalid)?;
@@ -332,7 +331,7 @@ async fn create_message_through(
             IntakeRoute::Postgres => {
                 let allowance = limited(state, &token).await?;
                 let (intake, token, body) = (intake.clone(), token.clone(), body.clone());
-                let now = chrono::Utc::now();
+                let now = state.clock.now();
                 let made = run(db, move |conn| {
                     chat_id(conn, &token, chat)?;
                     let body = body.map_err(ChatError::Invalid)?;
@@ -392,7 +391,7 @@ async fn edit_message(state: State, db: Db, path: web::Path<(String, String, Str
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
         let (token, body) = (token.clone(), body.clone());
-        let now = chrono::Utc::now();
+        let now = state.clock.now();
         let edited = run(&db, move |conn| {
             let chat = chat_id(conn, &token, chat)?;
             if repo::message(conn, chat, number)?.is_none() {

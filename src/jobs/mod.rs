@@ -25,7 +25,8 @@ pub use queue::{dead_unique_keys, enqueue, enqueue_bounded, NewJob, QueueFull, R
 pub struct JobsState {
     pub clock: Arc<dyn crate::clock::Clock>,
     pub wake: Arc<Wake>,
-    pub breaker: crate::payments::breaker::CircuitBreaker,
+    /// Gauges other areas keep in PostgreSQL, refreshed when `/metrics` is scraped.
+    pub gauges: Vec<Arc<dyn crate::metrics::DatabaseGauges>>,
     /// The handlers, which say whether retrying one of their dead jobs can help.
     pub registry: Arc<Registry>,
 }

@@ -1,4 +1,4 @@
-//! The Jobs page for administrators: queue depth, latency, throughput, dead jobs, the breaker.
+//! The Jobs page for administrators: queue depth, latency, throughput, dead jobs; and `/metrics`.
 
 use actix_session::Session;
 use actix_web::{HttpRequest, web, HttpResponse};
@@ -7,9 +7,6 @@ use askama::Template;
 use super::queue::{self, MinuteCount, StateCount};
 use super::{Job, JobsState};
 use crate::auth::AdminUser;
-use crate::payments::breaker::BreakerState;
-use crate::payments::domain::format_money;
-use crate::payments::{repo as payments, Payment};
 use crate::web::{csrf, html, parse_id, see_other_with_notice, AppError, AppState, Db, Layout};
 
 pub struct DeadJobView {
@@ -48,32 +45,6 @@ impl DeadJobView {
     }
 }
 
-/// A payment whose outcome the gateway has not confirmed: money may have moved.
-pub struct UnconfirmedView {
-    pub reference: String,
-    pub order_id: i64,
-    pub amount: String,
-    pub since: String,
-    pub checks: i32,
-    pub next_check: String,
-    pub reason: String,
-}
-
-impl From<Payment> for UnconfirmedView {
-    fn from(p: Payment) -> Self {
-        let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
-        UnconfirmedView {
-            reference: p.reference.to_string(),
-            order_id: p.order_id,
-            amount: format_money(&p.amount, &p.currency),
-            since: stamp(p.updated_at),
-            checks: p.confirmation_checks,
-            next_check: p.next_check_at.map(stamp).unwrap_or_default(),
-            reason: p.error_message.unwrap_or_default(),
-        }
-    }
-}
-
 #[derive(Template)]
 #[template(path = "jobs.html")]
 struct JobsPage {
@@ -82,13 +53,11 @@ struct JobsPage {
     latency: String,
     throughput: Vec<MinuteCount>,
     dead: Vec<DeadJobView>,
-    unconfirmed: Vec<UnconfirmedView>,
-    breaker: Option<BreakerState>,
 }
 
 async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<JobsState>) -> Result<HttpResponse, AppError> {
     let services = state.clone();
-    let (counts, latency, throughput, dead, unconfirmed, breaker) = db
+    let (counts, latency, throughput, dead) = db
         .run(move |conn| {
             let now = services.clock.now();
             Ok::<_, diesel::result::Error>((
@@ -96,8 +65,6 @@ async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<Jobs
                 queue::oldest_ready_age(conn, now)?,
                 queue::throughput(conn, now, 5)?,
                 queue::dead(conn, 50)?,
-                payments::awaiting_confirmation(conn, 50)?,
-                services.breaker.state(conn)?,
             ))
         })
         .await?;
@@ -107,8 +74,6 @@ async fn page(req: HttpRequest, _admin: AdminUser, db: Db, state: web::Data<Jobs
         latency: latency.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "none waiting".into()),
         throughput,
         dead: dead.into_iter().map(|job| DeadJobView::new(job, &state.registry)).collect(),
-        unconfirmed: unconfirmed.into_iter().map(UnconfirmedView::from).collect(),
-        breaker,
     })
 }
 
@@ -145,8 +110,9 @@ async fn discard(req: HttpRequest, _admin: AdminUser, session: Session, db: Db, 
     Ok(see_other_with_notice(&req, "/admin/jobs", if removed { "Job discarded." } else { "That job is no longer dead." }))
 }
 
-/// The metrics, for an administrator or for a scraper holding `METRICS_TOKEN`. Job and breaker
-/// gauges are read from the database now; the rest are this process's own counters.
+/// The metrics, for an administrator or for a scraper holding `METRICS_TOKEN`. Job gauges and
+/// those the areas registered (`JobsState::gauges`) are read from the database now; the rest are
+/// this process's own counters.
 async fn metrics(req: HttpRequest, db: Db, settings: web::Data<AppState>, state: web::Data<JobsState>) -> Result<HttpResponse, AppError> {
     let bearer = req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let scraper = matches!((&settings.metrics_token, bearer), (Some(token), Some(given)) if csrf::constant_time_eq(token.as_bytes(), given.as_bytes()));
@@ -155,13 +121,19 @@ async fn metrics(req: HttpRequest, db: Db, settings: web::Data<AppState>, state:
         AdminUser::extract(&req).await?;
     }
     let services = state.clone();
-    let (counts, breaker) = db.run(move |conn| Ok::<_, diesel::result::Error>((queue::counts(conn)?, services.breaker.state(conn)?))).await?;
+    let counts = db
+        .run(move |conn| {
+            for gauges in &services.gauges {
+                gauges.refresh(conn)?;
+            }
+            queue::counts(conn)
+        })
+        .await?;
     let m = crate::metrics::metrics();
     m.jobs.reset();
     for c in counts {
         m.jobs.with_label_values(&[&c.queue, &c.state]).set(c.count);
     }
-    m.breaker_open.set(i64::from(breaker.is_some_and(|b| b.state != "closed")));
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(m.render()))
 }
 

@@ -319,7 +319,7 @@ async fn check_payment_now(
         })
         .await?;
     state.wake.notify();
-    Ok(see_other_with_notice(&req, "/admin/jobs", notice))
+    Ok(see_other_with_notice(&req, "/admin/payments", notice))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -177,11 +177,24 @@ pub trait PaymentGateway: Send + Sync + 'static {
     fn lookup_refund(self: Arc<Self>, idempotency_key: String) -> GatewayFuture<Option<GatewayRefund>>;
 }
 
-/// The charges and refunds a fake gateway has made, one per idempotency key, in order.
-#[derive(Debug, Default)]
+/// The charges and refunds a fake gateway has made, one per idempotency key, in order, stamped
+/// by its clock.
 pub struct Ledger {
     charges: Mutex<(Vec<Charge>, HashMap<String, usize>)>,
     refunds: Mutex<Vec<GatewayRefund>>,
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Ledger { charges: Mutex::default(), refunds: Mutex::default(), clock: Arc::new(crate::clock::SystemClock) }
+    }
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("charges", &self.charges).field("refunds", &self.refunds).finish()
+    }
 }
 
 impl Ledger {
@@ -201,7 +214,7 @@ impl Ledger {
             idempotency_key: request.idempotency_key.clone(),
             amount: request.amount.clone(),
             currency: request.currency.clone(),
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
         };
         let index = guard.0.len();
         guard.0.push(charge.clone());
@@ -236,7 +249,7 @@ impl Ledger {
             charge: charge.id,
             amount: request.amount.clone(),
             currency: request.currency.clone(),
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
         };
         refunds.push(refund.clone());
         Ok(refund)

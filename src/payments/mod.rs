@@ -1,6 +1,7 @@
 //! Payments that charge exactly once: the domain types, the gateway strategies, the processor
 //! that drives a payment through its states, and the pages that show it.
 
+pub mod admin;
 pub mod breaker;
 pub mod domain;
 pub mod fraud;

@@ -459,6 +459,7 @@ impl Tour {
             format!("/comments/{}/reply", levels[3][0]),
             "/account".into(),
             "/admin/jobs".into(),
+            "/admin/payments".into(),
             "/admin/cache".into(),
             "/dashboard/payments".into(),
             format!("/dashboard/payments/{reference}"),

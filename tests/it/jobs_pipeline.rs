@@ -453,7 +453,8 @@ fn consecutive_timeouts_open_the_breaker_jobs_wait_without_losing_attempts_and_a
     let page = Client::new(&app.url);
     fixtures::make_admin(&mut conn, "breaker-admin@example.com");
     page.sign_in("breaker-admin@example.com", PASSWORD);
-    assert!(page.get("/admin/jobs").body.contains("id=\"breaker\">open<"));
+    assert!(page.get("/admin/payments").body.contains("id=\"breaker\">open<"));
+    assert!(page.get("/metrics").body.contains("agora_gateway_breaker_open 1"), "the breaker gauge is read from PostgreSQL");
 
     clock.tick(Duration::from_secs(30));
     assert_eq!(app.drain_jobs(), 1, "only the deferred job is due: it is the probe");

@@ -201,7 +201,7 @@ fn tokens_are_refused_when_missing_forged_expired_or_revoked() {
     assert_eq!(wrong.json["error"]["message"], nobody.json["error"]["message"], "one message for both");
 
     // Expiry is checked to the second: a token that expired is refused with its own code.
-    let key = agora::dashboard::tokens::TokenKey::new(&s.app.services.api_token_secret).unwrap();
+    let key = agora::merchants::tokens::TokenKey::new(&s.app.services.api_token_secret).unwrap();
     let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
     let (expired, _) = key.issue(alice_id, chrono::Utc::now() - chrono::Duration::seconds(61), 60);
     anonymous.use_token(Some(&expired));
@@ -522,7 +522,7 @@ fn fifty_threads_paying_and_refunding_keep_the_balance_equal_to_its_ledger_and_n
     let refunded: i64 = refunds::table.count().get_result(&mut conn).unwrap();
     assert!(refunded > 0, "some refunds went through");
     assert_eq!(s.gateway.ledger().refunds().len() as i64, refunds::table.filter(refunds::status.eq("succeeded")).count().get_result::<i64>(&mut conn).unwrap());
-    let findings = agora::dashboard::repo::check_invariants(&mut conn).unwrap();
+    let findings = agora::merchants::repo::check_invariants(&mut conn).unwrap();
     assert!(findings.is_empty(), "{findings:?}");
 }
 
@@ -565,8 +565,8 @@ fn an_idempotency_key_replays_refuses_other_requests_and_expires_after_a_day() {
     // A request still running under the key: 409, and nothing is done twice.
     let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
     let now = clock.now();
-    let held = agora::dashboard::repo::claim_key(&mut conn, alice_id, "busy", "fingerprint of the running request", now, now + chrono::Duration::seconds(60), now - chrono::Duration::hours(24)).unwrap();
-    assert_eq!(held, agora::dashboard::repo::KeyState::Fresh);
+    let held = agora::merchants::repo::claim_key(&mut conn, alice_id, "busy", "fingerprint of the running request", now, now + chrono::Duration::seconds(60), now - chrono::Duration::hours(24)).unwrap();
+    assert_eq!(held, agora::merchants::repo::KeyState::Fresh);
     let busy = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "busy")]);
     // A different fingerprint is 422 even while running; the same one is 409.
     assert_eq!(busy.status, 422);

@@ -192,7 +192,7 @@ fn the_demo_data_gives_each_staff_member_their_merchants_and_loads_twice_as_once
     let chats = Api::new(&app.url).get(&format!("/chat_applications/{first_token}/chats"));
     assert_eq!(chats.json, serde_json::json!([{ "number": 1, "messages_count": 1000 }, { "number": 2, "messages_count": 1000 }, { "number": 3, "messages_count": 1000 }]));
     assert_eq!(agora::chat::repo::reconcile_counts(&mut conn).unwrap(), (0, 0), "its counts are right");
-    assert!(agora::dashboard::repo::check_invariants(&mut conn).unwrap().is_empty(), "the demo ledger balances");
+    assert!(agora::merchants::repo::check_invariants(&mut conn).unwrap().is_empty(), "the demo ledger balances");
     let sign_in = |email: &str| {
         let client = Client::new(&app.url);
         client.sign_in(email, agora::seed::DEMO_PASSWORD);
@@ -236,7 +236,7 @@ fn the_demo_data_gives_each_staff_member_their_merchants_and_loads_twice_as_once
 
 #[test]
 fn an_installation_is_bootstrapped_from_the_command_line_functions() {
-    use agora::dashboard::admin;
+    use agora::merchants::admin;
     let app = TestApp::spawn(Arc::new(agora::payments::gateway::ScriptedGateway::succeeding()));
     let mut conn = app.conn();
     assert!(admin::create_user(&mut conn, "owner@shop.test", "Owner", "short", false).is_err(), "passwords are long");

@@ -133,7 +133,7 @@ fn with_lookups_failing_too_the_payment_awaits_confirmation_keeps_its_stock_and_
     fixtures::make_admin(&mut conn, "ops@example.com");
     let admin = Client::new(&app.url);
     admin.sign_in("ops@example.com", PASSWORD);
-    let jobs_page = admin.get("/admin/jobs");
+    let jobs_page = admin.get("/admin/payments");
     assert!(jobs_page.body.contains(&parked.reference.to_string()), "{}", jobs_page.body);
     let check = format!("/admin/payments/{}/check", parked.reference);
     assert_eq!(admin.post_form(&check, &[("csrf_token", "forged")]).status, 403);
@@ -153,7 +153,7 @@ fn with_lookups_failing_too_the_payment_awaits_confirmation_keeps_its_stock_and_
     assert_eq!(fixtures::order_status(&mut conn, order_id), "paid");
     assert_eq!(gateway.ledger().all().len(), 1, "one charge, never a second");
     assert_eq!(gateway.charge_calls(), 4, "confirming never charges");
-    assert!(admin.get("/admin/jobs").body.contains("id=\"no-unconfirmed\""));
+    assert!(admin.get("/admin/payments").body.contains("id=\"no-unconfirmed\""));
 }
 
 #[test]

@@ -10,18 +10,18 @@ use super::error::ApiError;
 use super::input::{self, parse_query, read_object, Object, Query};
 use super::{keyed, respond, run, views, ApiUser};
 use crate::auth::{password, repo as accounts};
-use crate::dashboard::domain::{Currency, Cursor, ListParams, MinorUnits, PaymentFilter, MAX_PAYMENT, MIN_PAYMENT};
-use crate::dashboard::intake::Intake;
-use crate::dashboard::jobs::refund_job;
-use crate::dashboard::repo::{self, Keyset, Principal};
-use crate::dashboard::{DashboardState, MerchantError};
+use crate::merchants::domain::{Currency, Cursor, ListParams, MinorUnits, PaymentFilter, MAX_PAYMENT, MIN_PAYMENT};
+use crate::merchants::intake::Intake;
+use crate::merchants::jobs::refund_job;
+use crate::merchants::repo::{self, Keyset, Principal};
+use crate::merchants::{MerchantsState, MerchantError};
 use crate::jobs;
 use crate::orders::pipeline::start_api_payment;
 use crate::payments::domain::Amount;
 use crate::payments::refunds::{self, NewRefund, RefundReason};
 use crate::web::{client_ip, Db};
 
-type State = web::Data<DashboardState>;
+type State = web::Data<MerchantsState>;
 
 fn query(req: &HttpRequest, allowed: &[&str]) -> Result<Query, ApiError> {
     parse_query(req.query_string(), allowed)
@@ -72,9 +72,9 @@ pub async fn create_token(req: HttpRequest, payload: web::Payload, db: Db, state
     Ok(respond(StatusCode::OK, &json!({ "token": token, "token_type": "Bearer", "expires_in": expires_in, "expires_at": claims.exp })))
 }
 
-pub async fn revoke_token(user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
+pub async fn revoke_token(user: ApiUser, db: Db, state: State) -> Result<HttpResponse, ApiError> {
     let (jti, user_id) = (user.claims.jti, user.principal.id);
-    let expires_at = crate::dashboard::domain::from_unix(user.claims.exp).unwrap_or_else(chrono::Utc::now);
+    let expires_at = crate::merchants::domain::from_unix(user.claims.exp).unwrap_or_else(|| state.clock.now());
     run(&db, move |conn| Ok(repo::revoke_token(conn, jti, user_id, expires_at)?)).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -19,7 +19,7 @@ use super::api::ApiUser;
 use super::domain::{major, Cursor, PaymentFilter};
 use super::jobs::refund_job;
 use super::repo::{self, DailyVolume, Keyset, PaymentRow};
-use super::{DashboardState, MerchantError};
+use super::{MerchantsState, MerchantError};
 use crate::auth::CurrentUser;
 use crate::jobs;
 use crate::payments::domain::{format_money, Amount};
@@ -27,7 +27,7 @@ use crate::payments::refunds::{self, NewRefund, Refund, RefundReason};
 use crate::payments::{repo as payments, PaymentEvent};
 use crate::web::{csrf, html, see_other, see_other_with_notice, AppError, Db, Layout};
 
-type State = web::Data<DashboardState>;
+type State = web::Data<MerchantsState>;
 
 fn bad_filter(e: ApiError) -> AppError {
     if e.status.as_u16() == 404 {
@@ -202,6 +202,7 @@ async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: Stat
     let backwards = matches!(params.cursor, Some(Cursor::Before(_)));
     let chart_filter = filter.clone();
     let user_id = user.0.id;
+    let now = state.clock.now();
     let today = state.clock.now().date_naive();
     let (visible, names, rows, has_more, volume, check, suspects) = db
         .run(move |conn| {
@@ -211,7 +212,7 @@ async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: Stat
             let volume = repo::daily_volume(conn, &scope, &filter)?;
             let names: Vec<(i64, String)> = repo::customers(conn, &visible)?.into_iter().map(|c| (c.id, c.name)).collect();
             let check = repo::last_check(conn)?;
-            let suspects = repo::double_charges(conn, &scope, 5, chrono::Utc::now() - ChronoDuration::days(7))?;
+            let suspects = repo::double_charges(conn, &scope, 5, now - ChronoDuration::days(7))?;
             Ok::<_, MerchantError>((visible, names, rows, has_more, volume, check, suspects))
         })
         .await?;

@@ -18,7 +18,7 @@ use std::pin::Pin;
 
 use super::repo::{self, KeyState, Principal};
 use super::tokens::{Claims, TokenError};
-use super::DashboardState;
+use super::MerchantsState;
 use crate::web::Db;
 use error::ApiError;
 use input::Object;
@@ -65,7 +65,7 @@ impl FromRequest for ApiUser {
     type Future = Pin<Box<dyn Future<Output = Result<ApiUser, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<DashboardState>>().cloned();
+        let state = req.app_data::<web::Data<MerchantsState>>().cloned();
         let db = Db::from_request(req, payload).into_inner();
         let bearer = req
             .headers()
@@ -140,7 +140,7 @@ pub fn key_of(req: &HttpRequest, required: bool) -> Result<Option<String>, ApiEr
 /// request again gets the stored answer (`Idempotent-Replayed: true`); another request under the
 /// same key gets 422; one while the first still runs gets 409. The answer is stored in the same
 /// transaction as the work, so a crash leaves both or neither.
-pub async fn keyed<F>(db: &Db, req: &HttpRequest, state: &DashboardState, user: &Principal, body: &Object, required: bool, work: F) -> Result<HttpResponse, ApiError>
+pub async fn keyed<F>(db: &Db, req: &HttpRequest, state: &MerchantsState, user: &Principal, body: &Object, required: bool, work: F) -> Result<HttpResponse, ApiError>
 where
     F: FnOnce(&mut PgConnection) -> Result<(StatusCode, Value), ApiError> + Send + 'static,
 {

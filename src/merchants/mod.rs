@@ -24,7 +24,7 @@ use crate::web::AppError;
 use api::error::ApiError;
 
 /// What the merchants' pages and API need, registered as app data by `app::mount`.
-pub struct DashboardState {
+pub struct MerchantsState {
     pub clock: Arc<dyn Clock>,
     pub tokens: tokens::TokenKey,
     pub limits: QueueLimits,

@@ -2,8 +2,8 @@
 
 use serde_json::{json, Value};
 
-use crate::dashboard::domain::{api_currency, unix, MinorUnits};
-use crate::dashboard::repo::{Balance, Customer, LedgerEntry, LinkedUser, PaymentRow, Principal};
+use crate::merchants::domain::{api_currency, unix, MinorUnits};
+use crate::merchants::repo::{Balance, Customer, LedgerEntry, LinkedUser, PaymentRow, Principal};
 use crate::payments::refunds::Refund;
 use crate::payments::PaymentStatus;
 

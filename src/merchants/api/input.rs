@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::dashboard::domain::{day_start, from_unix, parse_day, parse_status, Cursor, ListParams, PaymentFilter};
+use crate::merchants::domain::{day_start, from_unix, parse_day, parse_status, Cursor, ListParams, PaymentFilter};
 
 pub const MAX_BODY: usize = 64 * 1024;
 /// Deeper than any body the API takes: a bomb of nested arrays is refused as invalid JSON.
