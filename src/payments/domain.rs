@@ -175,6 +175,13 @@ impl FromSql<Text, Pg> for PaymentStatus {
     }
 }
 
+/// Pay for this order, on behalf of this user.
+#[derive(Debug, Clone, Copy)]
+pub struct PayOrder {
+    pub user_id: i64,
+    pub order_id: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@ pub mod breaker;
 pub mod domain;
 pub mod fraud;
 pub mod gateway;
-pub mod http_gateway;
 pub mod processor;
 pub mod refunds;
 pub mod repo;
@@ -14,9 +13,9 @@ pub mod routes;
 pub mod runtime;
 pub mod sim_server;
 
-pub use domain::{Amount, IdempotencyKey, PaymentStatus};
+pub use domain::{Amount, IdempotencyKey, PayOrder, PaymentStatus};
 pub use gateway::{Charge, ChargeRequest, GatewayError, PaymentGateway};
-pub use processor::{PayOrder, PaymentProcessor};
+pub use processor::PaymentProcessor;
 pub use repo::{Payment, PaymentEvent};
 
 #[derive(Debug, thiserror::Error)]

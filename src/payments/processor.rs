@@ -20,7 +20,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use diesel::prelude::*;
 use std::sync::Arc;
 
-use super::domain::{IdempotencyKey, PaymentStatus};
+use super::domain::{IdempotencyKey, PayOrder, PaymentStatus};
 use super::gateway::{Charge, ChargeRequest, GatewayError, PaymentGateway};
 use super::refunds::{self, Refund};
 use super::repo::{self, Failure, Payment};
@@ -28,13 +28,6 @@ use super::runtime::GatewayRuntime;
 use super::PaymentError;
 use crate::clock::Clock;
 use crate::config::PaymentSettings;
-
-/// Pay for this order, on behalf of this user.
-#[derive(Debug, Clone, Copy)]
-pub struct PayOrder {
-    pub user_id: i64,
-    pub order_id: i64,
-}
 
 /// What becomes of the thing a payment pays for. The payments area does not know orders: it tells
 /// their owner (the orders area) each final outcome, inside the transaction that settles the

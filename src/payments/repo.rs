@@ -7,8 +7,7 @@ use diesel::sql_types::{BigInt, Integer, Text, Timestamptz};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::domain::{IdempotencyKey, PaymentStatus};
-use super::processor::PayOrder;
+use super::domain::{IdempotencyKey, PayOrder, PaymentStatus};
 use crate::schema::{payment_events, payments};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize)]

@@ -598,7 +598,7 @@ async fn stalling_lookup(
 #[test]
 fn a_worker_process_killed_mid_job_is_replaced_after_its_lease_and_the_order_is_charged_once() {
     use agora::payments::gateway::Simulation;
-    use agora::payments::http_gateway::HttpGateway;
+    use agora::payments::gateway::HttpGateway;
     use crate::support::app::Running;
 
     let (charged_tx, charged) = mpsc::channel();

@@ -15,7 +15,7 @@ use agora::db;
 use agora::jobs::Worker;
 use agora::payments::fraud::{FraudCheck, NoFraudCheck};
 use agora::payments::gateway::{PaymentGateway, Simulation};
-use agora::payments::http_gateway::HttpGateway;
+use agora::payments::gateway::HttpGateway;
 use agora::payments::{sim_server, Charge};
 use agora::web::{self, AppState, ServerOptions};
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::gateway::{Charge, ChargeRequest, DeclineCode, GatewayError, GatewayFuture, GatewayRefund, PaymentGateway, RefundRequest};
+use super::{Charge, ChargeRequest, DeclineCode, GatewayError, GatewayFuture, GatewayRefund, PaymentGateway, RefundRequest};
 
 pub struct HttpGateway {
     client: reqwest::Client,
