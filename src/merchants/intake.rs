@@ -2,7 +2,8 @@
 //!
 //! Each request decides everything about its payment (reference, answer, timestamps) and hands it
 //! to the intake; a few intake threads each take whatever is waiting (up to `MAX_BATCH`) and write
-//! the whole batch in one statement and one commit (`repo::accept_payments`). A request is
+//! the whole batch in one transaction and one commit (`repo::record_answers`, then
+//! `orders::pipeline::start_api_payments`: two statements for up to `MAX_BATCH`). A request is
 //! answered 201 only after the commit that holds its rows — nothing is acknowledged that a crash
 //! could lose — but a hundred requests share one parse, one plan and one WAL flush instead of
 //! paying for one each. Under light load a batch is a single request and nothing waits.
@@ -12,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use super::repo::{self, NewApiPayment};
 use crate::db::PgPool;
+use crate::orders::pipeline::{start_api_payments, ApiPaymentStart};
+use diesel::Connection;
 use crate::jobs::ReadyEstimate;
 
 const MAX_BATCH: usize = 128;
@@ -103,8 +106,14 @@ fn write(pool: &PgPool, ready: &ReadyEstimate, charge_attempts: i32, batch: &[Wa
         }
     }
     let payments: Vec<&NewApiPayment> = batch.iter().map(|w| &w.payment).collect();
-    match repo::accept_payments(&mut conn, &payments, charge_attempts) {
-        Ok(created) => payments.iter().map(|p| if created.contains(&p.reference) { Intake::Created } else { Intake::KeyTaken }).collect(),
+    let written = conn.transaction(|conn| {
+        let free = repo::record_answers(conn, &payments)?;
+        let starts: Vec<ApiPaymentStart> = payments.iter().zip(&free).filter(|(_, free)| **free).map(|(p, _)| p.start.clone()).collect();
+        start_api_payments(conn, &starts, charge_attempts)?;
+        Ok::<_, diesel::result::Error>(free)
+    });
+    match written {
+        Ok(free) => free.into_iter().map(|free| if free { Intake::Created } else { Intake::KeyTaken }).collect(),
         Err(e) => {
             log::warn!("payment intake: a batch of {} could not be written, each is tried alone: {e}", batch.len());
             every(Intake::Retry)

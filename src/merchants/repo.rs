@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::domain::{MinorUnits, PaymentFilter};
 use super::MerchantError;
+use crate::orders::pipeline::ApiPaymentStart;
 use crate::payments::refunds::Refund;
 use crate::payments::PaymentStatus;
 use crate::schema::{
@@ -553,14 +554,7 @@ pub fn refund_by_reference(conn: &mut PgConnection, visible: &[i64], reference: 
 /// its answer included.
 #[derive(Debug, Clone)]
 pub struct NewApiPayment {
-    pub user_id: i64,
-    pub customer_id: i64,
-    pub amount: BigDecimal,
-    pub currency: String,
-    pub description: Option<String>,
-    pub payment_method: Option<String>,
-    pub reference: Uuid,
-    pub created_at: DateTime<Utc>,
+    pub start: ApiPaymentStart,
     /// The idempotency key, its request's fingerprint, and the answer to store under it.
     pub key: String,
     pub fingerprint: String,
@@ -568,71 +562,39 @@ pub struct NewApiPayment {
 }
 
 #[derive(QueryableByName)]
-struct Accepted {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    reference: Uuid,
+struct Recorded {
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = Text)]
+    response_body: String,
 }
 
-/// The fast path of `POST /api/v1/payments`, for a batch (see `intake`): for each payment whose
-/// idempotency key is free, the key with its stored answer, the order, the payment, its first
-/// event and its charge job — all in one statement, atomic on its own. It writes exactly the rows
-/// `orders::pipeline::start_api_payment` writes (the general path; a test compares them). Returns
-/// the references created; a payment whose key was taken is left out, for the general path.
-/// Whether the payments queue has room is the caller's (approximate) question, asked before.
-pub fn accept_payments(conn: &mut PgConnection, batch: &[&NewApiPayment], charge_attempts: i32) -> QueryResult<Vec<Uuid>> {
-    use crate::orders::pipeline::{CHARGE_ORDER, PAYMENTS_QUEUE};
-    use diesel::sql_types::Uuid as SqlUuid;
+/// The API's fast path for a batch (see `intake`), first half: stores each payment's answer under
+/// its idempotency key where the key is free, in one statement. Returns, in batch order, whether
+/// each key was free; a payment whose key was taken is left for the general path. The caller
+/// writes the payments whose keys were free in the same transaction, so an answer is never stored
+/// without its rows.
+pub fn record_answers(conn: &mut PgConnection, batch: &[&NewApiPayment]) -> QueryResult<Vec<bool>> {
     let column = |f: fn(&NewApiPayment) -> String| batch.iter().map(|p| f(p)).collect::<Vec<String>>();
-    let optional = |f: fn(&NewApiPayment) -> Option<String>| batch.iter().map(|p| f(p)).collect::<Vec<Option<String>>>();
-    let accepted: Vec<Accepted> = diesel::sql_query(
-        // Order ids are drawn first, so every row of the batch knows its own; the key insert
-        // reports which keys were free, and its row is matched back by the (unique) answer.
-        "WITH input AS ( \
-             SELECT nextval('orders_id_seq') AS order_id, i.* FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], \
-                 $5::timestamptz[], $6::bigint[], $7::numeric[], $8::text[], $9::uuid[], $10::text[], $11::text[], $15::text[]) \
-                 AS i(user_id, key, fingerprint, answer, at, customer_id, amount, currency, reference, description, payment_method, \
-                     gateway_key)), \
-         keyed AS ( \
-             INSERT INTO api_idempotency_keys (user_id, key, fingerprint, status_code, response_body, created_at) \
-             SELECT user_id, key, fingerprint, 201, answer, at FROM input ON CONFLICT DO NOTHING \
-             RETURNING user_id, key, response_body), \
-         ok AS ( \
-             SELECT input.* FROM input JOIN keyed \
-                 ON keyed.user_id = input.user_id AND keyed.key = input.key AND keyed.response_body = input.answer), \
-         o AS ( \
-             INSERT INTO orders (id, user_id, customer_id, total, currency, source, created_at, updated_at) \
-             SELECT order_id, user_id, customer_id, amount, currency, 'api', at, at FROM ok), \
-         p AS ( \
-             INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key, reference, gateway_key, \
-                 description, payment_method, created_at, updated_at) \
-             SELECT user_id, order_id, customer_id, amount, currency, 'payment_' || user_id || '_' || order_id, reference, \
-                 gateway_key, description, payment_method, at, at FROM ok \
-             RETURNING id, order_id, created_at), \
-         e AS ( \
-             INSERT INTO payment_events (payment_id, to_status, reason, created_at) \
-             SELECT id, 'pending', 'created for order #' || order_id, created_at FROM p), \
-         j AS ( \
-             INSERT INTO jobs (queue, kind, args, max_attempts, run_at, unique_key) \
-             SELECT $12, $13, jsonb_build_object('order_id', order_id, 'user_id', user_id), $14, at, $13 || ':' || order_id FROM ok) \
-         SELECT reference FROM ok",
+    let recorded: Vec<Recorded> = diesel::sql_query(
+        "INSERT INTO api_idempotency_keys (user_id, key, fingerprint, status_code, response_body, created_at) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::timestamptz[]) \
+         ON CONFLICT DO NOTHING RETURNING user_id, key, response_body",
     )
-    .bind::<Array<Int8>, _>(batch.iter().map(|p| p.user_id).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(batch.iter().map(|p| p.start.user_id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(column(|p| p.key.clone()))
     .bind::<Array<Text>, _>(column(|p| p.fingerprint.clone()))
+    .bind::<Array<diesel::sql_types::Integer>, _>(vec![201; batch.len()])
     .bind::<Array<Text>, _>(column(|p| p.answer.clone()))
-    .bind::<Array<Timestamptz>, _>(batch.iter().map(|p| p.created_at).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(batch.iter().map(|p| p.customer_id).collect::<Vec<_>>())
-    .bind::<Array<Numeric>, _>(batch.iter().map(|p| p.amount.clone()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(column(|p| p.currency.clone()))
-    .bind::<Array<SqlUuid>, _>(batch.iter().map(|p| p.reference).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(optional(|p| p.description.clone()))
-    .bind::<Array<Nullable<Text>>, _>(optional(|p| p.payment_method.clone()))
-    .bind::<Text, _>(PAYMENTS_QUEUE)
-    .bind::<Text, _>(CHARGE_ORDER)
-    .bind::<diesel::sql_types::Integer, _>(charge_attempts)
-    .bind::<Array<Text>, _>(batch.iter().map(|p| crate::payments::domain::gateway_key(p.reference)).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(batch.iter().map(|p| p.start.created_at).collect::<Vec<_>>())
     .load(conn)?;
-    Ok(accepted.into_iter().map(|a| a.reference).collect())
+    // Matched back by the (unique) answer: two requests of a batch may share a key.
+    Ok(batch
+        .iter()
+        .map(|p| recorded.iter().any(|r| r.user_id == p.start.user_id && r.key == p.key && r.response_body == p.answer))
+        .collect())
 }
 
 // --- idempotency keys ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! Orders: what a user has bought from a merchant, and the checkout page that pays for it.
 
+pub mod demo;
 pub mod pipeline;
 pub mod repo;
 pub mod routes;

@@ -116,6 +116,80 @@ pub fn start_api_payment(
     Ok(payment)
 }
 
+/// A payment asked for through the merchants' API, everything about it decided before it is
+/// written (its reference and timestamp are in the answer the caller already holds).
+#[derive(Debug, Clone)]
+pub struct ApiPaymentStart {
+    pub user_id: i64,
+    pub customer_id: i64,
+    pub amount: bigdecimal::BigDecimal,
+    pub currency: String,
+    pub description: Option<String>,
+    pub payment_method: Option<String>,
+    pub reference: uuid::Uuid,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `start_api_payment` for a batch, in one statement in the caller's transaction (the API's group
+/// commit): for each payment its order, the payment with its first event, and its charge job.
+/// What the single path derives — the order's id, the payment's idempotency and gateway keys, the
+/// first event's reason, the charge job — comes from the same functions here, so the two paths
+/// write the same rows. Whether the queue has room is the caller's (approximate) question, asked
+/// before.
+pub fn start_api_payments(conn: &mut PgConnection, batch: &[ApiPaymentStart], charge_attempts: i32) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, Numeric, SmallInt, Text, Timestamptz, Uuid as SqlUuid};
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let order_ids = orders::reserve_ids(conn, batch.len())?;
+    let orders_of: Vec<PayOrder> = batch.iter().zip(&order_ids).map(|(p, &order_id)| PayOrder { user_id: p.user_id, order_id }).collect();
+    let jobs: Vec<NewJob> = orders_of.iter().map(|o| charge_job(*o, charge_attempts)).collect();
+    let text = |f: &dyn Fn(&ApiPaymentStart) -> String| batch.iter().map(f).collect::<Vec<String>>();
+    let job_text = |f: &dyn Fn(&NewJob) -> String| jobs.iter().map(f).collect::<Vec<String>>();
+    diesel::sql_query(
+        "WITH input AS ( \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::numeric[], $5::text[], $6::timestamptz[], $7::uuid[], \
+                 $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::jsonb[], $16::smallint[], \
+                 $17::integer[], $18::text[]) \
+                 AS i(order_id, user_id, customer_id, amount, currency, at, reference, payment_key, gateway_key, description, \
+                     payment_method, reason, queue, kind, args, priority, max_attempts, unique_key)), \
+         o AS ( \
+             INSERT INTO orders (id, user_id, customer_id, total, currency, source, created_at, updated_at) \
+             SELECT order_id, user_id, customer_id, amount, currency, 'api', at, at FROM input), \
+         p AS ( \
+             INSERT INTO payments (user_id, order_id, customer_id, amount, currency, idempotency_key, reference, gateway_key, \
+                 description, payment_method, created_at, updated_at) \
+             SELECT user_id, order_id, customer_id, amount, currency, payment_key, reference, gateway_key, description, \
+                 payment_method, at, at FROM input \
+             RETURNING id, order_id), \
+         e AS ( \
+             INSERT INTO payment_events (payment_id, to_status, reason, created_at) \
+             SELECT p.id, 'pending', input.reason, input.at FROM p JOIN input USING (order_id)) \
+         INSERT INTO jobs (queue, kind, args, priority, max_attempts, run_at, unique_key) \
+         SELECT queue, kind, args, priority, max_attempts, at, unique_key FROM input",
+    )
+    .bind::<Array<BigInt>, _>(&order_ids)
+    .bind::<Array<BigInt>, _>(batch.iter().map(|p| p.user_id).collect::<Vec<_>>())
+    .bind::<Array<BigInt>, _>(batch.iter().map(|p| p.customer_id).collect::<Vec<_>>())
+    .bind::<Array<Numeric>, _>(batch.iter().map(|p| p.amount.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(text(&|p| p.currency.clone()))
+    .bind::<Array<Timestamptz>, _>(batch.iter().map(|p| p.created_at).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(batch.iter().map(|p| p.reference).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(orders_of.iter().map(|o| crate::payments::IdempotencyKey::for_order(o.user_id, o.order_id).as_str().to_string()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(text(&|p| crate::payments::domain::gateway_key(p.reference)))
+    .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|p| p.description.clone()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(batch.iter().map(|p| p.payment_method.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(order_ids.iter().map(|&id| payments::created_reason(id)).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(job_text(&|j| j.queue.clone()))
+    .bind::<Array<Text>, _>(job_text(&|j| j.kind.clone()))
+    .bind::<Array<Jsonb>, _>(jobs.iter().map(|j| j.args.clone()).collect::<Vec<_>>())
+    .bind::<Array<SmallInt>, _>(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+    .bind::<Array<Integer>, _>(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(jobs.iter().map(|j| j.unique_key.clone()).collect::<Vec<_>>())
+    .execute(conn)
+    .map(drop)
+}
+
 pub struct ChargeOrder {
     pub processor: Arc<PaymentProcessor>,
     pub fraud: Arc<dyn FraudCheck>,

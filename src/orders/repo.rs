@@ -201,6 +201,19 @@ pub fn create_for_api(conn: &mut PgConnection, user_id: i64, customer_id: i64, t
         .get_result(conn)
 }
 
+/// Ids for `n` orders about to be written together, drawn from the orders' own sequence.
+pub fn reserve_ids(conn: &mut PgConnection, n: usize) -> QueryResult<Vec<i64>> {
+    #[derive(QueryableByName)]
+    struct Drawn {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let drawn: Vec<Drawn> = diesel::sql_query("SELECT nextval('orders_id_seq') AS id FROM generate_series(1, $1)")
+        .bind::<diesel::sql_types::Integer, _>(n as i32)
+        .load(conn)?;
+    Ok(drawn.into_iter().map(|d| d.id).collect())
+}
+
 /// Takes each product's total quantity from its stock, in id order (so concurrent orders lock
 /// products in the same order and cannot deadlock).
 fn reserve(conn: &mut PgConnection, items: &[(i64, i32)], names: &[(i64, String)]) -> Result<(), OrderError> {
@@ -335,4 +348,24 @@ pub fn catalogue(conn: &mut PgConnection) -> QueryResult<Vec<ProductRow>> {
 /// What an order held, to order it again: (product, quantity).
 pub fn items_of(conn: &mut PgConnection, order_id: i64) -> QueryResult<Vec<(i64, i32)>> {
     order_items::table.filter(order_items::order_id.eq(order_id)).order(order_items::id).select((order_items::product_id, order_items::quantity)).load(conn)
+}
+
+/// A merchant's product by name, created with this price and stock when it is missing (demo data
+/// and first installs).
+pub fn ensure_product(conn: &mut PgConnection, customer_id: i64, name: &str, price: BigDecimal, stock: i32) -> QueryResult<i64> {
+    diesel::insert_into(products::table)
+        .values((
+            products::customer_id.eq(customer_id),
+            products::name.eq(name),
+            products::price.eq(price),
+            products::currency.eq("USD"),
+            products::stock.eq(stock),
+        ))
+        .on_conflict((products::customer_id, products::name))
+        .do_nothing()
+        .execute(conn)?;
+    products::table
+        .filter(products::customer_id.eq(customer_id).and(products::name.eq(name)))
+        .select(products::id)
+        .first(conn)
 }

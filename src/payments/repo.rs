@@ -91,7 +91,7 @@ pub fn insert_for_order(
              RETURNING *), \
          logged AS ( \
              INSERT INTO payment_events (payment_id, to_status, reason) \
-             SELECT id, 'pending', 'created for order #' || order_id FROM created) \
+             SELECT id, 'pending', $6 FROM created) \
          SELECT * FROM created",
     )
     .bind::<BigInt, _>(order_id)
@@ -99,8 +99,14 @@ pub fn insert_for_order(
     .bind::<Text, _>(key.as_str())
     .bind::<diesel::sql_types::Uuid, _>(reference)
     .bind::<Text, _>(super::domain::gateway_key(reference))
+    .bind::<Text, _>(created_reason(order_id))
     .get_result(conn)
     .optional()
+}
+
+/// The reason a payment's first event gives.
+pub fn created_reason(order_id: i64) -> String {
+    format!("created for order #{order_id}")
 }
 
 /// What a payment made through the API says about itself.

@@ -319,14 +319,16 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
     };
     let answer = views::payment(&row);
     let submitted = repo::NewApiPayment {
-        user_id,
-        customer_id: new.customer,
-        amount,
-        currency: new.currency.code().to_string(),
-        description: new.description.clone(),
-        payment_method: new.payment_method.clone(),
-        reference: row.reference,
-        created_at: row.created_at,
+        start: crate::orders::pipeline::ApiPaymentStart {
+            user_id,
+            customer_id: new.customer,
+            amount,
+            currency: new.currency.code().to_string(),
+            description: new.description.clone(),
+            payment_method: new.payment_method.clone(),
+            reference: row.reference,
+            created_at: row.created_at,
+        },
         key,
         fingerprint: super::fingerprint(&req, &body),
         answer: answer.to_string(),
