@@ -14,7 +14,7 @@ use agora::app::{Services, Strategies};
 use agora::cache::Cache;
 use agora::clock::{Clock, SystemClock};
 use agora::config::{AuthSettings, JobSettings, PaymentSettings};
-use agora::merchants::api::input::{parse_query, FILTER_PARAMS};
+use agora::merchants::query::{parse_query, FILTER_PARAMS};
 use agora::merchants::tokens::TokenKey;
 use agora::db;
 use agora::payments::fraud;

@@ -5,10 +5,13 @@
 pub mod admin;
 pub mod api;
 pub mod domain;
+pub mod error;
 pub mod intake;
 pub mod jobs;
 pub mod pages;
+pub mod query;
 pub mod repo;
+pub mod service;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use crate::orders::pipeline::{QueueLimits, StartPaymentError};
 use crate::payments::refunds::RefundError;
 use crate::payments::PaymentError;
 use crate::web::AppError;
-use api::error::ApiError;
+use error::ApiError;
 
 /// What the merchants' pages and API need, registered as app data by `app::mount`.
 pub struct MerchantsState {
@@ -49,6 +52,9 @@ pub enum MerchantError {
     LastLinkedUser,
     #[error("{0}")]
     BadInput(String),
+    /// A parameter the request got wrong, as the error object words it (code and `param`).
+    #[error("{}", .0.message)]
+    Request(ApiError),
     #[error(transparent)]
     Refund(#[from] RefundError),
     #[error(transparent)]
@@ -63,6 +69,7 @@ impl From<MerchantError> for ApiError {
             MerchantError::NotFound(what) => ApiError::missing_resource(what, None),
             MerchantError::UnknownEmail => ApiError::missing_resource("user", Some("email")),
             MerchantError::BadInput(why) => ApiError::invalid("parameter_invalid", why),
+            MerchantError::Request(e) => e,
             MerchantError::LastLinkedUser => {
                 ApiError::conflict("last_linked_user", "This is the customer's last linked user; link someone else first.")
             }
@@ -86,6 +93,7 @@ impl From<MerchantError> for AppError {
     fn from(e: MerchantError) -> Self {
         match e {
             MerchantError::NotFound(_) => AppError::NotFound,
+            MerchantError::Request(e) if e.status.as_u16() == 404 => AppError::NotFound,
             MerchantError::Database(e) | MerchantError::Refund(RefundError::Database(e)) => e.into(),
             MerchantError::Refund(RefundError::PaymentNotFound) => AppError::NotFound,
             MerchantError::Start(StartPaymentError::Full(_)) => AppError::Busy { retry_after: 5 },

@@ -11,7 +11,14 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest};
 use uuid::Uuid;
+
+use super::error::ApiError;
+use super::repo::{self, Principal};
+use super::MerchantsState;
+use crate::web::Db;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -80,6 +87,34 @@ impl TokenKey {
             return Err(TokenError::Expired);
         }
         Ok(claims)
+    }
+}
+
+/// The caller of a request that carries a bearer token: the token checked, then its user, their
+/// links and whether it was revoked read from the database (one query), so that unlinking or
+/// revoking applies to the very next request. Both faces use it: the API for every route, the
+/// dashboard's CSV for scripts.
+pub async fn bearer(req: &HttpRequest) -> Result<(Principal, Claims), ApiError> {
+    let state = req.app_data::<web::Data<MerchantsState>>().cloned().ok_or_else(|| ApiError::internal("no merchants state"))?;
+    let db = Db::extract(req).await;
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_string())
+        .ok_or_else(|| ApiError::unauthenticated("token_missing", "Send a bearer token: Authorization: Bearer <token>."))?;
+    let claims = state.tokens.verify(&token, state.clock.now()).map_err(|e| match e {
+        TokenError::Expired => ApiError::unauthenticated("token_expired", "The token has expired; ask for a new one."),
+        TokenError::Invalid => ApiError::unauthenticated("token_invalid", "The token is not valid."),
+    })?;
+    let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthenticated("token_invalid", "The token is not valid."))?;
+    let jti = claims.jti;
+    let principal = db.map_err(ApiError::from)?.run(move |conn| repo::principal(conn, user_id, jti)).await.map_err(ApiError::from)?;
+    match principal {
+        None => Err(ApiError::unauthenticated("token_invalid", "The token is not valid.")),
+        Some(p) if p.revoked => Err(ApiError::unauthenticated("token_revoked", "The token has been revoked.")),
+        Some(principal) => Ok((principal, claims)),
     }
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 mod auth_pages;
+mod architecture;
 mod browser;
 mod browser_paths;
 mod chat_api;

@@ -6,19 +6,18 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::error::ApiError;
-use super::input::{self, parse_query, read_object, Object, Query};
+use crate::merchants::error::ApiError;
+use super::input::{read_object, Object};
+use crate::merchants::query::{self as input, parse_query, Query};
 use super::{keyed, respond, run, views, ApiUser};
 use crate::auth::{password, repo as accounts};
-use crate::merchants::domain::{Currency, Cursor, ListParams, MinorUnits, PaymentFilter, MAX_PAYMENT, MIN_PAYMENT};
+use crate::merchants::domain::{Currency, Cursor, MinorUnits, MAX_PAYMENT, MIN_PAYMENT};
 use crate::merchants::intake::Intake;
-use crate::merchants::jobs::refund_job;
-use crate::merchants::repo::{self, Keyset, Principal};
-use crate::merchants::{MerchantsState, MerchantError};
-use crate::jobs;
+use crate::merchants::repo::{self, Principal};
+use crate::merchants::{service, MerchantsState, MerchantError};
 use crate::orders::pipeline::start_api_payment;
 use crate::payments::domain::Amount;
-use crate::payments::refunds::{self, NewRefund, RefundReason};
+use crate::payments::refunds::{NewRefund, RefundReason};
 use crate::web::{client_ip, Db};
 
 type State = web::Data<MerchantsState>;
@@ -109,9 +108,8 @@ fn country(body: &Object) -> Result<Option<Option<String>>, ApiError> {
     }
 }
 
-fn customer_json(conn: &mut diesel::PgConnection, id: i64) -> Result<Value, ApiError> {
-    let customer = repo::customer(conn, id)?.ok_or_else(|| ApiError::missing_resource("customer", None))?;
-    let users = repo::linked_users(conn, &[id])?;
+fn customer_json(conn: &mut diesel::PgConnection, visible: &[i64], id: i64) -> Result<Value, ApiError> {
+    let (customer, users) = service::customer(conn, visible, id)?;
     Ok(views::customer(&customer, &users))
 }
 
@@ -122,59 +120,24 @@ pub async fn create_customer(req: HttpRequest, payload: web::Payload, user: ApiU
     let country = country(&body)?.flatten();
     let user_id = user.principal.id;
     keyed(&db, &req, &state, &user.principal, &body, false, move |conn| {
-        let created = repo::create_customer(conn, user_id, &name, country.as_deref())?;
-        Ok((StatusCode::CREATED, customer_json(conn, created.id)?))
+        let created = service::create_customer(conn, user_id, &name, country.as_deref())?;
+        Ok((StatusCode::CREATED, customer_json(conn, &[created.id], created.id)?))
     })
     .await
-}
-
-/// A numeric cursor that must name a visible object, else 400 `resource_missing`.
-fn numeric_cursor(raw: &str, param: &str, visible: impl Fn(i64) -> bool) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| visible(*id))
-        .ok_or_else(|| ApiError { status: StatusCode::BAD_REQUEST, ..ApiError::missing_resource("object", Some(param)) })
-}
-
-/// Trims a `limit + 1` page to `limit` and says whether more lie beyond it: for a page walked
-/// backwards (`ending_before`) the extra row is the newest, at the front.
-fn trim<T>(mut rows: Vec<T>, params: &ListParams) -> (Vec<T>, bool) {
-    let has_more = rows.len() as i64 > params.limit;
-    if has_more {
-        match params.cursor {
-            Some(Cursor::Before(_)) => {
-                rows.remove(0);
-            }
-            _ => rows.truncate(params.limit as usize),
-        }
-    }
-    (rows, has_more)
 }
 
 pub async fn list_customers(req: HttpRequest, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     let params = query(&req, &input::LIST_PARAMS)?.list(10)?;
     let visible = user.principal.customers.clone();
-    let (after, before) = match &params.cursor {
-        Some(Cursor::After(raw)) => (Some(numeric_cursor(raw, "starting_after", |id| visible.contains(&id))?), None),
-        Some(Cursor::Before(raw)) => (None, Some(numeric_cursor(raw, "ending_before", |id| visible.contains(&id))?)),
-        None => (None, None),
-    };
-    let limit = params.limit;
-    let (customers, users) = run(&db, move |conn| {
-        let customers = repo::customers_page(conn, &visible, after, before, limit)?;
-        let ids: Vec<i64> = customers.iter().map(|c| c.id).collect();
-        Ok((customers, repo::linked_users(conn, &ids)?))
-    })
-    .await?;
-    let (customers, has_more) = trim(customers, &params);
+    let (customers, users, has_more) = run(&db, move |conn| Ok(service::customers_page(conn, &visible, &params)?)).await?;
     let data = customers.iter().map(|c| views::customer(c, &users)).collect();
     Ok(respond(StatusCode::OK, &views::list("/api/v1/customers", data, has_more)))
 }
 
 pub async fn get_customer(req: HttpRequest, path: web::Path<String>, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     query(&req, &[])?;
-    let id = visible_customer(&user.principal, &path)?;
-    Ok(respond(StatusCode::OK, &run(&db, move |conn| customer_json(conn, id)).await?))
+    let (id, visible) = (visible_customer(&user.principal, &path)?, user.principal.customers.clone());
+    Ok(respond(StatusCode::OK, &run(&db, move |conn| customer_json(conn, &visible, id)).await?))
 }
 
 pub async fn update_customer(req: HttpRequest, path: web::Path<String>, payload: web::Payload, user: ApiUser, db: Db, state: State) -> Result<HttpResponse, ApiError> {
@@ -183,9 +146,10 @@ pub async fn update_customer(req: HttpRequest, path: web::Path<String>, payload:
     body.only(&["name", "country"])?;
     let name = customer_name(&body, false)?;
     let country = country(&body)?;
+    let visible = user.principal.customers.clone();
     keyed(&db, &req, &state, &user.principal, &body, false, move |conn| {
-        repo::update_customer(conn, id, name.as_deref(), country.as_ref().map(|c| c.as_deref()))?;
-        Ok((StatusCode::OK, customer_json(conn, id)?))
+        service::update_customer(conn, &visible, id, name.as_deref(), country.as_ref().map(|c| c.as_deref()))?;
+        Ok((StatusCode::OK, customer_json(conn, &visible, id)?))
     })
     .await
 }
@@ -195,10 +159,10 @@ pub async fn link_user(req: HttpRequest, path: web::Path<String>, payload: web::
     let body = read_object(&req, payload).await?;
     body.only(&["email"])?;
     let email = body.required_string("email")?;
-    let by = user.principal.id;
+    let (by, visible) = (user.principal.id, user.principal.customers.clone());
     keyed(&db, &req, &state, &user.principal, &body, false, move |conn| {
-        repo::link_user(conn, id, &email, by)?;
-        Ok((StatusCode::OK, customer_json(conn, id)?))
+        service::link_user(conn, &visible, id, &email, by)?;
+        Ok((StatusCode::OK, customer_json(conn, &visible, id)?))
     })
     .await
 }
@@ -207,10 +171,10 @@ pub async fn unlink_user(req: HttpRequest, path: web::Path<(String, String)>, us
     query(&req, &[])?;
     let id = visible_customer(&user.principal, &path.0)?;
     let target: i64 = path.1.parse().map_err(|_| ApiError::missing_resource("user", None))?;
-    let by = user.principal.id;
+    let (by, visible) = (user.principal.id, user.principal.customers.clone());
     let value = run(&db, move |conn| {
-        repo::unlink_user(conn, id, target, by)?;
-        customer_json(conn, id)
+        service::unlink_user(conn, &visible, id, target, by)?;
+        customer_json(conn, &visible, id)
     })
     .await?;
     Ok(respond(StatusCode::OK, &value))
@@ -219,33 +183,14 @@ pub async fn unlink_user(req: HttpRequest, path: web::Path<(String, String)>, us
 pub async fn balance(req: HttpRequest, path: web::Path<String>, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     query(&req, &[])?;
     let id = visible_customer(&user.principal, &path)?;
-    let balances = run(&db, move |conn| Ok(repo::balances(conn, &[id])?)).await?;
+    let balances = run(&db, move |conn| Ok(service::balances(conn, &[id])?)).await?;
     Ok(respond(StatusCode::OK, &views::balance(id, &balances)))
 }
 
 pub async fn balance_transactions(req: HttpRequest, path: web::Path<String>, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     let params = query(&req, &input::LIST_PARAMS)?.list(10)?;
-    let id = visible_customer(&user.principal, &path)?;
-    let cursor = params.cursor.clone();
-    let limit = params.limit;
-    let entries = run(&db, move |conn| {
-        let mut in_ledger = |raw: &str, param: &str| -> Result<i64, ApiError> {
-            let entry: Option<i64> = raw.parse().ok();
-            let owner = match entry {
-                Some(e) => repo::ledger_entry_customer(conn, e)?,
-                None => None,
-            };
-            numeric_cursor(raw, param, |_| owner == Some(id))
-        };
-        let (after, before) = match &cursor {
-            Some(Cursor::After(raw)) => (Some(in_ledger(raw, "starting_after")?), None),
-            Some(Cursor::Before(raw)) => (None, Some(in_ledger(raw, "ending_before")?)),
-            None => (None, None),
-        };
-        Ok(repo::ledger_page(conn, id, after, before, limit)?)
-    })
-    .await?;
-    let (entries, has_more) = trim(entries, &params);
+    let (id, visible) = (visible_customer(&user.principal, &path)?, user.principal.customers.clone());
+    let (_, entries, has_more) = run(&db, move |conn| Ok(service::ledger_page(conn, &visible, id, &params)?)).await?;
     let url = format!("/api/v1/customers/{id}/balance_transactions");
     Ok(respond(StatusCode::OK, &views::list(&url, entries.iter().map(views::balance_transaction).collect(), has_more)))
 }
@@ -367,50 +312,11 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
     }
 }
 
-/// The filter as the caller may use it: a customer they cannot see is 404 (with `param`).
-pub fn visible_scope(user_customers: &[i64], filter: &PaymentFilter) -> Result<Vec<i64>, ApiError> {
-    match filter.customer {
-        Some(c) if user_customers.contains(&c) => Ok(vec![c]),
-        Some(_) => Err(ApiError::missing_resource("customer", Some("customer"))),
-        None => Ok(user_customers.to_vec()),
-    }
-}
-
-/// A page of payments for a parsed request: the rows (at most `limit`) and `has_more`.
-pub fn payments_page(
-    conn: &mut diesel::PgConnection,
-    user_customers: &[i64],
-    filter: &PaymentFilter,
-    params: &ListParams,
-) -> Result<(Vec<repo::PaymentRow>, bool), ApiError> {
-    let scope = visible_scope(user_customers, filter)?;
-    let position = |conn: &mut diesel::PgConnection, raw: &str, param: &str| -> Result<(chrono::DateTime<chrono::Utc>, i64), ApiError> {
-        let found = match Uuid::parse_str(raw) {
-            Ok(reference) => repo::payment_position(conn, user_customers, reference)?,
-            Err(_) => None,
-        };
-        found.ok_or_else(|| ApiError { status: StatusCode::BAD_REQUEST, ..ApiError::missing_resource("payment", Some(param)) })
-    };
-    let from = match &params.cursor {
-        Some(Cursor::After(raw)) => {
-            let (at, id) = position(conn, raw, "starting_after")?;
-            Some(Keyset::After(at, id))
-        }
-        Some(Cursor::Before(raw)) => {
-            let (at, id) = position(conn, raw, "ending_before")?;
-            Some(Keyset::Before(at, id))
-        }
-        None => None,
-    };
-    let rows = repo::payments_page(conn, &scope, filter, from, params.limit + 1)?;
-    Ok(trim(rows, params))
-}
-
 pub async fn list_payments(req: HttpRequest, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     let query = query(&req, super::PAYMENT_LIST)?;
     let (params, filter) = (query.list(10)?, query.payment_filter()?);
     let visible = user.principal.customers.clone();
-    let (rows, has_more) = run(&db, move |conn| payments_page(conn, &visible, &filter, &params)).await?;
+    let (rows, has_more) = run(&db, move |conn| Ok(service::payments_page(conn, &visible, &filter, &params)?)).await?;
     Ok(respond(StatusCode::OK, &views::list("/api/v1/payments", rows.iter().map(views::payment).collect(), has_more)))
 }
 
@@ -418,25 +324,8 @@ pub async fn get_payment(req: HttpRequest, path: web::Path<String>, user: ApiUse
     query(&req, &[])?;
     let reference = payment_reference(&path)?;
     let visible = user.principal.customers.clone();
-    let row = run(&db, move |conn| Ok(repo::payment(conn, &visible, reference)?)).await?;
-    let row = row.ok_or_else(|| ApiError::missing_resource("payment", None))?;
+    let row = run(&db, move |conn| Ok(service::payment(conn, &visible, reference)?)).await?;
     Ok(respond(StatusCode::OK, &views::payment(&row)))
-}
-
-/// A refund asked for by someone who may see the payment; reserved, and its job enqueued, in the
-/// caller's transaction.
-pub fn start_refund(
-    conn: &mut diesel::PgConnection,
-    payment_id: i64,
-    request: NewRefund,
-    refund_attempts: i32,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<refunds::Refund, MerchantError> {
-    let (refund, created) = refunds::reserve(conn, &NewRefund { payment_id, ..request }, now)?;
-    if created {
-        jobs::enqueue(conn, &refund_job(refund.id, refund_attempts), now)?;
-    }
-    Ok(refund)
 }
 
 pub async fn create_refund(req: HttpRequest, path: web::Path<String>, payload: web::Payload, user: ApiUser, db: Db, state: State) -> Result<HttpResponse, ApiError> {
@@ -458,9 +347,8 @@ pub async fn create_refund(req: HttpRequest, path: web::Path<String>, payload: w
     let key = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let (visible, user_id, attempts, now) = (user.principal.customers.clone(), user.principal.id, state.refund_attempts, state.clock.now());
     let response = keyed(&db, &req, &state, &user.principal, &body, true, move |conn| {
-        let payment = repo::payment(conn, &visible, reference)?.ok_or_else(|| ApiError::missing_resource("payment", None))?;
-        let request = NewRefund { payment_id: payment.id, user_id, amount, reason, idempotency_key: format!("api:{user_id}:{key}") };
-        let refund = start_refund(conn, payment.id, request, attempts, now)?;
+        let request = NewRefund { payment_id: 0, user_id, amount, reason, idempotency_key: format!("api:{user_id}:{key}") };
+        let (payment, refund) = service::refund(conn, &visible, reference, request, attempts, now)?;
         Ok((StatusCode::CREATED, views::refund(&refund, payment.reference)))
     })
     .await?;
@@ -474,12 +362,7 @@ pub async fn list_refunds(req: HttpRequest, path: web::Path<String>, user: ApiUs
     let params = query(&req, &input::LIST_PARAMS)?.list(10)?;
     let reference = payment_reference(&path)?;
     let visible = user.principal.customers.clone();
-    let (payment, all) = run(&db, move |conn| {
-        let payment = repo::payment(conn, &visible, reference)?.ok_or_else(|| ApiError::missing_resource("payment", None))?;
-        let all = refunds::for_payment(conn, payment.id)?;
-        Ok((payment, all))
-    })
-    .await?;
+    let (payment, all) = run(&db, move |conn| Ok(service::refunds_of(conn, &visible, reference)?)).await?;
     // Newest first; a payment has few refunds, so the page is cut from all of them.
     let mut all: Vec<_> = all.into_iter().rev().collect();
     let at = |raw: &str, param: &str| {

@@ -2,14 +2,13 @@
 //! `Idempotency-Key`), bearer tokens, and the same visibility as the dashboard. The route table
 //! below both mounts the handlers and writes the OpenAPI document, so the two cannot drift.
 
-pub mod error;
 pub mod handlers;
 pub mod input;
 pub mod views;
 
 use actix_web::dev::Payload;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use diesel::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -17,13 +16,13 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::repo::{self, KeyState, Principal};
-use super::tokens::{Claims, TokenError};
+use super::tokens::{bearer, Claims};
 use super::MerchantsState;
 use crate::web::Db;
-use error::ApiError;
+use super::error::ApiError;
 use input::Object;
 
-const LIST: &[&str] = &input::LIST_PARAMS;
+const LIST: &[&str] = &super::query::LIST_PARAMS;
 const PAYMENT_LIST: &[&str] = &[
     "limit", "starting_after", "ending_before", "customer", "user", "reference", "status", "created[gt]", "created[gte]",
     "created[lt]", "created[lte]", "from", "to", "amount[gte]", "amount[lte]",
@@ -64,31 +63,9 @@ impl FromRequest for ApiUser {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<ApiUser, ApiError>>>>;
 
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<MerchantsState>>().cloned();
-        let db = Db::from_request(req, payload).into_inner();
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|t| t.trim().to_string());
-        Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal("no dashboard state"))?;
-            let token = bearer.ok_or_else(|| ApiError::unauthenticated("token_missing", "Send a bearer token: Authorization: Bearer <token>."))?;
-            let claims = state.tokens.verify(&token, state.clock.now()).map_err(|e| match e {
-                TokenError::Expired => ApiError::unauthenticated("token_expired", "The token has expired; ask for a new one."),
-                TokenError::Invalid => ApiError::unauthenticated("token_invalid", "The token is not valid."),
-            })?;
-            let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthenticated("token_invalid", "The token is not valid."))?;
-            let jti = claims.jti;
-            let principal = run(&db.map_err(ApiError::from)?, move |conn| Ok(repo::principal(conn, user_id, jti)?)).await?;
-            match principal {
-                None => Err(ApiError::unauthenticated("token_invalid", "The token is not valid.")),
-                Some(p) if p.revoked => Err(ApiError::unauthenticated("token_revoked", "The token has been revoked.")),
-                Some(principal) => Ok(ApiUser { principal, claims }),
-            }
-        })
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { bearer(&req).await.map(|(principal, claims)| ApiUser { principal, claims }) })
     }
 }
 

@@ -1,0 +1,340 @@
+//! The payments table (filters in the URL, totals, a daily chart, suspected double charges), one
+//! payment with its history, and settling a payment whose outcome is stuck.
+
+use actix_session::Session;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use bigdecimal::BigDecimal;
+use chrono::{Datelike, Duration as ChronoDuration, NaiveDate};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+use crate::merchants::domain::{major, Cursor, PaymentFilter};
+use crate::merchants::query::{parse_query, FILTER_PARAMS, LIST_PARAMS};
+use crate::merchants::repo::{self, DailyVolume};
+use crate::merchants::{service, MerchantError};
+use super::*;
+use super::refunds::{refund_view, RefundView};
+use crate::auth::CurrentUser;
+use crate::jobs;
+use crate::payments::domain::format_money;
+use crate::payments::refunds::{self};
+use crate::payments::{repo as payments, PaymentEvent};
+use crate::web::{csrf, html, see_other, see_other_with_notice, AppError, Db, Layout};
+
+pub struct Total {
+    pub count: i64,
+    pub sum: String,
+}
+
+/// One bar of the daily-volume chart, laid out on the server.
+pub struct Bar {
+    pub x: usize,
+    pub y: i64,
+    pub height: i64,
+    pub day: String,
+    pub label: String,
+}
+
+pub struct Chart {
+    pub currency: String,
+    pub bars: Vec<Bar>,
+    pub width: usize,
+    pub max: String,
+}
+
+pub struct Preset {
+    pub label: &'static str,
+    pub url: String,
+}
+
+pub struct Option_ {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+pub struct Suspect {
+    pub first: String,
+    pub second: String,
+    pub amount: String,
+    /// The whole amount in major units, for the one-click refund.
+    pub refund: String,
+    /// Minted at render: a double click refunds once.
+    pub key: String,
+    pub apart: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard_payments.html")]
+struct PaymentsPage {
+    layout: Layout,
+    rows: Vec<Row>,
+    totals: Vec<Total>,
+    charts: Vec<Chart>,
+    presets: Vec<Preset>,
+    customers: Vec<Option_>,
+    statuses: Vec<Option_>,
+    form: BTreeMap<&'static str, String>,
+    newer: Option<String>,
+    older: Option<String>,
+    csv: String,
+    check: Option<repo::InvariantCheck>,
+    suspects: Vec<Suspect>,
+}
+
+const CHART_HEIGHT: i64 = 120;
+const CHART_WIDTH: usize = 620;
+
+fn charts(volume: &[DailyVolume], filter: &PaymentFilter, today: NaiveDate) -> Vec<Chart> {
+    let last = filter.created_before.map(|t| (t - ChronoDuration::seconds(1)).date_naive()).unwrap_or(today).min(today);
+    let first = filter.created_from.map(|t| t.date_naive()).unwrap_or(last - ChronoDuration::days(29)).max(last - ChronoDuration::days(89));
+    let days: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
+    let mut currencies: Vec<&str> = volume.iter().map(|v| v.currency.as_str()).collect();
+    currencies.dedup();
+    currencies.sort_unstable();
+    currencies.dedup();
+    currencies
+        .into_iter()
+        .map(|currency| {
+            let sums: Vec<(NaiveDate, BigDecimal)> = days
+                .iter()
+                .map(|d| (*d, volume.iter().filter(|v| v.day == *d && v.currency == currency).map(|v| v.total.clone()).sum()))
+                .collect();
+            let max = sums.iter().map(|(_, s)| s.clone()).max().unwrap_or_default();
+            let step = CHART_WIDTH / days.len().max(1);
+            let bars = sums
+                .iter()
+                .enumerate()
+                .map(|(i, (day, sum))| {
+                    let height = if max > 0 {
+                        use bigdecimal::ToPrimitive;
+                        ((sum * BigDecimal::from(CHART_HEIGHT)) / &max).to_i64().unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    Bar { x: i * step, y: CHART_HEIGHT - height, height, day: day.to_string(), label: format_money(sum, currency) }
+                })
+                .collect();
+            Chart { currency: currency.to_string(), bars, width: step.saturating_sub(1).max(1), max: format_money(&max, currency) }
+        })
+        .collect()
+}
+
+fn presets(today: NaiveDate) -> Vec<Preset> {
+    let range = |label, from: NaiveDate| Preset { label, url: format!("/dashboard/payments?from={from}&to={today}") };
+    vec![
+        range("Today", today),
+        range("Last 7 days", today - ChronoDuration::days(6)),
+        range("Last 30 days", today - ChronoDuration::days(29)),
+        range("This month", today.with_day(1).unwrap_or(today)),
+        Preset { label: "All time", url: "/dashboard/payments?limit=50".into() },
+    ]
+}
+
+pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: State) -> Result<HttpResponse, AppError> {
+    // The bare page shows the last 30 days, with the range in the URL: the totals and the chart
+    // add up the whole filtered set, which at a million payments costs ~300 ms for a year and
+    // ~27 ms for a month (bench/merchants.md). "All time" is one click away.
+    if req.query_string().is_empty() {
+        let today = state.clock.now().date_naive();
+        return Ok(see_other(&format!("/dashboard/payments?from={}&to={today}", today - ChronoDuration::days(29))));
+    }
+    let query = parse_query(req.query_string(), &[&LIST_PARAMS[..], &FILTER_PARAMS[..]].concat()).map_err(bad_filter)?;
+    let params = query.list(50).map_err(bad_filter)?;
+    let filter = query.payment_filter().map_err(bad_filter)?;
+    let backwards = matches!(params.cursor, Some(Cursor::Before(_)));
+    let chart_filter = filter.clone();
+    let user_id = user.0.id;
+    let now = state.clock.now();
+    let today = state.clock.now().date_naive();
+    let (visible, names, rows, has_more, volume, check, suspects) = db
+        .run(move |conn| {
+            let visible = repo::links(conn, user_id)?;
+            let scope = service::visible_scope(&visible, &filter)?;
+            let (rows, has_more) = service::payments_page(conn, &visible, &filter, &params)?;
+            let volume = repo::daily_volume(conn, &scope, &filter)?;
+            let names: Vec<(i64, String)> = repo::customers(conn, &visible)?.into_iter().map(|c| (c.id, c.name)).collect();
+            let check = repo::last_check(conn)?;
+            let suspects = repo::double_charges(conn, &scope, 5, now - ChronoDuration::days(7))?;
+            Ok::<_, MerchantError>((visible, names, rows, has_more, volume, check, suspects))
+        })
+        .await?;
+    let _ = visible;
+    let raw = req.query_string();
+    let (newer_exists, older_exists) = match (backwards, query.get("starting_after").is_some()) {
+        (true, _) => (has_more, true),
+        (false, after) => (after, has_more),
+    };
+    let cursor_link = |name: &str, id: &str| {
+        let without = with_param(&with_param(raw, "starting_after", None), "ending_before", None);
+        format!("/dashboard/payments?{}", with_param(&without, name, Some(id)))
+    };
+    let newer = newer_exists.then(|| rows.first().map(|r| cursor_link("ending_before", &r.reference.to_string()))).flatten();
+    let older = older_exists.then(|| rows.last().map(|r| cursor_link("starting_after", &r.reference.to_string()))).flatten();
+    let mut totals: BTreeMap<String, (i64, BigDecimal)> = BTreeMap::new();
+    for v in &volume {
+        let entry = totals.entry(v.currency.clone()).or_default();
+        entry.0 += v.count;
+        entry.1 += &v.total;
+    }
+    let form: BTreeMap<&'static str, String> =
+        FILTER_PARAMS.iter().map(|name| (*name, query.get(name).unwrap_or_default().to_string())).collect();
+    let selected_customer = query.get("customer").unwrap_or_default().to_string();
+    let selected_status = query.get("status").unwrap_or_default().to_string();
+    let csv_query = with_param(&with_param(&with_param(raw, "starting_after", None), "ending_before", None), "limit", None);
+    let page = PaymentsPage {
+        layout: Layout::new(&req),
+        rows: rows.iter().map(Row::from).collect(),
+        totals: totals.into_iter().map(|(currency, (count, sum))| Total { sum: format_money(&sum, &currency), count }).collect(),
+        charts: charts(&volume, &chart_filter, today),
+        presets: presets(today),
+        customers: names
+            .into_iter()
+            .map(|(id, name)| Option_ { selected: id.to_string() == selected_customer, value: id.to_string(), label: name })
+            .collect(),
+        statuses: ["pending", "processing", "completed", "failed", "requires_confirmation"]
+            .into_iter()
+            .map(|s| Option_ { value: s.into(), label: s.replace('_', " "), selected: s == selected_status })
+            .collect(),
+        form,
+        newer,
+        older,
+        csv: format!("/dashboard/payments.csv?{csv_query}"),
+        check,
+        suspects: suspects
+            .into_iter()
+            .map(|d| Suspect {
+                amount: format_money(&d.amount, &d.currency),
+                refund: major(&d.amount),
+                key: Uuid::new_v4().to_string(),
+                apart: format!("{} s apart", d.apart_seconds),
+                first: d.first.to_string(),
+                second: d.second.to_string(),
+            })
+            .collect(),
+    };
+    let mut response = html(page)?;
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "dashboard_payment.html")]
+struct PaymentPage {
+    layout: Layout,
+    payment: Row,
+    currency: String,
+    description: String,
+    transaction: String,
+    failure: Option<String>,
+    events: Vec<PaymentEvent>,
+    refunds: Vec<RefundView>,
+    refundable: bool,
+    /// The payment's outcome is open and nothing is working on it: offer replay and settling.
+    stuck: bool,
+    remaining: String,
+    idempotency_key: String,
+}
+
+pub(super) async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let reference = parse_reference(&path)?;
+    let (_, payment) = visible_payment(&db, user.0.id, reference).await?;
+    let payment_id = payment.id;
+    let order_id = payment.order_id;
+    let (events, refunds, dead) = db
+        .run(move |conn| {
+            let refunds = refunds::for_payment(conn, payment_id)?;
+            let mut keys: Vec<String> = refunds.iter().map(|r| format!("{}:{}", crate::merchants::jobs::REFUND_PAYMENT, r.id)).collect();
+            keys.push(format!("{}:{order_id}", crate::orders::pipeline::CHARGE_ORDER));
+            let dead = jobs::dead_unique_keys(conn, &keys)?;
+            Ok::<_, diesel::result::Error>((payments::events(conn, payment_id)?, refunds, dead))
+        })
+        .await?;
+    use crate::payments::PaymentStatus as S;
+    let charge_dead = dead.contains(&format!("{}:{order_id}", crate::orders::pipeline::CHARGE_ORDER));
+    let stuck = payment.status == S::RequiresConfirmation || (charge_dead && matches!(payment.status, S::Pending) || (charge_dead && payment.status == S::Failed && payment.retryable));
+    let remaining = payment.remaining();
+    let page = PaymentPage {
+        layout: Layout::new(&req),
+        refundable: payment.status == crate::payments::PaymentStatus::Completed && remaining > 0,
+        stuck,
+        remaining: major(&remaining),
+        currency: payment.currency.clone(),
+        description: payment.description.clone().unwrap_or_default(),
+        transaction: payment.external_transaction_id.clone().unwrap_or_default(),
+        failure: (payment.status == crate::payments::PaymentStatus::Failed).then(|| payment.error_message.clone()).flatten(),
+        payment: Row::from(&payment),
+        events,
+        refunds: refunds
+            .iter()
+            .map(|r| refund_view(r, r.status == refunds::PENDING && dead.contains(&format!("{}:{}", crate::merchants::jobs::REFUND_PAYMENT, r.id))))
+            .collect(),
+        idempotency_key: Uuid::new_v4().to_string(),
+    };
+    let mut response = html(page)?;
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// A payment whose job died or whose outcome is unknown: asked about again (the charge job
+/// again, under the same gateway key, or a lookup for one awaiting confirmation), or settled by
+/// hand with a note. Both go to the audit log.
+pub(super) async fn settle_payment(
+    req: HttpRequest,
+    user: CurrentUser,
+    session: Session,
+    db: Db,
+    state: State,
+    path: web::Path<String>,
+    form: web::Form<SettleForm>,
+) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let reference = parse_reference(&path)?;
+    let (_, row) = visible_payment(&db, user.0.id, reference).await?;
+    let form = form.into_inner();
+    let note = form.checked_note()?;
+    let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.limits.charge_attempts);
+    let processor = state.processor.clone();
+    let message = db
+        .run(move |conn| {
+            let payment = payments::reload(conn, row.id)?;
+            let subject = format!("payment {}", payment.reference);
+            let message = match form.action.as_str() {
+                "replay" if payment.status == crate::payments::PaymentStatus::RequiresConfirmation => {
+                    jobs::enqueue(conn, &crate::orders::pipeline::confirm_job(payment.id), now)?;
+                    "The gateway will be asked about this payment now.".to_string()
+                }
+                "replay" => {
+                    let order = crate::payments::PayOrder { user_id: payment.user_id, order_id: payment.order_id };
+                    jobs::enqueue(conn, &crate::orders::pipeline::charge_job(order, attempts), now)?;
+                    "The charge was sent again under its own key (the gateway cannot take it twice).".to_string()
+                }
+                "succeeded" | "failed" => {
+                    let charge = (form.action == "succeeded").then(|| form.gateway_id.trim().to_string());
+                    match processor.settle_by_hand(conn, payment.id, charge, &note)? {
+                        Some(p) => format!("The payment is now {}.", p.status),
+                        None => "The payment was already settled or is being worked on; nothing changed.".to_string(),
+                    }
+                }
+                _ => return Err(MerchantError::BadInput("Unknown action.".into())),
+            };
+            repo::audit(conn, Some(user_id), &format!("payment_{}", form.action), &subject, &note)?;
+            Ok::<_, MerchantError>(message)
+        })
+        .await?;
+    state.wake.notify();
+    Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{reference}"), &message))
+}
+
+/// Runs the money invariants now (they also run every night).
+pub(super) async fn check_now(_user: CurrentUser, session: Session, db: Db, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    db.run(|conn| {
+        let findings = repo::check_invariants(conn)?;
+        repo::record_check(conn, &findings)
+    })
+    .await?;
+    Ok(see_other("/dashboard/payments"))
+}

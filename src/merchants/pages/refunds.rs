@@ -1,0 +1,178 @@
+//! Refunds from the dashboard: a confirmation step, then the refund; a refund whose job died is
+//! sent again or settled by hand.
+
+use actix_session::Session;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::merchants::jobs::refund_job;
+use crate::merchants::repo::{self};
+use crate::merchants::{service, MerchantError};
+use super::*;
+use crate::auth::CurrentUser;
+use crate::jobs;
+use crate::payments::domain::{format_money, Amount};
+use crate::payments::refunds::{self, NewRefund, Refund, RefundReason};
+use crate::web::{csrf, html, see_other_with_notice, AppError, Db, Layout};
+
+pub(super) struct RefundView {
+    pub reference: String,
+    pub amount: String,
+    pub status: String,
+    pub reason: String,
+    pub created: String,
+    pub problem: Option<String>,
+    pub stuck: bool,
+}
+
+pub(super) fn refund_view(r: &Refund, stuck: bool) -> RefundView {
+    RefundView {
+        reference: r.reference.to_string(),
+        amount: format_money(&r.amount, &r.currency),
+        status: r.status.clone(),
+        reason: r.reason.clone().unwrap_or_default().replace('_', " "),
+        created: r.created_at.format("%Y-%m-%d %H:%M").to_string(),
+        problem: r.failure_message.clone(),
+        stuck,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct RefundForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    idempotency_key: String,
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    reason: String,
+    /// Absent: show the confirmation step; `yes`: make the refund.
+    #[serde(default)]
+    confirm: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard_refund_confirm.html")]
+struct ConfirmPage {
+    layout: Layout,
+    payment: Row,
+    reference: String,
+    amount: String,
+    amount_shown: String,
+    reason: String,
+    idempotency_key: String,
+    problem: Option<String>,
+}
+
+pub(super) async fn refund(
+    req: HttpRequest,
+    user: CurrentUser,
+    session: Session,
+    db: Db,
+    state: State,
+    path: web::Path<String>,
+    form: web::Form<RefundForm>,
+) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let reference = parse_reference(&path)?;
+    let (visible, payment) = visible_payment(&db, user.0.id, reference).await?;
+    let form = form.into_inner();
+    let key_ok = !form.idempotency_key.is_empty() && form.idempotency_key.len() <= 100 && form.idempotency_key.bytes().all(|b| b.is_ascii_graphic());
+    let amount = form.amount.trim().parse::<Amount>();
+    let reason = if form.reason.is_empty() { Ok(None) } else { RefundReason::parse(&form.reason).map(Some).ok_or(()) };
+    let problem = match (&amount, &reason, key_ok) {
+        (_, _, false) => Some("The form is missing its key; reload the payment and try again.".to_string()),
+        (Err(e), _, _) => Some(format!("Amount: {e}.")),
+        (_, Err(()), _) => Some("Choose a reason from the list.".to_string()),
+        // Only while reviewing: on confirmation the reservation decides, and a second click of a
+        // full refund must find the refund the first one made, not "nothing remains".
+        (Ok(a), _, _) if form.confirm != "yes" && a.as_decimal() > &payment.remaining() => {
+            Some(format!("At most {} remains to refund.", format_money(&payment.remaining(), &payment.currency)))
+        }
+        _ => None,
+    };
+    if problem.is_some() || form.confirm != "yes" {
+        let status = if problem.is_some() { actix_web::http::StatusCode::BAD_REQUEST } else { actix_web::http::StatusCode::OK };
+        let page = ConfirmPage {
+            layout: Layout::new(&req),
+            amount_shown: amount.as_ref().map(|a| format_money(a.as_decimal(), &payment.currency)).unwrap_or_default(),
+            payment: Row::from(&payment),
+            reference: reference.to_string(),
+            amount: form.amount.trim().to_string(),
+            reason: form.reason,
+            idempotency_key: form.idempotency_key,
+            problem,
+        };
+        let mut response = html(page)?;
+        *response.status_mut() = status;
+        return Ok(response);
+    }
+    let (user_id, attempts, now) = (user.0.id, state.refund_attempts, state.clock.now());
+    let request = NewRefund {
+        payment_id: payment.id,
+        user_id,
+        amount: amount.ok(),
+        reason: reason.ok().flatten(),
+        idempotency_key: format!("dashboard:{user_id}:{}", form.idempotency_key),
+    };
+    let made = db
+        .run(move |conn| diesel::Connection::transaction(conn, |conn| service::refund(conn, &visible, reference, request, attempts, now)))
+        .await;
+    let notice = match made {
+        Ok((_, refund)) => {
+            state.wake.notify();
+            format!("Refund of {} requested.", format_money(&refund.amount, &refund.currency))
+        }
+        Err(AppError::BadRequest(why)) => why,
+        Err(other) => return Err(other),
+    };
+    Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{reference}"), &notice))
+}
+
+/// A refund whose job died: sent again under the same gateway key (the gateway cannot make it
+/// twice), or settled by hand with a written note — both go to the audit log.
+pub(super) async fn settle_refund(
+    req: HttpRequest,
+    user: CurrentUser,
+    session: Session,
+    db: Db,
+    state: State,
+    path: web::Path<(String, String)>,
+    form: web::Form<SettleForm>,
+) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let (payment_ref, refund_ref) = (parse_reference(&path.0)?, parse_reference(&path.1)?);
+    let (visible, payment) = visible_payment(&db, user.0.id, payment_ref).await?;
+    let form = form.into_inner();
+    let note = form.checked_note()?;
+    let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.refund_attempts);
+    let message = db
+        .run(move |conn| {
+            let refund = repo::refund_by_reference(conn, &visible, refund_ref)?.filter(|r| r.payment_id == payment.id);
+            let refund = refund.ok_or(MerchantError::NotFound("refund"))?;
+            let subject = format!("refund {}", refund.reference);
+            let message = match form.action.as_str() {
+                "replay" => {
+                    jobs::enqueue(conn, &refund_job(refund.id, attempts), now)?;
+                    repo::audit(conn, Some(user_id), "replay_refund", &subject, &note)?;
+                    "The refund was sent again under its own key.".to_string()
+                }
+                "succeeded" | "failed" => {
+                    let succeeded = (form.action == "succeeded").then(|| form.gateway_id.trim().to_string());
+                    let settled = refunds::settle_by_hand(conn, refund.id, succeeded, &note, now)?;
+                    repo::audit(conn, Some(user_id), &format!("settle_refund_{}", form.action), &subject, &note)?;
+                    match settled {
+                        Some(r) => format!("The refund is now {}.", r.status),
+                        None => "The refund was already settled; nothing changed.".to_string(),
+                    }
+                }
+                _ => return Err(MerchantError::BadInput("Unknown action.".into())),
+            };
+            Ok::<_, MerchantError>(message)
+        })
+        .await?;
+    state.wake.notify();
+    Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{payment_ref}"), &message))
+}
