@@ -99,8 +99,9 @@ fn start(url: &str) -> Running {
 }
 
 fn token_for(served: &Running, conn: &mut PgConnection, email: &str) -> String {
-    let id: i64 = agora::schema::users::table.filter(agora::schema::users::email.eq(email)).select(agora::schema::users::id).first(conn).unwrap();
-    TokenKey::new(&served.services.api_token_secret).unwrap().issue(id, chrono::Utc::now(), 86_400).0
+    let id: uuid::Uuid =
+        agora::schema::users::table.filter(agora::schema::users::email.eq(email)).select(agora::schema::users::public_id).first(conn).unwrap();
+    TokenKey::new(&served.services.api_token_secret).unwrap().issue(&agora::merchants::ids::USER.show(id), chrono::Utc::now(), 86_400).0
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -148,10 +149,16 @@ fn main() {
     let today = chrono::Utc::now().date_naive();
     let week_ago = (chrono::Utc::now() - chrono::Duration::days(7)).timestamp();
     let mid = today - chrono::Duration::days(180);
+    // The two merchants and a payer, by the ids the API shows.
+    let mut public = |table: &str, id: i64| -> uuid::Uuid {
+        diesel::sql_query(format!("SELECT public_id AS reference FROM {table} WHERE id = {id}")).get_result::<Reference>(&mut conn).unwrap().reference
+    };
+    let merchants = agora::merchants::ids::Linked::new(vec![(1, public("customers", 1)), (2, public("customers", 2))]);
+    let (cus2, usr7) = (merchants.shown(2).unwrap(), agora::merchants::ids::USER.show(public("users", 7)));
     let filters: Vec<(&str, String)> = vec![
         ("none (two merchants merged)", String::new()),
-        ("customer", "customer=2".into()),
-        ("user", "user=7".into()),
+        ("customer", format!("customer={cus2}")),
+        ("user", format!("user={usr7}")),
         ("reference", "reference={ref}".into()),
         ("status=completed", "status=completed".into()),
         ("status=requires_confirmation (1%)", "status=requires_confirmation".into()),
@@ -159,7 +166,7 @@ fn main() {
         ("from/to one day, 6 months ago", format!("from={mid}&to={mid}")),
         ("amount[gte]=90000 (rare)", "amount%5Bgte%5D=90000".into()),
         ("amount[lte]=100 (rare)", "amount%5Blte%5D=100".into()),
-        ("all combined", format!("customer=1&user=7&status=completed&from={}&to={today}&amount%5Bgte%5D=1000&amount%5Blte%5D=50000", today - chrono::Duration::days(90))),
+        ("all combined", format!("customer={}&user={usr7}&status=completed&from={}&to={today}&amount%5Bgte%5D=1000&amount%5Blte%5D=50000", merchants.shown(1).unwrap(), today - chrono::Duration::days(90))),
     ];
     let mut rows = Vec::new();
     let mut plans = Vec::new();
@@ -178,10 +185,7 @@ fn main() {
         latencies.sort_by(f64::total_cmp);
         let parsed = parse_query(&query.replace("{ref}", &references[0].to_string()), &FILTER_PARAMS).unwrap();
         let filter = parsed.payment_filter().unwrap();
-        let scope: Vec<i64> = match filter.customer {
-            Some(c) => vec![c],
-            None => vec![1, 2],
-        };
+        let scope = agora::merchants::service::visible_scope(&merchants, &filter).unwrap();
         let plan = agora::merchants::repo::explain_payments_page(&mut conn, &scope, &filter, 11).unwrap();
         let summary = plan_summary(&plan);
         rows.push(format!("| first page, filter: {name} | {:.2} ms | {:.2} ms | {summary} |", pct(&latencies, 0.5), pct(&latencies, 0.99)));

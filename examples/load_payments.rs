@@ -2,7 +2,7 @@
 //! time and reports how many were accepted, settled, failed and lost, with latency percentiles.
 //!
 //! Environment: AGORA_URL (http://127.0.0.1:8080), AGORA_EMAIL / AGORA_PASSWORD (the demo's
-//! finance@example.com / agora-demo), CUSTOMER (the first the user is linked to), RATE (100 per
+//! finance@example.com / agora-demo), CUSTOMER (a `cus_…` id; the first the user is linked to), RATE (100 per
 //! second), SECONDS (10), PAYMENT_METHOD (pm_card_visa; "random" for the configured rates),
 //! SETTLE_SECONDS (60), SENDERS (64).
 
@@ -24,8 +24,8 @@ fn main() {
     let token = signed_in["token"].as_str().expect("a token").to_string();
     let me: serde_json::Value = ureq::get(&format!("{base}/api/v1/me")).set("Authorization", &format!("Bearer {token}")).call().unwrap().into_json().unwrap();
     let customer = match std::env::var("CUSTOMER") {
-        Ok(c) => c.parse().expect("CUSTOMER is a customer id"),
-        Err(_) => me["customers"][0].as_i64().expect("the user is linked to a customer"),
+        Ok(c) => c,
+        Err(_) => me["customers"][0].as_str().expect("the user is linked to a customer").to_string(),
     };
     let method = env("PAYMENT_METHOD", "pm_card_visa");
     let plan = load::Plan {
@@ -38,7 +38,7 @@ fn main() {
         settle_within: std::time::Duration::from_secs(env("SETTLE_SECONDS", "60").parse().expect("SETTLE_SECONDS is a number")),
         senders: env("SENDERS", "64").parse().expect("SENDERS is a number"),
     };
-    println!("sending {} payments a second for {} s to customer {customer}…", plan.per_second, plan.seconds);
+    println!("sending {} payments a second for {} s to customer {}…", plan.per_second, plan.seconds, plan.customer);
     // A running server says nothing when payments settle: ask again every 250 ms.
     let report = load::run(&plan, &|| std::thread::sleep(std::time::Duration::from_millis(250)));
     println!("{}", report.summary());

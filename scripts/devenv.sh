@@ -152,7 +152,6 @@ run() {
   cargo build --release --bin agora
   local bin="$ROOT/target/release/agora" sim_port="${GATEWAY_SIM_PORT:-8090}"
   "$bin" migrate
-  "$bin" seed
   cleanup() {
     trap - EXIT INT TERM
     set +e
@@ -166,6 +165,9 @@ run() {
   GATEWAY_SIM_PORT="$sim_port" "$bin" gateway-sim &
   SIM_PID=$!
   export GATEWAY_URL="${GATEWAY_URL:-http://127.0.0.1:$sim_port}"
+  # After the gateway starts: the seed registers the demo's month of charges with it, so that
+  # refunding a demo payment finds its charge.
+  "$bin" seed
   log "Agora: http://127.0.0.1:${PORT:-8080}   (gateway ledger: http://127.0.0.1:$sim_port/charges)"
   log "demo logins (password agora-demo): shoppers alice@ and bob@example.com, admin@example.com; merchants' staff books@, coffee@ and finance@example.com (see the README)"
   log "Ctrl-C stops the server and what this command started"

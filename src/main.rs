@@ -76,6 +76,14 @@ fn load_seed() -> Result<(), String> {
         "demo chat application token: {token} (GET /api/v1/chat_applications/{token}/chats, or open /chats/{token})",
         token = report.chat_token
     );
+    // The demo's month of payments was never charged through the gateway-sim this run uses: make
+    // its charges known there, so that refunding one works.
+    if let agora::config::GatewayConfig::Http { base_url, .. } = &config.gateway {
+        match agora::payments::demo::register_with_sim(&mut conn, base_url, Duration::from_secs(15)) {
+            Ok(n) => log::info!("gateway-sim at {base_url} knows the demo's charges ({n} new)"),
+            Err(e) => log::warn!("the demo's charges are not known to the gateway ({e}): refunding them will fail"),
+        }
+    }
     Ok(())
 }
 

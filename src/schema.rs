@@ -8,6 +8,7 @@ diesel::table! {
         password_hash -> Text,
         is_admin -> Bool,
         created_at -> Timestamptz,
+        public_id -> Uuid,
     }
 }
 
@@ -17,6 +18,7 @@ diesel::table! {
         name -> Text,
         created_at -> Timestamptz,
         country -> Nullable<Text>,
+        public_id -> Uuid,
     }
 }
 
@@ -217,6 +219,7 @@ diesel::table! {
         currency -> Text,
         source -> Uuid,
         created_at -> Timestamptz,
+        public_id -> Uuid,
     }
 }
 

@@ -14,6 +14,8 @@ pub struct User {
     pub name: String,
     pub password_hash: String,
     pub is_admin: bool,
+    /// The id the merchants' API knows the user by (`usr_…`).
+    pub public_id: uuid::Uuid,
 }
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);

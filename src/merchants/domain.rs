@@ -90,8 +90,10 @@ pub fn day_start(day: NaiveDate) -> DateTime<Utc> {
 /// Which payments a list shows. Every bound is optional; all are ANDed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PaymentFilter {
-    pub customer: Option<i64>,
-    pub user: Option<i64>,
+    /// The customer as the caller named it (`cus_…`), resolved against their links.
+    pub customer: Option<String>,
+    /// The paying user, by the id callers know them by.
+    pub user: Option<Uuid>,
     /// `Some(None)`: a reference was asked for that cannot exist (malformed): nothing matches.
     pub reference: Option<Option<Uuid>>,
     pub status: Option<PaymentStatus>,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod domain;
 pub mod error;
+pub mod ids;
 pub mod intake;
 pub mod jobs;
 pub mod pages;

@@ -4,6 +4,7 @@
 
 use super::domain::{day_start, from_unix, parse_day, parse_status, Cursor, ListParams, PaymentFilter};
 use super::error::ApiError;
+use super::ids;
 
 /// Query parameters of known names, each at most once. Empty values count as absent, as an HTML
 /// form sends every field of a filter whether it was filled in or not.
@@ -56,8 +57,8 @@ impl Query {
 
     pub fn payment_filter(&self) -> Result<PaymentFilter, ApiError> {
         let mut filter = PaymentFilter {
-            customer: self.int("customer")?,
-            user: self.int("user")?,
+            customer: self.get("customer").map(str::to_string),
+            user: self.get("user").map(|raw| ids::USER.parse(raw).ok_or_else(|| ApiError::missing_resource("user", Some("user")))).transpose()?,
             reference: self.get("reference").map(|r| uuid::Uuid::parse_str(r).ok()),
             status: match self.get("status") {
                 None => None,

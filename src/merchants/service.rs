@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use super::domain::{Cursor, ListParams, PaymentFilter};
 use super::error::ApiError;
+use super::ids::{self, Linked};
 use super::jobs::refund_job;
-use super::repo::{self, Balance, Customer, Keyset, LedgerEntry, LinkedUser, PaymentRow};
+use super::repo::{self, Balance, Customer, DailyVolume, DoubleCharge, InvariantCheck, Keyset, LedgerEntry, LinkedUser, PaymentRow};
 use super::MerchantError;
 use crate::jobs;
 use crate::payments::refunds::{self, NewRefund, Refund};
@@ -38,19 +39,19 @@ pub fn trim<T>(mut rows: Vec<T>, params: &ListParams) -> (Vec<T>, bool) {
 // --- payments -----------------------------------------------------------------------------------
 
 /// The customers a filter reaches: the one it names if the caller sees it (else 404 with
-/// `param`), or all the caller sees.
-pub fn visible_scope(visible: &[i64], filter: &PaymentFilter) -> Result<Vec<i64>, MerchantError> {
-    match filter.customer {
-        Some(c) if visible.contains(&c) => Ok(vec![c]),
-        Some(_) => Err(MerchantError::Request(ApiError::missing_resource("customer", Some("customer")))),
-        None => Ok(visible.to_vec()),
+/// `param`, whether it is malformed, unknown or someone else's), or all the caller sees.
+pub fn visible_scope(linked: &Linked, filter: &PaymentFilter) -> Result<Vec<i64>, MerchantError> {
+    match &filter.customer {
+        Some(raw) => linked.find(raw).map(|id| vec![id]).ok_or_else(|| MerchantError::Request(ApiError::missing_resource("customer", Some("customer")))),
+        None => Ok(linked.ids.clone()),
     }
 }
 
 /// A page of the visible payments the filter matches, newest first: the rows (at most `limit`)
 /// and whether more lie beyond them.
-pub fn payments_page(conn: &mut PgConnection, visible: &[i64], filter: &PaymentFilter, params: &ListParams) -> Result<(Vec<PaymentRow>, bool), MerchantError> {
-    let scope = visible_scope(visible, filter)?;
+pub fn payments_page(conn: &mut PgConnection, linked: &Linked, filter: &PaymentFilter, params: &ListParams) -> Result<(Vec<PaymentRow>, bool), MerchantError> {
+    let scope = visible_scope(linked, filter)?;
+    let visible = &linked.ids;
     let mut position = |raw: &str, param: &str| -> Result<(DateTime<Utc>, i64), MerchantError> {
         let found = match Uuid::parse_str(raw) {
             Ok(reference) => repo::payment_position(conn, visible, reference)?,
@@ -65,6 +66,31 @@ pub fn payments_page(conn: &mut PgConnection, visible: &[i64], filter: &PaymentF
     };
     let rows = repo::payments_page(conn, &scope, filter, from, params.limit + 1)?;
     Ok(trim(rows, params))
+}
+
+/// What the dashboard's payments page shows: a page of payments, the daily volume and the
+/// customers of the filtered set, the last check of the money invariants, and suspected double
+/// charges since `since`.
+pub struct Overview {
+    pub rows: Vec<PaymentRow>,
+    pub has_more: bool,
+    pub volume: Vec<DailyVolume>,
+    pub customers: Vec<Customer>,
+    pub check: Option<InvariantCheck>,
+    pub suspects: Vec<DoubleCharge>,
+}
+
+pub fn overview(conn: &mut PgConnection, linked: &Linked, filter: &PaymentFilter, params: &ListParams, since: DateTime<Utc>) -> Result<Overview, MerchantError> {
+    let scope = visible_scope(linked, filter)?;
+    let (rows, has_more) = payments_page(conn, linked, filter, params)?;
+    Ok(Overview {
+        rows,
+        has_more,
+        volume: repo::daily_volume(conn, &scope, filter)?,
+        customers: repo::customers(conn, &linked.ids)?,
+        check: repo::last_check(conn)?,
+        suspects: repo::double_charges(conn, &scope, 5, since)?,
+    })
 }
 
 /// A visible payment, or not found.
@@ -98,14 +124,20 @@ fn visible_customer(visible: &[i64], id: i64) -> Result<i64, MerchantError> {
     visible.contains(&id).then_some(id).ok_or(MerchantError::NotFound("customer"))
 }
 
+/// These (visible) customers.
+pub fn customers(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Customer>, MerchantError> {
+    Ok(repo::customers(conn, ids)?)
+}
+
 /// Customers with the users linked to each.
 pub fn customers_with_users(conn: &mut PgConnection, ids: &[i64]) -> Result<(Vec<Customer>, Vec<LinkedUser>), MerchantError> {
     Ok((repo::customers(conn, ids)?, repo::linked_users(conn, ids)?))
 }
 
 /// A page of the visible customers, newest first (keyset on their ids).
-pub fn customers_page(conn: &mut PgConnection, visible: &[i64], params: &ListParams) -> Result<(Vec<Customer>, Vec<LinkedUser>, bool), MerchantError> {
-    let cursor = |raw: &str, param: &str| raw.parse::<i64>().ok().filter(|id| visible.contains(id)).ok_or_else(|| unknown_cursor("object", param));
+pub fn customers_page(conn: &mut PgConnection, linked: &Linked, params: &ListParams) -> Result<(Vec<Customer>, Vec<LinkedUser>, bool), MerchantError> {
+    let visible = &linked.ids;
+    let cursor = |raw: &str, param: &str| linked.find(raw).ok_or_else(|| unknown_cursor("object", param));
     let (after, before) = match &params.cursor {
         Some(Cursor::After(raw)) => (Some(cursor(raw, "starting_after")?), None),
         Some(Cursor::Before(raw)) => (None, Some(cursor(raw, "ending_before")?)),
@@ -116,11 +148,17 @@ pub fn customers_page(conn: &mut PgConnection, visible: &[i64], params: &ListPar
     Ok((customers, repo::linked_users(conn, &ids)?, has_more))
 }
 
+/// A visible customer.
+pub fn customer_alone(conn: &mut PgConnection, visible: &[i64], id: i64) -> Result<Customer, MerchantError> {
+    let id = visible_customer(visible, id)?;
+    repo::customer(conn, id)?.ok_or(MerchantError::NotFound("customer"))
+}
+
 /// A visible customer with its linked users.
 pub fn customer(conn: &mut PgConnection, visible: &[i64], id: i64) -> Result<(Customer, Vec<LinkedUser>), MerchantError> {
-    let id = visible_customer(visible, id)?;
-    let customer = repo::customer(conn, id)?.ok_or(MerchantError::NotFound("customer"))?;
-    Ok((customer, repo::linked_users(conn, &[id])?))
+    let customer = customer_alone(conn, visible, id)?;
+    let users = repo::linked_users(conn, &[customer.id])?;
+    Ok((customer, users))
 }
 
 /// A new customer, with its creator linked to it.
@@ -140,9 +178,10 @@ pub fn link_user(conn: &mut PgConnection, visible: &[i64], id: i64, email: &str,
     repo::link_user(conn, id, email, by)
 }
 
-/// Unlinks a user from a visible customer, audited; its last linked user stays.
-pub fn unlink_user(conn: &mut PgConnection, visible: &[i64], id: i64, user: i64, by: i64) -> Result<(), MerchantError> {
+/// Unlinks a user (`usr_…`) from a visible customer, audited; its last linked user stays.
+pub fn unlink_user(conn: &mut PgConnection, visible: &[i64], id: i64, user: &str, by: i64) -> Result<(), MerchantError> {
     let id = visible_customer(visible, id)?;
+    let user = ids::USER.parse(user).map(|u| repo::user_key(conn, u)).transpose()?.flatten().ok_or(MerchantError::NotFound("user"))?;
     repo::unlink_user(conn, id, user, by)
 }
 
@@ -158,12 +197,11 @@ pub fn balances(conn: &mut PgConnection, visible: &[i64]) -> Result<Vec<Balance>
 pub fn ledger_page(conn: &mut PgConnection, visible: &[i64], id: i64, params: &ListParams) -> Result<(Vec<Balance>, Vec<LedgerEntry>, bool), MerchantError> {
     let id = visible_customer(visible, id)?;
     let mut in_ledger = |raw: &str, param: &str| -> Result<i64, MerchantError> {
-        let entry = raw.parse::<i64>().ok();
-        let owner = match entry {
-            Some(e) => repo::ledger_entry_customer(conn, e)?,
+        let entry = match ids::BALANCE_TRANSACTION.parse(raw) {
+            Some(public) => repo::ledger_entry(conn, public)?,
             None => None,
         };
-        entry.filter(|_| owner == Some(id)).ok_or_else(|| unknown_cursor("object", param))
+        entry.filter(|(_, owner)| *owner == id).map(|(key, _)| key).ok_or_else(|| unknown_cursor("object", param))
     };
     let (after, before) = match &params.cursor {
         Some(Cursor::After(raw)) => (Some(in_ledger(raw, "starting_after")?), None),

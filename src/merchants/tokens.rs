@@ -16,6 +16,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::ids;
 use super::repo::{self, Principal};
 use super::MerchantsState;
 use crate::web::Db;
@@ -26,7 +27,7 @@ const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    /// The user's id, as a string (JWT's `sub` is a string).
+    /// The user's id as callers know it (`usr_…`; JWT's `sub` is a string).
     pub sub: String,
     pub iat: i64,
     pub exp: i64,
@@ -54,8 +55,8 @@ impl TokenKey {
         HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any length")
     }
 
-    pub fn issue(&self, user_id: i64, now: DateTime<Utc>, expires_in: i64) -> (String, Claims) {
-        let claims = Claims { sub: user_id.to_string(), iat: now.timestamp(), exp: now.timestamp() + expires_in, jti: Uuid::new_v4() };
+    pub fn issue(&self, subject: &str, now: DateTime<Utc>, expires_in: i64) -> (String, Claims) {
+        let claims = Claims { sub: subject.to_string(), iat: now.timestamp(), exp: now.timestamp() + expires_in, jti: Uuid::new_v4() };
         let payload = serde_json::to_vec(&claims).expect("claims serialize");
         let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER), URL_SAFE_NO_PAD.encode(payload));
         let mut mac = self.mac();
@@ -108,7 +109,7 @@ pub async fn bearer(req: &HttpRequest) -> Result<(Principal, Claims), ApiError> 
         TokenError::Expired => ApiError::unauthenticated("token_expired", "The token has expired; ask for a new one."),
         TokenError::Invalid => ApiError::unauthenticated("token_invalid", "The token is not valid."),
     })?;
-    let user_id: i64 = claims.sub.parse().map_err(|_| ApiError::unauthenticated("token_invalid", "The token is not valid."))?;
+    let user_id = ids::USER.parse(&claims.sub).ok_or_else(|| ApiError::unauthenticated("token_invalid", "The token is not valid."))?;
     let jti = claims.jti;
     let principal = db.map_err(ApiError::from)?.run(move |conn| repo::principal(conn, user_id, jti)).await.map_err(ApiError::from)?;
     match principal {
@@ -129,9 +130,9 @@ mod tests {
     #[test]
     fn a_token_verifies_until_it_expires_to_the_second() {
         let now = Utc::now();
-        let (token, claims) = key().issue(42, now, 60);
+        let (token, claims) = key().issue("usr_42", now, 60);
         assert_eq!(key().verify(&token, now).unwrap(), claims);
-        assert_eq!(claims.sub, "42");
+        assert_eq!(claims.sub, "usr_42");
         let at_expiry = now + chrono::Duration::seconds(60);
         assert_eq!(key().verify(&token, at_expiry), Err(TokenError::Expired));
     }
@@ -139,7 +140,7 @@ mod tests {
     #[test]
     fn tampered_foreign_and_unsigned_tokens_are_refused() {
         let now = Utc::now();
-        let (token, _) = key().issue(42, now, 60);
+        let (token, _) = key().issue("usr_42", now, 60);
         let other = TokenKey::new(&[8u8; 32]).unwrap();
         assert_eq!(other.verify(&token, now), Err(TokenError::Invalid));
         let mut parts: Vec<&str> = token.split('.').collect();

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod breaker;
+pub mod demo;
 pub mod domain;
 pub mod fraud;
 pub mod gateway;

@@ -142,6 +142,19 @@ async fn stats(state: web::Data<SimState>) -> HttpResponse {
     }))
 }
 
+#[derive(Deserialize)]
+struct Imported {
+    data: Vec<super::gateway::Charge>,
+}
+
+/// Takes charges made before this process started into the ledger (`make run` registers the demo
+/// data's history here, so that a newcomer's first refund finds its charge).
+async fn import_charges(body: web::Json<Imported>, state: web::Data<SimState>) -> HttpResponse {
+    let ledger = state.simulation.ledger();
+    let imported = body.into_inner().data.into_iter().filter(|c| ledger.import(c.clone())).count();
+    HttpResponse::Ok().json(json!({ "imported": imported }))
+}
+
 async fn all_charges(state: web::Data<SimState>) -> HttpResponse {
     let charges = state.simulation.ledger().all();
     HttpResponse::Ok().json(json!({ "count": charges.len(), "charges": charges }))
@@ -157,6 +170,7 @@ pub fn run(listener: TcpListener, simulation: Arc<Simulation>, latency: Latency)
             .route("/v1/refunds", web::post().to(create_refund))
             .route("/v1/refunds", web::get().to(find_refunds))
             .route("/charges", web::get().to(all_charges))
+            .route("/charges", web::post().to(import_charges))
             .route("/stats", web::get().to(stats))
     })
     .workers(2)

@@ -73,8 +73,9 @@ fn a_merchant_filters_the_dashboard_and_refunds_part_of_a_payment_with_a_double_
     let staff = fixtures::user(&mut conn, "staff@north.test");
     let north = fixtures::merchant(&mut conn, "North", &[staff]);
     let api = crate::support::api::Api::signed_in(&app.url, "staff@north.test");
-    api.pay(north, 2_000, "pm_card_visa");
-    api.pay(north, 700, "pm_card_chargeDeclined");
+    let north_id = fixtures::customer_public_id(&mut conn, north);
+    api.pay(&north_id, 2_000, "pm_card_visa");
+    api.pay(&north_id, 700, "pm_card_chargeDeclined");
     app.drain_jobs();
 
     let driver = Driver::start();

@@ -427,7 +427,7 @@ impl Tour {
         let token = client.csrf_token();
         let payment = client.post_form(&format!("/orders/{paid}/pay"), &[("csrf_token", &token)]).location.unwrap();
         let api = crate::support::api::Api::signed_in(&app.url, TOUR_EMAIL);
-        api.pay(merchant, 2_500, "pm_card_visa");
+        api.pay(&fixtures::customer_public_id(&mut conn, merchant), 2_500, "pm_card_visa");
         app.drain_jobs();
         let post = fixtures::post(&mut conn, me, "A deep thread, read on a phone");
         let levels = fixtures::discussion(&mut conn, post, me, 1, 1, 20);

@@ -15,6 +15,7 @@ mod gateway_speed;
 mod health;
 mod jobs_pipeline;
 mod merchants_api;
+mod merchants_contract;
 mod merchants_pages;
 mod money;
 mod payments_processor;

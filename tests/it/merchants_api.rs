@@ -17,8 +17,11 @@ use crate::support::TestApp;
 struct Shop {
     app: TestApp,
     gateway: Arc<SimulatedGateway>,
+    /// The merchants' keys (for the database) and the ids the API shows (`cus_…`).
     north: i64,
     south: i64,
+    north_id: String,
+    south_id: String,
     alice: Api,
     bob: Api,
 }
@@ -34,8 +37,9 @@ fn shop_on(adjust: impl FnOnce(&mut crate::support::app::TestAppOptions)) -> Sho
     adjust(&mut options);
     let app = TestApp::spawn_with(options);
     let (north, south) = fixtures::two_merchants(&mut app.conn(), "North");
+    let (north_id, south_id) = (fixtures::customer_public_id(&mut app.conn(), north), fixtures::customer_public_id(&mut app.conn(), south));
     let (alice, bob) = (Api::signed_in(&app.url, "alice@north.test"), Api::signed_in(&app.url, "bob@south.test"));
-    Shop { app, gateway, north, south, alice, bob }
+    Shop { app, gateway, north, south, north_id, south_id, alice, bob }
 }
 
 fn ledger_sum(conn: &mut PgConnection, customer: i64) -> bigdecimal::BigDecimal {
@@ -61,7 +65,7 @@ fn balance_of(conn: &mut PgConnection, customer: i64) -> bigdecimal::BigDecimal 
 #[test]
 fn a_payment_is_charged_refunded_and_booked_through_the_api() {
     let s = shop();
-    let created = s.alice.post("/payments", &json!({ "customer": s.north, "amount": 2_500, "currency": "usd", "payment_method": "pm_card_visa" }), Some("first"));
+    let created = s.alice.post("/payments", &json!({ "customer": s.north_id, "amount": 2_500, "currency": "usd", "payment_method": "pm_card_visa" }), Some("first"));
     // The caller on the request's connection; the rows are written by the intake's batch statement.
     assert_eq!(created.queries, Some(1), "the caller with their links");
     let payment = created.json;
@@ -74,7 +78,7 @@ fn a_payment_is_charged_refunded_and_booked_through_the_api() {
     assert_eq!(paid.json["final"], true);
     assert!(paid.json["transaction_id"].as_str().is_some_and(|t| t.starts_with("ch_")));
 
-    let balance = s.alice.get(&format!("/customers/{}/balance", s.north));
+    let balance = s.alice.get(&format!("/customers/{}/balance", s.north_id));
     assert_eq!(balance.json["available"], json!([{ "amount": 2_500, "currency": "usd" }]));
 
     let refund = s.alice.post(&format!("/payments/{id}/refunds"), &json!({ "amount": 1_000, "reason": "requested_by_customer" }), Some("r-1"));
@@ -85,13 +89,13 @@ fn a_payment_is_charged_refunded_and_booked_through_the_api() {
     assert_eq!(refunds.json["data"][0]["status"], "succeeded", "{}", refunds.text);
     let after = s.alice.get(&format!("/payments/{id}"));
     assert_eq!((after.json["amount_refunded"].as_i64(), after.json["refunded"].as_bool()), (Some(1_000), Some(false)));
-    let ledger = s.alice.get(&format!("/customers/{}/balance_transactions", s.north));
+    let ledger = s.alice.get(&format!("/customers/{}/balance_transactions", s.north_id));
     let types: Vec<&str> = ledger.json["data"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["refund", "payment"], "newest first");
-    assert_eq!(s.alice.get(&format!("/customers/{}/balance", s.north)).json["available"][0]["amount"], 1_500);
+    assert_eq!(s.alice.get(&format!("/customers/{}/balance", s.north_id)).json["available"][0]["amount"], 1_500);
 
     // The declining test card fails the payment, with Stripe's code, and books nothing.
-    let declined = s.alice.pay(s.north, 700, "pm_card_chargeDeclined");
+    let declined = s.alice.pay(&s.north_id, 700, "pm_card_chargeDeclined");
     s.app.drain_jobs();
     let declined = s.alice.get(&format!("/payments/{}", declined["id"].as_str().unwrap()));
     assert_eq!((declined.json["status"].as_str(), declined.json["failure_code"].as_str()), (Some("failed"), Some("card_declined")));
@@ -107,10 +111,10 @@ fn a_payment_is_charged_refunded_and_booked_through_the_api() {
 #[test]
 fn staff_see_only_their_merchants_and_everything_else_is_not_found() {
     let s = shop();
-    let theirs = s.bob.pay(s.south, 4_000, "pm_card_visa");
+    let theirs = s.bob.pay(&s.south_id, 4_000, "pm_card_visa");
     s.app.drain_jobs();
     let id = theirs["id"].as_str().unwrap();
-    let south = s.south;
+    let south = s.south_id.clone();
     let not_found = |answer: crate::support::api::Answer, what: &str| {
         assert_eq!((answer.status, answer.code()), (404, "resource_missing"), "{what}: {}", answer.text);
         assert_eq!(answer.json["error"]["type"], "invalid_request_error");
@@ -132,7 +136,7 @@ fn staff_see_only_their_merchants_and_everything_else_is_not_found() {
     let paying_them = s.alice.post("/payments", &body, Some("k"));
     assert_eq!((paying_them.status, paying_them.param()), (404, Some("customer")));
     // Filters that match nothing visible are empty lists, not errors.
-    let by_user = s.alice.get(&format!("/payments?user={}", theirs["user"]));
+    let by_user = s.alice.get(&format!("/payments?user={}", theirs["user"].as_str().unwrap()));
     assert_eq!((by_user.status, by_user.ids().len()), (200, 0));
     assert_eq!(s.alice.get(&format!("/payments?reference={id}")).ids().len(), 0);
     assert_eq!(s.alice.get("/payments").ids().len(), 0);
@@ -151,23 +155,24 @@ fn unlinking_takes_effect_on_the_next_request_of_an_existing_token() {
     let mut conn = s.app.conn();
     let carol = fixtures::user(&mut conn, "carol@north.test");
     let carols_token = Api::signed_in(&s.app.url, "carol@north.test");
-    assert_eq!(carols_token.get(&format!("/customers/{}", s.north)).status, 404);
-    let linked = s.alice.post(&format!("/customers/{}/users", s.north), &json!({ "email": "CAROL@north.test" }), None);
+    assert_eq!(carols_token.get(&format!("/customers/{}", s.north_id)).status, 404);
+    let linked = s.alice.post(&format!("/customers/{}/users", s.north_id), &json!({ "email": "CAROL@north.test" }), None);
     assert_eq!(linked.status, 200, "{}", linked.text);
     assert_eq!(linked.json["users"].as_array().unwrap().len(), 2);
-    assert_eq!(s.alice.post(&format!("/customers/{}/users", s.north), &json!({ "email": "carol@north.test" }), None).json, linked.json, "twice is once");
-    assert_eq!(carols_token.get(&format!("/customers/{}", s.north)).status, 200);
-    assert_eq!(carols_token.get("/me").json["customers"], json!([s.north]));
+    assert_eq!(s.alice.post(&format!("/customers/{}/users", s.north_id), &json!({ "email": "carol@north.test" }), None).json, linked.json, "twice is once");
+    assert_eq!(carols_token.get(&format!("/customers/{}", s.north_id)).status, 200);
+    assert_eq!(carols_token.get("/me").json["customers"], json!([s.north_id]));
 
-    let unlinked = s.alice.send("DELETE", &format!("/customers/{}/users/{carol}", s.north), None, &[]);
+    let carol = fixtures::user_public_id(&mut conn, carol);
+    let unlinked = s.alice.send("DELETE", &format!("/customers/{}/users/{carol}", s.north_id), None, &[]);
     assert_eq!(unlinked.status, 200, "{}", unlinked.text);
-    assert_eq!(carols_token.get(&format!("/customers/{}", s.north)).status, 404, "the same token, the very next request");
+    assert_eq!(carols_token.get(&format!("/customers/{}", s.north_id)).status, 404, "the same token, the very next request");
     assert_eq!(carols_token.get("/me").json["customers"], json!([]));
 
-    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
-    let last = s.alice.send("DELETE", &format!("/customers/{}/users/{alice_id}", s.north), None, &[]);
+    let alice_id = s.alice.get("/me").json["id"].as_str().unwrap().to_string();
+    let last = s.alice.send("DELETE", &format!("/customers/{}/users/{alice_id}", s.north_id), None, &[]);
     assert_eq!((last.status, last.code()), (409, "last_linked_user"));
-    let unknown = s.alice.post(&format!("/customers/{}/users", s.north), &json!({ "email": "nobody@x.test" }), None);
+    let unknown = s.alice.post(&format!("/customers/{}/users", s.north_id), &json!({ "email": "nobody@x.test" }), None);
     assert_eq!((unknown.status, unknown.param()), (404, Some("email")));
 }
 
@@ -176,10 +181,10 @@ fn the_operations_admin_sees_no_more_than_its_links() {
     let s = shop();
     let mut conn = s.app.conn();
     fixtures::make_admin(&mut conn, "ops@agora.test");
-    s.bob.pay(s.south, 900, "pm_card_visa");
+    s.bob.pay(&s.south_id, 900, "pm_card_visa");
     let ops = Api::signed_in(&s.app.url, "ops@agora.test");
     assert_eq!(ops.get("/payments").ids().len(), 0);
-    assert_eq!(ops.get(&format!("/customers/{}/balance", s.south)).status, 404);
+    assert_eq!(ops.get(&format!("/customers/{}/balance", s.south_id)).status, 404);
     assert_eq!(ops.get("/customers").ids().len(), 0);
 }
 
@@ -202,8 +207,8 @@ fn tokens_are_refused_when_missing_forged_expired_or_revoked() {
 
     // Expiry is checked to the second: a token that expired is refused with its own code.
     let key = agora::merchants::tokens::TokenKey::new(&s.app.services.api_token_secret).unwrap();
-    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
-    let (expired, _) = key.issue(alice_id, chrono::Utc::now() - chrono::Duration::seconds(61), 60);
+    let alice_id = s.alice.get("/me").json["id"].as_str().unwrap().to_string();
+    let (expired, _) = key.issue(&alice_id, chrono::Utc::now() - chrono::Duration::seconds(61), 60);
     anonymous.use_token(Some(&expired));
     assert_eq!(anonymous.get("/me").code(), "token_expired");
 
@@ -286,8 +291,9 @@ fn each_filter_alone_and_all_combined_return_exactly_the_matching_payments() {
     let mut conn = s.app.conn();
     let dave = fixtures::user(&mut conn, "dave@north.test");
     diesel::sql_query(format!("INSERT INTO user_customers (user_id, customer_id) VALUES ({dave}, {})", s.north)).execute(&mut conn).unwrap();
-    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
-    let bob_id = s.bob.get("/me").json["id"].as_i64().unwrap();
+    let dave_id = fixtures::user_public_id(&mut conn, dave);
+    let alice_id = fixtures::user_id(&mut conn, "alice@north.test");
+    let bob_id = fixtures::user_id(&mut conn, "bob@south.test");
     // Alice also sees South, so her lists merge two merchants.
     diesel::sql_query(format!("INSERT INTO user_customers (user_id, customer_id) VALUES ({alice_id}, {})", s.south)).execute(&mut conn).unwrap();
     let statuses = ["pending", "processing", "completed", "completed", "failed", "requires_confirmation"];
@@ -307,8 +313,8 @@ fn each_filter_alone_and_all_combined_return_exactly_the_matching_payments() {
     let reference = made[17].reference.clone();
     type Narrow = Box<dyn Fn(p::BoxedQuery<'static, diesel::pg::Pg>) -> p::BoxedQuery<'static, diesel::pg::Pg>>;
     let cases: Vec<(String, Narrow)> = vec![
-        (format!("&customer={}", s.north), Box::new(move |q| q.filter(p::customer_id.eq(s.north)))),
-        (format!("&user={dave}"), Box::new(move |q| q.filter(p::user_id.eq(dave)))),
+        (format!("&customer={}", s.north_id), Box::new(move |q| q.filter(p::customer_id.eq(s.north)))),
+        (format!("&user={dave_id}"), Box::new(move |q| q.filter(p::user_id.eq(dave)))),
         (format!("&reference={reference}"), Box::new({ let r = reference.clone(); move |q| q.filter(p::reference.eq(uuid::Uuid::parse_str(&r).unwrap())) })),
         ("&status=failed".into(), Box::new(|q| q.filter(p::status.eq("failed")))),
         (format!("&created[gt]={}", t0 + 3 * 86_400), Box::new(move |q| q.filter(p::created_at.gt(chrono::DateTime::from_timestamp(t0 + 3 * 86_400, 0).unwrap())))),
@@ -320,7 +326,7 @@ fn each_filter_alone_and_all_combined_return_exactly_the_matching_payments() {
         ("&amount[gte]=10000".into(), Box::new(|q| q.filter(p::amount.ge(bigdecimal::BigDecimal::from(100))))),
         ("&amount[lte]=5000".into(), Box::new(|q| q.filter(p::amount.le(bigdecimal::BigDecimal::from(50))))),
         (
-            format!("&customer={}&user={dave}&status=completed&from={}&to={}&amount[gte]=2000&amount[lte]=15000&created[lt]={}", s.north, day(1), day(8), t0 + 8 * 86_400),
+            format!("&customer={}&user={dave_id}&status=completed&from={}&to={}&amount[gte]=2000&amount[lte]=15000&created[lt]={}", s.north_id, day(1), day(8), t0 + 8 * 86_400),
             Box::new(move |q| {
                 q.filter(p::customer_id.eq(s.north))
                     .filter(p::user_id.eq(dave))
@@ -354,7 +360,7 @@ fn each_filter_alone_and_all_combined_return_exactly_the_matching_payments() {
 fn cursor_pages_visit_every_payment_once_while_payments_are_added() {
     let s = shop();
     let mut conn = s.app.conn();
-    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let alice_id = fixtures::user_id(&mut conn, "alice@north.test");
     let mut original: Vec<String> = (0..60).map(|i| insert_payment(&mut conn, alice_id, s.north, 100 + i, "completed", i / 3)).map(|m| m.reference).collect();
     original.reverse(); // newest first (ties: higher id first, as inserted later)
     let mut seen = Vec::new();
@@ -376,7 +382,7 @@ fn cursor_pages_visit_every_payment_once_while_payments_are_added() {
 
     // Walking back with ending_before gives the newer neighbours, newest first.
     let middle = &original[30];
-    let newer = s.alice.get(&format!("/payments?limit=5&customer={}&ending_before={middle}", s.north));
+    let newer = s.alice.get(&format!("/payments?limit=5&customer={}&ending_before={middle}", s.north_id));
     assert_eq!(newer.ids(), original[25..30].to_vec());
     assert_eq!(newer.json["has_more"], true);
     let both = s.alice.get(&format!("/payments?starting_after={middle}&ending_before={middle}"));
@@ -407,7 +413,7 @@ fn statuses(answers: &[crate::support::api::Answer], status: u16) -> usize {
 }
 
 fn completed_payment(s: &Shop, amount: i64) -> String {
-    let payment = s.alice.pay(s.north, amount, "pm_card_visa");
+    let payment = s.alice.pay(&s.north_id, amount, "pm_card_visa");
     s.app.drain_jobs();
     payment["id"].as_str().unwrap().to_string()
 }
@@ -490,7 +496,7 @@ fn fifty_threads_paying_and_refunding_keep_the_balance_equal_to_its_ledger_and_n
                     let mut mine: Vec<String> = Vec::new();
                     for step in 0..6 {
                         let answer = if mine.is_empty() || rng.gen_bool(0.5) {
-                            let body = json!({ "customer": s.north, "amount": rng.gen_range(50..5_000), "currency": "usd", "payment_method": "pm_card_visa" });
+                            let body = json!({ "customer": s.north_id, "amount": rng.gen_range(50..5_000), "currency": "usd", "payment_method": "pm_card_visa" });
                             let a = s.alice.post("/payments", &body, Some(&format!("pay-{t}-{step}")));
                             if a.status == 201 {
                                 mine.push(a.json["id"].as_str().unwrap().to_string());
@@ -536,60 +542,60 @@ fn shop_with_clock(clock: Arc<agora::clock::FakeClock>) -> Shop {
 fn an_idempotency_key_replays_refuses_other_requests_and_expires_after_a_day() {
     let clock = Arc::new(agora::clock::FakeClock::starting_now());
     let s = shop_with_clock(clock.clone());
-    let north = s.north;
-    let first = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":1234,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
+    let north = s.north_id.clone();
+    let first = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":1234,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
     assert_eq!(first.status, 201);
     assert_eq!(first.header("idempotent-replayed"), None);
     // The same request, keys reordered and spaced differently: the stored answer, marked.
-    let again = s.alice.send("POST", "/payments", Some(&format!(r#"{{ "currency": "usd", "amount": 1234, "customer": {north} }}"#)), &[("Idempotency-Key", "order-77")]);
+    let again = s.alice.send("POST", "/payments", Some(&format!(r#"{{ "currency": "usd", "amount": 1234, "customer": "{north}" }}"#)), &[("Idempotency-Key", "order-77")]);
     assert_eq!((again.status, again.header("idempotent-replayed")), (201, Some("true")));
     assert_eq!(again.json, first.json);
     let mut conn = s.app.conn();
     assert_eq!(fixtures::payment_count(&mut conn), 1);
     // Other parameters, or another route, under the same key: 422.
-    let other = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":9999,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
+    let other = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":9999,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
     assert_eq!((other.status, other.code()), (422, "idempotency_key_reused"));
     assert_eq!(other.json["error"]["type"], "idempotency_error");
     let elsewhere = s.alice.send("POST", "/customers", Some(r#"{"name":"Side shop"}"#), &[("Idempotency-Key", "order-77")]);
     assert_eq!(elsewhere.status, 422);
     // Keys are per user: Bob's "order-77" is his own.
-    let bobs = s.bob.send("POST", "/payments", Some(&format!(r#"{{"customer":{},"amount":1234,"currency":"usd"}}"#, s.south)), &[("Idempotency-Key", "order-77")]);
+    let bobs = s.bob.send("POST", "/payments", Some(&format!(r#"{{"customer":"{}","amount":1234,"currency":"usd"}}"#, s.south_id)), &[("Idempotency-Key", "order-77")]);
     assert_eq!(bobs.status, 201);
 
     // A request whose parameters are refused is not stored: the key is free for the fixed one.
-    let invalid = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":10,"currency":"usd"}}"#)), &[("Idempotency-Key", "fix-me")]);
+    let invalid = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":10,"currency":"usd"}}"#)), &[("Idempotency-Key", "fix-me")]);
     assert_eq!((invalid.status, invalid.code()), (400, "amount_too_small"));
-    let fixed = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "fix-me")]);
+    let fixed = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "fix-me")]);
     assert_eq!(fixed.status, 201, "{}", fixed.text);
 
     // A request still running under the key: 409, and nothing is done twice.
-    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let alice_id = fixtures::user_id(&mut conn, "alice@north.test");
     let now = clock.now();
     let held = agora::merchants::repo::claim_key(&mut conn, alice_id, "busy", "fingerprint of the running request", now, now + chrono::Duration::seconds(60), now - chrono::Duration::hours(24)).unwrap();
     assert_eq!(held, agora::merchants::repo::KeyState::Fresh);
-    let busy = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "busy")]);
+    let busy = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "busy")]);
     // A different fingerprint is 422 even while running; the same one is 409.
     assert_eq!(busy.status, 422);
     let fingerprint = {
         use sha2::Digest;
-        let body = format!(r#"{{"amount":100,"currency":"usd","customer":{north}}}"#);
+        let body = format!(r#"{{"amount":100,"currency":"usd","customer":"{north}"}}"#);
         format!("{:x}", sha2::Sha256::digest(format!("POST /api/v1/payments\n{body}")))
     };
     diesel::sql_query(format!("UPDATE api_idempotency_keys SET fingerprint = '{fingerprint}' WHERE key = 'busy'")).execute(&mut conn).unwrap();
-    let busy = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "busy")]);
+    let busy = s.alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "busy")]);
     assert_eq!((busy.status, busy.code()), (409, "idempotency_key_in_use"));
 
     // After 24 hours a key is forgotten: the same key starts a new payment.
     clock.tick(std::time::Duration::from_secs(25 * 3600));
     assert_eq!(s.alice.get("/me").code(), "token_expired", "tokens live an hour by default");
     let alice = Api::signed_in(&s.app.url, "alice@north.test");
-    let later = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":9999,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
+    let later = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":9999,"currency":"usd"}}"#)), &[("Idempotency-Key", "order-77")]);
     assert_eq!((later.status, later.header("idempotent-replayed")), (201, None));
     assert_ne!(later.json["id"], first.json["id"]);
 
-    let missing = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[]);
+    let missing = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd"}}"#)), &[]);
     assert_eq!((missing.status, missing.code()), (400, "idempotency_key_missing"));
-    let bad = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "tab\there")]);
+    let bad = alice.send("POST", "/payments", Some(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd"}}"#)), &[("Idempotency-Key", "tab\there")]);
     assert_eq!((bad.status, bad.code()), (400, "idempotency_key_invalid"));
 }
 
@@ -598,7 +604,7 @@ fn an_idempotency_key_replays_refuses_other_requests_and_expires_after_a_day() {
 #[test]
 fn every_input_error_has_its_code_and_nothing_is_a_server_error() {
     let s = shop();
-    let north = s.north;
+    let (north, north_key) = (s.north_id.clone(), s.north);
     let pay = |body: &str| s.alice.send("POST", "/payments", Some(body), &[("Idempotency-Key", &uuid::Uuid::new_v4().to_string())]);
     let expect = |answer: crate::support::api::Answer, status: u16, code: &str, param: Option<&str>| {
         assert_eq!((answer.status, answer.code(), answer.param()), (status, code, param), "{}", answer.text);
@@ -610,32 +616,32 @@ fn every_input_error_has_its_code_and_nothing_is_a_server_error() {
     expect(pay("[1, 2]"), 400, "invalid_json", None);
     expect(pay(&format!("{{\"description\":{}{}}}", "[".repeat(100), "]".repeat(100))), 400, "invalid_json", None);
     expect(pay(r#"{"amount":100,"currency":"usd"}"#), 400, "parameter_missing", Some("customer"));
-    expect(pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd","colour":"red"}}"#)), 400, "parameter_unknown", Some("colour"));
+    expect(pay(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd","colour":"red"}}"#)), 400, "parameter_unknown", Some("colour"));
     expect(s.alice.get("/payments?colour=red"), 400, "parameter_unknown", Some("colour"));
     expect(s.alice.get("/payments?status=refunded"), 400, "parameter_invalid", Some("status"));
     expect(s.alice.get("/payments?limit=101"), 400, "parameter_invalid", Some("limit"));
     expect(s.alice.get("/payments?from=24-11-2026"), 400, "parameter_invalid", Some("from"));
-    expect(pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd","description":{}}}"#, serde_json::json!("x".repeat(501)))), 400, "parameter_invalid", Some("description"));
+    expect(pay(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd","description":{}}}"#, serde_json::json!("x".repeat(501)))), 400, "parameter_invalid", Some("description"));
     for amount in ["10.5", "1000.0", "1e3", "\"10\"", "true"] {
-        expect(pay(&format!(r#"{{"customer":{north},"amount":{amount},"currency":"usd"}}"#)), 400, "parameter_invalid_integer", Some("amount"));
+        expect(pay(&format!(r#"{{"customer":"{north}","amount":{amount},"currency":"usd"}}"#)), 400, "parameter_invalid_integer", Some("amount"));
     }
     expect(s.alice.get("/payments?limit=10.5"), 400, "parameter_invalid_integer", Some("limit"));
     expect(s.alice.get("/payments?created%5Bgt%5D=1e3"), 400, "parameter_invalid_integer", Some("created[gt]"));
-    expect(pay(&format!(r#"{{"customer":{north},"amount":49,"currency":"usd"}}"#)), 400, "amount_too_small", Some("amount"));
-    expect(pay(&format!(r#"{{"customer":{north},"amount":100000000,"currency":"usd"}}"#)), 400, "amount_too_large", Some("amount"));
-    expect(pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"sek"}}"#)), 400, "currency_not_supported", Some("currency"));
-    let big = format!(r#"{{"customer":{north},"amount":100,"currency":"usd","description":"{}"}}"#, "x".repeat(70_000));
+    expect(pay(&format!(r#"{{"customer":"{north}","amount":49,"currency":"usd"}}"#)), 400, "amount_too_small", Some("amount"));
+    expect(pay(&format!(r#"{{"customer":"{north}","amount":100000000,"currency":"usd"}}"#)), 400, "amount_too_large", Some("amount"));
+    expect(pay(&format!(r#"{{"customer":"{north}","amount":100,"currency":"sek"}}"#)), 400, "currency_not_supported", Some("currency"));
+    let big = format!(r#"{{"customer":"{north}","amount":100,"currency":"usd","description":"{}"}}"#, "x".repeat(70_000));
     expect(pay(&big), 413, "request_too_large", None);
     let form = s.alice.send("POST", "/payments", Some("customer=1&amount=100"), &[("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", "form")]);
     expect(form, 415, "unsupported_media_type", None);
     expect(s.alice.get("/no/such/route"), 404, "resource_missing", None);
     expect(s.alice.send("PUT", "/payments", Some("{}"), &[]), 404, "resource_missing", None);
     // PostgreSQL text cannot hold NUL: refused as a parameter, never a server error.
-    expect(pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"usd","description":"a\u0000b"}}"#)), 400, "parameter_invalid", Some("description"));
+    expect(pay(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd","description":"a\u0000b"}}"#)), 400, "parameter_invalid", Some("description"));
     let nul_login = Api::new(&s.app.url).send("POST", "/auth/token", Some(r#"{"email":"alice@north.test\u0000","password":"x"}"#), &[]);
     assert_eq!((nul_login.status, nul_login.code(), nul_login.param()), (400, "parameter_invalid", Some("email")));
     // Currency comes in any case and goes out lower case.
-    let upper = pay(&format!(r#"{{"customer":{north},"amount":100,"currency":"EUR"}}"#));
+    let upper = pay(&format!(r#"{{"customer":"{north}","amount":100,"currency":"EUR"}}"#));
     assert_eq!((upper.status, upper.json["currency"].as_str()), (201, Some("eur")));
 
     // Refund refusals: not completed, more than remains, and more than the balance holds.
@@ -647,8 +653,8 @@ fn every_input_error_has_its_code_and_nothing_is_a_server_error() {
     let mut conn = s.app.conn();
     // A payout took most of the balance (an adjustment, written the way the ledger is).
     diesel::sql_query(format!(
-        "WITH paid_out AS (INSERT INTO balance_transactions (customer_id, type, amount, currency, source) VALUES ({north}, 'adjustment', -19.00, 'USD', gen_random_uuid())) \
-         UPDATE customer_balances SET available = available - 19.00 WHERE customer_id = {north} AND currency = 'USD'"
+        "WITH paid_out AS (INSERT INTO balance_transactions (customer_id, type, amount, currency, source) VALUES ({north_key}, 'adjustment', -19.00, 'USD', gen_random_uuid())) \
+         UPDATE customer_balances SET available = available - 19.00 WHERE customer_id = {north_key} AND currency = 'USD'"
     ))
     .execute(&mut conn)
     .unwrap();
@@ -697,7 +703,7 @@ fn a_hundred_payments_a_second_for_ten_seconds_are_all_accepted_and_all_settle()
     let plan = crate::support::load::Plan {
         base: app.url.clone(),
         token: api.token().unwrap(),
-        customer: north,
+        customer: fixtures::customer_public_id(&mut conn, north),
         per_second: 100,
         seconds: 10,
         payment_method: Some("pm_card_visa".into()),
@@ -718,9 +724,9 @@ fn a_hundred_payments_a_second_for_ten_seconds_are_all_accepted_and_all_settle()
 fn the_batched_payment_writes_the_same_rows_as_the_general_path() {
     use agora::schema::{jobs, orders, payment_events, payments};
     let s = shop();
-    let fast = s.alice.pay(s.north, 1_500, "pm_card_visa");
+    let fast = s.alice.pay(&s.north_id, 1_500, "pm_card_visa");
     let mut conn = s.app.conn();
-    let alice_id = s.alice.get("/me").json["id"].as_i64().unwrap();
+    let alice_id = fixtures::user_id(&mut conn, "alice@north.test");
     let limits = s.app.services.limits;
     let general = agora::orders::pipeline::start_api_payment(
         &mut conn, alice_id, s.north, &bigdecimal::BigDecimal::from(15), "USD", None, Some("pm_card_visa"), limits, chrono::Utc::now(),
@@ -758,7 +764,7 @@ fn the_batched_payment_writes_the_same_rows_as_the_general_path() {
 #[test]
 fn concurrent_payments_are_written_in_batches_and_one_key_makes_one_payment() {
     let s = shop();
-    let body = json!({ "customer": s.north, "amount": 777, "currency": "usd", "payment_method": "pm_card_visa" });
+    let body = json!({ "customer": s.north_id, "amount": 777, "currency": "usd", "payment_method": "pm_card_visa" });
     let same_key = at_once(20, |_| s.alice.post("/payments", &body, Some("one-key")));
     assert!(same_key.iter().all(|a| a.status == 201 || (a.status == 409 && a.code() == "idempotency_key_in_use")), "{:?}", same_key.iter().map(|a| &a.text).collect::<Vec<_>>());
     let ids: Vec<&serde_json::Value> = same_key.iter().filter(|a| a.status == 201).map(|a| &a.json["id"]).collect();
@@ -769,7 +775,7 @@ fn concurrent_payments_are_written_in_batches_and_one_key_makes_one_payment() {
     assert_eq!(fixtures::payment_count(&mut conn), 41);
     s.app.drain_jobs();
     assert_eq!(s.gateway.ledger().all().len(), 41, "each charged once");
-    assert_eq!(s.alice.get(&format!("/customers/{}/balance", s.north)).json["available"][0]["amount"], 41 * 777);
+    assert_eq!(s.alice.get(&format!("/customers/{}/balance", s.north_id)).json["available"][0]["amount"], 41 * 777);
 }
 
 #[test]
@@ -777,9 +783,10 @@ fn refunds_go_through_the_http_gateway_and_gateway_sim_keeps_them_in_its_ledger(
     let sim = crate::support::GatewaySim::start(Simulation::new(0.0, 0.0, Some(2)));
     let app = TestApp::spawn(sim.client());
     let (north, _) = fixtures::two_merchants(&mut app.conn(), "North");
+    let north = fixtures::customer_public_id(&mut app.conn(), north);
     let alice = Api::signed_in(&app.url, "alice@north.test");
-    let payment = alice.pay(north, 3_000, "pm_card_visa");
-    let declined = alice.pay(north, 3_000, "pm_card_chargeDeclined");
+    let payment = alice.pay(&north, 3_000, "pm_card_visa");
+    let declined = alice.pay(&north, 3_000, "pm_card_chargeDeclined");
     app.drain_jobs();
     let id = payment["id"].as_str().unwrap();
     assert_eq!(alice.get(&format!("/payments/{id}")).json["status"], "completed");

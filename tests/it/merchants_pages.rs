@@ -12,8 +12,9 @@ use crate::support::{Client, TestApp};
 
 struct Desk {
     app: TestApp,
-    north: i64,
-    south: i64,
+    /// The merchants, by the ids the dashboard and API show (`cus_…`).
+    north: String,
+    south: String,
     alice: Client,
     bob_api: Api,
     alice_api: Api,
@@ -26,13 +27,14 @@ fn desk() -> Desk {
 fn desk_with(gateway: Arc<dyn agora::payments::PaymentGateway>) -> Desk {
     let app = TestApp::spawn(gateway);
     let (north, south) = fixtures::two_merchants(&mut app.conn(), "North, \"the original\"");
+    let (north, south) = (fixtures::customer_public_id(&mut app.conn(), north), fixtures::customer_public_id(&mut app.conn(), south));
     let client = Client::new(&app.url);
     client.sign_in("alice@north.test", PASSWORD);
     let (alice_api, bob_api) = (Api::signed_in(&app.url, "alice@north.test"), Api::signed_in(&app.url, "bob@south.test"));
     Desk { app, north, south, alice: client, bob_api, alice_api }
 }
 
-fn paid(d: &Desk, api: &Api, customer: i64, amount: i64, description: Option<&str>) -> String {
+fn paid(d: &Desk, api: &Api, customer: &str, amount: i64, description: Option<&str>) -> String {
     let body = serde_json::json!({ "customer": customer, "amount": amount, "currency": "usd", "payment_method": "pm_card_visa", "description": description });
     let answer = api.post("/payments", &body, Some(&uuid::Uuid::new_v4().to_string()));
     assert_eq!(answer.status, 201, "{}", answer.text);
@@ -43,8 +45,8 @@ fn paid(d: &Desk, api: &Api, customer: i64, amount: i64, description: Option<&st
 #[test]
 fn every_dashboard_page_of_another_merchant_is_not_found() {
     let d = desk();
-    let theirs = paid(&d, &d.bob_api, d.south, 3_000, None);
-    let south = d.south;
+    let theirs = paid(&d, &d.bob_api, &d.south, 3_000, None);
+    let south = d.south.clone();
     for path in [
         format!("/dashboard/payments/{theirs}"),
         format!("/dashboard/payments?customer={south}"),
@@ -73,8 +75,8 @@ fn every_dashboard_page_of_another_merchant_is_not_found() {
 #[test]
 fn the_csv_export_streams_every_matching_row_with_defused_cells() {
     let d = desk();
-    let risky = paid(&d, &d.alice_api, d.north, 1_000, Some("=HYPERLINK(\"http://evil\")"));
-    let plain = paid(&d, &d.alice_api, d.north, 2_550, Some("two, with a comma"));
+    let risky = paid(&d, &d.alice_api, &d.north, 1_000, Some("=HYPERLINK(\"http://evil\")"));
+    let plain = paid(&d, &d.alice_api, &d.north, 2_550, Some("two, with a comma"));
     let csv = d.alice.get("/dashboard/payments.csv");
     assert_eq!(csv.status, 200);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
@@ -108,7 +110,7 @@ fn the_csv_export_streams_every_matching_row_with_defused_cells() {
 #[test]
 fn a_refund_is_reviewed_then_confirmed_and_a_double_submit_makes_one() {
     let d = desk();
-    let payment = paid(&d, &d.alice_api, d.north, 4_000, None);
+    let payment = paid(&d, &d.alice_api, &d.north, 4_000, None);
     let page = d.alice.get(&format!("/dashboard/payments/{payment}"));
     assert_eq!(page.status, 200);
     assert!(page.body.contains("value=\"40.00\""), "the form offers what remains");
@@ -149,7 +151,7 @@ fn a_refund_is_reviewed_then_confirmed_and_a_double_submit_makes_one() {
 fn the_payments_page_filters_totals_and_pages_in_a_constant_number_of_queries() {
     let d = desk();
     for amount in [1_000, 2_000, 3_000] {
-        paid(&d, &d.alice_api, d.north, amount, None);
+        paid(&d, &d.alice_api, &d.north, amount, None);
     }
     let page = d.alice.get("/dashboard/payments?limit=2");
     assert_eq!(page.status, 200);
@@ -161,7 +163,7 @@ fn the_payments_page_filters_totals_and_pages_in_a_constant_number_of_queries() 
     let filtered = d.alice.get("/dashboard/payments?status=completed&amount%5Bgte%5D=1500");
     assert!(filtered.body.contains("2 payments") && filtered.body.contains("50.00 USD"), "{}", filtered.body);
     for _ in 0..20 {
-        paid(&d, &d.alice_api, d.north, 500, None);
+        paid(&d, &d.alice_api, &d.north, 500, None);
     }
     let many = d.alice.get("/dashboard/payments?limit=2").queries.unwrap();
     assert_eq!(few, many, "the page's queries do not grow with the rows");
@@ -172,7 +174,6 @@ fn the_payments_page_filters_totals_and_pages_in_a_constant_number_of_queries() 
     let older = page.body.split("rel=\"next\"").next().unwrap();
     let href = older.rsplit("href=\"").next().unwrap().split('"').next().unwrap().replace("&amp;", "&");
     assert_eq!(d.alice.get(&href).status, 200);
-    let _ = d.south;
 }
 
 fn refs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -259,7 +260,7 @@ fn scripted_desk() -> (Desk, Arc<agora::payments::gateway::ScriptedGateway>) {
 fn a_refund_whose_answer_was_lost_is_looked_up_before_anything_is_sent_again() {
     use agora::payments::gateway::Outcome;
     let (d, gateway) = scripted_desk();
-    let payment = paid(&d, &d.alice_api, d.north, 2_000, None);
+    let payment = paid(&d, &d.alice_api, &d.north, 2_000, None);
     // The gateway refunds, then the answer is lost on the way back, and nobody can look it up.
     gateway.script_refunds(vec![Outcome::ChargeThenTimeout]);
     gateway.set_lookups_down(true);
@@ -310,6 +311,5 @@ fn a_payment_nobody_could_confirm_is_settled_by_hand_with_a_note_in_the_audit_lo
     let audit: Vec<(String, String)> =
         agora::schema::audit_log::table.select((agora::schema::audit_log::action, agora::schema::audit_log::note)).load(&mut conn).unwrap();
     assert!(audit.contains(&("payment_succeeded".to_string(), "found in the gateway's dashboard".to_string())), "{audit:?}");
-    let _ = d.south;
     let _ = &d.bob_api;
 }

@@ -14,7 +14,8 @@ use crate::auth::{password, repo as accounts};
 use crate::merchants::domain::{Currency, Cursor, MinorUnits, MAX_PAYMENT, MIN_PAYMENT};
 use crate::merchants::intake::Intake;
 use crate::merchants::repo::{self, Principal};
-use crate::merchants::{service, MerchantsState, MerchantError};
+use crate::merchants::{ids, service, MerchantsState, MerchantError};
+use crate::payments::gateway::TestCard;
 use crate::orders::pipeline::start_api_payment;
 use crate::payments::domain::Amount;
 use crate::payments::refunds::{NewRefund, RefundReason};
@@ -26,9 +27,9 @@ fn query(req: &HttpRequest, allowed: &[&str]) -> Result<Query, ApiError> {
     parse_query(req.query_string(), allowed)
 }
 
-/// A path id the caller may see, or 404 — malformed, missing and invisible look the same.
+/// A path id (`cus_…`) the caller may see, or 404 — malformed, missing and invisible look the same.
 fn visible_customer(user: &Principal, raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>().ok().filter(|id| user.sees(*id)).ok_or_else(|| ApiError::missing_resource("customer", None))
+    user.linked().find(raw).ok_or_else(|| ApiError::missing_resource("customer", None))
 }
 
 fn payment_reference(raw: &str) -> Result<Uuid, ApiError> {
@@ -67,7 +68,7 @@ pub async fn create_token(req: HttpRequest, payload: web::Payload, db: Db, state
         }
     };
     state.logins.succeeded(&email, &ip).await;
-    let (token, claims) = state.tokens.issue(user.id, state.clock.now(), expires_in);
+    let (token, claims) = state.tokens.issue(&ids::USER.show(user.public_id), state.clock.now(), expires_in);
     Ok(respond(StatusCode::OK, &json!({ "token": token, "token_type": "Bearer", "expires_in": expires_in, "expires_at": claims.exp })))
 }
 
@@ -128,7 +129,7 @@ pub async fn create_customer(req: HttpRequest, payload: web::Payload, user: ApiU
 
 pub async fn list_customers(req: HttpRequest, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     let params = query(&req, &input::LIST_PARAMS)?.list(10)?;
-    let visible = user.principal.customers.clone();
+    let visible = user.principal.linked();
     let (customers, users, has_more) = run(&db, move |conn| Ok(service::customers_page(conn, &visible, &params)?)).await?;
     let data = customers.iter().map(|c| views::customer(c, &users)).collect();
     Ok(respond(StatusCode::OK, &views::list("/api/v1/customers", data, has_more)))
@@ -170,10 +171,10 @@ pub async fn link_user(req: HttpRequest, path: web::Path<String>, payload: web::
 pub async fn unlink_user(req: HttpRequest, path: web::Path<(String, String)>, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     query(&req, &[])?;
     let id = visible_customer(&user.principal, &path.0)?;
-    let target: i64 = path.1.parse().map_err(|_| ApiError::missing_resource("user", None))?;
+    let target = path.1.clone();
     let (by, visible) = (user.principal.id, user.principal.customers.clone());
     let value = run(&db, move |conn| {
-        service::unlink_user(conn, &visible, id, target, by)?;
+        service::unlink_user(conn, &visible, id, &target, by)?;
         customer_json(conn, &visible, id)
     })
     .await?;
@@ -184,14 +185,14 @@ pub async fn balance(req: HttpRequest, path: web::Path<String>, user: ApiUser, d
     query(&req, &[])?;
     let id = visible_customer(&user.principal, &path)?;
     let balances = run(&db, move |conn| Ok(service::balances(conn, &[id])?)).await?;
-    Ok(respond(StatusCode::OK, &views::balance(id, &balances)))
+    Ok(respond(StatusCode::OK, &views::balance(&path, &balances)))
 }
 
 pub async fn balance_transactions(req: HttpRequest, path: web::Path<String>, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     let params = query(&req, &input::LIST_PARAMS)?.list(10)?;
     let (id, visible) = (visible_customer(&user.principal, &path)?, user.principal.customers.clone());
     let (_, entries, has_more) = run(&db, move |conn| Ok(service::ledger_page(conn, &visible, id, &params)?)).await?;
-    let url = format!("/api/v1/customers/{id}/balance_transactions");
+    let url = format!("/api/v1/customers/{}/balance_transactions", path.as_str());
     Ok(respond(StatusCode::OK, &views::list(&url, entries.iter().map(views::balance_transaction).collect(), has_more)))
 }
 
@@ -200,6 +201,7 @@ pub async fn balance_transactions(req: HttpRequest, path: web::Path<String>, use
 /// The body of a new payment, parsed.
 struct NewPayment {
     customer: i64,
+    customer_public: Uuid,
     amount: MinorUnits,
     currency: Currency,
     description: Option<String>,
@@ -208,7 +210,13 @@ struct NewPayment {
 
 fn new_payment(body: &Object, user: &Principal) -> Result<NewPayment, ApiError> {
     body.only(&["customer", "amount", "currency", "description", "payment_method"])?;
-    let customer = body.int("customer")?.ok_or_else(|| ApiError::missing("customer"))?;
+    // A customer the caller does not see — malformed, unknown or someone else's — is missing.
+    let customer = match body.0.get("customer") {
+        None | Some(Value::Null) => return Err(ApiError::missing("customer")),
+        Some(Value::String(raw)) => user.linked().find(raw),
+        Some(_) => None,
+    }
+    .ok_or_else(|| ApiError::missing_resource("customer", Some("customer")))?;
     let amount = body.int("amount")?.ok_or_else(|| ApiError::missing("amount"))?;
     let currency = body.required_string("currency")?;
     let description = body.string("description")?;
@@ -225,14 +233,16 @@ fn new_payment(body: &Object, user: &Principal) -> Result<NewPayment, ApiError> 
     if description.as_ref().is_some_and(|d| d.chars().count() > 500) {
         return Err(ApiError::bad_value("description", "it must be at most 500 characters"));
     }
-    let method_ok = |m: &String| m.len() <= 100 && m.starts_with("pm_") && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if payment_method.as_ref().is_some_and(|m| !method_ok(m)) {
-        return Err(ApiError::bad_value("payment_method", "it must be a payment method id such as pm_card_visa"));
+    // Only payment methods the gateway knows can be charged; any other string would be charged
+    // at the simulation's random rates, which no caller means.
+    if let Some(method) = &payment_method {
+        if TestCard::parse(Some(method)).is_none() {
+            let known = TestCard::METHODS.join(", ");
+            return Err(ApiError::invalid("resource_missing", format!("No such payment method: {method:?}; use one of {known}.")).param("payment_method"));
+        }
     }
-    if !user.sees(customer) {
-        return Err(ApiError::missing_resource("customer", Some("customer")));
-    }
-    Ok(NewPayment { customer, amount: MinorUnits(amount), currency, description, payment_method })
+    let customer_public = user.customer_public[user.customers.iter().position(|c| *c == customer).expect("a linked customer")];
+    Ok(NewPayment { customer, customer_public, amount: MinorUnits(amount), currency, description, payment_method })
 }
 
 pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUser, db: Db, state: State) -> Result<HttpResponse, ApiError> {
@@ -260,7 +270,9 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
         external_transaction_id: None,
         created_at: chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now),
         customer_name: String::new(),
+        customer_public_id: new.customer_public,
         user_email: String::new(),
+        user_public_id: user.principal.public_id,
     };
     let answer = views::payment(&row);
     let submitted = repo::NewApiPayment {
@@ -315,7 +327,7 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
 pub async fn list_payments(req: HttpRequest, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
     let query = query(&req, super::PAYMENT_LIST)?;
     let (params, filter) = (query.list(10)?, query.payment_filter()?);
-    let visible = user.principal.customers.clone();
+    let visible = user.principal.linked();
     let (rows, has_more) = run(&db, move |conn| Ok(service::payments_page(conn, &visible, &filter, &params)?)).await?;
     Ok(respond(StatusCode::OK, &views::list("/api/v1/payments", rows.iter().map(views::payment).collect(), has_more)))
 }
@@ -366,7 +378,7 @@ pub async fn list_refunds(req: HttpRequest, path: web::Path<String>, user: ApiUs
     // Newest first; a payment has few refunds, so the page is cut from all of them.
     let mut all: Vec<_> = all.into_iter().rev().collect();
     let at = |raw: &str, param: &str| {
-        all.iter().position(|r| r.reference.to_string() == raw).ok_or_else(|| ApiError {
+        all.iter().position(|r| ids::REFUND.show(r.reference) == raw).ok_or_else(|| ApiError {
             status: StatusCode::BAD_REQUEST,
             ..ApiError::missing_resource("refund", Some(param))
         })

@@ -4,14 +4,19 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::merchants::repo::{self};
-use crate::merchants::MerchantError;
+use super::links_of;
 use crate::auth::CurrentUser;
+use crate::merchants::domain::{Cursor, ListParams};
+use crate::merchants::ids::{BALANCE_TRANSACTION, CUSTOMER};
+use crate::merchants::{service, MerchantError};
 use crate::payments::domain::format_money;
 use crate::web::{html, AppError, Db, Layout};
 
+const LEDGER_PAGE: i64 = 100;
+
 pub struct BalanceView {
-    pub customer_id: i64,
+    /// The id the merchant is known by (`cus_…`).
+    pub customer_id: String,
     pub customer: String,
     pub amounts: Vec<String>,
 }
@@ -24,18 +29,14 @@ struct BalancesPage {
 }
 
 pub(super) async fn balances(req: HttpRequest, user: CurrentUser, db: Db) -> Result<HttpResponse, AppError> {
-    let user_id = user.0.id;
-    let (customers, balances) = db
-        .run(move |conn| {
-            let visible = repo::links(conn, user_id)?;
-            Ok::<_, diesel::result::Error>((repo::customers(conn, &visible)?, repo::balances(conn, &visible)?))
-        })
-        .await?;
+    let visible = links_of(&db, user.0.id).await?;
+    let ids = visible.ids.clone();
+    let (customers, balances) = db.run(move |conn| Ok::<_, MerchantError>((service::customers(conn, &ids)?, service::balances(conn, &ids)?))).await?;
     let balances = customers
         .into_iter()
         .map(|c| BalanceView {
             amounts: balances.iter().filter(|b| b.customer_id == c.id).map(|b| format_money(&b.available, &b.currency)).collect(),
-            customer_id: c.id,
+            customer_id: CUSTOMER.show(c.public_id),
             customer: c.name,
         })
         .collect();
@@ -61,25 +62,24 @@ struct LedgerPage {
 
 #[derive(Deserialize)]
 pub(super) struct LedgerQuery {
-    starting_after: Option<i64>,
+    starting_after: Option<String>,
 }
 
 pub(super) async fn ledger(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>, query: web::Query<LedgerQuery>) -> Result<HttpResponse, AppError> {
-    let customer_id = crate::web::parse_id(&path)?;
-    let (user_id, after) = (user.0.id, query.starting_after);
-    let (customer, balances, mut entries) = db
+    let visible = links_of(&db, user.0.id).await?;
+    let customer_id = visible.find(&path).ok_or(AppError::NotFound)?;
+    let params = ListParams { limit: LEDGER_PAGE, cursor: query.into_inner().starting_after.map(Cursor::After) };
+    let ids = visible.ids.clone();
+    let (customer, balances, entries, has_more) = db
         .run(move |conn| {
-            if !repo::links(conn, user_id)?.contains(&customer_id) {
-                return Err(MerchantError::NotFound("customer"));
-            }
-            let customer = repo::customer(conn, customer_id)?.ok_or(MerchantError::NotFound("customer"))?;
-            Ok((customer, repo::balances(conn, &[customer_id])?, repo::ledger_page(conn, customer_id, after, None, 100)?))
+            let customer = service::customer_alone(conn, &ids, customer_id)?;
+            let (balances, entries, has_more) = service::ledger_page(conn, &ids, customer_id, &params)?;
+            Ok::<_, MerchantError>((customer, balances, entries, has_more))
         })
         .await?;
-    let older = (entries.len() > 100).then(|| {
-        entries.truncate(100);
-        format!("/dashboard/balances/{customer_id}?starting_after={}", entries.last().map(|e| e.id).unwrap_or_default())
-    });
+    let older = has_more
+        .then(|| entries.last().map(|e| format!("/dashboard/balances/{}?starting_after={}", path.as_str(), BALANCE_TRANSACTION.show(e.public_id))))
+        .flatten();
     let page = LedgerPage {
         layout: Layout::new(&req),
         customer: customer.name,

@@ -8,6 +8,7 @@ use crate::merchants::query::{parse_query, FILTER_PARAMS};
 use crate::merchants::repo::{self, Keyset, PaymentRow};
 use crate::merchants::service;
 use super::*;
+use crate::merchants::ids::CUSTOMER;
 use crate::merchants::tokens::bearer;
 use crate::web::{AppError, Db};
 
@@ -28,7 +29,7 @@ fn csv_line(p: &PaymentRow) -> String {
     let cells = [
         p.reference.to_string(),
         p.created_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        p.customer_id.to_string(),
+        CUSTOMER.show(p.customer_public_id),
         p.customer_name.clone(),
         p.user_email.clone(),
         major(&p.amount),
@@ -52,7 +53,7 @@ pub(super) async fn payments_csv(req: HttpRequest, db: Db, pool: web::Data<crate
     let visible = match crate::web::Viewer::of(&req) {
         Some(user) => links_of(&db, user.id).await?,
         None if req.headers().contains_key(header::AUTHORIZATION) => match bearer(&req).await {
-            Ok((principal, _)) => principal.customers,
+            Ok((principal, _)) => principal.linked(),
             Err(e) => return Ok(actix_web::ResponseError::error_response(&e)),
         },
         None => return Err(AppError::LoginRequired { next: Some(req.uri().to_string()) }),

@@ -5,16 +5,18 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::merchants::repo::{self};
-use crate::merchants::MerchantError;
+use super::links_of;
+use crate::merchants::ids::{CUSTOMER, USER};
+use crate::merchants::{service, MerchantError};
 use crate::auth::CurrentUser;
 use crate::web::{csrf, html, see_other_with_notice, AppError, Db, Layout};
 
 pub struct CustomerView {
-    pub id: i64,
+    /// The ids callers know the customer and its users by (`cus_…`, `usr_…`).
+    pub id: String,
     pub name: String,
     pub country: String,
-    pub users: Vec<(i64, String)>,
+    pub users: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -25,18 +27,13 @@ struct CustomersPage {
 }
 
 pub(super) async fn customers_index(req: HttpRequest, user: CurrentUser, db: Db) -> Result<HttpResponse, AppError> {
-    let user_id = user.0.id;
-    let (customers, users) = db
-        .run(move |conn| {
-            let visible = repo::links(conn, user_id)?;
-            Ok::<_, diesel::result::Error>((repo::customers(conn, &visible)?, repo::linked_users(conn, &visible)?))
-        })
-        .await?;
+    let visible = links_of(&db, user.0.id).await?;
+    let (customers, users) = db.run(move |conn| service::customers_with_users(conn, &visible.ids)).await?;
     let customers = customers
         .into_iter()
         .map(|c| CustomerView {
-            users: users.iter().filter(|u| u.customer_id == c.id).map(|u| (u.id, u.email.clone())).collect(),
-            id: c.id,
+            users: users.iter().filter(|u| u.customer_id == c.id).map(|u| (USER.show(u.public_id), u.email.clone())).collect(),
+            id: CUSTOMER.show(c.public_id),
             name: c.name,
             country: c.country.unwrap_or_default(),
         })
@@ -77,37 +74,30 @@ pub(super) async fn create_customer(req: HttpRequest, user: CurrentUser, session
     csrf::verify(&session, &form.csrf_token)?;
     let (name, country) = customer_fields(&form)?;
     let user_id = user.0.id;
-    db.run(move |conn| repo::create_customer(conn, user_id, &name, country.as_deref())).await?;
+    db.run(move |conn| service::create_customer(conn, user_id, &name, country.as_deref())).await?;
     Ok(back_to_customers(&req, "Customer created."))
+}
+
+/// The caller's links, and the key of the customer the path names if it is one of them.
+async fn visible_customer(db: &Db, user_id: i64, raw: &str) -> Result<(Vec<i64>, i64), AppError> {
+    let visible = links_of(db, user_id).await?;
+    let id = visible.find(raw).ok_or(AppError::NotFound)?;
+    Ok((visible.ids, id))
 }
 
 pub(super) async fn edit_customer(req: HttpRequest, user: CurrentUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
-    let id = crate::web::parse_id(&path)?;
     let (name, country) = customer_fields(&form)?;
-    let user_id = user.0.id;
-    db.run(move |conn| {
-        if !repo::links(conn, user_id)?.contains(&id) {
-            return Err(MerchantError::NotFound("customer"));
-        }
-        Ok(repo::update_customer(conn, id, Some(&name), Some(country.as_deref()))?)
-    })
-    .await?;
+    let (visible, id) = visible_customer(&db, user.0.id, &path).await?;
+    db.run(move |conn| service::update_customer(conn, &visible, id, Some(&name), Some(country.as_deref()))).await?;
     Ok(back_to_customers(&req, "Customer saved."))
 }
 
 pub(super) async fn link_user(req: HttpRequest, user: CurrentUser, session: Session, db: Db, path: web::Path<String>, form: web::Form<CustomerForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
-    let id = crate::web::parse_id(&path)?;
+    let (visible, id) = visible_customer(&db, user.0.id, &path).await?;
     let (user_id, email) = (user.0.id, form.email.trim().to_string());
-    let linked = db
-        .run(move |conn| {
-            if !repo::links(conn, user_id)?.contains(&id) {
-                return Err(MerchantError::NotFound("customer"));
-            }
-            Ok(repo::link_user(conn, id, &email, user_id))
-        })
-        .await?;
+    let linked = db.run(move |conn| Ok::<_, AppError>(service::link_user(conn, &visible, id, &email, user_id))).await?;
     Ok(back_to_customers(&req, &match linked {
         Ok(()) => "User linked.".to_string(),
         Err(e) => format!("Not linked: {e}."),
@@ -116,16 +106,9 @@ pub(super) async fn link_user(req: HttpRequest, user: CurrentUser, session: Sess
 
 pub(super) async fn unlink_user(req: HttpRequest, user: CurrentUser, session: Session, db: Db, path: web::Path<(String, String)>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
-    let (id, target) = (crate::web::parse_id(&path.0)?, crate::web::parse_id(&path.1)?);
-    let user_id = user.0.id;
-    let unlinked = db
-        .run(move |conn| {
-            if !repo::links(conn, user_id)?.contains(&id) {
-                return Err(MerchantError::NotFound("customer"));
-            }
-            Ok(repo::unlink_user(conn, id, target, user_id))
-        })
-        .await?;
+    let (visible, id) = visible_customer(&db, user.0.id, &path.0).await?;
+    let (user_id, target) = (user.0.id, path.1.clone());
+    let unlinked = db.run(move |conn| Ok::<_, AppError>(service::unlink_user(conn, &visible, id, &target, user_id))).await?;
     Ok(back_to_customers(&req, &match unlinked {
         Ok(()) => "User unlinked.".to_string(),
         Err(MerchantError::NotFound(_)) => return Err(AppError::NotFound),

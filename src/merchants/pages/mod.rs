@@ -13,6 +13,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::ids::Linked;
 use super::repo::{self, PaymentRow};
 use super::{service, MerchantError, MerchantsState};
 use crate::payments::domain::format_money;
@@ -27,7 +28,7 @@ pub(super) fn bad_filter(e: ApiError) -> AppError {
     MerchantError::Request(e).into()
 }
 
-pub(super) async fn links_of(db: &Db, user_id: i64) -> Result<Vec<i64>, AppError> {
+pub(super) async fn links_of(db: &Db, user_id: i64) -> Result<Linked, AppError> {
     db.run(move |conn| repo::links(conn, user_id)).await
 }
 
@@ -72,7 +73,7 @@ pub(super) fn parse_reference(raw: &str) -> Result<Uuid, AppError> {
 /// A visible payment, or not found.
 pub(super) async fn visible_payment(db: &Db, user_id: i64, reference: Uuid) -> Result<(Vec<i64>, PaymentRow), AppError> {
     db.run(move |conn| {
-        let visible = repo::links(conn, user_id)?;
+        let visible = repo::links(conn, user_id)?.ids;
         let payment = service::payment(conn, &visible, reference)?;
         Ok::<_, MerchantError>((visible, payment))
     })

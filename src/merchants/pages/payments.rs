@@ -15,6 +15,7 @@ use crate::merchants::query::{parse_query, FILTER_PARAMS, LIST_PARAMS};
 use crate::merchants::repo::{self, DailyVolume};
 use crate::merchants::{service, MerchantError};
 use super::*;
+use crate::merchants::ids::CUSTOMER;
 use super::refunds::{refund_view, RefundView};
 use crate::auth::CurrentUser;
 use crate::jobs;
@@ -149,19 +150,12 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
     let user_id = user.0.id;
     let now = state.clock.now();
     let today = state.clock.now().date_naive();
-    let (visible, names, rows, has_more, volume, check, suspects) = db
+    let service::Overview { rows, has_more, volume, customers, check, suspects } = db
         .run(move |conn| {
             let visible = repo::links(conn, user_id)?;
-            let scope = service::visible_scope(&visible, &filter)?;
-            let (rows, has_more) = service::payments_page(conn, &visible, &filter, &params)?;
-            let volume = repo::daily_volume(conn, &scope, &filter)?;
-            let names: Vec<(i64, String)> = repo::customers(conn, &visible)?.into_iter().map(|c| (c.id, c.name)).collect();
-            let check = repo::last_check(conn)?;
-            let suspects = repo::double_charges(conn, &scope, 5, now - ChronoDuration::days(7))?;
-            Ok::<_, MerchantError>((visible, names, rows, has_more, volume, check, suspects))
+            service::overview(conn, &visible, &filter, &params, now - ChronoDuration::days(7))
         })
         .await?;
-    let _ = visible;
     let raw = req.query_string();
     let (newer_exists, older_exists) = match (backwards, query.get("starting_after").is_some()) {
         (true, _) => (has_more, true),
@@ -190,9 +184,12 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
         totals: totals.into_iter().map(|(currency, (count, sum))| Total { sum: format_money(&sum, &currency), count }).collect(),
         charts: charts(&volume, &chart_filter, today),
         presets: presets(today),
-        customers: names
+        customers: customers
             .into_iter()
-            .map(|(id, name)| Option_ { selected: id.to_string() == selected_customer, value: id.to_string(), label: name })
+            .map(|c| {
+                let id = CUSTOMER.show(c.public_id);
+                Option_ { selected: id == selected_customer, value: id, label: c.name }
+            })
             .collect(),
         statuses: ["pending", "processing", "completed", "failed", "requires_confirmation"]
             .into_iter()

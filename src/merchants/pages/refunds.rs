@@ -10,6 +10,7 @@ use crate::merchants::jobs::refund_job;
 use crate::merchants::repo::{self};
 use crate::merchants::{service, MerchantError};
 use super::*;
+use crate::merchants::ids::REFUND;
 use crate::auth::CurrentUser;
 use crate::jobs;
 use crate::payments::domain::{format_money, Amount};
@@ -28,7 +29,7 @@ pub(super) struct RefundView {
 
 pub(super) fn refund_view(r: &Refund, stuck: bool) -> RefundView {
     RefundView {
-        reference: r.reference.to_string(),
+        reference: REFUND.show(r.reference),
         amount: format_money(&r.amount, &r.currency),
         status: r.status.clone(),
         reason: r.reason.clone().unwrap_or_default().replace('_', " "),
@@ -143,7 +144,7 @@ pub(super) async fn settle_refund(
     form: web::Form<SettleForm>,
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
-    let (payment_ref, refund_ref) = (parse_reference(&path.0)?, parse_reference(&path.1)?);
+    let (payment_ref, refund_ref) = (parse_reference(&path.0)?, REFUND.parse(&path.1).ok_or(AppError::NotFound)?);
     let (visible, payment) = visible_payment(&db, user.0.id, payment_ref).await?;
     let form = form.into_inner();
     let note = form.checked_note()?;

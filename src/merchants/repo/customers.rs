@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use uuid::Uuid;
 
 use crate::merchants::MerchantError;
 use crate::schema::{
@@ -15,12 +16,14 @@ pub struct Customer {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub country: Option<String>,
+    pub public_id: Uuid,
 }
 
 #[derive(Debug, Clone, Queryable)]
 pub struct LinkedUser {
     pub customer_id: i64,
     pub id: i64,
+    pub public_id: Uuid,
     pub email: String,
     pub name: String,
 }
@@ -54,8 +57,13 @@ pub fn linked_users(conn: &mut PgConnection, customer_ids: &[i64]) -> QueryResul
         .inner_join(users::table)
         .filter(user_customers::customer_id.eq_any(customer_ids))
         .order((user_customers::customer_id, users::id))
-        .select((user_customers::customer_id, users::id, users::email, users::name))
+        .select((user_customers::customer_id, users::id, users::public_id, users::email, users::name))
         .load(conn)
+}
+
+/// A user's key, by the id callers know them by.
+pub fn user_key(conn: &mut PgConnection, public_id: Uuid) -> QueryResult<Option<i64>> {
+    users::table.filter(users::public_id.eq(public_id)).select(users::id).first(conn).optional()
 }
 
 /// A new customer, with its creator linked to it.

@@ -32,6 +32,7 @@ pub struct LedgerEntry {
     pub currency: String,
     pub source: Uuid,
     pub created_at: DateTime<Utc>,
+    pub public_id: Uuid,
 }
 
 /// One customer's ledger, newest first, `limit + 1` entries from the cursor on.
@@ -43,6 +44,7 @@ pub fn ledger_page(conn: &mut PgConnection, customer_id: i64, after: Option<i64>
         balance_transactions::currency,
         balance_transactions::source,
         balance_transactions::created_at,
+        balance_transactions::public_id,
     );
     let mine = balance_transactions::table.filter(balance_transactions::customer_id.eq(customer_id)).select(columns).into_boxed();
     if let Some(before) = before {
@@ -58,6 +60,11 @@ pub fn ledger_page(conn: &mut PgConnection, customer_id: i64, after: Option<i64>
     mine.order(balance_transactions::id.desc()).limit(limit + 1).load(conn)
 }
 
-pub fn ledger_entry_customer(conn: &mut PgConnection, id: i64) -> QueryResult<Option<i64>> {
-    balance_transactions::table.find(id).select(balance_transactions::customer_id).first(conn).optional()
+/// A ledger entry's key and customer, by the id callers know it by.
+pub fn ledger_entry(conn: &mut PgConnection, public_id: Uuid) -> QueryResult<Option<(i64, i64)>> {
+    balance_transactions::table
+        .filter(balance_transactions::public_id.eq(public_id))
+        .select((balance_transactions::id, balance_transactions::customer_id))
+        .first(conn)
+        .optional()
 }

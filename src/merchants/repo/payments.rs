@@ -51,8 +51,12 @@ pub struct PaymentRow {
     pub created_at: DateTime<Utc>,
     #[diesel(sql_type = Text)]
     pub customer_name: String,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub customer_public_id: Uuid,
     #[diesel(sql_type = Text)]
     pub user_email: String,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub user_public_id: Uuid,
 }
 
 impl PaymentRow {
@@ -72,7 +76,7 @@ impl PaymentRow {
 
 const PAYMENT_COLUMNS: &str = "p.id, p.order_id, p.reference, p.user_id, p.customer_id, p.amount, p.amount_refunded, p.currency, p.status, \
      p.retryable, p.description, p.error_code, p.error_message, p.external_transaction_id, p.created_at, \
-     c.name AS customer_name, u.email AS user_email";
+     c.name AS customer_name, c.public_id AS customer_public_id, u.email AS user_email, u.public_id AS user_public_id";
 
 /// A value bound into a query built at run time.
 enum Bind {
@@ -103,7 +107,7 @@ impl Conditions {
     fn of(filter: &PaymentFilter) -> Conditions {
         let mut c = Conditions::new();
         if let Some(user) = filter.user {
-            c.push("p.user_id = ?", Bind::Int(user));
+            c.push("p.user_id = (SELECT id FROM users WHERE public_id = ?)", Bind::Id(user));
         }
         match &filter.reference {
             Some(Some(reference)) => c.push("p.reference = ?", Bind::Id(*reference)),

@@ -5,9 +5,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Int8, Text};
 use uuid::Uuid;
 
-use crate::schema::{
-    api_revoked_tokens, user_customers,
-};
+use crate::merchants::ids::Linked;
+use crate::schema::{api_revoked_tokens, customers, user_customers};
 
 /// Who is calling, with the customers they are linked to.
 #[derive(Debug, Clone, QueryableByName)]
@@ -18,8 +17,13 @@ pub struct Principal {
     pub email: String,
     #[diesel(sql_type = Text)]
     pub name: String,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub public_id: Uuid,
     #[diesel(sql_type = Array<Int8>)]
     pub customers: Vec<i64>,
+    /// The customers' public ids, in the same order.
+    #[diesel(sql_type = Array<diesel::sql_types::Uuid>)]
+    pub customer_public: Vec<Uuid>,
     #[diesel(sql_type = Bool)]
     pub revoked: bool,
 }
@@ -28,25 +32,39 @@ impl Principal {
     pub fn sees(&self, customer_id: i64) -> bool {
         self.customers.contains(&customer_id)
     }
+
+    /// The customers the caller is linked to, with the ids the caller knows them by.
+    pub fn linked(&self) -> Linked {
+        Linked { ids: self.customers.clone(), public: self.customer_public.clone() }
+    }
 }
 
-/// The user, their links and whether this token was revoked: one query, on every API request.
-pub fn principal(conn: &mut PgConnection, user_id: i64, jti: Uuid) -> QueryResult<Option<Principal>> {
+/// The user (by the id callers know), their links and whether this token was revoked: one
+/// query, on every API request.
+pub fn principal(conn: &mut PgConnection, user: Uuid, jti: Uuid) -> QueryResult<Option<Principal>> {
     diesel::sql_query(
-        "SELECT u.id, u.email, u.name, \
+        "SELECT u.id, u.public_id, u.email, u.name, \
              ARRAY(SELECT customer_id FROM user_customers WHERE user_id = u.id ORDER BY customer_id) AS customers, \
+             ARRAY(SELECT c.public_id FROM user_customers l JOIN customers c ON c.id = l.customer_id \
+                 WHERE l.user_id = u.id ORDER BY l.customer_id) AS customer_public, \
              EXISTS (SELECT 1 FROM api_revoked_tokens WHERE jti = $2) AS revoked \
-         FROM users u WHERE u.id = $1",
+         FROM users u WHERE u.public_id = $1",
     )
-    .bind::<BigInt, _>(user_id)
+    .bind::<diesel::sql_types::Uuid, _>(user)
     .bind::<diesel::sql_types::Uuid, _>(jti)
     .get_result(conn)
     .optional()
 }
 
 /// The customers a user is linked to.
-pub fn links(conn: &mut PgConnection, user_id: i64) -> QueryResult<Vec<i64>> {
-    user_customers::table.filter(user_customers::user_id.eq(user_id)).order(user_customers::customer_id).select(user_customers::customer_id).load(conn)
+pub fn links(conn: &mut PgConnection, user_id: i64) -> QueryResult<Linked> {
+    let pairs = user_customers::table
+        .inner_join(customers::table)
+        .filter(user_customers::user_id.eq(user_id))
+        .order(user_customers::customer_id)
+        .select((user_customers::customer_id, customers::public_id))
+        .load(conn)?;
+    Ok(Linked::new(pairs))
 }
 
 pub fn revoke_token(conn: &mut PgConnection, jti: Uuid, user_id: i64, expires_at: DateTime<Utc>) -> QueryResult<()> {

@@ -113,7 +113,7 @@ impl Api {
     }
 
     /// Creates a payment under a fresh key; panics unless it is accepted.
-    pub fn pay(&self, customer: i64, amount: i64, method: &str) -> Value {
+    pub fn pay(&self, customer: &str, amount: i64, method: &str) -> Value {
         let body = serde_json::json!({ "customer": customer, "amount": amount, "currency": "usd", "payment_method": method });
         let answer = self.post("/payments", &body, Some(&uuid::Uuid::new_v4().to_string()));
         assert_eq!(answer.status, 201, "payment refused: {}", answer.text);

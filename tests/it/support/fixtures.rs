@@ -122,3 +122,20 @@ pub fn two_merchants(conn: &mut PgConnection, north_name: &str) -> (i64, i64) {
     let bob = user(conn, "bob@south.test");
     (merchant(conn, north_name, &[alice]), merchant(conn, "South", &[bob]))
 }
+
+/// The id the merchants' API shows for this customer (`cus_…`).
+pub fn customer_public_id(conn: &mut PgConnection, id: i64) -> String {
+    let public: uuid::Uuid = customers::table.find(id).select(customers::public_id).first(conn).unwrap();
+    agora::merchants::ids::CUSTOMER.show(public)
+}
+
+/// The id the merchants' API shows for this user (`usr_…`).
+pub fn user_public_id(conn: &mut PgConnection, id: i64) -> String {
+    let public: uuid::Uuid = users::table.find(id).select(users::public_id).first(conn).unwrap();
+    agora::merchants::ids::USER.show(public)
+}
+
+/// A user's key, by email.
+pub fn user_id(conn: &mut PgConnection, email: &str) -> i64 {
+    users::table.filter(users::email.eq(email)).select(users::id).first(conn).unwrap()
+}

@@ -11,7 +11,8 @@ pub struct Plan {
     /// The server, e.g. `http://127.0.0.1:8080`.
     pub base: String,
     pub token: String,
-    pub customer: i64,
+    /// The customer to pay, as the API knows it (`cus_…`).
+    pub customer: String,
     pub per_second: u32,
     pub seconds: u32,
     pub payment_method: Option<String>,
@@ -83,7 +84,7 @@ pub fn run(plan: &Plan, wait_for_progress: WaitForProgress<'_>) -> Report {
     let senders: Vec<_> = (0..plan.senders.max(1))
         .map(|_| {
             let (due_rx, done_tx) = (due_rx.clone(), done_tx.clone());
-            let (url, token, customer, method) = (format!("{}/api/v1/payments", plan.base), plan.token.clone(), plan.customer, plan.payment_method.clone());
+            let (url, token, customer, method) = (format!("{}/api/v1/payments", plan.base), plan.token.clone(), plan.customer.clone(), plan.payment_method.clone());
             std::thread::spawn(move || {
                 let agent = agent();
                 loop {
