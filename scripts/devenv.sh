@@ -123,6 +123,21 @@ browser() {
   apt_install chromium chromium-driver
 }
 
+# schemathesis, pinned, in a virtualenv under .dev/ from Debian's Python 3: the OpenAPI document is
+# checked against the running API by tests/it/api_contract.rs.
+SCHEMATHESIS_VERSION=4.32.5
+contract_tools() {
+  local venv="$DEV/venv"
+  if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
+    apt_install python3 python3-venv
+    log "installing schemathesis $SCHEMATHESIS_VERSION into .dev/venv"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" >&2
+  fi
+  echo "export AGORA_SCHEMATHESIS=$venv/bin/schemathesis"
+}
+
 # Creates the app's database on the private cluster (not on a server named by DATABASE_URL).
 ensure_database() {
   local name="$1"
@@ -177,6 +192,7 @@ run() {
 run_tests() {
   eval "$(services)"
   browser
+  eval "$(contract_tools)"
   cargo test "$@"
 }
 
@@ -193,6 +209,7 @@ run_bench() {
 case "${1:-}" in
   services) services ;;
   browser) browser ;;
+  contract-tools) contract_tools ;;
   run) run ;;
   test) shift; run_tests "$@" ;;
   bench) run_bench ;;

@@ -241,9 +241,9 @@ impl Services {
     }
 }
 
-/// Every area's JSON API routes, for the OpenAPI document.
-pub fn api_tables() -> Vec<&'static [crate::web::openapi::Route]> {
-    vec![crate::merchants::api::ROUTES, crate::chat::routes::ROUTES]
+/// Every area's JSON API, for the OpenAPI document and the answers to unrouted requests.
+pub fn api_tables() -> Vec<&'static crate::web::openapi::Table> {
+    vec![&crate::merchants::api::TABLE, &crate::chat::routes::TABLE]
 }
 
 /// `/api/v1`: every area's JSON routes in one scope (a second scope with the same prefix would
@@ -252,7 +252,7 @@ fn api_scope() -> actix_web::Scope {
     use actix_web::web;
     let scope = web::scope("/api/v1").route("/openapi.json", web::get().to(crate::web::openapi::document));
     let scope = crate::chat::routes::mount(scope);
-    crate::merchants::api::mount(scope).default_service(web::to(crate::merchants::api::no_route))
+    crate::merchants::api::mount(scope).default_service(web::to(crate::web::openapi::unrouted))
 }
 
 pub fn periodic_jobs() -> Vec<Periodic> {

@@ -83,6 +83,8 @@ pub fn app_name(body: &Value) -> Result<AppName, FieldErrors> {
 }
 
 pub const BODY_MAX: usize = 10_000;
+/// The longest text a search looks for.
+pub const SEARCH_MAX: usize = 200;
 
 /// A message's body: a string, not blank, at most 10,000 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,10 +118,11 @@ pub fn number(raw: &str) -> Option<i32> {
 pub struct SearchTerm(String);
 
 impl SearchTerm {
-    /// `None` when missing or blank.
+    /// `None` when missing, blank, longer than `SEARCH_MAX` characters, or holding NUL.
     pub fn parse(raw: Option<&str>) -> Option<SearchTerm> {
-        let raw = raw?.trim();
-        (!raw.is_empty() && !raw.contains('\0')).then(|| SearchTerm(raw.to_string()))
+        let raw = raw?;
+        let term = raw.trim();
+        (!term.is_empty() && !raw.contains('\0') && raw.chars().count() <= SEARCH_MAX).then(|| SearchTerm(term.to_string()))
     }
 
     /// An `ILIKE` pattern matching the term anywhere, its wildcards escaped.
@@ -127,6 +130,13 @@ impl SearchTerm {
         let escaped = self.0.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         format!("%{escaped}%")
     }
+}
+
+/// Something accepted, not yet known to be in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Chat { app: i64, number: i32 },
+    Message { app: i64, chat: i32, number: i32, body: String },
 }
 
 #[cfg(test)]

@@ -24,27 +24,20 @@
 //! its stream.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text};
 use redis::streams::{StreamId, StreamReadReply};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::limits::RateCell;
+use super::repo;
 use crate::cache::Cache;
 use crate::db::PgPool;
 
 pub const STREAM: &str = "chat:stream";
 pub const GROUP: &str = "chat-persisters";
 const EPOCH_KEY: &str = "chat:epoch";
-/// A server whose heartbeat is older than this is presumed gone.
-const ALIVE_WITHIN_SECS: i64 = 3;
 
-/// Something accepted, not yet known to be in PostgreSQL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
-    Chat { app: i64, number: i32 },
-    Message { app: i64, chat: i32, number: i32, body: String },
-}
+pub use super::domain::Item;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
@@ -321,12 +314,12 @@ impl ChatIntake {
     async fn keep_once(&self) -> Result<(), String> {
         let mut conn = self.pool.get().map_err(|e| e.to_string())?;
         let synchronous = matches!(self.phase(), Phase::Synchronous { .. });
-        heartbeat(&mut conn, &self.node, synchronous).map_err(|e| e.to_string())?;
+        repo::heartbeat(&mut conn, &self.node, synchronous).map_err(|e| e.to_string())?;
         self.sweep(&mut conn).map_err(|e| e.to_string())?;
         let redis_epoch = self.cache.get(EPOCH_KEY).await;
         match self.phase() {
             Phase::Accepting(epoch) => {
-                let given_up = someone_drained(&mut conn, &epoch).map_err(|e| e.to_string())?;
+                let given_up = repo::someone_drained(&mut conn, &epoch).map_err(|e| e.to_string())?;
                 if given_up || redis_epoch.as_ref().map_or(true, |v| v.as_deref() != Some(epoch.as_str())) {
                     self.end(&epoch);
                 }
@@ -334,7 +327,7 @@ impl ChatIntake {
             Phase::Recovering { ended, drained: false } => {
                 // A server that just started holds nothing: if the open epoch is alive in Redis,
                 // it simply joins it.
-                let open = open_epoch(&mut conn).map_err(|e| e.to_string())?;
+                let open = repo::open_epoch(&mut conn).map_err(|e| e.to_string())?;
                 if self.outbox_len() == 0 && open.is_some() && redis_epoch.as_ref().ok().and_then(|v| v.clone()) == open && ended.is_empty() {
                     *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Accepting(open.unwrap_or_default());
                     return Ok(());
@@ -345,7 +338,7 @@ impl ChatIntake {
             }
             Phase::Recovering { ended, drained: true } | Phase::Synchronous { ended } => {
                 if redis_epoch.is_err() {
-                    if everyone_drained(&mut conn, &ended).map_err(|e| e.to_string())? && enter_synchronous(&mut conn, &self.node, &ended).map_err(|e| e.to_string())? {
+                    if repo::everyone_drained(&mut conn, &ended).map_err(|e| e.to_string())? && repo::enter_synchronous(&mut conn, &self.node, &ended).map_err(|e| e.to_string())? {
                         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Synchronous { ended };
                     }
                     return Ok(());
@@ -354,10 +347,10 @@ impl ChatIntake {
                     // Redis is back: leave PostgreSQL numbering once no such create is running.
                     let _exclusive = self.synchronous.write().unwrap_or_else(|p| p.into_inner());
                     *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Recovering { ended: ended.clone(), drained: true };
-                    heartbeat(&mut conn, &self.node, false).map_err(|e| e.to_string())?;
+                    repo::heartbeat(&mut conn, &self.node, false).map_err(|e| e.to_string())?;
                 }
                 let in_redis = redis_epoch.ok().flatten();
-                let open = open_epoch(&mut conn).map_err(|e| e.to_string())?;
+                let open = repo::open_epoch(&mut conn).map_err(|e| e.to_string())?;
                 if let Some(open) = open.filter(|o| *o != ended) {
                     // Another server started an epoch: join it if Redis holds it, else it is over too.
                     *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = if in_redis.as_deref() == Some(open.as_str()) {
@@ -368,8 +361,8 @@ impl ChatIntake {
                     return Ok(());
                 }
                 let stream_empty = self.stream_len().await.map(|n| n == 0).unwrap_or(false);
-                if stream_empty && everyone_drained(&mut conn, &ended).map_err(|e| e.to_string())? {
-                    if let Some(epoch) = start_epoch(&mut conn, &ended).map_err(|e| e.to_string())? {
+                if stream_empty && repo::everyone_drained(&mut conn, &ended).map_err(|e| e.to_string())? {
+                    if let Some(epoch) = repo::start_epoch(&mut conn, &ended).map_err(|e| e.to_string())? {
                         if self.cache.set_forever(EPOCH_KEY, &epoch).await.is_ok() {
                             log::info!("chat intake: epoch {epoch} started");
                             *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = Phase::Accepting(epoch);
@@ -394,7 +387,7 @@ impl ChatIntake {
         if due.is_empty() {
             return Ok(());
         }
-        let stored = stored(conn, &due)?;
+        let stored = repo::stored(conn, &due)?;
         self.outbox.lock().unwrap_or_else(|p| p.into_inner()).retain(|(item, _)| !stored.contains(item));
         Ok(())
     }
@@ -403,11 +396,11 @@ impl ChatIntake {
     fn drain(&self, conn: &mut PgConnection, ended: &str) -> QueryResult<()> {
         let items: Vec<Item> = self.outbox.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(i, _)| i.clone()).collect();
         if !items.is_empty() {
-            write(conn, &items)?;
+            repo::write_items(conn, &items)?;
             log::warn!("chat intake: wrote {} accepted items to PostgreSQL after epoch {ended:?} ended", items.len());
         }
         self.outbox.lock().unwrap_or_else(|p| p.into_inner()).retain(|(item, _)| !items.contains(item));
-        diesel::sql_query("UPDATE chat_nodes SET drained_epoch = $2 WHERE node = $1").bind::<Text, _>(&self.node).bind::<Text, _>(ended).execute(conn)?;
+        repo::record_drained(conn, &self.node, ended)?;
         Ok(())
     }
 
@@ -461,7 +454,7 @@ impl ChatIntake {
         }
         let items: Vec<Item> = entries.iter().filter_map(item_of).collect();
         let mut conn = self.pool.get().map_err(|e| e.to_string())?;
-        write(&mut conn, &items).map_err(|e| e.to_string())?;
+        repo::write_items(&mut conn, &items).map_err(|e| e.to_string())?;
         // Acknowledged and deleted together (one script), so the stream's length is exactly what
         // is not yet in PostgreSQL — the condition a new epoch waits for.
         let mut args = vec![GROUP.to_string()];
@@ -482,185 +475,3 @@ fn item_of(entry: &StreamId) -> Option<Item> {
     }
 }
 
-/// Writes items to PostgreSQL in one transaction, idempotent on (parent, number), moving the
-/// counts by what was really inserted. A number that already holds a *different* message is a
-/// numbering conflict: reported loudly, never swallowed.
-pub fn write(conn: &mut PgConnection, items: &[Item]) -> QueryResult<()> {
-    let mut chat_apps = Vec::new();
-    let mut chat_numbers = Vec::new();
-    let (mut m_apps, mut m_chats, mut m_numbers, mut m_bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for item in items {
-        match item {
-            Item::Chat { app, number } => {
-                chat_apps.push(*app);
-                chat_numbers.push(*number);
-            }
-            Item::Message { app, chat, number, body } => {
-                // A message's chat may not be written yet (another batch holds it): make it here.
-                chat_apps.push(*app);
-                chat_numbers.push(*chat);
-                m_apps.push(*app);
-                m_chats.push(*chat);
-                m_numbers.push(*number);
-                m_bodies.push(body.clone());
-            }
-        }
-    }
-    conn.transaction(|conn| {
-        diesel::sql_query(
-            "WITH input AS (SELECT DISTINCT * FROM unnest($1::bigint[], $2::int[]) AS i(app, number) ORDER BY 1, 2), \
-             made AS (INSERT INTO chats (application_id, number) SELECT app, number FROM input ON CONFLICT DO NOTHING RETURNING application_id), \
-             counted AS (SELECT application_id, count(*)::int AS n FROM made GROUP BY 1) \
-             UPDATE chat_applications a SET chats_count = a.chats_count + counted.n, updated_at = now() FROM counted WHERE a.id = counted.application_id",
-        )
-        .bind::<diesel::sql_types::Array<BigInt>, _>(&chat_apps)
-        .bind::<diesel::sql_types::Array<Integer>, _>(&chat_numbers)
-        .execute(conn)?;
-        if m_apps.is_empty() {
-            return Ok(());
-        }
-        #[derive(QueryableByName)]
-        struct Conflict {
-            #[diesel(sql_type = BigInt)]
-            app: i64,
-            #[diesel(sql_type = Integer)]
-            chat: i32,
-            #[diesel(sql_type = Integer)]
-            number: i32,
-        }
-        let conflicts: Vec<Conflict> = diesel::sql_query(
-            "WITH input AS (SELECT i.*, c.id AS chat_id FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[]) AS i(app, chat, number, body) \
-                 JOIN chats c ON c.application_id = i.app AND c.number = i.chat ORDER BY c.id, i.number), \
-             made AS (INSERT INTO chat_messages (chat_id, number, body) SELECT chat_id, number, body FROM input ON CONFLICT DO NOTHING RETURNING chat_id, number), \
-             counted AS (SELECT chat_id, count(*)::int AS n FROM made GROUP BY 1), \
-             bumped AS (UPDATE chats c SET messages_count = c.messages_count + counted.n, updated_at = now() FROM counted WHERE c.id = counted.chat_id) \
-             SELECT input.app, input.chat, input.number FROM input JOIN chat_messages m ON m.chat_id = input.chat_id AND m.number = input.number \
-             WHERE m.body <> input.body AND NOT EXISTS (SELECT 1 FROM made WHERE made.chat_id = input.chat_id AND made.number = input.number)",
-        )
-        .bind::<diesel::sql_types::Array<BigInt>, _>(&m_apps)
-        .bind::<diesel::sql_types::Array<Integer>, _>(&m_chats)
-        .bind::<diesel::sql_types::Array<Integer>, _>(&m_numbers)
-        .bind::<diesel::sql_types::Array<Text>, _>(&m_bodies)
-        .load(conn)?;
-        for c in conflicts {
-            log::error!("chat numbering conflict: application {} chat {} message {} already holds another message", c.app, c.chat, c.number);
-        }
-        Ok(())
-    })
-}
-
-/// Which of these items PostgreSQL has: one query for the chats, one for the messages.
-fn stored(conn: &mut PgConnection, items: &[Item]) -> QueryResult<Vec<Item>> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = Integer)]
-        at: i32,
-    }
-    let (mut apps, mut chats, mut numbers, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (i, item) in items.iter().enumerate() {
-        let (app, chat, number) = match item {
-            Item::Chat { app, number } => (*app, *number, 0),
-            Item::Message { app, chat, number, .. } => (*app, *chat, *number),
-        };
-        apps.push(app);
-        chats.push(chat);
-        numbers.push(number);
-        at.push(i as i32);
-    }
-    // `number` 0 stands for the chat itself; messages are numbered from 1.
-    let found: Vec<Found> = diesel::sql_query(
-        "SELECT i.at FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS i(app, chat, number, at) \
-         JOIN chats c ON c.application_id = i.app AND c.number = i.chat \
-         WHERE i.number = 0 OR EXISTS (SELECT 1 FROM chat_messages m WHERE m.chat_id = c.id AND m.number = i.number)",
-    )
-    .bind::<diesel::sql_types::Array<BigInt>, _>(&apps)
-    .bind::<diesel::sql_types::Array<Integer>, _>(&chats)
-    .bind::<diesel::sql_types::Array<Integer>, _>(&numbers)
-    .bind::<diesel::sql_types::Array<Integer>, _>(&at)
-    .load(conn)?;
-    Ok(found.into_iter().map(|f| items[f.at as usize].clone()).collect())
-}
-
-fn heartbeat(conn: &mut PgConnection, node: &str, synchronous: bool) -> QueryResult<()> {
-    diesel::sql_query(
-        "INSERT INTO chat_nodes (node, heartbeat_at, synchronous) VALUES ($1, now(), $2) \
-         ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), synchronous = chat_nodes.synchronous AND $2",
-    )
-    .bind::<Text, _>(node)
-    .bind::<diesel::sql_types::Bool, _>(synchronous)
-    .execute(conn)
-    .map(drop)
-}
-
-#[derive(QueryableByName)]
-struct Flag {
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    yes: bool,
-}
-
-#[derive(QueryableByName)]
-struct Value {
-    #[diesel(sql_type = Text)]
-    value: String,
-}
-
-fn someone_drained(conn: &mut PgConnection, epoch: &str) -> QueryResult<bool> {
-    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM chat_nodes WHERE drained_epoch = $1) AS yes")
-        .bind::<Text, _>(epoch)
-        .get_result::<Flag>(conn)
-        .map(|f| f.yes)
-}
-
-fn everyone_drained(conn: &mut PgConnection, ended: &str) -> QueryResult<bool> {
-    diesel::sql_query(format!(
-        "SELECT NOT EXISTS (SELECT 1 FROM chat_nodes WHERE heartbeat_at > now() - interval '{ALIVE_WITHIN_SECS} seconds' \
-             AND drained_epoch IS DISTINCT FROM $1) AS yes"
-    ))
-    .bind::<Text, _>(ended)
-    .get_result::<Flag>(conn)
-    .map(|f| f.yes)
-}
-
-fn open_epoch(conn: &mut PgConnection) -> QueryResult<Option<String>> {
-    diesel::sql_query("SELECT value FROM chat_epochs WHERE ended_at IS NULL").get_result::<Value>(conn).optional().map(|v| v.map(|v| v.value))
-}
-
-/// Enters PostgreSQL numbering, unless a new epoch has started meanwhile; under the same lock as
-/// `start_epoch`, so the two never overlap.
-fn enter_synchronous(conn: &mut PgConnection, node: &str, ended: &str) -> QueryResult<bool> {
-    conn.transaction(|conn| {
-        diesel::sql_query("LOCK TABLE chat_epochs IN SHARE ROW EXCLUSIVE MODE").execute(conn)?;
-        let open = open_epoch(conn)?;
-        if open.as_deref().is_some_and(|o| o != ended) {
-            return Ok(false);
-        }
-        diesel::sql_query("UPDATE chat_nodes SET synchronous = true WHERE node = $1").bind::<Text, _>(node).execute(conn)?;
-        Ok(true)
-    })
-}
-
-/// Ends `ended` and opens a new epoch, if nobody has and no live server numbers in PostgreSQL;
-/// returns the open epoch (new, or one another server started).
-fn start_epoch(conn: &mut PgConnection, ended: &str) -> QueryResult<Option<String>> {
-    conn.transaction(|conn| {
-        diesel::sql_query("LOCK TABLE chat_epochs IN SHARE ROW EXCLUSIVE MODE").execute(conn)?;
-        let open = open_epoch(conn)?;
-        if let Some(open) = &open {
-            if open != ended {
-                return Ok(Some(open.clone()));
-            }
-        }
-        let numbering: bool = diesel::sql_query(format!(
-            "SELECT EXISTS (SELECT 1 FROM chat_nodes WHERE synchronous AND heartbeat_at > now() - interval '{ALIVE_WITHIN_SECS} seconds') AS yes"
-        ))
-        .get_result::<Flag>(conn)?
-        .yes;
-        if numbering {
-            return Ok(None);
-        }
-        diesel::sql_query("UPDATE chat_epochs SET ended_at = now() WHERE ended_at IS NULL").execute(conn)?;
-        let epoch = crate::chat::domain::Token::generate().as_str().to_string();
-        diesel::sql_query("INSERT INTO chat_epochs (value) VALUES ($1)").bind::<Text, _>(&epoch).execute(conn)?;
-        Ok(Some(epoch))
-    })
-}

@@ -5,6 +5,7 @@
 //! Chats and messages are accepted through Redis and persisted behind (`intake`), or numbered in
 //! PostgreSQL under the parent's row lock when Redis is away or `CHAT_INTAKE=postgres` (`repo`).
 
+pub mod creates;
 pub mod domain;
 pub mod intake;
 pub mod jobs;
@@ -45,6 +46,31 @@ pub struct ChatState {
     /// Accepting through Redis (`CHAT_INTAKE=redis`); `None`: every create numbers in PostgreSQL.
     pub intake: Option<std::sync::Arc<intake::ChatIntake>>,
     pub search: std::sync::Arc<dyn search::MessageSearch>,
+}
+
+impl ChatState {
+    /// Counts a request against the token's rate limit (429 when it is spent).
+    pub async fn limited(&self, token: &domain::Token) -> Result<limits::Allowance, ChatError> {
+        self.limiter.check(token.as_str(), self.clock.now().timestamp_millis()).await.map_err(ChatError::Limited)
+    }
+
+    /// The token's rate cell for a create, counted in the intake's own Redis call.
+    pub fn rate_cell(&self, token: &domain::Token) -> limits::RateCell {
+        self.limiter.cell(token.as_str(), self.clock.now().timestamp_millis())
+    }
+
+    /// What a create's answer from Redis means for the limit: the allowance, or 429.
+    pub fn allowance(&self, cell: &limits::RateCell, allowed: bool, tat: f64) -> Result<limits::Allowance, ChatError> {
+        self.limiter.verdict(allowed, tat, cell.now_ms as f64).map_err(ChatError::Limited)
+    }
+}
+
+/// Runs the chat API's blocking database work, keeping its errors as the chat API's.
+pub async fn run<T: Send + 'static>(
+    db: &crate::web::Db,
+    work: impl FnOnce(&mut diesel::PgConnection) -> Result<T, ChatError> + Send + 'static,
+) -> Result<T, ChatError> {
+    db.run(move |conn| Ok::<_, crate::web::AppError>(work(conn))).await.map_err(ChatError::from)?
 }
 
 impl ResponseError for ChatError {

@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use super::domain::{AppName, MessageBody, SearchTerm, Token};
+use diesel::sql_types::{BigInt, Integer, Text};
+
+use super::domain::{AppName, Item, MessageBody, SearchTerm, Token};
 use crate::schema::{chat_applications, chat_messages, chats};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -239,4 +241,197 @@ pub fn highest_message(conn: &mut PgConnection, application_id: i64, chat_number
         .select(diesel::dsl::max(chat_messages::number))
         .first(conn)?;
     Ok(top.unwrap_or(0))
+}
+
+// --- the intake's bookkeeping (see `intake`) ----------------------------------------------------
+
+/// A server whose heartbeat is older than this is presumed gone.
+pub const ALIVE_WITHIN_SECS: i64 = 3;
+
+/// Records that this server wrote everything it accepted in the `ended` epoch.
+pub fn record_drained(conn: &mut PgConnection, node: &str, ended: &str) -> QueryResult<()> {
+    diesel::sql_query("UPDATE chat_nodes SET drained_epoch = $2 WHERE node = $1").bind::<Text, _>(node).bind::<Text, _>(ended).execute(conn).map(drop)
+}
+
+/// Writes items to PostgreSQL in one transaction, idempotent on (parent, number), moving the
+/// counts by what was really inserted. A number that already holds a *different* message is a
+/// numbering conflict: reported loudly, never swallowed.
+pub fn write_items(conn: &mut PgConnection, items: &[Item]) -> QueryResult<()> {
+    let mut chat_apps = Vec::new();
+    let mut chat_numbers = Vec::new();
+    let (mut m_apps, mut m_chats, mut m_numbers, mut m_bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for item in items {
+        match item {
+            Item::Chat { app, number } => {
+                chat_apps.push(*app);
+                chat_numbers.push(*number);
+            }
+            Item::Message { app, chat, number, body } => {
+                // A message's chat may not be written yet (another batch holds it): make it here.
+                chat_apps.push(*app);
+                chat_numbers.push(*chat);
+                m_apps.push(*app);
+                m_chats.push(*chat);
+                m_numbers.push(*number);
+                m_bodies.push(body.clone());
+            }
+        }
+    }
+    conn.transaction(|conn| {
+        diesel::sql_query(
+            "WITH input AS (SELECT DISTINCT * FROM unnest($1::bigint[], $2::int[]) AS i(app, number) ORDER BY 1, 2), \
+             made AS (INSERT INTO chats (application_id, number) SELECT app, number FROM input ON CONFLICT DO NOTHING RETURNING application_id), \
+             counted AS (SELECT application_id, count(*)::int AS n FROM made GROUP BY 1) \
+             UPDATE chat_applications a SET chats_count = a.chats_count + counted.n, updated_at = now() FROM counted WHERE a.id = counted.application_id",
+        )
+        .bind::<diesel::sql_types::Array<BigInt>, _>(&chat_apps)
+        .bind::<diesel::sql_types::Array<Integer>, _>(&chat_numbers)
+        .execute(conn)?;
+        if m_apps.is_empty() {
+            return Ok(());
+        }
+        #[derive(QueryableByName)]
+        struct Conflict {
+            #[diesel(sql_type = BigInt)]
+            app: i64,
+            #[diesel(sql_type = Integer)]
+            chat: i32,
+            #[diesel(sql_type = Integer)]
+            number: i32,
+        }
+        let conflicts: Vec<Conflict> = diesel::sql_query(
+            "WITH input AS (SELECT i.*, c.id AS chat_id FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[]) AS i(app, chat, number, body) \
+                 JOIN chats c ON c.application_id = i.app AND c.number = i.chat ORDER BY c.id, i.number), \
+             made AS (INSERT INTO chat_messages (chat_id, number, body) SELECT chat_id, number, body FROM input ON CONFLICT DO NOTHING RETURNING chat_id, number), \
+             counted AS (SELECT chat_id, count(*)::int AS n FROM made GROUP BY 1), \
+             bumped AS (UPDATE chats c SET messages_count = c.messages_count + counted.n, updated_at = now() FROM counted WHERE c.id = counted.chat_id) \
+             SELECT input.app, input.chat, input.number FROM input JOIN chat_messages m ON m.chat_id = input.chat_id AND m.number = input.number \
+             WHERE m.body <> input.body AND NOT EXISTS (SELECT 1 FROM made WHERE made.chat_id = input.chat_id AND made.number = input.number)",
+        )
+        .bind::<diesel::sql_types::Array<BigInt>, _>(&m_apps)
+        .bind::<diesel::sql_types::Array<Integer>, _>(&m_chats)
+        .bind::<diesel::sql_types::Array<Integer>, _>(&m_numbers)
+        .bind::<diesel::sql_types::Array<Text>, _>(&m_bodies)
+        .load(conn)?;
+        for c in conflicts {
+            log::error!("chat numbering conflict: application {} chat {} message {} already holds another message", c.app, c.chat, c.number);
+        }
+        Ok(())
+    })
+}
+
+/// Which of these items PostgreSQL has: one query for the chats, one for the messages.
+pub fn stored(conn: &mut PgConnection, items: &[Item]) -> QueryResult<Vec<Item>> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = Integer)]
+        at: i32,
+    }
+    let (mut apps, mut chats, mut numbers, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let (app, chat, number) = match item {
+            Item::Chat { app, number } => (*app, *number, 0),
+            Item::Message { app, chat, number, .. } => (*app, *chat, *number),
+        };
+        apps.push(app);
+        chats.push(chat);
+        numbers.push(number);
+        at.push(i as i32);
+    }
+    // `number` 0 stands for the chat itself; messages are numbered from 1.
+    let found: Vec<Found> = diesel::sql_query(
+        "SELECT i.at FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS i(app, chat, number, at) \
+         JOIN chats c ON c.application_id = i.app AND c.number = i.chat \
+         WHERE i.number = 0 OR EXISTS (SELECT 1 FROM chat_messages m WHERE m.chat_id = c.id AND m.number = i.number)",
+    )
+    .bind::<diesel::sql_types::Array<BigInt>, _>(&apps)
+    .bind::<diesel::sql_types::Array<Integer>, _>(&chats)
+    .bind::<diesel::sql_types::Array<Integer>, _>(&numbers)
+    .bind::<diesel::sql_types::Array<Integer>, _>(&at)
+    .load(conn)?;
+    Ok(found.into_iter().map(|f| items[f.at as usize].clone()).collect())
+}
+
+pub fn heartbeat(conn: &mut PgConnection, node: &str, synchronous: bool) -> QueryResult<()> {
+    diesel::sql_query(
+        "INSERT INTO chat_nodes (node, heartbeat_at, synchronous) VALUES ($1, now(), $2) \
+         ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), synchronous = chat_nodes.synchronous AND $2",
+    )
+    .bind::<Text, _>(node)
+    .bind::<diesel::sql_types::Bool, _>(synchronous)
+    .execute(conn)
+    .map(drop)
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    yes: bool,
+}
+
+#[derive(QueryableByName)]
+struct Value {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+pub fn someone_drained(conn: &mut PgConnection, epoch: &str) -> QueryResult<bool> {
+    diesel::sql_query("SELECT EXISTS (SELECT 1 FROM chat_nodes WHERE drained_epoch = $1) AS yes")
+        .bind::<Text, _>(epoch)
+        .get_result::<Flag>(conn)
+        .map(|f| f.yes)
+}
+
+pub fn everyone_drained(conn: &mut PgConnection, ended: &str) -> QueryResult<bool> {
+    diesel::sql_query(format!(
+        "SELECT NOT EXISTS (SELECT 1 FROM chat_nodes WHERE heartbeat_at > now() - interval '{ALIVE_WITHIN_SECS} seconds' \
+             AND drained_epoch IS DISTINCT FROM $1) AS yes"
+    ))
+    .bind::<Text, _>(ended)
+    .get_result::<Flag>(conn)
+    .map(|f| f.yes)
+}
+
+pub fn open_epoch(conn: &mut PgConnection) -> QueryResult<Option<String>> {
+    diesel::sql_query("SELECT value FROM chat_epochs WHERE ended_at IS NULL").get_result::<Value>(conn).optional().map(|v| v.map(|v| v.value))
+}
+
+/// Enters PostgreSQL numbering, unless a new epoch has started meanwhile; under the same lock as
+/// `start_epoch`, so the two never overlap.
+pub fn enter_synchronous(conn: &mut PgConnection, node: &str, ended: &str) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        diesel::sql_query("LOCK TABLE chat_epochs IN SHARE ROW EXCLUSIVE MODE").execute(conn)?;
+        let open = open_epoch(conn)?;
+        if open.as_deref().is_some_and(|o| o != ended) {
+            return Ok(false);
+        }
+        diesel::sql_query("UPDATE chat_nodes SET synchronous = true WHERE node = $1").bind::<Text, _>(node).execute(conn)?;
+        Ok(true)
+    })
+}
+
+/// Ends `ended` and opens a new epoch, if nobody has and no live server numbers in PostgreSQL;
+/// returns the open epoch (new, or one another server started).
+pub fn start_epoch(conn: &mut PgConnection, ended: &str) -> QueryResult<Option<String>> {
+    conn.transaction(|conn| {
+        diesel::sql_query("LOCK TABLE chat_epochs IN SHARE ROW EXCLUSIVE MODE").execute(conn)?;
+        let open = open_epoch(conn)?;
+        if let Some(open) = &open {
+            if open != ended {
+                return Ok(Some(open.clone()));
+            }
+        }
+        let numbering: bool = diesel::sql_query(format!(
+            "SELECT EXISTS (SELECT 1 FROM chat_nodes WHERE synchronous AND heartbeat_at > now() - interval '{ALIVE_WITHIN_SECS} seconds') AS yes"
+        ))
+        .get_result::<Flag>(conn)?
+        .yes;
+        if numbering {
+            return Ok(None);
+        }
+        diesel::sql_query("UPDATE chat_epochs SET ended_at = now() WHERE ended_at IS NULL").execute(conn)?;
+        let epoch = super::domain::Token::generate().as_str().to_string();
+        diesel::sql_query("INSERT INTO chat_epochs (value) VALUES ($1)").bind::<Text, _>(&epoch).execute(conn)?;
+        Ok(Some(epoch))
+    })
 }

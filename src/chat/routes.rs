@@ -8,32 +8,14 @@ use serde_json::{json, Value};
 
 use super::domain::{self, SearchTerm, Token};
 use super::repo::{self, Application, Chat, Message};
-use super::intake::{ChatIntake, Item, Refused, Route as IntakeRoute};
-use super::limits::{Allowance, RateCell};
-use std::sync::Arc;
-use super::{ChatError, ChatState};
+use super::creates::{chat_id, create, Create};
+use super::intake::Route as IntakeRoute;
+use super::limits::Allowance;
+use super::{run, ChatError, ChatState};
+use crate::web::openapi::{Body, Field, Table, Ty};
 use crate::web::Db;
 
 type State = web::Data<ChatState>;
-
-impl ChatIntake {
-    /// The application's id for a token, remembered by this server after the first lookup
-    /// (tokens never change hands and applications are never deleted).
-    pub async fn application(&self, db: &Db, token: &Token) -> Result<i64, ChatError> {
-        if let Some(id) = self.known_application(token.as_str()) {
-            return Ok(id);
-        }
-        let lookup = token.clone();
-        let id = run(db, move |conn| repo::application_id(conn, &lookup)?.ok_or(ChatError::NotFound("application"))).await?;
-        self.remember_application(token.as_str(), id);
-        Ok(id)
-    }
-}
-
-/// Counts the request against the token's rate limit (429 when it is spent).
-async fn limited(state: &ChatState, token: &Token) -> Result<Allowance, ChatError> {
-    state.limiter.check(token.as_str(), state.clock.now().timestamp_millis()).await.map_err(ChatError::Limited)
-}
 
 /// The `RateLimit-*` headers (IETF draft) on an answer.
 fn with_limits(mut response: HttpResponse, allowance: Allowance) -> HttpResponse {
@@ -44,7 +26,10 @@ fn with_limits(mut response: HttpResponse, allowance: Allowance) -> HttpResponse
     response
 }
 
-pub const MAX_BODY: usize = 64 * 1024;
+/// Room for the longest message however it is escaped (`\\udxxx\\udxxx` is 12 bytes for one
+/// character: 10,000 of them are 120 KB), so a body the contract allows is never refused for its
+/// size.
+pub const MAX_BODY: usize = 256 * 1024;
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1_000;
 
@@ -68,12 +53,6 @@ async fn json_body(mut payload: web::Payload) -> Result<Value, ChatError> {
     serde_json::from_slice(&bytes).map_err(|e| ChatError::BadRequest(format!("the body is not valid JSON: {e}")))
 }
 
-async fn run<T: Send + 'static>(
-    db: &Db,
-    work: impl FnOnce(&mut diesel::PgConnection) -> Result<T, ChatError> + Send + 'static,
-) -> Result<T, ChatError> {
-    db.run(move |conn| Ok::<_, crate::web::AppError>(work(conn))).await.map_err(ChatError::from)?
-}
 
 fn chat_json(chat: &Chat) -> Value {
     json!({ "number": chat.number, "messages_count": chat.messages_count })
@@ -95,13 +74,13 @@ pub fn page(req: &HttpRequest) -> Result<Page, ChatError> {
     let get = |name: &str| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let number = |name: &str, min: i64| -> Result<Option<i64>, ChatError> {
         match get(name) {
-            None | Some("") => Ok(None),
+            None => Ok(None),
             Some(raw) => raw.parse::<i64>().ok().filter(|n| *n >= min).map(Some).ok_or_else(|| ChatError::BadRequest(format!("{name} must be a whole number of at least {min}"))),
         }
     };
     let size = number("per_page", 1)?.or(number("limit", 1)?).unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
     let page = number("page", 1)?.unwrap_or(1);
-    Ok(Page { after: get("after").filter(|a| !a.is_empty()).map(str::to_string), offset: (page - 1).saturating_mul(size), limit: size })
+    Ok(Page { after: get("after").map(str::to_string), offset: (page - 1).saturating_mul(size), limit: size })
 }
 
 async fn create_application(db: Db, payload: web::Payload) -> Result<HttpResponse, ChatError> {
@@ -122,14 +101,14 @@ async fn list_applications(req: HttpRequest, db: Db) -> Result<HttpResponse, Cha
 
 async fn show_application(state: State, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = Token::parse(&path).ok_or(ChatError::NotFound("application"))?;
-    let allowance = limited(&state, &token).await?;
+    let allowance = state.limited(&token).await?;
     let app = run(&db, move |conn| repo::application(conn, &token)?.ok_or(ChatError::NotFound("application"))).await?;
     Ok(with_limits(HttpResponse::Ok().json(app_json(&app)), allowance))
 }
 
 async fn update_application(state: State, db: Db, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let token = Token::parse(&path).ok_or(ChatError::NotFound("application"))?;
-    let allowance = limited(&state, &token).await?;
+    let allowance = state.limited(&token).await?;
     let body = json_body(payload).await?;
     let now = state.clock.now();
     let app = run(&db, move |conn| {
@@ -160,70 +139,13 @@ fn number_of(raw: &str, what: &'static str) -> Result<i32, ChatError> {
 
 async fn create_chat(state: State, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = token_of(&path)?;
-    let (number, allowance) = match &state.intake {
-        Some(intake) => create_chat_through(&state, intake.clone(), &db, token).await?,
-        None => {
-            let allowance = limited(&state, &token).await?;
-            (synchronous_chat(&db, token, state.clock.now()).await?, allowance)
-        }
-    };
+    let (number, allowance) = create(&state, &db, token, Create::Chat).await?;
     Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(json!({ "number": number, "messages_count": 0 })), allowance))
-}
-
-/// The token's rate cell for an accept, and what the accept's answer means for the limit.
-fn rate_cell(state: &ChatState, token: &Token) -> RateCell {
-    state.limiter.cell(token.as_str(), state.clock.now().timestamp_millis())
-}
-
-fn allowance_of(state: &ChatState, cell: &RateCell, allowed: bool, tat: f64) -> Result<Allowance, ChatError> {
-    state.limiter.verdict(allowed, tat, cell.now_ms as f64).map_err(ChatError::Limited)
-}
-
-async fn synchronous_chat(db: &Db, token: Token, now: chrono::DateTime<chrono::Utc>) -> Result<i32, ChatError> {
-    run(db, move |conn| Ok(repo::create_chat(conn, &token, now)?.ok_or(ChatError::NotFound("application"))?.number)).await
-}
-
-/// A chat through the intake: Redis while the epoch holds (the rate limit counted in the same
-/// call), PostgreSQL while Redis is away and every server has drained, 503 in between.
-async fn create_chat_through(state: &ChatState, intake: Arc<ChatIntake>, db: &Db, token: Token) -> Result<(i32, Allowance), ChatError> {
-    let app = intake.application(db, &token).await?;
-    for _ in 0..2 {
-        match intake.route() {
-            IntakeRoute::Redis(epoch) => {
-                let cell = rate_cell(state, &token);
-                let mut floor = None;
-                let accepted = loop {
-                    match intake.accept(&epoch, Item::Chat { app, number: 0 }, floor, true, &cell).await {
-                        Ok(accepted) => break Some(accepted),
-                        Err(Refused::Limited(tat)) => return Err(allowance_of(state, &cell, false, tat).unwrap_err()),
-                        Err(Refused::NeedFloor) if floor.is_none() => {
-                            floor = Some(run(db, move |conn| Ok(repo::highest_chat(conn, app)?)).await?);
-                        }
-                        Err(_) => break None,
-                    }
-                };
-                if let Some((number, tat)) = accepted {
-                    return Ok((number, allowance_of(state, &cell, true, tat)?));
-                }
-            }
-            IntakeRoute::Postgres => {
-                let allowance = limited(state, &token).await?;
-                let (intake, token) = (intake.clone(), token.clone());
-                let now = state.clock.now();
-                let made = run(db, move |conn| Ok(intake.synchronously(|| repo::create_chat(conn, &token, now)).transpose()?)).await?;
-                if let Some(chat) = made.flatten() {
-                    return Ok((chat.number, allowance));
-                }
-            }
-            IntakeRoute::Wait => break,
-        }
-    }
-    Err(ChatError::Unavailable("chats are being recovered after Redis lost its state".into()))
 }
 
 async fn list_chats(state: State, req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = token_of(&path)?;
-    let allowance = limited(&state, &token).await?;
+    let allowance = state.limited(&token).await?;
     let page = page(&req)?;
     let after = after_number(&page)?;
     let chats = run(&db, move |conn| {
@@ -236,22 +158,13 @@ async fn list_chats(state: State, req: HttpRequest, db: Db, path: web::Path<Stri
 
 async fn show_chat(state: State, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
-    let allowance = limited(&state, &token).await?;
+    let allowance = state.limited(&token).await?;
     let chat = run(&db, move |conn| {
         repo::application_id(conn, &token)?.ok_or(ChatError::NotFound("application"))?;
         repo::chat(conn, &token, number)?.ok_or(ChatError::NotFound("chat"))
     })
     .await?;
     Ok(with_limits(HttpResponse::Ok().json(chat_json(&chat)), allowance))
-}
-
-/// The chat's id, or which of application and chat is missing.
-fn chat_id(conn: &mut diesel::PgConnection, token: &Token, number: i32) -> Result<i64, ChatError> {
-    if let Some(id) = repo::chat_id(conn, token, number)? {
-        return Ok(id);
-    }
-    repo::application_id(conn, token)?.ok_or(ChatError::NotFound("application"))?;
-    Err(ChatError::NotFound("chat"))
 }
 
 async fn create_message(state: State, db: Db, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
@@ -270,87 +183,14 @@ pub async fn post_message(
     chat: i32,
     body: Result<domain::MessageBody, domain::FieldErrors>,
 ) -> Result<(Message, Allowance), ChatError> {
-    match &state.intake {
-        Some(intake) => create_message_through(state, intake.clone(), db, token, chat, body).await,
-        None => {
-            let allowance = limited(state, &token).await?;
-            let now = state.clock.now();
-            let message = run(db, move |conn| {
-                chat_id(conn, &token, chat)?;
-                let body = body.map_err(ChatError::Invalid)?;
-                repo::create_message(conn, &token, chat, &body, now)?.ok_or(ChatError::NotFound("chat"))
-            })
-            .await?;
-            Ok((message, allowance))
-        }
-    }
-}
-
-async fn create_message_through(
-    state: &ChatState,
-    intake: Arc<ChatIntake>,
-    db: &Db,
-    token: Token,
-    chat: i32,
-    body: Result<domain::MessageBody, domain::FieldErrors>,
-) -> Result<(Message, Allowance), ChatError> {
-    let app = intake.application(db, &token).await?;
-    for _ in 0..2 {
-        match intake.route() {
-            IntakeRoute::Redis(epoch) => {
-                let body = body.clone().map_err(ChatError::Invalid)?;
-                let item = Item::Message { app, chat, number: 0, body: body.as_str().to_string() };
-                // The chat exists if its number was issued in this epoch (checked in the same
-                // Lua call), or PostgreSQL has it (with no counter yet in this epoch, PostgreSQL
-                // has every chat there is).
-                let cell = rate_cell(state, &token);
-                let (mut known, mut floor) = (false, None);
-                let accepted = loop {
-                    match intake.accept(&epoch, item.clone(), floor, known, &cell).await {
-                        Ok(accepted) => break Some(accepted),
-                        Err(Refused::Limited(tat)) => return Err(allowance_of(state, &cell, false, tat).unwrap_err()),
-                        Err(Refused::AskPostgres) => {
-                            let lookup = token.clone();
-                            if run(db, move |conn| Ok(repo::chat(conn, &lookup, chat)?)).await?.is_none() {
-                                return Err(ChatError::NotFound("chat"));
-                            }
-                            known = true;
-                        }
-                        Err(Refused::NoSuchChat) => return Err(ChatError::NotFound("chat")),
-                        Err(Refused::NeedFloor) if floor.is_none() => {
-                            floor = Some(run(db, move |conn| Ok(repo::highest_message(conn, app, chat)?)).await?);
-                        }
-                        Err(_) => break None,
-                    }
-                };
-                match accepted {
-                    Some((number, tat)) => return Ok((Message { number, body: body.as_str().to_string() }, allowance_of(state, &cell, true, tat)?)),
-                    None => continue,
-                }
-            }
-            IntakeRoute::Postgres => {
-                let allowance = limited(state, &token).await?;
-                let (intake, token, body) = (intake.clone(), token.clone(), body.clone());
-                let now = state.clock.now();
-                let made = run(db, move |conn| {
-                    chat_id(conn, &token, chat)?;
-                    let body = body.map_err(ChatError::Invalid)?;
-                    Ok(intake.synchronously(|| repo::create_message(conn, &token, chat, &body, now)).transpose()?)
-                })
-                .await?;
-                if let Some(message) = made.flatten() {
-                    return Ok((message, allowance));
-                }
-            }
-            IntakeRoute::Wait => break,
-        }
-    }
-    Err(ChatError::Unavailable("messages are being recovered after Redis lost its state".into()))
+    let text = body.as_ref().map(|b| b.as_str().to_string()).unwrap_or_default();
+    let (number, allowance) = create(state, db, token, Create::Message { chat, body }).await?;
+    Ok((Message { number, body: text }, allowance))
 }
 
 async fn list_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
-    let allowance = limited(&state, &token).await?;
+    let allowance = state.limited(&token).await?;
     let page = page(&req)?;
     let after = after_number(&page)?;
     let messages = run(&db, move |conn| {
@@ -363,7 +203,7 @@ async fn list_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(
 
 async fn show_message(state: State, db: Db, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
-    let allowance = limited(&state, &token).await?;
+    let allowance = state.limited(&token).await?;
     let message = run(&db, move |conn| {
         let chat = chat_id(conn, &token, chat)?;
         repo::message(conn, chat, number)?.ok_or(ChatError::NotFound("message"))
@@ -374,7 +214,7 @@ async fn show_message(state: State, db: Db, path: web::Path<(String, String, Str
 
 async fn edit_message(state: State, db: Db, path: web::Path<(String, String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
-    let allowance = limited(&state, &token).await?;
+    let allowance = state.limited(&token).await?;
     let body = json_body(payload).await?;
     // A message accepted a moment ago may still be on its way to PostgreSQL (the persister is
     // milliseconds behind): wait up to a second for it rather than call it missing.
@@ -415,10 +255,10 @@ async fn edit_message(state: State, db: Db, path: web::Path<(String, String, Str
 /// `?q=` (or `?query=`): messages of this chat holding the text anywhere, in any case.
 async fn search_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
-    let allowance = limited(&state, &token).await?;
+    let allowance = state.limited(&token).await?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let raw = pairs.iter().find(|(n, _)| n == "q" || n == "query").map(|(_, v)| v.as_str());
-    let term = SearchTerm::parse(raw).ok_or_else(|| ChatError::BadRequest("q is required: the text to look for".into()))?;
+    let term = SearchTerm::parse(raw).ok_or_else(|| ChatError::BadRequest("q is required: the text to look for, 1 to 200 characters".into()))?;
     let page = page(&req)?;
     let after = page.after.as_ref().map(|_| after_number(&page)).transpose()?.unwrap_or(0);
     let search = state.search.clone();
@@ -430,36 +270,109 @@ async fn search_messages(state: State, req: HttpRequest, db: Db, path: web::Path
     Ok(with_limits(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()), allowance))
 }
 
+const PAGE: Field = Field::optional("page", Ty::Int { min: 1, max: i64::MAX }).about("1-based; with per_page");
+const PER_PAGE: Field = Field::optional("per_page", Ty::Int { min: 1, max: i64::MAX }).about("100 by default; more than 1,000 is taken as 1,000");
+const LIMIT: Field = Field::optional("limit", Ty::Int { min: 1, max: i64::MAX }).about("per_page's alias");
+/// Pages of chats or messages: by page, or after a number.
+const NUMBERED: &[Field] =
+    &[PAGE, PER_PAGE, LIMIT, Field::optional("after", Ty::Int { min: 0, max: i32::MAX as i64 }).about("The number the page starts after")];
+const TOKEN: Field = Field::required("token", Ty::Text).about("The application's token");
+const CHAT: Field = Field::required("number", Ty::Int { min: 1, max: i32::MAX as i64 }).about("The chat's number");
+const MESSAGE: Field = Field::required("message", Ty::Int { min: 1, max: i32::MAX as i64 }).about("The message's number");
+const NAME: Option<Body> =
+    Some(Body { fields: &[Field::required("name", Ty::Words { max: domain::NAME_MAX })], closed: false, required: true });
+const TEXT: Option<Body> =
+    Some(Body { fields: &[Field::required("body", Ty::Words { max: domain::BODY_MAX })], closed: false, required: true });
+
+// Listed once; mounted under `/chat_applications` and its alias `/applications` (same handlers,
+// same data). Other fields of a body are ignored, as the challenge's clients send them.
 crate::api_routes! {
-    post "/chat_applications" => create_application { summary: "Create a chat application; its token comes back", query: &[], body: ["name"], keyed: false, public: true }
-    get "/chat_applications" => list_applications { summary: "List chat applications", query: PAGE_PARAMS, body: [], keyed: false, public: true }
-    get "/chat_applications/{token}" => show_application { summary: "Show a chat application", query: &[], body: [], keyed: false, public: true }
-    put "/chat_applications/{token}" => update_application { summary: "Rename a chat application", query: &[], body: ["name"], keyed: false, public: true }
-    patch "/chat_applications/{token}" => update_application { summary: "Rename a chat application", query: &[], body: ["name"], keyed: false, public: true }
-    post "/applications" => create_application { summary: "Create a chat application (alias)", query: &[], body: ["name"], keyed: false, public: true }
-    get "/applications" => list_applications { summary: "List chat applications (alias)", query: PAGE_PARAMS, body: [], keyed: false, public: true }
-    get "/applications/{token}" => show_application { summary: "Show a chat application (alias)", query: &[], body: [], keyed: false, public: true }
-    put "/applications/{token}" => update_application { summary: "Rename a chat application (alias)", query: &[], body: ["name"], keyed: false, public: true }
-    patch "/applications/{token}" => update_application { summary: "Rename a chat application (alias)", query: &[], body: ["name"], keyed: false, public: true }
-    post "/chat_applications/{token}/chats" => create_chat { summary: "Create the application's next chat (body ignored)", query: &[], body: [], keyed: false, public: true }
-    get "/chat_applications/{token}/chats" => list_chats { summary: "List the application's chats by number", query: PAGE_PARAMS, body: [], keyed: false, public: true }
-    get "/chat_applications/{token}/chats/{number}" => show_chat { summary: "Show a chat", query: &[], body: [], keyed: false, public: true }
-    post "/chat_applications/{token}/chats/{number}/messages" => create_message { summary: "Post the chat's next message", query: &[], body: ["body"], keyed: false, public: true }
-    get "/chat_applications/{token}/chats/{number}/messages" => list_messages { summary: "List the chat's messages by number", query: PAGE_PARAMS, body: [], keyed: false, public: true }
-    get "/chat_applications/{token}/chats/{number}/messages/search" => search_messages { summary: "Messages of this chat containing q (alias query), any case", query: SEARCH_PARAMS, body: [], keyed: false, public: true }
-    get "/chat_applications/{token}/chats/{number}/messages/{message}" => show_message { summary: "Show a message", query: &[], body: [], keyed: false, public: true }
-    put "/chat_applications/{token}/chats/{number}/messages/{message}" => edit_message { summary: "Edit a message's body", query: &[], body: ["body"], keyed: false, public: true }
-    patch "/chat_applications/{token}/chats/{number}/messages/{message}" => edit_message { summary: "Edit a message's body", query: &[], body: ["body"], keyed: false, public: true }
-    post "/applications/{token}/chats" => create_chat { summary: "Create the application's next chat (body ignored)", query: &[], body: [], keyed: false, public: true }
-    get "/applications/{token}/chats" => list_chats { summary: "List the application's chats by number", query: PAGE_PARAMS, body: [], keyed: false, public: true }
-    get "/applications/{token}/chats/{number}" => show_chat { summary: "Show a chat", query: &[], body: [], keyed: false, public: true }
-    post "/applications/{token}/chats/{number}/messages" => create_message { summary: "Post the chat's next message", query: &[], body: ["body"], keyed: false, public: true }
-    get "/applications/{token}/chats/{number}/messages" => list_messages { summary: "List the chat's messages by number", query: PAGE_PARAMS, body: [], keyed: false, public: true }
-    get "/applications/{token}/chats/{number}/messages/search" => search_messages { summary: "Messages of this chat containing q (alias query), any case", query: SEARCH_PARAMS, body: [], keyed: false, public: true }
-    get "/applications/{token}/chats/{number}/messages/{message}" => show_message { summary: "Show a message", query: &[], body: [], keyed: false, public: true }
-    put "/applications/{token}/chats/{number}/messages/{message}" => edit_message { summary: "Edit a message's body", query: &[], body: ["body"], keyed: false, public: true }
-    patch "/applications/{token}/chats/{number}/messages/{message}" => edit_message { summary: "Edit a message's body", query: &[], body: ["body"], keyed: false, public: true }
+    prefixes: ["/chat_applications", "/applications"];
+    post "" => create_application { summary: "Create a chat application; its token comes back", body: NAME, public: true, status: 201, answer: Some("Application") }
+    get "" => list_applications {
+        summary: "List chat applications",
+        query: &[PAGE, PER_PAGE, LIMIT, Field::optional("after", Ty::Text).about("The token the page starts after")],
+        public: true, answer: Some("Applications"),
+    }
+    get "/{token}" => show_application { summary: "Show a chat application", path_params: &[TOKEN], public: true, answer: Some("Application") }
+    put "/{token}" => update_application { summary: "Rename a chat application", path_params: &[TOKEN], body: NAME, public: true, answer: Some("Application") }
+    patch "/{token}" => update_application { summary: "Rename a chat application", path_params: &[TOKEN], body: NAME, public: true, answer: Some("Application") }
+    post "/{token}/chats" => create_chat { summary: "Create the application's next chat (any body is ignored)", path_params: &[TOKEN], public: true, status: 201, answer: Some("Chat") }
+    get "/{token}/chats" => list_chats { summary: "List the application's chats by number", path_params: &[TOKEN], query: NUMBERED, public: true, answer: Some("Chats") }
+    get "/{token}/chats/{number}" => show_chat { summary: "Show a chat", path_params: &[TOKEN, CHAT], public: true, answer: Some("Chat") }
+    post "/{token}/chats/{number}/messages" => create_message {
+        summary: "Post the chat's next message", path_params: &[TOKEN, CHAT], body: TEXT, public: true, status: 201, answer: Some("Message"),
+    }
+    get "/{token}/chats/{number}/messages" => list_messages {
+        summary: "List the chat's messages by number", path_params: &[TOKEN, CHAT], query: NUMBERED, public: true, answer: Some("Messages"),
+    }
+    get "/{token}/chats/{number}/messages/search" => search_messages {
+        summary: "Messages of this chat containing q, in any case (query is q's alias)",
+        path_params: &[TOKEN, CHAT],
+        query: &[
+            Field::required("q", Ty::Words { max: domain::SEARCH_MAX }).about("The text to look for"),
+            PAGE,
+            PER_PAGE,
+            LIMIT,
+            Field::optional("after", Ty::Int { min: 0, max: i32::MAX as i64 }).about("The number the page starts after"),
+        ],
+        public: true, answer: Some("Messages"),
+    }
+    get "/{token}/chats/{number}/messages/{message}" => show_message { summary: "Show a message", path_params: &[TOKEN, CHAT, MESSAGE], public: true, answer: Some("Message") }
+    put "/{token}/chats/{number}/messages/{message}" => edit_message {
+        summary: "Edit a message's body", path_params: &[TOKEN, CHAT, MESSAGE], body: TEXT, public: true, answer: Some("Message"),
+    }
+    patch "/{token}/chats/{number}/messages/{message}" => edit_message {
+        summary: "Edit a message's body", path_params: &[TOKEN, CHAT, MESSAGE], body: TEXT, public: true, answer: Some("Message"),
+    }
 }
 
-const PAGE_PARAMS: &[&str] = &["page", "per_page", "after", "limit"];
-const SEARCH_PARAMS: &[&str] = &["q", "query", "after", "limit", "page", "per_page"];
+/// The chat API in the document, and its answers to requests no route takes.
+pub static TABLE: Table = Table {
+    prefixes: PREFIXES,
+    routes: ROUTES,
+    schemas,
+    error: "ChatError",
+    refuse: |status| {
+        let message = if status == StatusCode::METHOD_NOT_ALLOWED { "this URL does not take that method" } else { "no such route" };
+        HttpResponse::build(status).json(json!({ "error": message }))
+    },
+    headers: &[
+        ("RateLimit-Limit", "Requests the token may make per window"),
+        ("RateLimit-Remaining", "Requests left in this window"),
+        ("RateLimit-Reset", "Seconds until the window resets"),
+    ],
+};
+
+/// The chat API's objects and errors, in the challenge's shapes.
+fn schemas() -> Value {
+    let int = json!({ "type": "integer" });
+    let application = json!({
+        "type": "object",
+        "required": ["name", "token", "chats_count"],
+        "properties": { "name": { "type": "string" }, "token": { "type": "string" }, "chats_count": int },
+    });
+    let chat = json!({ "type": "object", "required": ["number", "messages_count"], "properties": { "number": int, "messages_count": int } });
+    let message = json!({ "type": "object", "required": ["number", "body"], "properties": { "number": int, "body": { "type": "string" } } });
+    json!({
+        "Application": application,
+        "Applications": { "type": "array", "items": { "$ref": "#/components/schemas/Application" } },
+        "Chat": chat,
+        "Chats": { "type": "array", "items": { "$ref": "#/components/schemas/Chat" } },
+        "Message": message,
+        "Messages": { "type": "array", "items": { "$ref": "#/components/schemas/Message" } },
+        "ChatError": {
+            "description": "{\"error\": why} — or, for a body that cannot be taken (422), {\"errors\": {field: [problems]}}",
+            "oneOf": [
+                { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } }, "additionalProperties": false },
+                {
+                    "type": "object",
+                    "required": ["errors"],
+                    "properties": { "errors": { "type": "object", "additionalProperties": { "type": "array", "items": { "type": "string" } } } },
+                    "additionalProperties": false,
+                },
+            ],
+        },
+    })
+}
+

@@ -42,6 +42,10 @@ pub fn api_currency(stored: &str) -> String {
 }
 
 pub const MIN_PAYMENT: i64 = 50;
+/// The longest name a customer may have, in characters.
+pub const NAME_MAX: usize = 200;
+/// The last second of 9999: the latest Unix time a filter takes.
+pub const MAX_UNIX: i64 = 253_402_300_799;
 pub const MAX_PAYMENT: i64 = 99_999_999;
 
 /// An amount in minor units (`1999` is 19.99), as the API carries money.
@@ -79,8 +83,10 @@ pub fn from_unix(seconds: i64) -> Option<DateTime<Utc>> {
 }
 
 /// A UTC day: `YYYY-MM-DD`.
+/// A day written `YYYY-MM-DD`, digits exactly there.
 pub fn parse_day(raw: &str) -> Option<NaiveDate> {
-    (raw.len() == 10).then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()).flatten()
+    let shaped = raw.len() == 10 && raw.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    shaped.then(|| NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()).flatten()
 }
 
 pub fn day_start(day: NaiveDate) -> DateTime<Utc> {

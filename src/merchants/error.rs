@@ -71,7 +71,12 @@ impl ApiError {
     }
 
     pub fn no_route() -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Unrecognized request URL or method.")
+        ApiError::new(StatusCode::NOT_FOUND, "resource_missing", "Unrecognized request URL.")
+    }
+
+    /// The path exists, for other methods (listed in `Allow`).
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This URL does not take that method; see the Allow header.")
     }
 
     pub fn unauthenticated(code: &'static str, message: &str) -> ApiError {

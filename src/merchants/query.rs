@@ -2,16 +2,24 @@
 //! parameters of known names, each at most once, parsed into list parameters and a payment filter
 //! with a precise complaint (the error object) when one is wrong.
 
-use super::domain::{day_start, from_unix, parse_day, parse_status, Cursor, ListParams, PaymentFilter};
+use super::domain::{day_start, from_unix, parse_day, parse_status, Cursor, ListParams, PaymentFilter, MAX_UNIX};
 use super::error::ApiError;
 use super::ids;
 
-/// Query parameters of known names, each at most once. Empty values count as absent, as an HTML
-/// form sends every field of a filter whether it was filled in or not.
+/// Query parameters of known names, each at most once.
 #[derive(Debug, Default)]
 pub struct Query(Vec<(String, String)>);
 
+/// A form's query: empty values count as absent, as an HTML form sends every field of a filter
+/// whether it was filled in or not.
 pub fn parse_query(raw: &str, allowed: &[&str]) -> Result<Query, ApiError> {
+    let mut query = parse_api_query(raw, allowed)?;
+    query.0.retain(|(_, v)| !v.is_empty());
+    Ok(query)
+}
+
+/// An API caller's query: a parameter given empty is given, and judged (`limit=` is no number).
+pub fn parse_api_query(raw: &str, allowed: &[&str]) -> Result<Query, ApiError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(raw).map_err(|e| ApiError::invalid("parameter_invalid", format!("The query string is malformed: {e}.")))?;
     for (i, (name, _)) in pairs.iter().enumerate() {
@@ -22,7 +30,7 @@ pub fn parse_query(raw: &str, allowed: &[&str]) -> Result<Query, ApiError> {
             return Err(ApiError::bad_value(name, "it is given more than once"));
         }
     }
-    Ok(Query(pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect()))
+    Ok(Query(pairs))
 }
 
 impl Query {
@@ -73,11 +81,8 @@ impl Query {
         let at = |name: &str, shift: i64| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
             match self.int(name)? {
                 None => Ok(None),
-                Some(t) => t
-                    .checked_add(shift)
-                    .and_then(from_unix)
-                    .map(Some)
-                    .ok_or_else(|| ApiError::bad_value(name, "it is not a valid Unix time")),
+                Some(t) if (0..=MAX_UNIX).contains(&t) => Ok(from_unix(t + shift)),
+                Some(_) => Err(ApiError::bad_value(name, &format!("it must be a Unix time from 0 to {MAX_UNIX}"))),
             }
         };
         if let Some(t) = at("created[gt]", 1)? {

@@ -16,9 +16,10 @@ use super::MerchantError;
 use crate::jobs;
 use crate::payments::refunds::{self, NewRefund, Refund};
 
-/// A cursor that does not name an object of this list: 400 `resource_missing`, with its `param`.
+/// A cursor that does not name an object of this list: 404 `resource_missing`, with its `param`
+/// (as any id the caller cannot see).
 fn unknown_cursor(what: &str, param: &str) -> MerchantError {
-    MerchantError::Request(ApiError { status: actix_web::http::StatusCode::BAD_REQUEST, ..ApiError::missing_resource(what, Some(param)) })
+    MerchantError::Request(ApiError::missing_resource(what, Some(param)))
 }
 
 /// Trims a `limit + 1` page to `limit` and says whether more lie beyond it: for a page walked

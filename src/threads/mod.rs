@@ -14,6 +14,7 @@ pub struct ThreadsState {
     pub threads: std::sync::Arc<cache::ThreadCache>,
 }
 pub mod tree;
+mod views;
 
 use std::fmt;
 

@@ -9,53 +9,15 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::cache::ThreadCache;
+use super::views::{CommentForm, DeletePage, MetricsPage, NewPostPage, PostsPage, SharedPage, ThreadHead, ThreadPage};
 use super::render::{self, Frame};
-use super::repo::{self, CommentRow, PostRow};
+use super::repo::{self, CommentRow};
 use super::{tree, CommentBody, PostTitle, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
 use crate::web::{csrf, html, parse_id, see_other, see_other_with_notice, wants_json, AppError, Db, Layout};
 
-#[derive(Template)]
-#[template(path = "thread_head.html")]
-struct ThreadHead<'a> {
-    post: &'a PostRow,
-    body_html: Cow<'a, str>,
-    /// Set on a subthread ("continue this thread", a permalink): the comment it starts from.
-    root: Option<&'a CommentRow>,
-}
 
-#[derive(Template)]
-#[template(path = "thread.html")]
-struct ThreadPage<'a> {
-    layout: Layout,
-    post_id: i64,
-    title: &'a str,
-    head: &'a str,
-    comments: &'a str,
-    /// Per-user presentation (which edit links and votes are yours), kept out of shared fragments.
-    user_style: String,
-    /// Where the page's comment box posts, and what it says: the post, or a subthread's comment.
-    form_action: String,
-    form_label: &'static str,
-}
 
-/// What is cached for a page: the same for everyone who sees it.
-struct SharedPage {
-    title: String,
-    head: String,
-    comments: String,
-}
-
-impl SharedPage {
-    fn encode(&self) -> String {
-        format!("{}\u{0}{}\u{0}{}", self.title, self.head, self.comments)
-    }
-
-    fn decode(raw: &str) -> Option<SharedPage> {
-        let mut parts = raw.splitn(3, '\u{0}');
-        Some(SharedPage { title: parts.next()?.into(), head: parts.next()?.into(), comments: parts.next()?.into() })
-    }
-}
 
 #[derive(Deserialize)]
 struct PageQuery {
@@ -266,30 +228,12 @@ async fn subthread_page(
     show(req, view, cursor(&query.after)?, db, state).await
 }
 
-#[derive(Template)]
-#[template(path = "posts.html")]
-struct PostsPage {
-    layout: Layout,
-    posts: Vec<repo::PostListing>,
-}
 
 async fn posts(req: HttpRequest, db: Db) -> Result<HttpResponse, AppError> {
     let posts = db.run(|conn| repo::recent_posts(conn, 50)).await?;
     html(PostsPage { layout: Layout::new(&req), posts })
 }
 
-#[derive(Template)]
-#[template(path = "comment_form.html")]
-struct CommentForm {
-    layout: Layout,
-    heading: String,
-    action: String,
-    cancel: String,
-    quoted: Option<(String, String)>,
-    body: String,
-    problem: Option<String>,
-    submit: &'static str,
-}
 
 /// What a comment form is for: the parts that do not change when it is shown again with a problem.
 struct FormPurpose {
@@ -540,12 +484,6 @@ async fn unvote(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<Th
     vote(req, user, db, state, &path, form.into_inner(), false).await
 }
 
-#[derive(Template)]
-#[template(path = "comment_delete.html")]
-struct DeletePage {
-    layout: Layout,
-    comment: CommentRow,
-}
 
 /// Asks before deleting: what goes, and that the replies stay.
 async fn delete_form(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
@@ -568,14 +506,6 @@ async fn delete(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<Th
     Ok(see_other_with_notice(&req, &location, "Your comment was deleted. Replies to it stay."))
 }
 
-#[derive(Template)]
-#[template(path = "post_form.html")]
-struct NewPostPage {
-    layout: Layout,
-    title: String,
-    body: String,
-    problem: Option<String>,
-}
 
 #[derive(Deserialize)]
 struct NewPostForm {
@@ -609,12 +539,6 @@ async fn create_post(req: HttpRequest, user: CurrentUser, db: Db, form: web::For
     Ok(see_other_with_notice(&req, &format!("/posts/{post_id}"), "Your discussion is open."))
 }
 
-#[derive(Template)]
-#[template(path = "cache_metrics.html")]
-struct MetricsPage {
-    layout: Layout,
-    m: super::cache::MetricsSnapshot,
-}
 
 async fn metrics_page(req: HttpRequest, _admin: AdminUser, state: web::Data<ThreadsState>) -> Result<HttpResponse, AppError> {
     html(MetricsPage { layout: Layout::new(&req), m: state.threads.metrics.snapshot() })

@@ -90,7 +90,7 @@ fn every_application_error_has_the_challenge_shape() {
     assert_eq!(malformed.status, 400);
     assert!(malformed.json["error"].is_string());
     assert_eq!(api.send("POST", "/applications", Some(""), &[]).status, 400, "an empty body where one is needed");
-    let huge = api.send("POST", "/applications", Some(&json!({ "name": "x".repeat(70_000) }).to_string()), &[]);
+    let huge = api.send("POST", "/applications", Some(&json!({ "name": "x".repeat(300_000) }).to_string()), &[]);
     assert_eq!(huge.status, 413);
     assert!(huge.json["error"].is_string());
     assert_eq!(api.get("/applications?per_page=0").status, 400);

@@ -265,7 +265,7 @@ fn entries_a_dead_persister_held_are_claimed_and_written_by_another() {
     let left: i64 = redis::cmd("XLEN").arg("claim:chat:stream").query(&mut conn).unwrap();
     assert_eq!(left, 0, "acknowledged and deleted once written");
     // Written twice (the dead one comes back and writes its batch too): nothing doubles.
-    agora::chat::intake::write(&mut app.conn(), &[Item::Message { app: app_id, chat, number: 1, body: "held 0".into() }]).unwrap();
+    agora::chat::repo::write_items(&mut app.conn(), &[Item::Message { app: app_id, chat, number: 1, body: "held 0".into() }]).unwrap();
     assert_eq!(stored(&app, &token, chat).len(), 3);
     assert_eq!(api.get(&format!("/applications/{token}/chats/{chat}")).json["messages_count"], 3);
 }

@@ -388,7 +388,7 @@ fn cursor_pages_visit_every_payment_once_while_payments_are_added() {
     let both = s.alice.get(&format!("/payments?starting_after={middle}&ending_before={middle}"));
     assert_eq!((both.status, both.code()), (400, "parameter_invalid"));
     let stranger = s.alice.get(&format!("/payments?starting_after={}", uuid::Uuid::new_v4()));
-    assert_eq!((stranger.status, stranger.code(), stranger.param()), (400, "resource_missing", Some("starting_after")));
+    assert_eq!((stranger.status, stranger.code(), stranger.param()), (404, "resource_missing", Some("starting_after")));
 }
 
 // --- 3. refund races ----------------------------------------------------------------------------
@@ -635,7 +635,6 @@ fn every_input_error_has_its_code_and_nothing_is_a_server_error() {
     let form = s.alice.send("POST", "/payments", Some("customer=1&amount=100"), &[("Content-Type", "application/x-www-form-urlencoded"), ("Idempotency-Key", "form")]);
     expect(form, 415, "unsupported_media_type", None);
     expect(s.alice.get("/no/such/route"), 404, "resource_missing", None);
-    expect(s.alice.send("PUT", "/payments", Some("{}"), &[]), 404, "resource_missing", None);
     // PostgreSQL text cannot hold NUL: refused as a parameter, never a server error.
     expect(pay(&format!(r#"{{"customer":"{north}","amount":100,"currency":"usd","description":"a\u0000b"}}"#)), 400, "parameter_invalid", Some("description"));
     let nul_login = Api::new(&s.app.url).send("POST", "/auth/token", Some(r#"{"email":"alice@north.test\u0000","password":"x"}"#), &[]);
@@ -671,19 +670,61 @@ fn the_openapi_document_describes_every_route_the_router_serves() {
     assert_eq!((spec.status, spec.json["openapi"].as_str()), (200, Some("3.0.3")));
     let paths = spec.json["paths"].as_object().unwrap();
     let routes = agora::web::openapi::all_routes(&agora::app::api_tables());
-    for route in &routes {
-        let documented = &paths[&format!("/api/v1{}", route.path)][route.method];
-        assert!(documented.is_object(), "{} {} is documented", route.method, route.path);
-        for name in route.query {
-            assert!(documented["parameters"].as_array().unwrap().iter().any(|p| p["name"] == *name), "{} documents {name}", route.path);
+    for (method, path, route) in &routes {
+        let documented = &paths[&format!("/api/v1{path}")][method.as_str()];
+        assert!(documented.is_object(), "{method} {path} is documented");
+        for field in route.query {
+            assert!(documented["parameters"].as_array().unwrap().iter().any(|p| p["name"] == field.name), "{path} documents {}", field.name);
+        }
+        if let Some(body) = route.body {
+            let schema = &documented["requestBody"]["content"]["application/json"]["schema"];
+            for field in body.fields {
+                assert!(schema["properties"][field.name]["type"].is_string(), "{method} {path}: {} is typed", field.name);
+            }
         }
         // And the router serves it: whatever the answer, it is not "no such route".
-        let path = route.path.replace("{id}", "1").replace("{user_id}", "1");
-        let answer = s.alice.send(&route.method.to_uppercase(), &path, None, &[]);
-        assert_ne!(answer.json["error"]["message"], "Unrecognized request URL or method.", "{} {} is routed", route.method, route.path);
+        let concrete = path.replace("{id}", "1").replace("{user_id}", "1").replace("{token}", "t").replace("{number}", "1").replace("{message}", "1");
+        let answer = s.alice.send(&method.to_uppercase(), &concrete, None, &[]);
+        assert_ne!(answer.json["error"]["message"], "Unrecognized request URL.", "{method} {path} is routed");
+        assert_ne!(answer.json["error"], "no such route", "{method} {path} is routed");
     }
     let served: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(served, routes.len());
+    assert_eq!(served, routes.len() + 1, "every route, and the document itself");
+    // Both prefixes of the chat API are the same table.
+    assert_eq!(paths["/api/v1/applications/{token}/chats"], {
+        let mut other = paths["/api/v1/chat_applications/{token}/chats"].clone();
+        for (_, op) in other.as_object_mut().unwrap() {
+            op["operationId"] = json!(op["operationId"].as_str().unwrap().replacen("_chat_applications", "_applications", 1));
+        }
+        other
+    });
+    // Typed as the handlers parse them, with the error shape of each area.
+    let create = &paths["/api/v1/payments"]["post"];
+    let body = &create["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(body["required"], json!(["customer", "amount", "currency"]));
+    assert_eq!((body["properties"]["amount"]["type"].as_str(), body["properties"]["amount"]["minimum"].as_i64()), (Some("integer"), Some(50)));
+    assert_eq!(body["additionalProperties"], false);
+    let limit = paths["/api/v1/payments"]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "limit").unwrap().clone();
+    assert_eq!(limit["schema"]["type"], "integer");
+    assert_eq!(paths["/api/v1/auth/token"]["delete"]["responses"]["204"], json!({ "description": "Done; no body" }));
+    assert_eq!(paths["/api/v1/chat_applications/{token}/chats"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/Chats");
+    assert_eq!(paths["/api/v1/chat_applications"]["post"]["responses"]["default"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ChatError");
+    assert_eq!(spec.json["components"]["schemas"]["Chats"]["type"], "array");
+}
+
+#[test]
+fn a_method_a_path_does_not_take_is_405_with_allow_and_an_unknown_path_404_in_each_apis_shape() {
+    let s = shop();
+    let wrong = s.alice.send("PUT", "/payments", Some("{}"), &[]);
+    assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed"));
+    assert_eq!(wrong.header("Allow"), Some("GET, POST"));
+    let chat = s.alice.send("DELETE", "/chat_applications", None, &[]);
+    assert_eq!((chat.status, chat.header("Allow")), (405, Some("GET, POST")));
+    assert!(chat.json["error"].is_string(), "the chat API's own error shape: {}", chat.text);
+    let nowhere = s.alice.get("/no/such/route");
+    assert_eq!((nowhere.status, nowhere.code()), (404, "resource_missing"));
+    let chat_nowhere = s.alice.get("/chat_applications/t/nothing");
+    assert_eq!((chat_nowhere.status, chat_nowhere.json["error"].as_str()), (404, Some("no such route")));
 }
 
 // --- load ---------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ use uuid::Uuid;
 
 use crate::merchants::error::ApiError;
 use super::input::{read_object, Object};
-use crate::merchants::query::{self as input, parse_query, Query};
+use crate::merchants::query::{parse_api_query, Query};
 use super::{keyed, respond, run, views, ApiUser};
 use crate::auth::{password, repo as accounts};
-use crate::merchants::domain::{Currency, Cursor, MinorUnits, MAX_PAYMENT, MIN_PAYMENT};
+use crate::merchants::domain::{Currency, Cursor, MinorUnits, MAX_PAYMENT, MIN_PAYMENT, NAME_MAX};
+use crate::web::openapi::Field;
 use crate::merchants::intake::Intake;
 use crate::merchants::repo::{self, Principal};
 use crate::merchants::{ids, service, MerchantsState, MerchantError};
@@ -23,8 +24,10 @@ use crate::web::{client_ip, Db};
 
 type State = web::Data<MerchantsState>;
 
-fn query(req: &HttpRequest, allowed: &[&str]) -> Result<Query, ApiError> {
-    parse_query(req.query_string(), allowed)
+/// The request's query, taking exactly the parameters the route's table entry lists.
+fn query(req: &HttpRequest, allowed: &[Field]) -> Result<Query, ApiError> {
+    let names: Vec<&str> = allowed.iter().map(|f| f.name).collect();
+    parse_api_query(req.query_string(), &names)
 }
 
 /// A path id (`cus_…`) the caller may see, or 404 — malformed, missing and invisible look the same.
@@ -36,6 +39,10 @@ fn payment_reference(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::missing_resource("payment", None))
 }
 
+/// The longest email address (RFC 5321's path limit) and password a token request takes.
+pub const MAX_EMAIL: usize = 320;
+pub const MAX_PASSWORD: usize = 1_024;
+
 // --- auth ---------------------------------------------------------------------------------------
 
 pub async fn create_token(req: HttpRequest, payload: web::Payload, db: Db, state: State) -> Result<HttpResponse, ApiError> {
@@ -43,6 +50,12 @@ pub async fn create_token(req: HttpRequest, payload: web::Payload, db: Db, state
     body.only(&["email", "password", "expires_in"])?;
     let email = body.required_string("email")?;
     let password = body.required_string("password")?;
+    if email.chars().count() > MAX_EMAIL {
+        return Err(ApiError::bad_value("email", format!("it must be at most {MAX_EMAIL} characters")));
+    }
+    if password.chars().count() > MAX_PASSWORD {
+        return Err(ApiError::bad_value("password", format!("it must be at most {MAX_PASSWORD} characters")));
+    }
     let expires_in = match body.int("expires_in")? {
         None => 3600,
         Some(n) if (1..=86_400).contains(&n) => n,
@@ -93,8 +106,8 @@ fn customer_name(body: &Object, required: bool) -> Result<Option<String>, ApiErr
         None => return Ok(None),
     };
     let trimmed = name.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > 200 {
-        return Err(ApiError::bad_value("name", "it must be 1 to 200 characters"));
+    if trimmed.is_empty() || name.chars().count() > NAME_MAX {
+        return Err(ApiError::bad_value("name", &format!("it must be 1 to {NAME_MAX} characters, not all blank")));
     }
     Ok(Some(trimmed.to_string()))
 }
@@ -128,7 +141,7 @@ pub async fn create_customer(req: HttpRequest, payload: web::Payload, user: ApiU
 }
 
 pub async fn list_customers(req: HttpRequest, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
-    let params = query(&req, &input::LIST_PARAMS)?.list(10)?;
+    let params = query(&req, super::LIST)?.list(10)?;
     let visible = user.principal.linked();
     let (customers, users, has_more) = run(&db, move |conn| Ok(service::customers_page(conn, &visible, &params)?)).await?;
     let data = customers.iter().map(|c| views::customer(c, &users)).collect();
@@ -189,7 +202,7 @@ pub async fn balance(req: HttpRequest, path: web::Path<String>, user: ApiUser, d
 }
 
 pub async fn balance_transactions(req: HttpRequest, path: web::Path<String>, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
-    let params = query(&req, &input::LIST_PARAMS)?.list(10)?;
+    let params = query(&req, super::LIST)?.list(10)?;
     let (id, visible) = (visible_customer(&user.principal, &path)?, user.principal.customers.clone());
     let (_, entries, has_more) = run(&db, move |conn| Ok(service::ledger_page(conn, &visible, id, &params)?)).await?;
     let url = format!("/api/v1/customers/{}/balance_transactions", path.as_str());
@@ -247,8 +260,8 @@ fn new_payment(body: &Object, user: &Principal) -> Result<NewPayment, ApiError> 
 
 pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUser, db: Db, state: State) -> Result<HttpResponse, ApiError> {
     let body = read_object(&req, payload).await?;
-    let new = new_payment(&body, &user.principal)?;
     let key = super::key_of(&req, true)?.expect("required");
+    let new = new_payment(&body, &user.principal)?;
     let (user_id, limits, now) = (user.principal.id, state.limits, state.clock.now());
     // Everything the answer says is decided here, so the answer is stored with the rows it
     // describes, in the statement (and commit) that writes them (see `intake`).
@@ -355,8 +368,10 @@ pub async fn create_refund(req: HttpRequest, path: web::Path<String>, payload: w
             ApiError::bad_value("reason", "it must be one of duplicate, fraudulent, requested_by_customer")
         })?),
     };
+    // The key is judged before the payment is looked up: a request without one is malformed
+    // whether or not its payment exists.
+    let key = super::key_of(&req, true)?.expect("required");
     let reference = payment_reference(&path)?;
-    let key = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let (visible, user_id, attempts, now) = (user.principal.customers.clone(), user.principal.id, state.refund_attempts, state.clock.now());
     let response = keyed(&db, &req, &state, &user.principal, &body, true, move |conn| {
         let request = NewRefund { payment_id: 0, user_id, amount, reason, idempotency_key: format!("api:{user_id}:{key}") };
@@ -371,17 +386,14 @@ pub async fn create_refund(req: HttpRequest, path: web::Path<String>, payload: w
 }
 
 pub async fn list_refunds(req: HttpRequest, path: web::Path<String>, user: ApiUser, db: Db) -> Result<HttpResponse, ApiError> {
-    let params = query(&req, &input::LIST_PARAMS)?.list(10)?;
+    let params = query(&req, super::LIST)?.list(10)?;
     let reference = payment_reference(&path)?;
     let visible = user.principal.customers.clone();
     let (payment, all) = run(&db, move |conn| Ok(service::refunds_of(conn, &visible, reference)?)).await?;
     // Newest first; a payment has few refunds, so the page is cut from all of them.
     let mut all: Vec<_> = all.into_iter().rev().collect();
     let at = |raw: &str, param: &str| {
-        all.iter().position(|r| ids::REFUND.show(r.reference) == raw).ok_or_else(|| ApiError {
-            status: StatusCode::BAD_REQUEST,
-            ..ApiError::missing_resource("refund", Some(param))
-        })
+        all.iter().position(|r| ids::REFUND.show(r.reference) == raw).ok_or_else(|| ApiError::missing_resource("refund", Some(param)))
     };
     let limit = params.limit as usize;
     let (page, has_more) = match &params.cursor {

@@ -20,37 +20,117 @@ use super::tokens::{bearer, Claims};
 use super::MerchantsState;
 use crate::web::Db;
 use super::error::ApiError;
+use crate::payments::gateway::TestCard;
+use crate::web::openapi::{Body, Field, Table, Ty};
 use input::Object;
 
-const LIST: &[&str] = &super::query::LIST_PARAMS;
-const PAYMENT_LIST: &[&str] = &[
-    "limit", "starting_after", "ending_before", "customer", "user", "reference", "status", "created[gt]", "created[gte]",
-    "created[lt]", "created[lte]", "from", "to", "amount[gte]", "amount[lte]",
+const LIMIT: Field = Field::optional("limit", Ty::Int { min: 1, max: 100 }).about("How many objects, 1 to 100 (10 by default)");
+const STARTING_AFTER: Field = Field::optional("starting_after", Ty::Text).about("An object's id: the page of older objects after it");
+const ENDING_BEFORE: Field = Field::optional("ending_before", Ty::Text).about("An object's id: the page of newer objects before it");
+const LIST: &[Field] = &[LIMIT, STARTING_AFTER, ENDING_BEFORE];
+/// Unix seconds from 1970 to the end of 9999.
+const UNIX: Ty = Ty::Int { min: 0, max: super::domain::MAX_UNIX };
+const PAYMENT_LIST: &[Field] = &[
+    LIMIT,
+    STARTING_AFTER,
+    ENDING_BEFORE,
+    Field::optional("customer", Ty::Text).about("A customer's id (cus_…)"),
+    Field::optional("user", Ty::Text).about("The paying user's id (usr_…)"),
+    Field::optional("reference", Ty::Text).about("A payment's id"),
+    Field::optional("status", Ty::OneOf(&["pending", "processing", "completed", "failed", "requires_confirmation"])),
+    Field::optional("created[gt]", UNIX),
+    Field::optional("created[gte]", UNIX),
+    Field::optional("created[lt]", UNIX),
+    Field::optional("created[lte]", UNIX),
+    Field::optional("from", Ty::Date).about("The first day (UTC) of the range"),
+    Field::optional("to", Ty::Date).about("The last day (UTC) of the range"),
+    Field::optional("amount[gte]", Ty::Int { min: i64::MIN, max: i64::MAX }),
+    Field::optional("amount[lte]", Ty::Int { min: i64::MIN, max: i64::MAX }),
 ];
+const COUNTRY: Ty = Ty::Pattern("^[A-Za-z]{2}$");
+const NAME: Ty = Ty::Words { max: super::domain::NAME_MAX };
+const AMOUNT: Ty = Ty::Int { min: super::domain::MIN_PAYMENT, max: super::domain::MAX_PAYMENT };
+const CURRENCY: Ty = Ty::Pattern("^([uU][sS][dD]|[eE][uU][rR]|[gG][bB][pP]|[dD][kK][kK])$");
+
+/// A body of exactly these fields (others are refused); required when one of them is.
+const fn closed(fields: &'static [Field]) -> Option<Body> {
+    let (mut required, mut i) = (false, 0);
+    while i < fields.len() {
+        required |= fields[i].required;
+        i += 1;
+    }
+    Some(Body { fields, closed: true, required })
+}
 
 crate::api_routes! {
-    post "/auth/token" => handlers::create_token { summary: "Exchange an email and password for a bearer token", query: &[], body: ["email", "password", "expires_in"], keyed: false, public: true }
-    delete "/auth/token" => handlers::revoke_token { summary: "Revoke the token presented", query: &[], body: [], keyed: false, public: false }
-    get "/me" => handlers::me { summary: "The signed-in user and the customers they are linked to", query: &[], body: [], keyed: false, public: false }
-    post "/customers" => handlers::create_customer { summary: "Create a customer linked to the caller", query: &[], body: ["name", "country"], keyed: false, public: false }
-    get "/customers" => handlers::list_customers { summary: "List the customers the caller is linked to", query: LIST, body: [], keyed: false, public: false }
-    get "/customers/{id}" => handlers::get_customer { summary: "Retrieve a customer", query: &[], body: [], keyed: false, public: false }
-    patch "/customers/{id}" => handlers::update_customer { summary: "Update a customer", query: &[], body: ["name", "country"], keyed: false, public: false }
-    post "/customers/{id}/users" => handlers::link_user { summary: "Link a user (by email) to a customer", query: &[], body: ["email"], keyed: false, public: false }
-    delete "/customers/{id}/users/{user_id}" => handlers::unlink_user { summary: "Unlink a user from a customer", query: &[], body: [], keyed: false, public: false }
-    get "/customers/{id}/balance" => handlers::balance { summary: "A customer's available balance per currency", query: &[], body: [], keyed: false, public: false }
-    get "/customers/{id}/balance_transactions" => handlers::balance_transactions { summary: "A customer's ledger, newest first", query: LIST, body: [], keyed: false, public: false }
-    post "/payments" => handlers::create_payment { summary: "Create a payment (processed asynchronously)", query: &[], body: ["customer", "amount", "currency", "description", "payment_method"], keyed: true, public: false }
-    get "/payments" => handlers::list_payments { summary: "List payments, newest first, with filters", query: PAYMENT_LIST, body: [], keyed: false, public: false }
-    get "/payments/{id}" => handlers::get_payment { summary: "Retrieve a payment", query: &[], body: [], keyed: false, public: false }
-    post "/payments/{id}/refunds" => handlers::create_refund { summary: "Refund a completed payment in part or in full", query: &[], body: ["amount", "reason"], keyed: true, public: false }
-    get "/payments/{id}/refunds" => handlers::list_refunds { summary: "List a payment's refunds", query: LIST, body: [], keyed: false, public: false }
+    prefixes: [""];
+    post "/auth/token" => handlers::create_token {
+        summary: "Exchange an email and password for a bearer token",
+        body: closed(&[
+            Field::required("email", Ty::Plain { max: handlers::MAX_EMAIL }),
+            Field::required("password", Ty::Plain { max: handlers::MAX_PASSWORD }),
+            Field::nullable("expires_in", Ty::Int { min: 1, max: 86_400 }).about("Seconds, 3600 by default"),
+        ]),
+        public: true, answer: Some("Token"),
+    }
+    delete "/auth/token" => handlers::revoke_token { summary: "Revoke the token presented", status: 204 }
+    get "/me" => handlers::me { summary: "The signed-in user and the customers they are linked to", answer: Some("User") }
+    post "/customers" => handlers::create_customer {
+        summary: "Create a customer linked to the caller",
+        body: closed(&[Field::required("name", NAME), Field::nullable("country", COUNTRY).about("ISO 3166-1 alpha-2")]),
+        status: 201, answer: Some("Customer"),
+    }
+    get "/customers" => handlers::list_customers { summary: "List the customers the caller is linked to", query: LIST, answer: Some("CustomerList") }
+    get "/customers/{id}" => handlers::get_customer { summary: "Retrieve a customer", answer: Some("Customer") }
+    patch "/customers/{id}" => handlers::update_customer {
+        summary: "Update a customer",
+        body: closed(&[Field::nullable("name", NAME), Field::nullable("country", COUNTRY).about("null clears it")]),
+        answer: Some("Customer"),
+    }
+    post "/customers/{id}/users" => handlers::link_user {
+        summary: "Link a user (by email) to a customer",
+        body: closed(&[Field::required("email", Ty::Plain { max: handlers::MAX_EMAIL })]),
+        answer: Some("Customer"),
+    }
+    delete "/customers/{id}/users/{user_id}" => handlers::unlink_user { summary: "Unlink a user from a customer", answer: Some("Customer") }
+    get "/customers/{id}/balance" => handlers::balance { summary: "A customer's available balance per currency", answer: Some("Balance") }
+    get "/customers/{id}/balance_transactions" => handlers::balance_transactions { summary: "A customer's ledger, newest first", query: LIST, answer: Some("BalanceTransactionList") }
+    post "/payments" => handlers::create_payment {
+        summary: "Create a payment (processed asynchronously)",
+        body: closed(&[
+            Field::required("customer", Ty::Text).about("The customer's id (cus_…)"),
+            Field::required("amount", AMOUNT).about("Minor units"),
+            Field::required("currency", CURRENCY),
+            Field::nullable("description", Ty::Plain { max: 500 }),
+            Field::nullable("payment_method", Ty::OneOf(&TestCard::METHODS)),
+        ]),
+        keyed: true, status: 201, answer: Some("Payment"),
+    }
+    get "/payments" => handlers::list_payments { summary: "List payments, newest first, with filters", query: PAYMENT_LIST, answer: Some("PaymentList") }
+    get "/payments/{id}" => handlers::get_payment { summary: "Retrieve a payment", answer: Some("Payment") }
+    post "/payments/{id}/refunds" => handlers::create_refund {
+        summary: "Refund a completed payment in part or in full",
+        body: closed(&[
+            Field::nullable("amount", Ty::Int { min: 1, max: super::domain::MAX_PAYMENT }).about("Minor units; what remains by default"),
+            Field::nullable("reason", Ty::OneOf(&["duplicate", "fraudulent", "requested_by_customer"])),
+        ]),
+        keyed: true, status: 201, answer: Some("Refund"),
+    }
+    get "/payments/{id}/refunds" => handlers::list_refunds { summary: "List a payment's refunds", query: LIST, answer: Some("RefundList") }
 }
 
-/// The JSON 404 for anything under `/api/v1` that no area serves.
-pub async fn no_route() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::no_route())
-}
+/// The merchants' API in the document, and its answers to requests no route takes.
+pub static TABLE: Table = Table {
+    prefixes: PREFIXES,
+    routes: ROUTES,
+    schemas: views::schemas,
+    error: "Error",
+    refuse: |status| {
+        let error = if status == StatusCode::METHOD_NOT_ALLOWED { ApiError::method_not_allowed() } else { ApiError::no_route() };
+        actix_web::ResponseError::error_response(&error)
+    },
+    headers: &[],
+};
 
 /// The caller, authenticated by a bearer token whose user, links and revocation are read from the
 /// database on every request (one query): unlinking or revoking applies to the very next request.

@@ -93,3 +93,73 @@ pub fn balance_transaction(e: &LedgerEntry) -> Value {
 pub fn list(url: &str, data: Vec<Value>, has_more: bool) -> Value {
     json!({ "object": "list", "url": url, "has_more": has_more, "data": data })
 }
+
+/// The objects above and the error object, as `components.schemas` of the OpenAPI document.
+pub fn schemas() -> Value {
+    let string = json!({ "type": "string" });
+    let nullable = json!({ "type": "string", "nullable": true });
+    let int = json!({ "type": "integer" });
+    let id = |prefix: &str| json!({ "type": "string", "pattern": format!("^{prefix}_[0-9a-f]{{32}}$") });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let literal = |value: &str| json!({ "type": "string", "enum": [value] });
+    let object = |required: &[&str], properties: Value| json!({ "type": "object", "required": required, "properties": properties });
+    let list = |item: &str| {
+        object(
+            &["object", "url", "has_more", "data"],
+            json!({
+                "object": literal("list"),
+                "url": string,
+                "has_more": { "type": "boolean" },
+                "data": { "type": "array", "items": { "$ref": format!("#/components/schemas/{item}") } },
+            }),
+        )
+    };
+    let currency = json!({ "type": "string", "enum": ["usd", "eur", "gbp", "dkk"] });
+    json!({
+        "Token": object(&["token", "token_type", "expires_in", "expires_at"], json!({
+            "token": string, "token_type": literal("Bearer"), "expires_in": int, "expires_at": int,
+        })),
+        "User": object(&["id", "object", "email", "name", "customers"], json!({
+            "id": id("usr"), "object": literal("user"), "email": string, "name": string,
+            "customers": { "type": "array", "items": id("cus") },
+        })),
+        "Customer": object(&["id", "object", "name", "country", "created", "users"], json!({
+            "id": id("cus"), "object": literal("customer"), "name": string, "country": nullable, "created": int,
+            "users": { "type": "array", "items": object(&["id", "email", "name"], json!({ "id": id("usr"), "email": string, "name": string })) },
+        })),
+        "CustomerList": list("Customer"),
+        "Payment": object(
+            &["id", "object", "amount", "amount_refunded", "refunded", "currency", "status", "final", "customer", "user", "description",
+              "failure_code", "failure_message", "transaction_id", "created"],
+            json!({
+                "id": uuid, "object": literal("payment"), "amount": int, "amount_refunded": int, "refunded": { "type": "boolean" },
+                "currency": currency,
+                "status": { "type": "string", "enum": ["pending", "processing", "completed", "failed", "requires_confirmation"] },
+                "final": { "type": "boolean" }, "customer": id("cus"), "user": id("usr"), "description": nullable,
+                "failure_code": nullable, "failure_message": nullable, "transaction_id": nullable, "created": int,
+            }),
+        ),
+        "PaymentList": list("Payment"),
+        "Refund": object(&["id", "object", "payment", "amount", "currency", "status", "reason", "created"], json!({
+            "id": id("re"), "object": literal("refund"), "payment": uuid, "amount": int, "currency": currency,
+            "status": { "type": "string", "enum": ["pending", "succeeded", "failed"] }, "reason": nullable, "created": int,
+        })),
+        "RefundList": list("Refund"),
+        "Balance": object(&["object", "customer", "available"], json!({
+            "object": literal("balance"), "customer": id("cus"),
+            "available": { "type": "array", "items": object(&["amount", "currency"], json!({ "amount": int, "currency": currency })) },
+        })),
+        "BalanceTransaction": object(&["id", "object", "type", "amount", "currency", "source", "created"], json!({
+            "id": id("txn"), "object": literal("balance_transaction"),
+            "type": { "type": "string", "enum": ["payment", "refund", "refund_failure", "adjustment"] },
+            "amount": int, "currency": currency, "source": string, "created": int,
+        })),
+        "BalanceTransactionList": list("BalanceTransaction"),
+        "Error": object(&["error"], json!({
+            "error": object(&["type", "code", "message"], json!({
+                "type": { "type": "string", "enum": ["invalid_request_error", "authentication_error", "idempotency_error", "rate_limit_error", "api_error"] },
+                "code": string, "message": string, "param": nullable,
+            })),
+        })),
+    })
+}
