@@ -1,45 +1,10 @@
-//! What the merchants' API and dashboard accept, parsed once at the edge: currencies, amounts in
-//! minor units, list parameters and payment filters.
+//! What the merchants' API and dashboard accept, parsed once at the edge: bounds on amounts, list
+//! parameters and payment filters (money itself is `payments::Money`).
 
-use bigdecimal::{BigDecimal, ToPrimitive};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use std::fmt;
 use uuid::Uuid;
 
 use crate::payments::PaymentStatus;
-
-/// The currencies Agora settles: all have two decimals, so a minor unit is a hundredth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Currency {
-    Usd,
-    Eur,
-    Gbp,
-    Dkk,
-}
-
-impl Currency {
-    pub const ALL: [Currency; 4] = [Currency::Usd, Currency::Eur, Currency::Gbp, Currency::Dkk];
-
-    /// Any case in.
-    pub fn parse(raw: &str) -> Option<Currency> {
-        Currency::ALL.into_iter().find(|c| c.code().eq_ignore_ascii_case(raw))
-    }
-
-    /// As stored (ISO 4217, upper case).
-    pub fn code(self) -> &'static str {
-        match self {
-            Currency::Usd => "USD",
-            Currency::Eur => "EUR",
-            Currency::Gbp => "GBP",
-            Currency::Dkk => "DKK",
-        }
-    }
-}
-
-/// Lower case out, as the API speaks.
-pub fn api_currency(stored: &str) -> String {
-    stored.to_ascii_lowercase()
-}
 
 pub const MIN_PAYMENT: i64 = 50;
 /// The longest name a customer may have, in characters.
@@ -47,32 +12,6 @@ pub const NAME_MAX: usize = 200;
 /// The last second of 9999: the latest Unix time a filter takes.
 pub const MAX_UNIX: i64 = 253_402_300_799;
 pub const MAX_PAYMENT: i64 = 99_999_999;
-
-/// An amount in minor units (`1999` is 19.99), as the API carries money.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct MinorUnits(pub i64);
-
-impl MinorUnits {
-    pub fn to_decimal(self) -> BigDecimal {
-        BigDecimal::new(self.0.into(), 2)
-    }
-
-    /// A stored two-decimal amount in minor units.
-    pub fn of(stored: &BigDecimal) -> i64 {
-        (stored * BigDecimal::from(100)).with_scale(0).to_i64().unwrap_or(i64::MAX)
-    }
-}
-
-impl fmt::Display for MinorUnits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_decimal())
-    }
-}
-
-/// Major units for people and CSV files: `10.00`.
-pub fn major(stored: &BigDecimal) -> String {
-    crate::payments::domain::two_decimals(stored)
-}
 
 pub fn unix(at: DateTime<Utc>) -> i64 {
     at.timestamp()
@@ -142,23 +81,6 @@ pub fn parse_status(raw: &str) -> Option<PaymentStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn currencies_come_in_any_case_and_go_out_lower_case() {
-        assert_eq!(Currency::parse("EuR"), Some(Currency::Eur));
-        assert_eq!(Currency::parse("sek"), None);
-        assert_eq!(api_currency(Currency::Dkk.code()), "dkk");
-    }
-
-    #[test]
-    fn minor_units_round_trip_through_stored_decimals() {
-        assert_eq!(MinorUnits(1999).to_decimal().to_string(), "19.99");
-        assert_eq!(MinorUnits::of(&MinorUnits(50).to_decimal()), 50);
-        assert_eq!(MinorUnits::of(&"1000.00".parse().unwrap()), 100_000);
-        assert_eq!(major(&MinorUnits(1000).to_decimal()), "10.00");
-        assert_eq!(major(&BigDecimal::from(0)), "0.00");
-        assert_eq!(major(&"0.00".parse().unwrap()), "0.00");
-    }
 
     #[test]
     fn days_are_strict_dates() {

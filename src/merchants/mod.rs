@@ -80,6 +80,7 @@ impl From<MerchantError> for ApiError {
                 RefundError::AlreadyRefunded => ApiError::refused("payment_already_refunded", e.to_string()),
                 RefundError::AmountTooLarge { .. } => ApiError::refused("amount_too_large", e.to_string()).param("amount"),
                 RefundError::InsufficientBalance { .. } => ApiError::refused("balance_insufficient", e.to_string()).param("amount"),
+                RefundError::WrongCurrency(_) => ApiError::invalid("currency_mismatch", e.to_string()).param("amount"),
                 RefundError::Database(e) => e.into(),
             },
             MerchantError::Start(StartPaymentError::Full(full)) => ApiError::unavailable(format!("the payments queue holds {} jobs", full.limit)),

@@ -14,6 +14,7 @@ use super::jobs::refund_job;
 use super::repo::{self, Balance, Customer, DailyVolume, DoubleCharge, InvariantCheck, Keyset, LedgerEntry, LinkedUser, PaymentRow};
 use super::MerchantError;
 use crate::jobs;
+use crate::payments::Money;
 use crate::payments::refunds::{self, NewRefund, Refund};
 
 /// A cursor that does not name an object of this list: 404 `resource_missing`, with its `param`
@@ -101,11 +102,21 @@ pub fn payment(conn: &mut PgConnection, visible: &[i64], reference: Uuid) -> Res
 
 // --- refunds ------------------------------------------------------------------------------------
 
-/// Refunds a visible payment (in part or in full): reserved, and its job enqueued, in the
-/// caller's transaction. The request's idempotency key is already scoped to its requester.
-pub fn refund(conn: &mut PgConnection, visible: &[i64], reference: Uuid, request: NewRefund, attempts: i32, now: DateTime<Utc>) -> Result<(PaymentRow, Refund), MerchantError> {
+/// Refunds a visible payment (in part — `minor` units of its currency — or in full): reserved,
+/// and its job enqueued, in the caller's transaction. The request's idempotency key is already
+/// scoped to its requester.
+pub fn refund(
+    conn: &mut PgConnection,
+    visible: &[i64],
+    reference: Uuid,
+    minor: Option<i64>,
+    request: NewRefund,
+    attempts: i32,
+    now: DateTime<Utc>,
+) -> Result<(PaymentRow, Refund), MerchantError> {
     let payment = payment(conn, visible, reference)?;
-    let (refund, created) = refunds::reserve(conn, &NewRefund { payment_id: payment.id, ..request }, now)?;
+    let amount = minor.map(|units| Money::from_minor(units, payment.currency));
+    let (refund, created) = refunds::reserve(conn, &NewRefund { payment_id: payment.id, amount, ..request }, now)?;
     if created {
         jobs::enqueue(conn, &refund_job(refund.id, attempts), now)?;
     }

@@ -101,14 +101,13 @@ pub fn start_api_payment(
     conn: &mut PgConnection,
     user_id: i64,
     customer_id: i64,
-    amount: &bigdecimal::BigDecimal,
-    currency: &str,
+    money: &crate::payments::Money,
     description: Option<&str>,
     payment_method: Option<&str>,
     limits: QueueLimits,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Payment, StartPaymentError> {
-    let order_id = orders::create_for_api(conn, user_id, customer_id, amount, currency)?;
+    let order_id = orders::create_for_api(conn, user_id, customer_id, money)?;
     let order = PayOrder { user_id, order_id };
     let (payment, _) = open_for_order(conn, order)?;
     let payment = payments::describe(conn, payment.id, description, payment_method)?;
@@ -122,8 +121,7 @@ pub fn start_api_payment(
 pub struct ApiPaymentStart {
     pub user_id: i64,
     pub customer_id: i64,
-    pub amount: bigdecimal::BigDecimal,
-    pub currency: String,
+    pub money: crate::payments::Money,
     pub description: Option<String>,
     pub payment_method: Option<String>,
     pub reference: uuid::Uuid,
@@ -171,8 +169,8 @@ pub fn start_api_payments(conn: &mut PgConnection, batch: &[ApiPaymentStart], ch
     .bind::<Array<BigInt>, _>(&order_ids)
     .bind::<Array<BigInt>, _>(batch.iter().map(|p| p.user_id).collect::<Vec<_>>())
     .bind::<Array<BigInt>, _>(batch.iter().map(|p| p.customer_id).collect::<Vec<_>>())
-    .bind::<Array<Numeric>, _>(batch.iter().map(|p| p.amount.clone()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(text(&|p| p.currency.clone()))
+    .bind::<Array<Numeric>, _>(batch.iter().map(|p| p.money.amount().clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(text(&|p| p.money.currency().to_string()))
     .bind::<Array<Timestamptz>, _>(batch.iter().map(|p| p.created_at).collect::<Vec<_>>())
     .bind::<Array<SqlUuid>, _>(batch.iter().map(|p| p.reference).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(orders_of.iter().map(|o| crate::payments::IdempotencyKey::for_order(o.user_id, o.order_id).as_str().to_string()).collect::<Vec<_>>())
@@ -301,7 +299,7 @@ impl ChargeOrder {
             // through the API is the merchant's own charge (and 100 a second from one account is
             // their normal, not a velocity alarm).
             if never_tried && order.source == "shop" {
-                let facts = OrderFacts { user_id: order.user_id, order_id: order.id, amount: order.total.clone(), currency: order.currency.clone() };
+                let facts = OrderFacts { user_id: order.user_id, order_id: order.id, money: order.due() };
                 fresh.push((i, pay, facts));
             } else {
                 ready.push((i, pay));

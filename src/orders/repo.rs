@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::OrderError;
-use crate::payments::PaymentStatus;
+use crate::payments::{Currency, Money, PaymentStatus};
 use crate::schema::{customers, order_items, orders, payments, products, users};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -17,10 +17,17 @@ pub struct Order {
     pub customer_id: i64,
     pub status: String,
     pub total: BigDecimal,
-    pub currency: String,
+    pub currency: Currency,
     pub created_at: DateTime<Utc>,
     /// `shop` (placed from the catalogue) or `api` (a merchant's payment through the API).
     pub source: String,
+}
+
+impl Order {
+    /// What paying for it takes.
+    pub fn due(&self) -> Money {
+        Money::stored(self.total.clone(), self.currency)
+    }
 }
 
 /// An order with its merchant's name and, once paying has begun, its payment.
@@ -50,7 +57,7 @@ pub fn find_summary(conn: &mut PgConnection, user_id: i64, order_id: i64) -> Que
         Option<PaymentStatus>,
         Option<bool>,
         Option<BigDecimal>,
-        Option<String>,
+        Option<Currency>,
         Option<DateTime<Utc>>,
         Option<BigDecimal>,
     );
@@ -74,7 +81,7 @@ pub fn find_summary(conn: &mut PgConnection, user_id: i64, order_id: i64) -> Que
     Ok(found.map(|(order, merchant, reference, status, retryable, amount, currency, paid_at, refunded)| {
         let receipt = match (status, reference, amount, currency, paid_at, refunded) {
             (Some(PaymentStatus::Completed), Some(reference), Some(amount), Some(currency), Some(paid_at), Some(refunded)) => {
-                Some(Receipt { reference, amount, currency, paid_at, refunded })
+                Some(Receipt { reference, paid: Money::stored(amount, currency), paid_at, refunded: Money::stored(refunded, currency) })
             }
             _ => None,
         };
@@ -96,10 +103,9 @@ pub fn lines(conn: &mut PgConnection, order_id: i64) -> QueryResult<Vec<Checkout
 #[derive(Debug, Clone)]
 pub struct Receipt {
     pub reference: Uuid,
-    pub amount: BigDecimal,
-    pub currency: String,
+    pub paid: Money,
     pub paid_at: DateTime<Utc>,
-    pub refunded: BigDecimal,
+    pub refunded: Money,
 }
 
 /// The user's latest orders, newest first.
@@ -139,7 +145,7 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)], max_u
             return Err(OrderError::TooManyUnpaid { max: max_unpaid });
         }
         let ids: Vec<i64> = items.iter().map(|(id, _)| *id).collect();
-        let found: Vec<(i64, i64, BigDecimal, String, String)> = products::table
+        let found: Vec<(i64, i64, BigDecimal, Currency, String)> = products::table
             .filter(products::id.eq_any(&ids))
             .select((products::id, products::customer_id, products::price, products::currency, products::name))
             .load(conn)?;
@@ -150,7 +156,7 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)], max_u
             let (_, customer_id, price, currency, _) =
                 found.iter().find(|p| p.0 == *product_id).ok_or(OrderError::UnknownProduct(*product_id))?;
             match merchant {
-                None => merchant = Some((*customer_id, currency.clone())),
+                None => merchant = Some((*customer_id, *currency)),
                 Some((m, _)) if m != *customer_id => return Err(OrderError::MixedMerchants),
                 Some(_) => {}
             }
@@ -188,13 +194,13 @@ pub fn create(conn: &mut PgConnection, user_id: i64, items: &[(i64, i32)], max_u
 
 /// The order a payment made through the API pays for: no items, no stock; its amount is the
 /// payment's.
-pub fn create_for_api(conn: &mut PgConnection, user_id: i64, customer_id: i64, total: &BigDecimal, currency: &str) -> QueryResult<i64> {
+pub fn create_for_api(conn: &mut PgConnection, user_id: i64, customer_id: i64, due: &Money) -> QueryResult<i64> {
     diesel::insert_into(orders::table)
         .values((
             orders::user_id.eq(user_id),
             orders::customer_id.eq(customer_id),
-            orders::total.eq(total),
-            orders::currency.eq(currency),
+            orders::total.eq(due.amount()),
+            orders::currency.eq(due.currency()),
             orders::source.eq("api"),
         ))
         .returning(orders::id)
@@ -333,7 +339,7 @@ pub struct ProductRow {
     pub merchant: String,
     pub name: String,
     pub price: BigDecimal,
-    pub currency: String,
+    pub currency: Currency,
     pub stock: i32,
 }
 

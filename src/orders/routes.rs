@@ -11,7 +11,7 @@ use super::pipeline::{self, StartPaymentError};
 use super::repo::{self, CheckoutLine, OrderSummary};
 use super::{OrderError, OrdersState};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
-use crate::payments::domain::format_money;
+use crate::payments::{Currency, Money};
 use crate::payments::{PayOrder, PaymentError};
 use crate::web::{csrf, html, parse_id, see_other, see_other_with_notice, wants_json, AppError, Db, Layout};
 
@@ -30,7 +30,7 @@ impl From<OrderSummary> for OrderRow {
         OrderRow {
             id: s.order.id,
             placed: s.order.created_at.format("%Y-%m-%d %H:%M").to_string(),
-            total: format_money(&s.order.total, &s.order.currency),
+            total: s.order.due().to_string(),
             status: s
                 .payment_status
                 .map(|p| format!("payment {}", crate::payments::domain::status_word(p, s.payment_retryable.unwrap_or(false))))
@@ -86,11 +86,11 @@ pub struct ReceiptView {
     pub refunded: Option<String>,
 }
 
-fn line_view(line: CheckoutLine, currency: &str) -> LineView {
+fn line_view(line: CheckoutLine, currency: Currency) -> LineView {
     let line_total = &line.unit_price * BigDecimal::from(line.quantity);
     LineView {
-        unit_price: format_money(&line.unit_price, currency),
-        line_total: format_money(&line_total, currency),
+        unit_price: Money::stored(line.unit_price.clone(), currency).to_string(),
+        line_total: Money::stored(line_total, currency).to_string(),
         product: line.product,
         quantity: line.quantity,
     }
@@ -114,18 +114,18 @@ async fn checkout_page(req: &HttpRequest, user: &CurrentUser, db: &Db, state: &O
     let receipt = receipt.map(|r| ReceiptView {
         // The payment's reference is the receipt number: unique, and what support can look up.
         number: r.reference.simple().to_string()[..12].to_uppercase(),
-        paid: format_money(&r.amount, &r.currency),
+        paid: r.paid.to_string(),
         paid_at: r.paid_at.format("%Y-%m-%d %H:%M UTC").to_string(),
-        refunded: (r.refunded > 0).then(|| format_money(&r.refunded, &r.currency)),
+        refunded: r.refunded.is_positive().then(|| r.refunded.to_string()),
     });
-    let currency = summary.order.currency.clone();
+    let currency = summary.order.currency;
     let payable = summary.order.status == "pending" && summary.payment_reference.is_none();
     let closed = matches!(summary.order.status.as_str(), "expired" | "failed" | "cancelled");
     let status = if notice.is_some() { StatusCode::CONFLICT } else { StatusCode::OK };
     let mut response = html(CheckoutPage {
         layout: Layout::new(req),
         order: summary.into(),
-        lines: lines.into_iter().map(|l| line_view(l, &currency)).collect(),
+        lines: lines.into_iter().map(|l| line_view(l, currency)).collect(),
         payable,
         hold_minutes: state.hold.as_secs().div_ceil(60),
         closed,
@@ -219,7 +219,7 @@ fn merchants(rows: Vec<repo::ProductRow>, asked: &HashMap<String, String>) -> Ve
     let mut out: Vec<MerchantView> = Vec::new();
     for row in rows {
         let quantity = asked.get(&format!("qty_{}", row.id)).map(|q| q.trim().to_string()).filter(|q| q.len() <= 4 && q.bytes().all(|b| b.is_ascii_digit())).unwrap_or_else(|| "0".into());
-        let product = ProductView { id: row.id, price: format_money(&row.price, &row.currency), name: row.name, stock: row.stock, quantity };
+        let product = ProductView { id: row.id, price: Money::stored(row.price.clone(), row.currency).to_string(), name: row.name, stock: row.stock, quantity };
         match out.last_mut() {
             Some(m) if m.name == row.merchant => m.products.push(product),
             _ => out.push(MerchantView { name: row.merchant, products: vec![product] }),

@@ -5,7 +5,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::breaker::{BreakerState, CircuitBreaker};
-use super::domain::format_money;
 use super::repo::{self, Payment};
 use crate::auth::AdminUser;
 use crate::web::{html, AppError, Db, Layout};
@@ -32,7 +31,7 @@ impl From<Payment> for UnconfirmedView {
         UnconfirmedView {
             reference: p.reference.to_string(),
             order_id: p.order_id,
-            amount: format_money(&p.amount, &p.currency),
+            amount: p.money().to_string(),
             since: stamp(p.updated_at),
             checks: p.confirmation_checks,
             next_check: p.next_check_at.map(stamp).unwrap_or_default(),

@@ -1,6 +1,5 @@
 //! Values a payment is made of, parsed once at the edge so the rest of the code can trust them.
 
-use bigdecimal::{BigDecimal, Signed};
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
@@ -9,70 +8,6 @@ use diesel::sql_types::Text;
 use std::fmt;
 use std::str::FromStr;
 
-/// A positive amount of money with at most two decimals that fits `NUMERIC(10, 2)`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Amount(BigDecimal);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AmountError {
-    #[error("an amount must be a number such as 12.50")]
-    NotANumber,
-    #[error("an amount must be greater than zero")]
-    NotPositive,
-    #[error("an amount has at most two decimals")]
-    TooPrecise,
-    #[error("an amount must be less than 100,000,000")]
-    TooLarge,
-}
-
-impl Amount {
-    pub fn new(value: BigDecimal) -> Result<Amount, AmountError> {
-        if !value.is_positive() {
-            return Err(AmountError::NotPositive);
-        }
-        let normalized = value.normalized();
-        if normalized.fractional_digit_count() > 2 {
-            return Err(AmountError::TooPrecise);
-        }
-        if value >= 100_000_000 {
-            return Err(AmountError::TooLarge);
-        }
-        Ok(Amount(value.with_scale(2)))
-    }
-
-    pub fn as_decimal(&self) -> &BigDecimal {
-        &self.0
-    }
-}
-
-impl FromStr for Amount {
-    type Err = AmountError;
-    fn from_str(s: &str) -> Result<Amount, AmountError> {
-        let value = BigDecimal::from_str(s.trim()).map_err(|_| AmountError::NotANumber)?;
-        Amount::new(value)
-    }
-}
-
-impl fmt::Display for Amount {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// Formats a stored amount for people: always two decimals.
-pub fn format_money(value: &BigDecimal, currency: &str) -> String {
-    format!("{} {}", two_decimals(value), currency)
-}
-
-/// `12.50`, `0.00`: BigDecimal prints a zero without its scale, so that case is written out.
-pub fn two_decimals(value: &BigDecimal) -> String {
-    let text = value.with_scale(2).to_string();
-    if text.contains('.') {
-        text
-    } else {
-        format!("{text}.00")
-    }
-}
 
 /// The key that makes paying an order idempotent inside Agora. It is derived from who pays for
 /// what, so every retry of the same intent — a double click, a resubmitted form, a re-run job —
@@ -186,17 +121,6 @@ pub struct PayOrder {
 mod tests {
     use super::*;
 
-    #[test]
-    fn amounts_are_positive_with_at_most_two_decimals() {
-        assert_eq!("12.5".parse::<Amount>().unwrap().to_string(), "12.50");
-        assert_eq!("7".parse::<Amount>().unwrap().to_string(), "7.00");
-        assert_eq!("1.230".parse::<Amount>().unwrap().to_string(), "1.23");
-        assert_eq!("0".parse::<Amount>(), Err(AmountError::NotPositive));
-        assert_eq!("-3.00".parse::<Amount>(), Err(AmountError::NotPositive));
-        assert_eq!("1.234".parse::<Amount>(), Err(AmountError::TooPrecise));
-        assert_eq!("100000000".parse::<Amount>(), Err(AmountError::TooLarge));
-        assert_eq!("ten".parse::<Amount>(), Err(AmountError::NotANumber));
-    }
 
     #[test]
     fn idempotency_keys_are_derived_from_user_and_order() {

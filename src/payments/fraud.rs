@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::money::Money;
 use crate::clock::Clock;
 use crate::schema::payments;
 
@@ -15,8 +16,7 @@ use crate::schema::payments;
 pub struct OrderFacts {
     pub user_id: i64,
     pub order_id: i64,
-    pub amount: BigDecimal,
-    pub currency: String,
+    pub money: Money,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +42,8 @@ pub struct AmountLimit {
 
 impl FraudCheck for AmountLimit {
     fn check(&self, _: &mut PgConnection, facts: &OrderFacts) -> QueryResult<Verdict> {
-        Ok(if facts.amount > self.max {
-            Verdict::Reject(format!("orders above {} {} need a manual review", self.max, facts.currency))
+        Ok(if facts.money.amount() > &self.max {
+            Verdict::Reject(format!("orders above {} {} need a manual review", self.max, facts.money.currency()))
         } else {
             Verdict::Allow
         })

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod domain;
 pub mod fraud;
 pub mod gateway;
+pub mod money;
 pub mod processor;
 pub mod refunds;
 pub mod repo;
@@ -14,7 +15,8 @@ pub mod routes;
 pub mod runtime;
 pub mod sim_server;
 
-pub use domain::{Amount, IdempotencyKey, PayOrder, PaymentStatus};
+pub use domain::{IdempotencyKey, PayOrder, PaymentStatus};
+pub use money::{Currency, Money};
 pub use gateway::{Charge, ChargeRequest, GatewayError, PaymentGateway};
 pub use processor::PaymentProcessor;
 pub use repo::{Payment, PaymentEvent};

@@ -77,16 +77,15 @@ pub enum Outcome {
 
 /// Why a charge the gateway reports cannot complete this payment as it stands.
 fn mismatch(payment: &Payment, charge: &Charge) -> Option<String> {
-    let same_amount = charge.amount.with_scale(2) == payment.amount.with_scale(2);
-    let same_currency = charge.currency.eq_ignore_ascii_case(&payment.currency);
-    (!same_amount || !same_currency).then(|| {
+    // The gateway's answer is read as money once, here.
+    let charged = super::money::Currency::parse(&charge.currency).map(|c| super::money::Money::stored(charge.amount.clone(), c));
+    (charged.as_ref() != Some(&payment.money())).then(|| {
         format!(
-            "the gateway's charge {} is for {} {}, the payment is for {} {}: held for review",
+            "the gateway's charge {} is for {} {}, the payment is for {}: held for review",
             charge.id,
             charge.amount.with_scale(2),
             charge.currency.to_uppercase(),
-            payment.amount.with_scale(2),
-            payment.currency
+            payment.money()
         )
     })
 }
@@ -515,8 +514,7 @@ async fn call_gateway(gateway: Arc<dyn PaymentGateway>, payment: Payment, may_ha
     }
     let request = ChargeRequest {
         idempotency_key: payment.gateway_key.clone(),
-        amount: payment.amount.clone(),
-        currency: payment.currency.clone(),
+        money: payment.money(),
         payment_method: payment.payment_method.clone(),
     };
     let error = match gateway.clone().charge(request).await {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use uuid::Uuid;
 
-use super::domain::{format_money, Amount};
+use super::money::{Currency, Money};
 use super::gateway::{GatewayError, GatewayRefund, PaymentGateway, RefundRequest};
 use super::repo::{self as payments, Payment};
 use super::PaymentStatus;
@@ -29,7 +29,7 @@ pub struct Refund {
     pub customer_id: i64,
     pub user_id: i64,
     pub amount: BigDecimal,
-    pub currency: String,
+    pub currency: Currency,
     pub status: String,
     pub reason: Option<String>,
     pub idempotency_key: String,
@@ -40,6 +40,13 @@ pub struct Refund {
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Refund {
+    /// What it gives back.
+    pub fn money(&self) -> Money {
+        Money::stored(self.amount.clone(), self.currency)
+    }
 }
 
 pub const PENDING: &str = "pending";
@@ -82,6 +89,8 @@ pub enum RefundError {
     AmountTooLarge { requested: String, remaining: String },
     #[error("the balance available ({available}) is smaller than the refund ({requested})")]
     InsufficientBalance { available: String, requested: String },
+    #[error("a refund is in its payment's currency, {0}")]
+    WrongCurrency(Currency),
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }
@@ -90,8 +99,8 @@ pub enum RefundError {
 pub struct NewRefund {
     pub payment_id: i64,
     pub user_id: i64,
-    /// `None`: all that remains.
-    pub amount: Option<Amount>,
+    /// `None`: all that remains. In the payment's currency.
+    pub amount: Option<Money>,
     pub reason: Option<RefundReason>,
     /// The requester's key, already scoped to them (`api:7:…`, `dashboard:7:…`).
     pub idempotency_key: String,
@@ -119,18 +128,19 @@ pub fn reserve(conn: &mut PgConnection, request: &NewRefund, now: DateTime<Utc>)
     if payment.status != PaymentStatus::Completed {
         return Err(RefundError::NotRefundable(payment.status));
     }
-    let remaining = &payment.amount - &payment.amount_refunded;
-    if remaining <= 0 {
+    let remaining = Money::stored(&payment.amount - &payment.amount_refunded, payment.currency);
+    if !remaining.is_positive() {
         return Err(RefundError::AlreadyRefunded);
     }
-    let amount = request.amount.as_ref().map(|a| a.as_decimal().clone()).unwrap_or_else(|| remaining.clone());
-    if amount > remaining {
-        return Err(RefundError::AmountTooLarge {
-            requested: format_money(&amount, &payment.currency),
-            remaining: format_money(&remaining, &payment.currency),
-        });
+    let money = match &request.amount {
+        None => remaining.clone(),
+        Some(asked) if asked.currency() != payment.currency => return Err(RefundError::WrongCurrency(payment.currency)),
+        Some(asked) => asked.clone(),
+    };
+    if money.amount() > remaining.amount() {
+        return Err(RefundError::AmountTooLarge { requested: money.to_string(), remaining: remaining.to_string() });
     }
-    debit(conn, &payment, &amount, now)?;
+    debit(conn, &payment, &money, now)?;
     let reference = Uuid::new_v4();
     let refund: Refund = diesel::insert_into(refunds::table)
         .values((
@@ -138,8 +148,8 @@ pub fn reserve(conn: &mut PgConnection, request: &NewRefund, now: DateTime<Utc>)
             refunds::payment_id.eq(payment.id),
             refunds::customer_id.eq(payment.customer_id),
             refunds::user_id.eq(request.user_id),
-            refunds::amount.eq(&amount),
-            refunds::currency.eq(&payment.currency),
+            refunds::amount.eq(money.amount()),
+            refunds::currency.eq(money.currency()),
             refunds::reason.eq(request.reason.map(RefundReason::as_str)),
             refunds::idempotency_key.eq(&request.idempotency_key),
             refunds::gateway_key.eq(gateway_key(reference)),
@@ -148,24 +158,24 @@ pub fn reserve(conn: &mut PgConnection, request: &NewRefund, now: DateTime<Utc>)
         ))
         .returning(Refund::as_returning())
         .get_result(conn)?;
-    ledger(conn, payment.customer_id, "refund", &-amount.clone(), &payment.currency, reference, now)?;
+    ledger(conn, payment.customer_id, "refund", &money.negated(), reference, now)?;
     diesel::update(payments_table::table.find(payment.id))
-        .set(payments_table::amount_refunded.eq(payments_table::amount_refunded + &amount))
+        .set(payments_table::amount_refunded.eq(payments_table::amount_refunded + money.amount()))
         .execute(conn)?;
-    let why = format!("refund {} of {} requested", reference, format_money(&amount, &payment.currency));
+    let why = format!("refund {reference} of {money} requested");
     payments::record_event(conn, payment.id, Some(payment.status), payment.status, &why)?;
     Ok((refund, true))
 }
 
 /// Takes the refund from the customer's balance, which must cover it (checked and changed in one
 /// statement, under the balance row's lock).
-fn debit(conn: &mut PgConnection, payment: &Payment, amount: &BigDecimal, now: DateTime<Utc>) -> Result<(), RefundError> {
+fn debit(conn: &mut PgConnection, payment: &Payment, money: &Money, now: DateTime<Utc>) -> Result<(), RefundError> {
     let left: Option<BigDecimal> = diesel::update(
         customer_balances::table
-            .find((payment.customer_id, &payment.currency))
-            .filter(customer_balances::available.ge(amount)),
+            .find((payment.customer_id, money.currency().code()))
+            .filter(customer_balances::available.ge(money.amount())),
     )
-    .set((customer_balances::available.eq(customer_balances::available - amount), customer_balances::updated_at.eq(now)))
+    .set((customer_balances::available.eq(customer_balances::available - money.amount()), customer_balances::updated_at.eq(now)))
     .returning(customer_balances::available)
     .get_result(conn)
     .optional()?;
@@ -173,39 +183,36 @@ fn debit(conn: &mut PgConnection, payment: &Payment, amount: &BigDecimal, now: D
         return Ok(());
     }
     let available: BigDecimal = customer_balances::table
-        .find((payment.customer_id, &payment.currency))
+        .find((payment.customer_id, money.currency().code()))
         .select(customer_balances::available)
         .first(conn)
         .optional()?
         .unwrap_or_default();
-    Err(RefundError::InsufficientBalance {
-        available: format_money(&available, &payment.currency),
-        requested: format_money(amount, &payment.currency),
-    })
+    Err(RefundError::InsufficientBalance { available: Money::stored(available, money.currency()).to_string(), requested: money.to_string() })
 }
 
 /// Gives money back to the balance (a refund that failed), with its ledger entry.
-fn credit(conn: &mut PgConnection, customer_id: i64, amount: &BigDecimal, currency: &str, now: DateTime<Utc>) -> QueryResult<()> {
+fn credit(conn: &mut PgConnection, customer_id: i64, money: &Money, now: DateTime<Utc>) -> QueryResult<()> {
     diesel::sql_query(
         "INSERT INTO customer_balances AS b (customer_id, currency, available, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (customer_id, currency) DO UPDATE SET available = b.available + EXCLUDED.available, updated_at = $4",
     )
     .bind::<BigInt, _>(customer_id)
-    .bind::<Text, _>(currency)
-    .bind::<Numeric, _>(amount)
+    .bind::<Text, _>(money.currency())
+    .bind::<Numeric, _>(money.amount())
     .bind::<Timestamptz, _>(now)
     .execute(conn)
     .map(drop)
 }
 
-fn ledger(conn: &mut PgConnection, customer_id: i64, kind: &str, amount: &BigDecimal, currency: &str, source: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
+fn ledger(conn: &mut PgConnection, customer_id: i64, kind: &str, money: &Money, source: Uuid, now: DateTime<Utc>) -> QueryResult<()> {
     use crate::schema::balance_transactions as bt;
     diesel::insert_into(bt::table)
         .values((
             bt::customer_id.eq(customer_id),
             bt::kind.eq(kind),
-            bt::amount.eq(amount),
-            bt::currency.eq(currency),
+            bt::amount.eq(money.amount()),
+            bt::currency.eq(money.currency()),
             bt::source.eq(source),
             bt::created_at.eq(now),
         ))
@@ -260,8 +267,7 @@ pub async fn call_gateway(gateway: Arc<dyn PaymentGateway>, attempt: &RefundAtte
     let request = RefundRequest {
         idempotency_key: refund.gateway_key.clone(),
         charge_id: attempt.charge_id.clone(),
-        amount: refund.amount.clone(),
-        currency: refund.currency.clone(),
+        money: refund.money(),
     };
     let error = match gateway.clone().refund(request).await {
         Ok(done) => return RefundOutcome::Refunded(done),
@@ -296,7 +302,7 @@ pub fn settle(conn: &mut PgConnection, attempt: &RefundAttempt, outcome: RefundO
                 .returning(Refund::as_returning())
                 .get_result::<Refund>(conn)
                 .optional()?;
-            (settled, format!("refund {} of {} succeeded, gateway refund {}", refund.reference, money(refund), done.id))
+            (settled, format!("refund {} of {} succeeded, gateway refund {}", refund.reference, refund.money(), done.id))
         }
         RefundOutcome::Refused(error) => {
             let settled = diesel::update(mine)
@@ -313,10 +319,10 @@ pub fn settle(conn: &mut PgConnection, attempt: &RefundAttempt, outcome: RefundO
                 diesel::update(payments_table::table.find(refund.payment_id))
                     .set(payments_table::amount_refunded.eq(payments_table::amount_refunded - &refund.amount))
                     .execute(conn)?;
-                credit(conn, refund.customer_id, &refund.amount, &refund.currency, now)?;
-                ledger(conn, refund.customer_id, "refund_failure", &refund.amount, &refund.currency, refund.reference, now)?;
+                credit(conn, refund.customer_id, &refund.money(), now)?;
+                ledger(conn, refund.customer_id, "refund_failure", &refund.money(), refund.reference, now)?;
             }
-            (settled, format!("refund {} of {} failed: {error}; the amount is back in the balance", refund.reference, money(refund)))
+            (settled, format!("refund {} of {} failed: {error}; the amount is back in the balance", refund.reference, refund.money()))
         }
         RefundOutcome::Open(error) => {
             let message = format!("{error}; the gateway will be asked again before anything is resent");
@@ -325,7 +331,7 @@ pub fn settle(conn: &mut PgConnection, attempt: &RefundAttempt, outcome: RefundO
                 .returning(Refund::as_returning())
                 .get_result::<Refund>(conn)
                 .optional()?;
-            (settled, format!("refund {} of {} has no answer yet: {error}", refund.reference, money(refund)))
+            (settled, format!("refund {} of {} has no answer yet: {error}", refund.reference, refund.money()))
         }
     };
     match settled {
@@ -339,9 +345,6 @@ pub fn settle(conn: &mut PgConnection, attempt: &RefundAttempt, outcome: RefundO
     }
 }
 
-fn money(refund: &Refund) -> String {
-    format_money(&refund.amount, &refund.currency)
-}
 
 pub fn find(conn: &mut PgConnection, refund_id: i64) -> QueryResult<Option<Refund>> {
     refunds::table.find(refund_id).select(Refund::as_select()).first(conn).optional()
@@ -362,7 +365,7 @@ pub fn settle_by_hand(conn: &mut PgConnection, refund_id: i64, succeeded: Option
                 idempotency_key: attempt.refund.gateway_key.clone(),
                 charge: attempt.charge_id.clone(),
                 amount: attempt.refund.amount.clone(),
-                currency: attempt.refund.currency.clone(),
+                currency: attempt.refund.currency.to_string(),
                 created_at: now,
             }),
             None => RefundOutcome::Refused(GatewayError::Unavailable(format!("settled by hand: {note}"))),

@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::domain::{IdempotencyKey, PayOrder, PaymentStatus};
+use super::money::{Currency, Money};
 use crate::schema::{payment_events, payments};
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize)]
@@ -19,7 +20,7 @@ pub struct Payment {
     pub order_id: i64,
     pub customer_id: i64,
     pub amount: BigDecimal,
-    pub currency: String,
+    pub currency: Currency,
     #[serde(serialize_with = "serialize_status")]
     pub status: PaymentStatus,
     pub idempotency_key: String,
@@ -42,6 +43,13 @@ pub struct Payment {
     pub payment_method: Option<String>,
     /// The sum of the refunds that have not failed.
     pub amount_refunded: BigDecimal,
+}
+
+impl Payment {
+    /// What it charges.
+    pub fn money(&self) -> Money {
+        Money::stored(self.amount.clone(), self.currency)
+    }
 }
 
 fn serialize_status<S: serde::Serializer>(status: &PaymentStatus, s: S) -> Result<S::Ok, S::Error> {

@@ -4,7 +4,6 @@ use actix_web::{HttpRequest, web, HttpResponse};
 use askama::Template;
 use uuid::Uuid;
 
-use super::domain::format_money;
 use super::repo::{self, Payment, PaymentEvent};
 use super::PaymentStatus;
 use crate::auth::CurrentUser;
@@ -141,7 +140,7 @@ async fn show(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<Strin
         fraud: payment.error_code.as_deref() == Some("fraud_rejected"),
         shown_reason: payment.error_message.clone().filter(|_| payment.error_code.as_deref() != Some("fraud_rejected")),
         layout: Layout::new(&req),
-        amount: format_money(&payment.amount, &payment.currency),
+        amount: payment.money().to_string(),
         in_flight: !is_final(&payment),
         headline,
         advice,

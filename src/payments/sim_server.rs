@@ -8,7 +8,8 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::domain::{Amount, IdempotencyKey};
+use super::domain::IdempotencyKey;
+use super::money::{Currency, Money};
 use super::gateway::{ChargeRequest, GatewayError, Latency, RefundRequest, Simulation};
 
 struct SimState {
@@ -59,21 +60,24 @@ fn error(status: actix_web::http::StatusCode, kind: &str, code: &str, message: &
     HttpResponse::build(status).json(json!({ "error": { "type": kind, "code": code, "message": message } }))
 }
 
-/// The request's idempotency key and amount, or the 400 that refuses it.
-fn key_and_amount(req: &HttpRequest, amount: &str) -> Result<(IdempotencyKey, Amount), Box<HttpResponse>> {
+/// The request's idempotency key and money, or the 400 that refuses it.
+fn key_and_money(req: &HttpRequest, amount: &str, currency: &str) -> Result<(IdempotencyKey, Money), Box<HttpResponse>> {
     use actix_web::http::StatusCode;
     let key = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()).and_then(IdempotencyKey::parse);
     let Some(key) = key else {
         return Err(Box::new(error(StatusCode::BAD_REQUEST, "invalid_request_error", "missing_idempotency_key", "Idempotency-Key header is required")));
     };
-    match amount.parse::<Amount>() {
-        Ok(amount) => Ok((key, amount)),
+    let Some(currency) = Currency::parse(currency) else {
+        return Err(Box::new(error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_currency", "currency is a three-letter code")));
+    };
+    match Money::parse(amount, currency) {
+        Ok(money) => Ok((key, money)),
         Err(e) => Err(Box::new(error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_amount", &e.to_string()))),
     }
 }
 
 async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web::Data<SimState>) -> HttpResponse {
-    let (key, amount) = match key_and_amount(&req, &body.amount) {
+    let (key, money) = match key_and_money(&req, &body.amount, &body.currency) {
         Ok(parsed) => parsed,
         Err(refused) => return *refused,
     };
@@ -81,8 +85,7 @@ async fn create_charge(req: HttpRequest, body: web::Json<NewCharge>, state: web:
     state.latency.wait().await;
     let request = ChargeRequest {
         idempotency_key: key.as_str().to_string(),
-        amount: amount.as_decimal().clone(),
-        currency: body.currency.clone(),
+        money,
         payment_method: body.payment_method.clone(),
     };
     answer(state.simulation.charge(&request))
@@ -100,7 +103,7 @@ fn answer<T: serde::Serialize>(result: Result<T, GatewayError>) -> HttpResponse 
 }
 
 async fn create_refund(req: HttpRequest, body: web::Json<NewRefund>, state: web::Data<SimState>) -> HttpResponse {
-    let (key, amount) = match key_and_amount(&req, &body.amount) {
+    let (key, money) = match key_and_money(&req, &body.amount, &body.currency) {
         Ok(parsed) => parsed,
         Err(refused) => return *refused,
     };
@@ -108,8 +111,7 @@ async fn create_refund(req: HttpRequest, body: web::Json<NewRefund>, state: web:
     let request = RefundRequest {
         idempotency_key: key.as_str().to_string(),
         charge_id: body.charge.clone(),
-        amount: amount.as_decimal().clone(),
-        currency: body.currency.clone(),
+        money,
     };
     answer(state.simulation.ledger().refund(&request))
 }

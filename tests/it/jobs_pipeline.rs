@@ -157,8 +157,8 @@ impl PaymentGateway for NotebookGateway {
             Ok(Charge {
                 id: format!("notebook-{}", request.idempotency_key),
                 idempotency_key: request.idempotency_key,
-                amount: request.amount,
-                currency: request.currency,
+                amount: request.money.amount().clone(),
+                currency: request.money.currency().to_string(),
                 created_at: chrono::Utc::now(),
             })
         })
@@ -182,7 +182,7 @@ struct SmallOrdersOnly;
 
 impl FraudCheck for SmallOrdersOnly {
     fn check(&self, _: &mut PgConnection, facts: &OrderFacts) -> QueryResult<Verdict> {
-        Ok(if facts.amount >= 10 { Verdict::Reject("too big for this test".into()) } else { Verdict::Allow })
+        Ok(if facts.money.amount() >= &bigdecimal::BigDecimal::from(10) { Verdict::Reject("too big for this test".into()) } else { Verdict::Allow })
     }
 }
 
@@ -578,8 +578,8 @@ async fn stalling_charge(
     state: actix_web::web::Data<StallingGateway>,
 ) -> actix_web::HttpResponse {
     let key = req.headers().get("Idempotency-Key").unwrap().to_str().unwrap().to_string();
-    let amount: bigdecimal::BigDecimal = body["amount"].as_str().unwrap().parse().unwrap();
-    let charge = state.simulation.charge(&ChargeRequest { idempotency_key: key, amount, currency: "USD".into(), payment_method: None }).unwrap();
+    let money = agora::payments::Money::parse(body["amount"].as_str().unwrap(), agora::payments::Currency::USD).unwrap();
+    let charge = state.simulation.charge(&ChargeRequest { idempotency_key: key, money, payment_method: None }).unwrap();
     if state.stall.swap(false, Ordering::SeqCst) {
         state.charged.lock().unwrap().send(()).unwrap();
         std::future::pending::<()>().await;

@@ -770,7 +770,7 @@ fn the_batched_payment_writes_the_same_rows_as_the_general_path() {
     let alice_id = fixtures::user_id(&mut conn, "alice@north.test");
     let limits = s.app.services.limits;
     let general = agora::orders::pipeline::start_api_payment(
-        &mut conn, alice_id, s.north, &bigdecimal::BigDecimal::from(15), "USD", None, Some("pm_card_visa"), limits, chrono::Utc::now(),
+        &mut conn, alice_id, s.north, &agora::payments::Money::from_minor(1_500, agora::payments::Currency::USD), None, Some("pm_card_visa"), limits, chrono::Utc::now(),
     )
     .unwrap();
     let fast: agora::payments::Payment = payments::table

@@ -302,7 +302,7 @@ fn a_charge_whose_amount_differs_from_the_payment_is_held_for_review_not_complet
     pipeline::start_payment(&mut conn, pay, app.services.limits, app.services.clock.now()).unwrap();
     // The gateway already holds a charge under this payment's key, for another amount.
     let key = fixtures::gateway_key(&mut conn, order_id);
-    gateway.ledger().record(&ChargeRequest { idempotency_key: key, amount: bigdecimal::BigDecimal::from(1), currency: "USD".into(), payment_method: None });
+    gateway.ledger().record(&ChargeRequest { idempotency_key: key, money: agora::payments::Money::from_minor(100, agora::payments::Currency::USD), payment_method: None });
 
     let payment = app.services.processor.process(&mut conn, pay).unwrap();
     assert_eq!(payment.status, PaymentStatus::RequiresConfirmation);

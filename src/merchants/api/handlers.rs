@@ -11,14 +11,14 @@ use super::input::{read_object, Object};
 use crate::merchants::query::{parse_api_query, Query};
 use super::{keyed, respond, run, views, ApiUser};
 use crate::auth::{password, repo as accounts};
-use crate::merchants::domain::{Currency, Cursor, MinorUnits, MAX_PAYMENT, MIN_PAYMENT, NAME_MAX};
+use crate::merchants::domain::{Cursor, MAX_PAYMENT, MIN_PAYMENT, NAME_MAX};
+use crate::payments::{Currency, Money};
 use crate::web::openapi::Field;
 use crate::merchants::intake::Intake;
 use crate::merchants::repo::{self, Principal};
 use crate::merchants::{ids, service, MerchantsState, MerchantError};
 use crate::payments::gateway::TestCard;
 use crate::orders::pipeline::start_api_payment;
-use crate::payments::domain::Amount;
 use crate::payments::refunds::{NewRefund, RefundReason};
 use crate::web::{client_ip, Db};
 
@@ -215,8 +215,7 @@ pub async fn balance_transactions(req: HttpRequest, path: web::Path<String>, use
 struct NewPayment {
     customer: i64,
     customer_public: Uuid,
-    amount: MinorUnits,
-    currency: Currency,
+    money: Money,
     description: Option<String>,
     payment_method: Option<String>,
 }
@@ -240,7 +239,7 @@ fn new_payment(body: &Object, user: &Principal) -> Result<NewPayment, ApiError> 
     if amount > MAX_PAYMENT {
         return Err(ApiError::invalid("amount_too_large", format!("Amount must be at most {MAX_PAYMENT} (minor units).")).param("amount"));
     }
-    let currency = Currency::parse(&currency).ok_or_else(|| {
+    let currency = Currency::settled(&currency).ok_or_else(|| {
         ApiError::invalid("currency_not_supported", format!("Currency {currency:?} is not supported; use usd, eur, gbp or dkk.")).param("currency")
     })?;
     if description.as_ref().is_some_and(|d| d.chars().count() > 500) {
@@ -255,7 +254,7 @@ fn new_payment(body: &Object, user: &Principal) -> Result<NewPayment, ApiError> 
         }
     }
     let customer_public = user.customer_public[user.customers.iter().position(|c| *c == customer).expect("a linked customer")];
-    Ok(NewPayment { customer, customer_public, amount: MinorUnits(amount), currency, description, payment_method })
+    Ok(NewPayment { customer, customer_public, money: Money::from_minor(amount, currency), description, payment_method })
 }
 
 pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUser, db: Db, state: State) -> Result<HttpResponse, ApiError> {
@@ -265,16 +264,15 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
     let (user_id, limits, now) = (user.principal.id, state.limits, state.clock.now());
     // Everything the answer says is decided here, so the answer is stored with the rows it
     // describes, in the statement (and commit) that writes them (see `intake`).
-    let amount = new.amount.to_decimal();
     let row = repo::PaymentRow {
         id: 0,
         order_id: 0,
         reference: Uuid::new_v4(),
         user_id,
         customer_id: new.customer,
-        amount: amount.clone(),
+        amount: new.money.amount().clone(),
         amount_refunded: bigdecimal::BigDecimal::from(0),
-        currency: new.currency.code().to_string(),
+        currency: new.money.currency(),
         status: crate::payments::PaymentStatus::Pending,
         retryable: true,
         description: new.description.clone(),
@@ -292,8 +290,7 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
         start: crate::orders::pipeline::ApiPaymentStart {
             user_id,
             customer_id: new.customer,
-            amount,
-            currency: new.currency.code().to_string(),
+            money: new.money.clone(),
             description: new.description.clone(),
             payment_method: new.payment_method.clone(),
             reference: row.reference,
@@ -318,8 +315,7 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
                     conn,
                     user_id,
                     new.customer,
-                    &new.amount.to_decimal(),
-                    new.currency.code(),
+                    &new.money,
                     new.description.as_deref(),
                     new.payment_method.as_deref(),
                     limits,
@@ -360,7 +356,7 @@ pub async fn create_refund(req: HttpRequest, path: web::Path<String>, payload: w
         None => None,
         Some(n) if n < 1 => return Err(ApiError::invalid("amount_too_small", "A refund is at least 1 (minor unit).").param("amount")),
         Some(n) if n > MAX_PAYMENT => return Err(ApiError::invalid("amount_too_large", format!("Amount must be at most {MAX_PAYMENT}.")).param("amount")),
-        Some(n) => Some(Amount::new(MinorUnits(n).to_decimal()).map_err(|e| ApiError::bad_value("amount", e))?),
+        Some(n) => Some(n),
     };
     let reason = match body.string("reason")? {
         None => None,
@@ -374,8 +370,8 @@ pub async fn create_refund(req: HttpRequest, path: web::Path<String>, payload: w
     let reference = payment_reference(&path)?;
     let (visible, user_id, attempts, now) = (user.principal.customers.clone(), user.principal.id, state.refund_attempts, state.clock.now());
     let response = keyed(&db, &req, &state, &user.principal, &body, true, move |conn| {
-        let request = NewRefund { payment_id: 0, user_id, amount, reason, idempotency_key: format!("api:{user_id}:{key}") };
-        let (payment, refund) = service::refund(conn, &visible, reference, request, attempts, now)?;
+        let request = NewRefund { payment_id: 0, user_id, amount: None, reason, idempotency_key: format!("api:{user_id}:{key}") };
+        let (payment, refund) = service::refund(conn, &visible, reference, amount, request, attempts, now)?;
         Ok((StatusCode::CREATED, views::refund(&refund, payment.reference)))
     })
     .await?;

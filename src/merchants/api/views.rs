@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::merchants::domain::{api_currency, unix, MinorUnits};
+use crate::merchants::domain::unix;
 use crate::merchants::ids::{BALANCE_TRANSACTION, CUSTOMER, REFUND, USER};
 use crate::merchants::repo::{Balance, Customer, LedgerEntry, LinkedUser, PaymentRow, Principal};
 use crate::payments::refunds::Refund;
@@ -35,10 +35,10 @@ pub fn payment(p: &PaymentRow) -> Value {
     json!({
         "id": p.reference,
         "object": "payment",
-        "amount": MinorUnits::of(&p.amount),
-        "amount_refunded": MinorUnits::of(&p.amount_refunded),
+        "amount": p.money().minor_units(),
+        "amount_refunded": p.refunded().minor_units(),
         "refunded": p.status == PaymentStatus::Completed && p.amount_refunded >= p.amount,
-        "currency": api_currency(&p.currency),
+        "currency": p.currency.lower(),
         "status": p.status.as_str(),
         "final": p.is_final(),
         "customer": CUSTOMER.show(p.customer_public_id),
@@ -56,8 +56,8 @@ pub fn refund(r: &Refund, payment: uuid::Uuid) -> Value {
         "id": REFUND.show(r.reference),
         "object": "refund",
         "payment": payment,
-        "amount": MinorUnits::of(&r.amount),
-        "currency": api_currency(&r.currency),
+        "amount": r.money().minor_units(),
+        "currency": r.currency.lower(),
         "status": r.status,
         "reason": r.reason,
         "created": unix(r.created_at),
@@ -67,7 +67,7 @@ pub fn refund(r: &Refund, payment: uuid::Uuid) -> Value {
 /// A customer's balance: `customer` is the id the caller named it by.
 pub fn balance(customer: &str, balances: &[Balance]) -> Value {
     let available: Vec<Value> =
-        balances.iter().map(|b| json!({ "amount": MinorUnits::of(&b.available), "currency": api_currency(&b.currency) })).collect();
+        balances.iter().map(|b| json!({ "amount": b.money().minor_units(), "currency": b.currency.lower() })).collect();
     json!({ "object": "balance", "customer": customer, "available": available })
 }
 
@@ -82,8 +82,8 @@ pub fn balance_transaction(e: &LedgerEntry) -> Value {
         "id": BALANCE_TRANSACTION.show(e.public_id),
         "object": "balance_transaction",
         "type": e.kind,
-        "amount": MinorUnits::of(&e.amount),
-        "currency": api_currency(&e.currency),
+        "amount": e.money().minor_units(),
+        "currency": e.currency.lower(),
         "source": source,
         "created": unix(e.created_at),
     })

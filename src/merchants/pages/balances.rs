@@ -9,7 +9,6 @@ use crate::auth::CurrentUser;
 use crate::merchants::domain::{Cursor, ListParams};
 use crate::merchants::ids::{BALANCE_TRANSACTION, CUSTOMER};
 use crate::merchants::{service, MerchantError};
-use crate::payments::domain::format_money;
 use crate::web::{html, AppError, Db, Layout};
 
 const LEDGER_PAGE: i64 = 100;
@@ -35,7 +34,7 @@ pub(super) async fn balances(req: HttpRequest, user: CurrentUser, db: Db) -> Res
     let balances = customers
         .into_iter()
         .map(|c| BalanceView {
-            amounts: balances.iter().filter(|b| b.customer_id == c.id).map(|b| format_money(&b.available, &b.currency)).collect(),
+            amounts: balances.iter().filter(|b| b.customer_id == c.id).map(|b| b.money().to_string()).collect(),
             customer_id: CUSTOMER.show(c.public_id),
             customer: c.name,
         })
@@ -83,12 +82,12 @@ pub(super) async fn ledger(req: HttpRequest, user: CurrentUser, db: Db, path: we
     let page = LedgerPage {
         layout: Layout::new(&req),
         customer: customer.name,
-        amounts: balances.iter().map(|b| format_money(&b.available, &b.currency)).collect(),
+        amounts: balances.iter().map(|b| b.money().to_string()).collect(),
         entries: entries
             .into_iter()
             .map(|e| EntryView {
                 kind: e.kind.replace('_', " "),
-                amount: format_money(&e.amount, &e.currency),
+                amount: e.money().to_string(),
                 source: e.source.to_string(),
                 created: e.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             })

@@ -3,7 +3,6 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::merchants::domain::major;
 use crate::merchants::query::{parse_query, FILTER_PARAMS};
 use crate::merchants::repo::{self, Keyset, PaymentRow};
 use crate::merchants::service;
@@ -32,9 +31,9 @@ fn csv_line(p: &PaymentRow) -> String {
         CUSTOMER.show(p.customer_public_id),
         p.customer_name.clone(),
         p.user_email.clone(),
-        major(&p.amount),
-        p.currency.to_ascii_lowercase(),
-        major(&p.amount_refunded),
+        p.money().major(),
+        p.currency.lower(),
+        p.refunded().major(),
         p.status.to_string(),
         p.external_transaction_id.clone().unwrap_or_default(),
         p.description.clone().unwrap_or_default(),

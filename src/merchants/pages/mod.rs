@@ -16,7 +16,6 @@ use super::error::ApiError;
 use super::ids::Linked;
 use super::repo::{self, PaymentRow};
 use super::{service, MerchantError, MerchantsState};
-use crate::payments::domain::format_money;
 use crate::web::{see_other, AppError, Db};
 
 pub use csv::CSV_HEADER;
@@ -59,8 +58,8 @@ impl From<&PaymentRow> for Row {
             created: p.created_at.format("%Y-%m-%d %H:%M").to_string(),
             customer: p.customer_name.clone(),
             user: p.user_email.clone(),
-            amount: format_money(&p.amount, &p.currency),
-            refunded: if p.amount_refunded > 0 { format_money(&p.amount_refunded, &p.currency) } else { String::new() },
+            amount: p.money().to_string(),
+            refunded: if p.refunded().is_positive() { p.refunded().to_string() } else { String::new() },
             status: p.status.to_string(),
         }
     }

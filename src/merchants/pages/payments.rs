@@ -10,7 +10,7 @@ use chrono::{Datelike, Duration as ChronoDuration, NaiveDate};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use crate::merchants::domain::{major, Cursor, PaymentFilter};
+use crate::merchants::domain::{Cursor, PaymentFilter};
 use crate::merchants::query::{parse_query, FILTER_PARAMS, LIST_PARAMS};
 use crate::merchants::repo::{self, DailyVolume};
 use crate::merchants::{service, MerchantError};
@@ -19,7 +19,7 @@ use crate::merchants::ids::CUSTOMER;
 use super::refunds::{refund_view, RefundView};
 use crate::auth::CurrentUser;
 use crate::jobs;
-use crate::payments::domain::format_money;
+use crate::payments::{Currency, Money};
 use crate::payments::refunds::{self};
 use crate::payments::{repo as payments, PaymentEvent};
 use crate::web::{csrf, html, see_other, see_other_with_notice, AppError, Db, Layout};
@@ -92,7 +92,7 @@ fn charts(volume: &[DailyVolume], filter: &PaymentFilter, today: NaiveDate) -> V
     let last = filter.created_before.map(|t| (t - ChronoDuration::seconds(1)).date_naive()).unwrap_or(today).min(today);
     let first = filter.created_from.map(|t| t.date_naive()).unwrap_or(last - ChronoDuration::days(29)).max(last - ChronoDuration::days(89));
     let days: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
-    let mut currencies: Vec<&str> = volume.iter().map(|v| v.currency.as_str()).collect();
+    let mut currencies: Vec<Currency> = volume.iter().map(|v| v.currency).collect();
     currencies.dedup();
     currencies.sort_unstable();
     currencies.dedup();
@@ -115,10 +115,10 @@ fn charts(volume: &[DailyVolume], filter: &PaymentFilter, today: NaiveDate) -> V
                     } else {
                         0
                     };
-                    Bar { x: i * step, y: CHART_HEIGHT - height, height, day: day.to_string(), label: format_money(sum, currency) }
+                    Bar { x: i * step, y: CHART_HEIGHT - height, height, day: day.to_string(), label: Money::stored(sum.clone(), currency).to_string() }
                 })
                 .collect();
-            Chart { currency: currency.to_string(), bars, width: step.saturating_sub(1).max(1), max: format_money(&max, currency) }
+            Chart { currency: currency.to_string(), bars, width: step.saturating_sub(1).max(1), max: Money::stored(max, currency).to_string() }
         })
         .collect()
 }
@@ -167,9 +167,9 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
     };
     let newer = newer_exists.then(|| rows.first().map(|r| cursor_link("ending_before", &r.reference.to_string()))).flatten();
     let older = older_exists.then(|| rows.last().map(|r| cursor_link("starting_after", &r.reference.to_string()))).flatten();
-    let mut totals: BTreeMap<String, (i64, BigDecimal)> = BTreeMap::new();
+    let mut totals: BTreeMap<Currency, (i64, BigDecimal)> = BTreeMap::new();
     for v in &volume {
-        let entry = totals.entry(v.currency.clone()).or_default();
+        let entry = totals.entry(v.currency).or_default();
         entry.0 += v.count;
         entry.1 += &v.total;
     }
@@ -181,7 +181,7 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
     let page = PaymentsPage {
         layout: Layout::new(&req),
         rows: rows.iter().map(Row::from).collect(),
-        totals: totals.into_iter().map(|(currency, (count, sum))| Total { sum: format_money(&sum, &currency), count }).collect(),
+        totals: totals.into_iter().map(|(currency, (count, sum))| Total { sum: Money::stored(sum, currency).to_string(), count }).collect(),
         charts: charts(&volume, &chart_filter, today),
         presets: presets(today),
         customers: customers
@@ -203,8 +203,8 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
         suspects: suspects
             .into_iter()
             .map(|d| Suspect {
-                amount: format_money(&d.amount, &d.currency),
-                refund: major(&d.amount),
+                amount: d.money().to_string(),
+                refund: d.money().major(),
                 key: Uuid::new_v4().to_string(),
                 apart: format!("{} s apart", d.apart_seconds),
                 first: d.first.to_string(),
@@ -255,10 +255,10 @@ pub(super) async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, 
     let remaining = payment.remaining();
     let page = PaymentPage {
         layout: Layout::new(&req),
-        refundable: payment.status == crate::payments::PaymentStatus::Completed && remaining > 0,
+        refundable: payment.status == crate::payments::PaymentStatus::Completed && remaining.is_positive(),
         stuck,
-        remaining: major(&remaining),
-        currency: payment.currency.clone(),
+        remaining: remaining.major(),
+        currency: payment.currency.to_string(),
         description: payment.description.clone().unwrap_or_default(),
         transaction: payment.external_transaction_id.clone().unwrap_or_default(),
         failure: (payment.status == crate::payments::PaymentStatus::Failed).then(|| payment.error_message.clone()).flatten(),

@@ -13,7 +13,7 @@ use super::*;
 use crate::merchants::ids::REFUND;
 use crate::auth::CurrentUser;
 use crate::jobs;
-use crate::payments::domain::{format_money, Amount};
+use crate::payments::Money;
 use crate::payments::refunds::{self, NewRefund, Refund, RefundReason};
 use crate::web::{csrf, html, see_other_with_notice, AppError, Db, Layout};
 
@@ -30,7 +30,7 @@ pub(super) struct RefundView {
 pub(super) fn refund_view(r: &Refund, stuck: bool) -> RefundView {
     RefundView {
         reference: REFUND.show(r.reference),
-        amount: format_money(&r.amount, &r.currency),
+        amount: r.money().to_string(),
         status: r.status.clone(),
         reason: r.reason.clone().unwrap_or_default().replace('_', " "),
         created: r.created_at.format("%Y-%m-%d %H:%M").to_string(),
@@ -81,7 +81,7 @@ pub(super) async fn refund(
     let (visible, payment) = visible_payment(&db, user.0.id, reference).await?;
     let form = form.into_inner();
     let key_ok = !form.idempotency_key.is_empty() && form.idempotency_key.len() <= 100 && form.idempotency_key.bytes().all(|b| b.is_ascii_graphic());
-    let amount = form.amount.trim().parse::<Amount>();
+    let amount = Money::parse(&form.amount, payment.currency);
     let reason = if form.reason.is_empty() { Ok(None) } else { RefundReason::parse(&form.reason).map(Some).ok_or(()) };
     let problem = match (&amount, &reason, key_ok) {
         (_, _, false) => Some("The form is missing its key; reload the payment and try again.".to_string()),
@@ -89,8 +89,8 @@ pub(super) async fn refund(
         (_, Err(()), _) => Some("Choose a reason from the list.".to_string()),
         // Only while reviewing: on confirmation the reservation decides, and a second click of a
         // full refund must find the refund the first one made, not "nothing remains".
-        (Ok(a), _, _) if form.confirm != "yes" && a.as_decimal() > &payment.remaining() => {
-            Some(format!("At most {} remains to refund.", format_money(&payment.remaining(), &payment.currency)))
+        (Ok(a), _, _) if form.confirm != "yes" && a.amount() > payment.remaining().amount() => {
+            Some(format!("At most {} remains to refund.", payment.remaining()))
         }
         _ => None,
     };
@@ -98,7 +98,7 @@ pub(super) async fn refund(
         let status = if problem.is_some() { actix_web::http::StatusCode::BAD_REQUEST } else { actix_web::http::StatusCode::OK };
         let page = ConfirmPage {
             layout: Layout::new(&req),
-            amount_shown: amount.as_ref().map(|a| format_money(a.as_decimal(), &payment.currency)).unwrap_or_default(),
+            amount_shown: amount.as_ref().map(|a| a.to_string()).unwrap_or_default(),
             payment: Row::from(&payment),
             reference: reference.to_string(),
             amount: form.amount.trim().to_string(),
@@ -111,20 +111,21 @@ pub(super) async fn refund(
         return Ok(response);
     }
     let (user_id, attempts, now) = (user.0.id, state.refund_attempts, state.clock.now());
+    let minor = amount.ok().map(|a| a.minor_units());
     let request = NewRefund {
         payment_id: payment.id,
         user_id,
-        amount: amount.ok(),
+        amount: None,
         reason: reason.ok().flatten(),
         idempotency_key: format!("dashboard:{user_id}:{}", form.idempotency_key),
     };
     let made = db
-        .run(move |conn| diesel::Connection::transaction(conn, |conn| service::refund(conn, &visible, reference, request, attempts, now)))
+        .run(move |conn| diesel::Connection::transaction(conn, |conn| service::refund(conn, &visible, reference, minor, request, attempts, now)))
         .await;
     let notice = match made {
         Ok((_, refund)) => {
             state.wake.notify();
-            format!("Refund of {} requested.", format_money(&refund.amount, &refund.currency))
+            format!("Refund of {} requested.", refund.money())
         }
         Err(AppError::BadRequest(why)) => why,
         Err(other) => return Err(other),

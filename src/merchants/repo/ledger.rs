@@ -3,6 +3,8 @@
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+
+use crate::payments::{Currency, Money};
 use uuid::Uuid;
 
 use crate::schema::{
@@ -12,8 +14,14 @@ use crate::schema::{
 #[derive(Debug, Clone, Queryable)]
 pub struct Balance {
     pub customer_id: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub available: BigDecimal,
+}
+
+impl Balance {
+    pub fn money(&self) -> Money {
+        Money::stored(self.available.clone(), self.currency)
+    }
 }
 
 pub fn balances(conn: &mut PgConnection, customer_ids: &[i64]) -> QueryResult<Vec<Balance>> {
@@ -29,10 +37,16 @@ pub struct LedgerEntry {
     pub id: i64,
     pub kind: String,
     pub amount: BigDecimal,
-    pub currency: String,
+    pub currency: Currency,
     pub source: Uuid,
     pub created_at: DateTime<Utc>,
     pub public_id: Uuid,
+}
+
+impl LedgerEntry {
+    pub fn money(&self) -> Money {
+        Money::stored(self.amount.clone(), self.currency)
+    }
 }
 
 /// One customer's ledger, newest first, `limit + 1` entries from the cursor on.

@@ -9,7 +9,8 @@ use diesel::query_builder::BoxedSqlQuery;
 use diesel::sql_types::{Array, BigInt, Bool, Date, Int8, Nullable, Numeric, Text, Timestamptz};
 use uuid::Uuid;
 
-use crate::merchants::domain::{MinorUnits, PaymentFilter};
+use crate::merchants::domain::PaymentFilter;
+use crate::payments::{Currency, Money};
 use crate::payments::refunds::Refund;
 use crate::payments::PaymentStatus;
 use crate::schema::{
@@ -34,7 +35,7 @@ pub struct PaymentRow {
     #[diesel(sql_type = Numeric)]
     pub amount_refunded: BigDecimal,
     #[diesel(sql_type = Text)]
-    pub currency: String,
+    pub currency: Currency,
     #[diesel(sql_type = Text)]
     pub status: PaymentStatus,
     #[diesel(sql_type = Bool)]
@@ -69,8 +70,19 @@ impl PaymentRow {
         }
     }
 
-    pub fn remaining(&self) -> BigDecimal {
-        &self.amount - &self.amount_refunded
+    /// What it charged.
+    pub fn money(&self) -> Money {
+        Money::stored(self.amount.clone(), self.currency)
+    }
+
+    /// What has been given back of it.
+    pub fn refunded(&self) -> Money {
+        Money::stored(self.amount_refunded.clone(), self.currency)
+    }
+
+    /// What is left to refund.
+    pub fn remaining(&self) -> Money {
+        Money::stored(&self.amount - &self.amount_refunded, self.currency)
     }
 }
 
@@ -124,10 +136,10 @@ impl Conditions {
             c.push("p.created_at < ?", Bind::At(before));
         }
         if let Some(min) = filter.amount_gte {
-            c.push("p.amount >= ?", Bind::Money(MinorUnits(min).to_decimal()));
+            c.push("p.amount >= ?", Bind::Money(BigDecimal::new(min.into(), 2)));
         }
         if let Some(max) = filter.amount_lte {
-            c.push("p.amount <= ?", Bind::Money(MinorUnits(max).to_decimal()));
+            c.push("p.amount <= ?", Bind::Money(BigDecimal::new(max.into(), 2)));
         }
         c
     }
@@ -255,11 +267,17 @@ pub struct DailyVolume {
     #[diesel(sql_type = Date)]
     pub day: NaiveDate,
     #[diesel(sql_type = Text)]
-    pub currency: String,
+    pub currency: Currency,
     #[diesel(sql_type = BigInt)]
     pub count: i64,
     #[diesel(sql_type = Numeric)]
     pub total: BigDecimal,
+}
+
+impl DailyVolume {
+    pub fn money(&self) -> Money {
+        Money::stored(self.total.clone(), self.currency)
+    }
 }
 
 pub fn daily_volume(conn: &mut PgConnection, visible: &[i64], filter: &PaymentFilter) -> QueryResult<Vec<DailyVolume>> {
@@ -284,9 +302,15 @@ pub struct DoubleCharge {
     #[diesel(sql_type = Numeric)]
     pub amount: BigDecimal,
     #[diesel(sql_type = Text)]
-    pub currency: String,
+    pub currency: Currency,
     #[diesel(sql_type = BigInt)]
     pub apart_seconds: i64,
+}
+
+impl DoubleCharge {
+    pub fn money(&self) -> Money {
+        Money::stored(self.amount.clone(), self.currency)
+    }
 }
 
 pub fn double_charges(conn: &mut PgConnection, visible: &[i64], within_minutes: i32, since: DateTime<Utc>) -> QueryResult<Vec<DoubleCharge>> {

@@ -79,8 +79,8 @@ impl PaymentGateway for HttpGateway {
     fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
         Box::pin(async move {
             let body = serde_json::json!({
-                "amount": request.amount.to_string(),
-                "currency": request.currency,
+                "amount": request.money.major(),
+                "currency": request.money.currency().code(),
                 "payment_method": request.payment_method,
             });
             self.post("/v1/charges", &request.idempotency_key, body).await
@@ -98,8 +98,8 @@ impl PaymentGateway for HttpGateway {
         Box::pin(async move {
             let body = serde_json::json!({
                 "charge": request.charge_id,
-                "amount": request.amount.to_string(),
-                "currency": request.currency,
+                "amount": request.money.major(),
+                "currency": request.money.currency().code(),
             });
             self.post("/v1/refunds", &request.idempotency_key, body).await
         })

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::money::Money;
 use crate::config::GatewayConfig;
 
 pub use http::HttpGateway;
@@ -25,8 +26,7 @@ pub use sim::{Latency, Ledger, SimulatedGateway, Simulation};
 #[derive(Debug, Clone)]
 pub struct ChargeRequest {
     pub idempotency_key: String,
-    pub amount: BigDecimal,
-    pub currency: String,
+    pub money: Money,
     /// A test card the simulations understand (see `TestCard`); real gateways take a token here.
     pub payment_method: Option<String>,
 }
@@ -36,8 +36,7 @@ pub struct ChargeRequest {
 pub struct RefundRequest {
     pub idempotency_key: String,
     pub charge_id: String,
-    pub amount: BigDecimal,
-    pub currency: String,
+    pub money: Money,
 }
 
 /// Money the gateway has given back.

@@ -45,8 +45,8 @@ impl Ledger {
         let charge = Charge {
             id: format!("ch_{}", uuid::Uuid::new_v4().simple()),
             idempotency_key: request.idempotency_key.clone(),
-            amount: request.amount.clone(),
-            currency: request.currency.clone(),
+            amount: request.money.amount().clone(),
+            currency: request.money.currency().to_string(),
             created_at: self.clock.now(),
         };
         let index = guard.0.len();
@@ -87,15 +87,15 @@ impl Ledger {
         }
         let Some(charge) = charge else { return Err(GatewayError::declined(DeclineCode::ChargeNotFound)) };
         let refunded: BigDecimal = refunds.iter().filter(|r| r.charge == charge.id).map(|r| r.amount.clone()).sum();
-        if refunded + &request.amount > charge.amount {
+        if refunded + request.money.amount() > charge.amount {
             return Err(GatewayError::declined(DeclineCode::RefundExceedsCharge));
         }
         let refund = GatewayRefund {
             id: format!("re_{}", uuid::Uuid::new_v4().simple()),
             idempotency_key: request.idempotency_key.clone(),
             charge: charge.id,
-            amount: request.amount.clone(),
-            currency: request.currency.clone(),
+            amount: request.money.amount().clone(),
+            currency: request.money.currency().to_string(),
             created_at: self.clock.now(),
         };
         refunds.push(refund.clone());
@@ -231,9 +231,10 @@ impl PaymentGateway for SimulatedGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payments::money::{Currency, Money};
 
     fn request(key: &str) -> ChargeRequest {
-        ChargeRequest { idempotency_key: key.to_string(), amount: BigDecimal::from(10), currency: "USD".into(), payment_method: None }
+        ChargeRequest { idempotency_key: key.to_string(), money: Money::from_minor(1_000, Currency::USD), payment_method: None }
     }
 
     #[test]
@@ -270,11 +271,10 @@ mod tests {
         let charge = sim.charge(&visa).unwrap();
         let declined = ChargeRequest { payment_method: Some("pm_card_chargeDeclined".into()), ..request("d") };
         assert_eq!(sim.charge(&declined).unwrap_err().code(), "card_declined");
-        let refund = |key: &str, amount: i32| RefundRequest {
+        let refund = |key: &str, amount: i64| RefundRequest {
             idempotency_key: key.into(),
             charge_id: charge.id.clone(),
-            amount: BigDecimal::from(amount),
-            currency: "USD".into(),
+            money: Money::from_minor(amount * 100, Currency::USD),
         };
         let first = sim.ledger().refund(&refund("r1", 6)).unwrap();
         assert_eq!(sim.ledger().refund(&refund("r1", 6)).unwrap(), first, "a repeated key is the same refund");
