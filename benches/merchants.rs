@@ -241,6 +241,7 @@ fn main() {
     std::thread::scope(|scope| {
         for client in 0..CLIENTS {
             let (created, latencies, staff, base) = (created.clone(), &latencies, staff.clone(), served.base.clone());
+            let body = format!(r#"{{"customer":"{}","amount":1999,"currency":"usd","payment_method":"pm_card_visa"}}"#, merchants.shown(1).unwrap());
             scope.spawn(move || {
                 let agent = ureq::AgentBuilder::new().build();
                 let mut mine = Vec::new();
@@ -252,7 +253,7 @@ fn main() {
                         .set("Authorization", &format!("Bearer {staff}"))
                         .set("Idempotency-Key", &format!("bench-{client}-{i}"))
                         .set("Content-Type", "application/json")
-                        .send_string(r#"{"customer":1,"amount":1999,"currency":"usd","payment_method":"pm_card_visa"}"#);
+                        .send_string(&body);
                     match answer {
                         Ok(r) => assert_eq!(r.status(), 201),
                         Err(ureq::Error::Status(s, r)) => panic!("{s}: {}", r.into_string().unwrap_or_default()),

@@ -33,11 +33,16 @@ pub fn create_user(conn: &mut PgConnection, email: &str, name: &str, password: &
     Ok(accounts::ensure(conn, &NewUser { email, name: name.trim(), password, is_admin })?)
 }
 
-/// Links the account to a customer given by id or exact name, creating a customer of that name
-/// when there is none. Returns the customer's id.
+/// Links the account to a customer given by id (`cus_…` or its key) or exact name, creating a
+/// customer of that name when there is none. Returns the customer's key.
 pub fn link(conn: &mut PgConnection, email: &str, customer: &str) -> Result<i64, AdminError> {
     let user = accounts::find_by_email(conn, email)?.ok_or_else(|| AdminError::Invalid(format!("no account for {email}")))?;
-    let by_id = customer.parse::<i64>().ok().map(|id| repo::customer(conn, id)).transpose()?.flatten();
+    // By the id the API and dashboard show (`cus_…`), by key, or by exact name.
+    let key = match super::ids::CUSTOMER.parse(customer) {
+        Some(public) => customers::table.filter(customers::public_id.eq(public)).select(customers::id).first::<i64>(conn).optional()?,
+        None => customer.parse::<i64>().ok(),
+    };
+    let by_id = key.map(|id| repo::customer(conn, id)).transpose()?.flatten();
     let customer_id = match by_id {
         Some(found) => found.id,
         None => {
