@@ -293,7 +293,8 @@ fn fits(template: &str, path: &str) -> bool {
 /// What `/api/v1` answers when no route took the request: 405 with `Allow` when the path exists
 /// for other methods, else 404 — in the error shape of the area the path belongs to.
 pub async fn unrouted(req: HttpRequest, tables: web::Data<ApiTables>) -> HttpResponse {
-    let path = req.path().strip_prefix("/api/v1").unwrap_or(req.path()).trim_end_matches('/');
+    // As sent: `/customers/` is not `/customers` (the router does not serve it), so it is 404.
+    let path = req.path().strip_prefix("/api/v1").unwrap_or(req.path());
     let mut allowed: Vec<&str> = if path == "/openapi.json" { vec!["get"] } else { Vec::new() };
     let mut owner: Option<&Table> = None;
     for table in &tables.0 {
@@ -344,6 +345,7 @@ mod tests {
         assert!(!fits("/customers/{id}/balance", "/customers//balance"));
         assert!(!fits("/customers/{id}", "/customers/cus_1/balance"));
         assert!(fits("/payments", "/payments"));
+        assert!(!fits("/payments", "/payments/"), "a trailing slash is another path");
     }
 
     #[test]

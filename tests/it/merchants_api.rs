@@ -721,6 +721,7 @@ fn a_method_a_path_does_not_take_is_405_with_allow_and_an_unknown_path_404_in_ea
     let chat = s.alice.send("DELETE", "/chat_applications", None, &[]);
     assert_eq!((chat.status, chat.header("Allow")), (405, Some("GET, POST")));
     assert!(chat.json["error"].is_string(), "the chat API's own error shape: {}", chat.text);
+    assert_eq!(s.alice.get("/payments/").status, 404, "a trailing slash is not a path the API serves, whatever the method");
     let nowhere = s.alice.get("/no/such/route");
     assert_eq!((nowhere.status, nowhere.code()), (404, "resource_missing"));
     let chat_nowhere = s.alice.get("/chat_applications/t/nothing");
