@@ -313,3 +313,27 @@ fn a_payment_nobody_could_confirm_is_settled_by_hand_with_a_note_in_the_audit_lo
     assert!(audit.contains(&("payment_succeeded".to_string(), "found in the gateway's dashboard".to_string())), "{audit:?}");
     let _ = &d.bob_api;
 }
+
+#[test]
+fn a_scripts_csv_is_refused_in_json_and_tab_or_return_led_cells_are_defused() {
+    let d = desk();
+    paid(&d, &d.alice_api, &d.north, 1_000, Some("\t=HYPERLINK(\"http://evil\")"));
+    paid(&d, &d.alice_api, &d.north, 1_100, Some("\r=1+2"));
+    let csv = d.alice.get("/dashboard/payments.csv");
+    assert!(csv.body.contains("\"'\t=HYPERLINK(\"\"http://evil\"\")\""), "a tab-led formula is defused: {}", csv.body);
+    assert!(csv.body.contains("\"'\r=1+2\""), "a return-led formula is defused");
+
+    // A script with a token is answered in the API's error object, not with a page.
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let token = format!("Bearer {}", d.alice_api.token().unwrap());
+    for (query, status, code) in [(format!("customer={}", d.south), 404, "resource_missing"), ("status=nonsense".to_string(), 400, "parameter_invalid")] {
+        let refused = agent.get(&format!("{}/dashboard/payments.csv?{query}", d.app.url)).set("Authorization", &token).call();
+        let Err(ureq::Error::Status(got, answer)) = refused else { panic!("{query} was not refused") };
+        assert_eq!(got, status, "{query}");
+        assert!(answer.content_type().starts_with("application/json"), "{query}: {}", answer.content_type());
+        let body: serde_json::Value = answer.into_json().unwrap();
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
+    // A person still gets the page.
+    assert!(d.alice.get(&format!("/dashboard/payments.csv?customer={}", d.south)).body.contains("<html"));
+}

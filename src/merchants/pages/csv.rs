@@ -11,9 +11,13 @@ use crate::merchants::ids::CUSTOMER;
 use crate::merchants::tokens::bearer;
 use crate::web::{AppError, Db};
 
+/// What a spreadsheet may read as the start of a formula (OWASP's list: `=`, `+`, `-`, `@`, tab
+/// and carriage return).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
 /// A CSV cell: quoted when it must be, and defused when a spreadsheet would run it as a formula.
 fn cell(raw: &str) -> String {
-    let defused = if raw.starts_with(['=', '+', '-', '@']) { format!("'{raw}") } else { raw.to_string() };
+    let defused = if raw.starts_with(FORMULA_STARTS) { format!("'{raw}") } else { raw.to_string() };
     if defused.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", defused.replace('"', "\"\""))
     } else {
@@ -45,19 +49,33 @@ fn csv_line(p: &PaymentRow) -> String {
 
 /// Every matching payment, streamed: the rows are read in keyset batches on a blocking thread and
 /// sent on as they come, so memory stays flat at any size. Signed in with the session cookie or a
-/// bearer token.
+/// bearer token; a script using a token is answered in the API's error object, a person in a page.
 pub(super) async fn payments_csv(req: HttpRequest, db: Db, pool: web::Data<crate::db::PgPool>) -> Result<HttpResponse, AppError> {
-    let query = parse_query(req.query_string(), &FILTER_PARAMS).map_err(bad_filter)?;
-    let filter = query.payment_filter().map_err(bad_filter)?;
-    let visible = match crate::web::Viewer::of(&req) {
+    let viewer = crate::web::Viewer::of(&req);
+    let scripted = viewer.is_none() && req.headers().contains_key(header::AUTHORIZATION);
+    let refuse = |e: MerchantError| -> Result<HttpResponse, AppError> {
+        if scripted {
+            Ok(actix_web::ResponseError::error_response(&crate::merchants::error::ApiError::from(e)))
+        } else {
+            Err(e.into())
+        }
+    };
+    let filter = match parse_query(req.query_string(), &FILTER_PARAMS).and_then(|q| q.payment_filter()) {
+        Ok(filter) => filter,
+        Err(e) => return refuse(MerchantError::Request(e)),
+    };
+    let visible = match viewer {
         Some(user) => links_of(&db, user.id).await?,
-        None if req.headers().contains_key(header::AUTHORIZATION) => match bearer(&req).await {
+        None if scripted => match bearer(&req).await {
             Ok((principal, _)) => principal.linked(),
             Err(e) => return Ok(actix_web::ResponseError::error_response(&e)),
         },
         None => return Err(AppError::LoginRequired { next: Some(req.uri().to_string()) }),
     };
-    let scope = service::visible_scope(&visible, &filter)?;
+    let scope = match service::visible_scope(&visible, &filter) {
+        Ok(scope) => scope,
+        Err(e) => return refuse(e),
+    };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
     let pool = pool.get_ref().clone();
     std::thread::spawn(move || {
@@ -108,8 +126,9 @@ mod tests {
         assert_eq!(cell("a,b"), "\"a,b\"");
         assert_eq!(cell("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        for risky in ["+1", "-1", "@SUM(A1)"] {
-            assert!(cell(risky).starts_with('\''), "{risky}");
+        for risky in ["+1", "-1", "@SUM(A1)", "\t=1+2", "\r=1+2"] {
+            // Defused inside the quotes when the cell needs them (a carriage return does).
+            assert!(cell(risky).trim_start_matches('"').starts_with('\''), "{risky}");
         }
     }
 }
