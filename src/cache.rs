@@ -215,6 +215,13 @@ impl Cache {
         Ok(count)
     }
 
+    /// Takes one back from a window's count, if the window is still open (a key that has expired
+    /// is not brought back without its expiry).
+    pub async fn uncount(&self, key: &str) -> Result<(), CacheError> {
+        let script = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end return 0";
+        self.run::<i64>(redis::cmd("EVAL").arg(script).arg(1).arg(self.key(key))).await.map(drop)
+    }
+
     /// For each key, its count and how long its window still runs (in one round trip).
     pub async fn window_counts(&self, keys: &[String]) -> Result<Vec<(i64, Duration)>, CacheError> {
         let mut pipe = redis::pipe();

@@ -9,6 +9,7 @@ diesel::table! {
         is_admin -> Bool,
         created_at -> Timestamptz,
         public_id -> Uuid,
+        tokens_valid_after -> Nullable<Timestamptz>,
     }
 }
 

@@ -51,6 +51,8 @@ pub struct HashPool {
     tasks: SyncSender<Task>,
     threads: usize,
     queued: Arc<AtomicUsize>,
+    /// Tasks run so far (what the throttle's tests count: passwords that reached the hash).
+    ran: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +70,7 @@ impl HashPool {
                 .spawn(move || work(inbox))
                 .expect("spawn a hashing thread");
         }
-        HashPool { tasks, threads: threads.max(1), queued: Arc::new(AtomicUsize::new(0)) }
+        HashPool { tasks, threads: threads.max(1), queued: Arc::new(AtomicUsize::new(0)), ran: Arc::new(AtomicUsize::new(0)) }
     }
 
     pub fn threads(&self) -> usize {
@@ -82,10 +84,11 @@ impl HashPool {
 
     /// Queues `task` without waiting for it.
     pub fn submit(&self, task: impl FnOnce() + Send + 'static) -> Result<(), HashPoolBusy> {
-        let queued = self.queued.clone();
+        let (queued, ran) = (self.queued.clone(), self.ran.clone());
         queued.fetch_add(1, Ordering::SeqCst);
         let wrapped: Task = Box::new(move || {
             queued.fetch_sub(1, Ordering::SeqCst);
+            ran.fetch_add(1, Ordering::SeqCst);
             task();
         });
         match self.tasks.try_send(wrapped) {
@@ -95,6 +98,11 @@ impl HashPool {
                 Err(HashPoolBusy)
             }
         }
+    }
+
+    /// How many tasks have run.
+    pub fn ran(&self) -> usize {
+        self.ran.load(Ordering::SeqCst)
     }
 
     /// Runs `work` on a hashing thread and waits for its answer without blocking the caller's thread.

@@ -115,6 +115,12 @@ pub fn revoke_session(conn: &mut PgConnection, token_hash: &[u8], now: DateTime<
         .map(drop)
 }
 
+/// Voids every API bearer token the user holds (those issued up to this second): with a password
+/// change or "sign out everywhere", in the same transaction.
+pub fn void_bearer_tokens(conn: &mut PgConnection, user_id: i64, now: DateTime<Utc>) -> QueryResult<()> {
+    diesel::update(users::table.find(user_id)).set(users::tokens_valid_after.eq(now)).execute(conn).map(drop)
+}
+
 /// Ends every session of the user; returns their token hashes (to drop them from the cache).
 pub fn revoke_all_sessions(conn: &mut PgConnection, user_id: i64, now: DateTime<Utc>) -> QueryResult<Vec<Vec<u8>>> {
     diesel::update(user_sessions::table.filter(user_sessions::user_id.eq(user_id)).filter(user_sessions::revoked_at.is_null()))

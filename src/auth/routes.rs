@@ -91,7 +91,7 @@ async fn login(req: HttpRequest, session: Session, db: Db, state: web::Data<Auth
     let LoginForm { email, password: given, next, .. } = form.into_inner();
     let services = state.clone();
     let ip = client_ip(&req);
-    if let Err(throttled) = services.logins.check(&email, &ip).await {
+    if let Err(throttled) = services.logins.reserve(&email, &ip).await {
         let wait = throttled.retry_after;
         let problem = format!("Too many failed sign-in attempts. For your security, sign-in is paused: try again in {}.", in_words(wait));
         let mut response = login_problem(&req, StatusCode::TOO_MANY_REQUESTS, email, &next, problem)?;
@@ -107,7 +107,6 @@ async fn login(req: HttpRequest, session: Session, db: Db, state: web::Data<Auth
         .await
         .map_err(|_| AppError::Unavailable("the password-hashing queue is full".into()))?;
     let Some(user) = user.filter(|_| matches) else {
-        services.logins.failed(&email, &ip).await;
         return login_problem(&req, StatusCode::UNAUTHORIZED, email, &next, "That email and password don't match an account.".into());
     };
     services.logins.succeeded(&email, &ip).await;
@@ -183,7 +182,7 @@ async fn signup(req: HttpRequest, session: Session, db: Db, state: web::Data<Aut
         Err(problem) => return again(problem.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
     };
     let ip = client_ip(&req);
-    if let Err(throttled) = state.logins.check(email.as_str(), &ip).await {
+    if let Err(throttled) = state.logins.reserve(email.as_str(), &ip).await {
         let problem = format!("Too many attempts from here. Please try again in {}.", in_words(throttled.retry_after));
         return again(problem, StatusCode::TOO_MANY_REQUESTS);
     }
@@ -192,9 +191,9 @@ async fn signup(req: HttpRequest, session: Session, db: Db, state: web::Data<Aut
     let (email_text, name_text) = (email.as_str().to_string(), name.as_str().to_string());
     let created = db.run(move |conn| repo::create(conn, &email_text, &name_text, &hash)).await?;
     let Some(user_id) = created else {
-        state.logins.failed(email.as_str(), &ip).await;
         return again("An account with this email already exists. Sign in instead, or use another address.".into(), StatusCode::CONFLICT);
     };
+    state.logins.succeeded(email.as_str(), &ip).await;
     let user = SessionUser { id: user_id, name: name.as_str().to_string(), email: email.as_str().to_string(), is_admin: false };
     start_session(&req, &session, &db, &state, user).await?;
     Ok(see_other_with_notice(&req, &next, "Welcome to Agora: your account is ready."))
@@ -297,6 +296,7 @@ async fn change_password(req: HttpRequest, user: CurrentUser, session: Session, 
             use diesel::Connection;
             conn.transaction(|conn| {
                 repo::set_password_hash(conn, user_id, &hash)?;
+                repo::void_bearer_tokens(conn, user_id, now)?;
                 repo::revoke_other_sessions(conn, user_id, &keep, now)
             })
         })
@@ -309,7 +309,15 @@ async fn change_password(req: HttpRequest, user: CurrentUser, session: Session, 
 async fn sign_out_everywhere(user: CurrentUser, session: Session, db: Db, state: web::Data<AuthState>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let (user_id, now) = (user.0.id, state.clock.now());
-    let revoked = db.run(move |conn| repo::revoke_all_sessions(conn, user_id, now)).await?;
+    let revoked = db
+        .run(move |conn| {
+            use diesel::Connection;
+            conn.transaction(|conn| {
+                repo::void_bearer_tokens(conn, user_id, now)?;
+                repo::revoke_all_sessions(conn, user_id, now)
+            })
+        })
+        .await?;
     state.sessions.ended(&revoked).await;
     session.purge();
     Ok(see_other("/login"))

@@ -110,11 +110,14 @@ pub async fn bearer(req: &HttpRequest) -> Result<(Principal, Claims), ApiError> 
         TokenError::Invalid => ApiError::unauthenticated("token_invalid", "The token is not valid."),
     })?;
     let user_id = ids::USER.parse(&claims.sub).ok_or_else(|| ApiError::unauthenticated("token_invalid", "The token is not valid."))?;
-    let jti = claims.jti;
-    let principal = db.map_err(ApiError::from)?.run(move |conn| repo::principal(conn, user_id, jti)).await.map_err(ApiError::from)?;
+    let (jti, issued_at) = (claims.jti, claims.iat);
+    let principal = db.map_err(ApiError::from)?.run(move |conn| repo::principal(conn, user_id, jti, issued_at)).await.map_err(ApiError::from)?;
     match principal {
         None => Err(ApiError::unauthenticated("token_invalid", "The token is not valid.")),
-        Some(p) if p.revoked => Err(ApiError::unauthenticated("token_revoked", "The token has been revoked.")),
+        Some(p) if p.revoked => Err(ApiError::unauthenticated(
+            "token_revoked",
+            "The token has been revoked (signed out, or its user changed the password or signed out everywhere).",
+        )),
         Some(principal) => Ok((principal, claims)),
     }
 }

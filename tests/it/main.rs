@@ -21,3 +21,4 @@ mod money;
 mod payments_processor;
 mod thread_controls;
 mod threads_pages;
+mod trust;

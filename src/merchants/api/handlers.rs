@@ -62,7 +62,7 @@ pub async fn create_token(req: HttpRequest, payload: web::Payload, db: Db, state
         Some(_) => return Err(ApiError::bad_value("expires_in", "it must be between 1 and 86400 seconds")),
     };
     let ip = client_ip(&req);
-    if let Err(throttled) = state.logins.check(&email, &ip).await {
+    if let Err(throttled) = state.logins.reserve(&email, &ip).await {
         return Err(ApiError::rate_limited(throttled.retry_after.as_secs().max(1)));
     }
     let lookup = email.clone();
@@ -76,7 +76,6 @@ pub async fn create_token(req: HttpRequest, payload: web::Payload, db: Db, state
     let user = match user {
         Some(user) if matches => user,
         _ => {
-            state.logins.failed(&email, &ip).await;
             return Err(ApiError::unauthenticated("invalid_credentials", "Invalid email or password."));
         }
     };

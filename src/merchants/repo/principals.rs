@@ -39,19 +39,22 @@ impl Principal {
     }
 }
 
-/// The user (by the id callers know), their links and whether this token was revoked: one
-/// query, on every API request.
-pub fn principal(conn: &mut PgConnection, user: Uuid, jti: Uuid) -> QueryResult<Option<Principal>> {
+/// The user (by the id callers know), their links and whether this token was revoked — by its
+/// `jti`, or because it was issued (`iat`, whole seconds) no later than the second its user
+/// changed their password or signed out everywhere: one query, on every API request.
+pub fn principal(conn: &mut PgConnection, user: Uuid, jti: Uuid, issued_at: i64) -> QueryResult<Option<Principal>> {
     diesel::sql_query(
         "SELECT u.id, u.public_id, u.email, u.name, \
              ARRAY(SELECT customer_id FROM user_customers WHERE user_id = u.id ORDER BY customer_id) AS customers, \
              ARRAY(SELECT c.public_id FROM user_customers l JOIN customers c ON c.id = l.customer_id \
                  WHERE l.user_id = u.id ORDER BY l.customer_id) AS customer_public, \
-             EXISTS (SELECT 1 FROM api_revoked_tokens WHERE jti = $2) AS revoked \
+             (EXISTS (SELECT 1 FROM api_revoked_tokens WHERE jti = $2) \
+                 OR to_timestamp($3) <= date_trunc('second', u.tokens_valid_after)) IS TRUE AS revoked \
          FROM users u WHERE u.public_id = $1",
     )
     .bind::<diesel::sql_types::Uuid, _>(user)
     .bind::<diesel::sql_types::Uuid, _>(jti)
+    .bind::<diesel::sql_types::Double, _>(issued_at as f64)
     .get_result(conn)
     .optional()
 }

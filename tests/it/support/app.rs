@@ -113,6 +113,9 @@ pub struct TestAppOptions {
     pub redis_url: Option<String>,
     /// How long Redis is left alone after a failure.
     pub redis_rest: Duration,
+    /// Each Redis command's deadline (the app's 50 ms unless a test needs every count to reach
+    /// Redis on a loaded machine).
+    pub redis_deadline: Duration,
     pub jobs: JobSettings,
     pub payments: PaymentSettings,
     pub auth: AuthSettings,
@@ -132,6 +135,7 @@ impl TestAppOptions {
             redis: true,
             redis_url: None,
             redis_rest: agora::cache::REST,
+            redis_deadline: agora::cache::DEADLINE,
             jobs: JobSettings::default(),
             payments: PaymentSettings::default(),
             auth: AuthSettings::default(),
@@ -160,7 +164,7 @@ impl TestApp {
         let strategies = Strategies { gateway: options.gateway, fraud: options.fraud, clock: options.clock };
         // Each test has its own key prefix, so tests share one Redis without seeing each other.
         let redis = options.redis.then(|| options.redis_url.clone().unwrap_or_else(redis_url));
-        let cache = Cache::with_timing(redis.as_deref(), &format!("{}:", db.name), agora::cache::DEADLINE, options.redis_rest);
+        let cache = Cache::with_timing(redis.as_deref(), &format!("{}:", db.name), options.redis_deadline, options.redis_rest);
         let mut services = Services::new(pool, cache, strategies, options.payments, options.jobs, options.auth);
         services.chat_rate = options.chat_rate;
         if options.chat_intake {
