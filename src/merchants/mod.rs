@@ -81,6 +81,11 @@ impl From<MerchantError> for ApiError {
                 RefundError::AmountTooLarge { .. } => ApiError::refused("amount_too_large", e.to_string()).param("amount"),
                 RefundError::InsufficientBalance { .. } => ApiError::refused("balance_insufficient", e.to_string()).param("amount"),
                 RefundError::WrongCurrency(_) => ApiError::invalid("currency_mismatch", e.to_string()).param("amount"),
+                RefundError::KeyReused => ApiError::idempotency(
+                    actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was used for a refund of another payment; use a new key.",
+                ),
                 RefundError::Database(e) => e.into(),
             },
             MerchantError::Start(StartPaymentError::Full(full)) => ApiError::unavailable(format!("the payments queue holds {} jobs", full.limit)),

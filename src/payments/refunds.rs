@@ -91,6 +91,8 @@ pub enum RefundError {
     InsufficientBalance { available: String, requested: String },
     #[error("a refund is in its payment's currency, {0}")]
     WrongCurrency(Currency),
+    #[error("this key was used for a refund of another payment; use a new key")]
+    KeyReused,
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 }
@@ -122,8 +124,12 @@ pub fn reserve(conn: &mut PgConnection, request: &NewRefund, now: DateTime<Utc>)
         .select(Refund::as_select())
         .first(conn)
         .optional()?;
-    if let Some(earlier) = earlier {
-        return Ok((earlier, false));
+    match earlier {
+        Some(earlier) if earlier.payment_id == payment.id => return Ok((earlier, false)),
+        // The requester's key names a refund of another payment: refuse, rather than answer
+        // this request with that refund (and make nothing).
+        Some(_) => return Err(RefundError::KeyReused),
+        None => {}
     }
     if payment.status != PaymentStatus::Completed {
         return Err(RefundError::NotRefundable(payment.status));

@@ -79,3 +79,40 @@ fn fifty_parallel_wrong_passwords_let_at_most_ten_reach_the_hash() {
     // gives its place back (see front_door.rs for the windows).
     assert_eq!(Api::new(&app.url).send("POST", "/auth/token", Some(&format!(r#"{{"email":"target@example.com","password":"{PASSWORD}"}}"#)), &[]).status, 429);
 }
+
+/// Item 3: a refund's key belongs to its payment; the same key on another payment is refused
+/// (before, it answered with the first payment's refund and made none).
+#[test]
+fn a_refund_key_used_again_for_another_payment_is_refused_on_both_faces() {
+    use agora::schema::refunds;
+    use diesel::prelude::*;
+    let (app, clock) = app_with_clock();
+    let (north, _) = fixtures::two_merchants(&mut app.conn(), "North");
+    let north = fixtures::customer_public_id(&mut app.conn(), north);
+    let api = Api::signed_in(&app.url, "alice@north.test");
+    let [a, b, c] = [2_000, 3_000, 4_000].map(|amount| api.pay(&north, amount, "pm_card_visa")["id"].as_str().unwrap().to_string());
+    app.drain_jobs();
+    let refunds_made = |app: &TestApp| refunds::table.count().get_result::<i64>(&mut app.conn()).unwrap();
+
+    // The dashboard: a form's key, sent for payment A and then, crafted, for payment B.
+    let person = Client::new(&app.url);
+    person.sign_in("alice@north.test", PASSWORD);
+    let token = person.get(&format!("/dashboard/payments/{a}")).csrf_token();
+    let fields = |amount: &'static str| [("csrf_token", token.clone()), ("idempotency_key", "form-key-1".to_string()), ("amount", amount.to_string()), ("reason", String::new()), ("confirm", "yes".to_string())];
+    let refs = |f: &[(&'static str, String)]| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let first = person.post_form(&format!("/dashboard/payments/{a}/refunds"), &refs(&fields("5.00")).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    assert_eq!(first.status, 303);
+    let again = person.post_form(&format!("/dashboard/payments/{b}/refunds"), &refs(&fields("5.00")).iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    assert_eq!(again.status, 303);
+    let told = person.get(again.location.as_deref().unwrap()).body;
+    assert!(told.contains("used for a refund of another payment") && !told.contains(" requested."), "the merchant is told, not reassured: {told}");
+    assert_eq!(refunds_made(&app), 1, "nothing was made for B, and nothing claimed");
+
+    // The API: once the stored answer has expired (24 hours), the key still cannot move.
+    assert_eq!(api.post(&format!("/payments/{a}/refunds"), &serde_json::json!({ "amount": 100 }), Some("api-key-1")).status, 201);
+    clock.tick(Duration::from_secs(25 * 3600));
+    let api = Api::signed_in(&app.url, "alice@north.test"); // a day later: a new token
+    let moved = api.post(&format!("/payments/{c}/refunds"), &serde_json::json!({ "amount": 100 }), Some("api-key-1"));
+    assert_eq!((moved.status, moved.code()), (422, "idempotency_key_reused"), "{}", moved.text);
+    assert_eq!(refunds_made(&app), 2);
+}
