@@ -54,10 +54,6 @@ impl Linked {
     pub fn shown(&self, id: i64) -> Option<String> {
         self.ids.iter().position(|i| *i == id).map(|i| CUSTOMER.show(self.public[i]))
     }
-
-    pub fn contains(&self, id: i64) -> bool {
-        self.ids.contains(&id)
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::repo::{self, Balance, Customer, DailyVolume, DoubleCharge, InvariantC
 use super::MerchantError;
 use crate::jobs;
 use crate::payments::Money;
-use crate::payments::refunds::{self, NewRefund, Refund};
+use crate::payments::refunds::{self, NewRefund, Refund, RefundReason};
 
 /// A cursor that does not name an object of this list: 404 `resource_missing`, with its `param`
 /// (as any id the caller cannot see).
@@ -102,21 +102,23 @@ pub fn payment(conn: &mut PgConnection, visible: &[i64], reference: Uuid) -> Res
 
 // --- refunds ------------------------------------------------------------------------------------
 
-/// Refunds a visible payment (in part — `minor` units of its currency — or in full): reserved,
-/// and its job enqueued, in the caller's transaction. The request's idempotency key is already
-/// scoped to its requester.
-pub fn refund(
-    conn: &mut PgConnection,
-    visible: &[i64],
-    reference: Uuid,
-    minor: Option<i64>,
-    request: NewRefund,
-    attempts: i32,
-    now: DateTime<Utc>,
-) -> Result<(PaymentRow, Refund), MerchantError> {
+/// A refund as either face asks for it, before its payment is read.
+pub struct RefundAsk {
+    pub user_id: i64,
+    /// Minor units of the payment's currency; `None`: all that remains.
+    pub minor: Option<i64>,
+    pub reason: Option<RefundReason>,
+    /// Already scoped to its requester (`api:7:…`, `dashboard:7:…`).
+    pub idempotency_key: String,
+}
+
+/// Refunds a visible payment (in part or in full): reserved, and its job enqueued, in the
+/// caller's transaction.
+pub fn refund(conn: &mut PgConnection, visible: &[i64], reference: Uuid, ask: RefundAsk, attempts: i32, now: DateTime<Utc>) -> Result<(PaymentRow, Refund), MerchantError> {
     let payment = payment(conn, visible, reference)?;
+    let RefundAsk { user_id, minor, reason, idempotency_key } = ask;
     let amount = minor.map(|units| Money::from_minor(units, payment.currency));
-    let (refund, created) = refunds::reserve(conn, &NewRefund { payment_id: payment.id, amount, ..request }, now)?;
+    let (refund, created) = refunds::reserve(conn, &NewRefund { payment_id: payment.id, user_id, amount, reason, idempotency_key }, now)?;
     if created {
         jobs::enqueue(conn, &refund_job(refund.id, attempts), now)?;
     }

@@ -131,10 +131,6 @@ impl Money {
         Money { amount: amount.with_scale(2), currency }
     }
 
-    pub fn zero(currency: Currency) -> Money {
-        Money::from_minor(0, currency)
-    }
-
     pub fn minor_units(&self) -> i64 {
         (&self.amount * BigDecimal::from(100)).with_scale(0).to_i64().unwrap_or(i64::MAX)
     }
@@ -156,11 +152,6 @@ impl Money {
         } else {
             format!("{text}.00")
         }
-    }
-
-    /// This minus `other`, when both are in the same currency.
-    pub fn minus(&self, other: &Money) -> Option<Money> {
-        (self.currency == other.currency).then(|| Money::stored(&self.amount - &other.amount, self.currency))
     }
 
     /// The same sum the other way: a debit for a credit.
@@ -198,7 +189,7 @@ mod tests {
         assert_eq!(usd("1.005"), Err(MoneyError::TooPrecise));
         assert_eq!(usd("100000000"), Err(MoneyError::TooLarge));
         assert_eq!(Money::from_minor(1_999, Currency::EUR).to_string(), "19.99 EUR");
-        assert_eq!(Money::zero(Currency::USD).to_string(), "0.00 USD");
+        assert_eq!(Money::from_minor(0, Currency::USD).to_string(), "0.00 USD");
         assert_eq!(Money::new(BigDecimal::from(-19), Currency::USD).unwrap().minor_units(), -1_900, "a debit");
     }
 
@@ -209,13 +200,6 @@ mod tests {
         assert_eq!(Money::stored(BigDecimal::from(0), Currency::USD).major(), "0.00");
         assert_eq!(Money::from_minor(1_000, Currency::USD).major(), "10.00");
         assert_eq!(Currency::DKK.lower(), "dkk");
-    }
-
-    #[test]
-    fn money_in_two_currencies_does_not_subtract() {
-        let (a, b) = (Money::from_minor(500, Currency::USD), Money::from_minor(200, Currency::USD));
-        assert_eq!(a.minus(&b), Some(Money::from_minor(300, Currency::USD)));
-        assert_eq!(a.minus(&Money::from_minor(200, Currency::EUR)), None);
     }
 
     #[test]

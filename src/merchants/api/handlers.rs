@@ -19,7 +19,7 @@ use crate::merchants::repo::{self, Principal};
 use crate::merchants::{ids, service, MerchantsState, MerchantError};
 use crate::payments::gateway::TestCard;
 use crate::orders::pipeline::start_api_payment;
-use crate::payments::refunds::{NewRefund, RefundReason};
+use crate::payments::refunds::RefundReason;
 use crate::web::{client_ip, Db};
 
 type State = web::Data<MerchantsState>;
@@ -369,8 +369,8 @@ pub async fn create_refund(req: HttpRequest, path: web::Path<String>, payload: w
     let reference = payment_reference(&path)?;
     let (visible, user_id, attempts, now) = (user.principal.customers.clone(), user.principal.id, state.refund_attempts, state.clock.now());
     let response = keyed(&db, &req, &state, &user.principal, &body, true, move |conn| {
-        let request = NewRefund { payment_id: 0, user_id, amount: None, reason, idempotency_key: format!("api:{user_id}:{key}") };
-        let (payment, refund) = service::refund(conn, &visible, reference, amount, request, attempts, now)?;
+        let ask = service::RefundAsk { user_id, minor: amount, reason, idempotency_key: format!("api:{user_id}:{key}") };
+        let (payment, refund) = service::refund(conn, &visible, reference, ask, attempts, now)?;
         Ok((StatusCode::CREATED, views::refund(&refund, payment.reference)))
     })
     .await?;

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use super::links_of;
+use crate::merchants::repo;
 use crate::auth::CurrentUser;
 use crate::merchants::domain::{Cursor, ListParams};
 use crate::merchants::ids::{BALANCE_TRANSACTION, CUSTOMER};
@@ -28,9 +28,13 @@ struct BalancesPage {
 }
 
 pub(super) async fn balances(req: HttpRequest, user: CurrentUser, db: Db) -> Result<HttpResponse, AppError> {
-    let visible = links_of(&db, user.0.id).await?;
-    let ids = visible.ids.clone();
-    let (customers, balances) = db.run(move |conn| Ok::<_, MerchantError>((service::customers(conn, &ids)?, service::balances(conn, &ids)?))).await?;
+    let user_id = user.0.id;
+    let (customers, balances) = db
+        .run(move |conn| {
+            let ids = repo::links(conn, user_id)?.ids;
+            Ok::<_, MerchantError>((service::customers(conn, &ids)?, service::balances(conn, &ids)?))
+        })
+        .await?;
     let balances = customers
         .into_iter()
         .map(|c| BalanceView {
@@ -65,12 +69,13 @@ pub(super) struct LedgerQuery {
 }
 
 pub(super) async fn ledger(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<String>, query: web::Query<LedgerQuery>) -> Result<HttpResponse, AppError> {
-    let visible = links_of(&db, user.0.id).await?;
-    let customer_id = visible.find(&path).ok_or(AppError::NotFound)?;
     let params = ListParams { limit: LEDGER_PAGE, cursor: query.into_inner().starting_after.map(Cursor::After) };
-    let ids = visible.ids.clone();
+    let (user_id, raw) = (user.0.id, path.to_string());
     let (customer, balances, entries, has_more) = db
         .run(move |conn| {
+            let visible = repo::links(conn, user_id)?;
+            let customer_id = visible.find(&raw).ok_or(MerchantError::NotFound("customer"))?;
+            let ids = visible.ids;
             let customer = service::customer_alone(conn, &ids, customer_id)?;
             let (balances, entries, has_more) = service::ledger_page(conn, &ids, customer_id, &params)?;
             Ok::<_, MerchantError>((customer, balances, entries, has_more))

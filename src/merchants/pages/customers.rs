@@ -6,6 +6,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::links_of;
+use crate::merchants::domain::NAME_MAX;
 use crate::merchants::ids::{CUSTOMER, USER};
 use crate::merchants::{service, MerchantError};
 use crate::auth::CurrentUser;
@@ -55,8 +56,8 @@ pub(super) struct CustomerForm {
 
 fn customer_fields(form: &CustomerForm) -> Result<(String, Option<String>), AppError> {
     let name = form.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
-        return Err(AppError::BadRequest("A customer's name is 1 to 200 characters.".into()));
+    if name.is_empty() || name.chars().count() > NAME_MAX || name.contains('\0') {
+        return Err(AppError::BadRequest(format!("A customer's name is 1 to {NAME_MAX} characters.")));
     }
     let country = form.country.trim();
     let two_letters = country.len() == 2 && country.bytes().all(|b| b.is_ascii_alphabetic());

@@ -79,6 +79,15 @@ pub(super) async fn visible_payment(db: &Db, user_id: i64, reference: Uuid) -> R
     .await
 }
 
+/// A form posted about a payment: its token checked, then the payment read if the signed-in
+/// user may see it (else not found). The payment's reference, the user's links and the payment.
+pub(super) async fn posted_about_payment(session: &actix_session::Session, token: &str, db: &Db, user_id: i64, raw: &str) -> Result<(Uuid, Vec<i64>, PaymentRow), AppError> {
+    crate::web::csrf::verify(session, token)?;
+    let reference = parse_reference(raw)?;
+    let (visible, payment) = visible_payment(db, user_id, reference).await?;
+    Ok((reference, visible, payment))
+}
+
 #[derive(Deserialize)]
 pub(super) struct SettleForm {
     #[serde(default)]

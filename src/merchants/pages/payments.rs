@@ -287,9 +287,7 @@ pub(super) async fn settle_payment(
     path: web::Path<String>,
     form: web::Form<SettleForm>,
 ) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, &form.csrf_token)?;
-    let reference = parse_reference(&path)?;
-    let (_, row) = visible_payment(&db, user.0.id, reference).await?;
+    let (reference, _, row) = posted_about_payment(&session, &form.csrf_token, &db, user.0.id, &path).await?;
     let form = form.into_inner();
     let note = form.checked_note()?;
     let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.limits.charge_attempts);

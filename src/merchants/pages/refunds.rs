@@ -14,8 +14,8 @@ use crate::merchants::ids::REFUND;
 use crate::auth::CurrentUser;
 use crate::jobs;
 use crate::payments::Money;
-use crate::payments::refunds::{self, NewRefund, Refund, RefundReason};
-use crate::web::{csrf, html, see_other_with_notice, AppError, Db, Layout};
+use crate::payments::refunds::{self, Refund, RefundReason};
+use crate::web::{html, see_other_with_notice, AppError, Db, Layout};
 
 pub(super) struct RefundView {
     pub reference: String,
@@ -76,9 +76,7 @@ pub(super) async fn refund(
     path: web::Path<String>,
     form: web::Form<RefundForm>,
 ) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, &form.csrf_token)?;
-    let reference = parse_reference(&path)?;
-    let (visible, payment) = visible_payment(&db, user.0.id, reference).await?;
+    let (reference, visible, payment) = posted_about_payment(&session, &form.csrf_token, &db, user.0.id, &path).await?;
     let form = form.into_inner();
     let key_ok = !form.idempotency_key.is_empty() && form.idempotency_key.len() <= 100 && form.idempotency_key.bytes().all(|b| b.is_ascii_graphic());
     let amount = Money::parse(&form.amount, payment.currency);
@@ -111,16 +109,14 @@ pub(super) async fn refund(
         return Ok(response);
     }
     let (user_id, attempts, now) = (user.0.id, state.refund_attempts, state.clock.now());
-    let minor = amount.ok().map(|a| a.minor_units());
-    let request = NewRefund {
-        payment_id: payment.id,
+    let ask = service::RefundAsk {
         user_id,
-        amount: None,
+        minor: amount.ok().map(|a| a.minor_units()),
         reason: reason.ok().flatten(),
         idempotency_key: format!("dashboard:{user_id}:{}", form.idempotency_key),
     };
     let made = db
-        .run(move |conn| diesel::Connection::transaction(conn, |conn| service::refund(conn, &visible, reference, minor, request, attempts, now)))
+        .run(move |conn| diesel::Connection::transaction(conn, |conn| service::refund(conn, &visible, reference, ask, attempts, now)))
         .await;
     let notice = match made {
         Ok((_, refund)) => {
@@ -144,9 +140,8 @@ pub(super) async fn settle_refund(
     path: web::Path<(String, String)>,
     form: web::Form<SettleForm>,
 ) -> Result<HttpResponse, AppError> {
-    csrf::verify(&session, &form.csrf_token)?;
-    let (payment_ref, refund_ref) = (parse_reference(&path.0)?, REFUND.parse(&path.1).ok_or(AppError::NotFound)?);
-    let (visible, payment) = visible_payment(&db, user.0.id, payment_ref).await?;
+    let (payment_ref, visible, payment) = posted_about_payment(&session, &form.csrf_token, &db, user.0.id, &path.0).await?;
+    let refund_ref = REFUND.parse(&path.1).ok_or(AppError::NotFound)?;
     let form = form.into_inner();
     let note = form.checked_note()?;
     let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.refund_attempts);
