@@ -170,6 +170,7 @@ impl Services {
             hashing: self.hashing.clone(),
         });
         let identify: Data<Arc<dyn crate::web::Identify>> = Data::new(self.sessions.clone());
+        let bearers: Data<Arc<dyn crate::web::BearerHolder>> = Data::new(Arc::new(crate::merchants::tokens::BearerUsers));
         let orders = Data::new(OrdersState {
             clock: self.clock.clone(),
             limits: self.limits,
@@ -200,6 +201,7 @@ impl Services {
             limiter: crate::chat::limits::RateLimiter::new(self.cache.clone(), self.chat_rate),
             intake: self.chat_intake.clone(),
             search: Arc::new(crate::chat::search::PostgresSearch),
+            known: Default::default(),
         });
         let threads = Data::new(ThreadsState { clock: self.clock.clone(), threads: self.threads.clone() });
         let (pool, cache) = (Data::new(self.pool.clone()), Data::new(self.cache.clone()));
@@ -207,6 +209,7 @@ impl Services {
             cfg.app_data(pool.clone())
                 .app_data(cache.clone())
                 .app_data(identify.clone())
+                .app_data(bearers.clone())
                 .app_data(auth.clone())
                 .app_data(orders.clone())
                 .app_data(jobs.clone())

@@ -82,11 +82,16 @@ impl Default for AuthSettings {
 pub struct RateSettings {
     pub per_second: f64,
     pub burst: u32,
+    /// Tokens naming no application that one client address may send per window before all
+    /// its requests are refused for the window's rest (`CHAT_TOKEN_MISSES`,
+    /// `CHAT_TOKEN_MISS_WINDOW_SECS`).
+    pub misses: u32,
+    pub miss_window_secs: u64,
 }
 
 impl Default for RateSettings {
     fn default() -> Self {
-        RateSettings { per_second: 100.0, burst: 100 }
+        RateSettings { per_second: 100.0, burst: 100, misses: 30, miss_window_secs: 60 }
     }
 }
 
@@ -264,6 +269,8 @@ impl Config {
                 RateSettings {
                     per_second: parsed("CHAT_RATE_PER_SEC", d.per_second)?,
                     burst: parsed("CHAT_RATE_BURST", d.burst)?.max(50),
+                    misses: parsed("CHAT_TOKEN_MISSES", d.misses)?.max(1),
+                    miss_window_secs: parsed("CHAT_TOKEN_MISS_WINDOW_SECS", d.miss_window_secs)?.max(1),
                 }
             },
             auth: {

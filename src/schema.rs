@@ -295,6 +295,7 @@ diesel::table! {
         chats_count -> Int4,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        owner_id -> Nullable<Int8>,
     }
 }
 

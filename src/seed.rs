@@ -152,7 +152,7 @@ fn seed_discussions(conn: &mut PgConnection) -> Result<usize, OrderError> {
 
 const DEMO_CHAT: &str = "Agora demo chat";
 
-/// A chat application with three chats and 3,000 messages (numbered, counted), made once.
+/// A chat application of Alice's with three chats and 3,000 messages (numbered, counted), made once.
 fn seed_chat(conn: &mut PgConnection) -> Result<String, OrderError> {
     use crate::schema::chat_applications;
     let existing: Option<String> = chat_applications::table
@@ -165,7 +165,9 @@ fn seed_chat(conn: &mut PgConnection) -> Result<String, OrderError> {
         return Ok(token);
     }
     let name = crate::chat::domain::app_name(&serde_json::json!({ "name": DEMO_CHAT })).expect("a valid name");
-    let app = crate::chat::repo::create_application(conn, &name)?;
+    // Alice's, so that signed in as her the list of applications shows it.
+    let owner = crate::auth::repo::find_by_email(conn, DEMO_USERS[0].0)?.map(|u| u.id);
+    let app = crate::chat::repo::create_application(conn, &name, owner)?;
     conn.transaction(|conn| {
         diesel::sql_query(
             "WITH made AS (INSERT INTO chats (application_id, number, messages_count) \

@@ -30,13 +30,14 @@ impl Create {
     }
 }
 
-/// Creates it for the application `token` names, counted against the token's rate limit:
-/// its number.
-pub async fn create(state: &ChatState, db: &Db, token: Token, what: Create) -> Result<(i32, Allowance), ChatError> {
+/// Creates it for the application `token` names, counted against the token's rate limit (and
+/// a token that names none against `client`'s misses): its number.
+pub async fn create(state: &ChatState, db: &Db, token: Token, client: &str, what: Create) -> Result<(i32, Allowance), ChatError> {
+    let app = state.find(db, &token, client).await?;
     match &state.intake {
-        Some(intake) => intake.create(state, db, &token, &what).await,
+        Some(intake) => intake.create(state, db, app, &token, client, &what).await,
         None => {
-            let allowance = state.limited(&token).await?;
+            let allowance = state.limited(&token, client).await?;
             let now = state.clock.now();
             Ok((run(db, move |conn| make(conn, &token, &what, now)).await?, allowance))
         }
@@ -65,22 +66,9 @@ fn make(conn: &mut PgConnection, token: &Token, what: &Create, now: DateTime<Utc
 }
 
 impl ChatIntake {
-    /// The application's id for a token, remembered by this server after the first lookup
-    /// (tokens never change hands and applications are never deleted).
-    pub async fn application(&self, db: &Db, token: &Token) -> Result<i64, ChatError> {
-        if let Some(id) = self.known_application(token.as_str()) {
-            return Ok(id);
-        }
-        let lookup = token.clone();
-        let id = run(db, move |conn| repo::application_id(conn, &lookup)?.ok_or(ChatError::NotFound("application"))).await?;
-        self.remember_application(token.as_str(), id);
-        Ok(id)
-    }
-
     /// Creates it through the intake. The phase may change under a request, so the route is
     /// asked twice before the answer is 503.
-    pub async fn create(self: &Arc<Self>, state: &ChatState, db: &Db, token: &Token, what: &Create) -> Result<(i32, Allowance), ChatError> {
-        let app = self.application(db, token).await?;
+    pub async fn create(self: &Arc<Self>, state: &ChatState, db: &Db, app: i64, token: &Token, client: &str, what: &Create) -> Result<(i32, Allowance), ChatError> {
         for _ in 0..2 {
             match self.route() {
                 Route::Redis(epoch) => {
@@ -91,7 +79,7 @@ impl ChatIntake {
                             Item::Message { app, chat: *chat, number: 0, body: body.as_str().to_string() }
                         }
                     };
-                    let cell = state.rate_cell(token);
+                    let cell = state.rate_cell(token, client);
                     // A chat's application is known (above). A message's chat exists if its
                     // number was issued in this epoch (checked in the same Lua call), or
                     // PostgreSQL has it (with no counter yet in this epoch, PostgreSQL has every
@@ -101,6 +89,7 @@ impl ChatIntake {
                         match self.accept(&epoch, item.clone(), floor, known, &cell).await {
                             Ok(accepted) => break Some(accepted),
                             Err(Refused::Limited(tat)) => return Err(state.allowance(&cell, false, tat).unwrap_err()),
+                            Err(Refused::Guessing(wait_ms)) => return Err(ChatError::Limited(state.limiter.guessing(wait_ms))),
                             Err(Refused::AskPostgres) => {
                                 let Create::Message { chat, .. } = *what else { break None };
                                 let lookup = token.clone();
@@ -128,7 +117,7 @@ impl ChatIntake {
                     }
                 }
                 Route::Postgres => {
-                    let allowance = state.limited(token).await?;
+                    let allowance = state.limited(token, client).await?;
                     let (intake, token, what, now) = (self.clone(), token.clone(), what.clone(), state.clock.now());
                     if let Some(number) = run(db, move |conn| intake.synchronously(|| make(conn, &token, &what, now)).transpose()).await? {
                         return Ok((number, allowance));

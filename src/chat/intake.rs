@@ -70,6 +70,8 @@ pub enum Refused {
     NoSuchChat,
     /// The token's rate limit is spent; the cell's theoretical arrival time.
     Limited(f64),
+    /// The client has missed too often; ms until it may try again.
+    Guessing(i64),
 }
 
 pub struct ChatIntake {
@@ -84,7 +86,6 @@ pub struct ChatIntake {
     last_claim: Mutex<Instant>,
     /// How long a consumer may hold entries silently before another claims them.
     claim_idle: Mutex<Duration>,
-    applications: Mutex<std::collections::HashMap<String, i64>>,
     /// Notified after every keeper round and every persisted batch: what tests wait on.
     changed: crate::jobs::Wake,
 }
@@ -102,18 +103,23 @@ pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 return 1
 "#;
 
-// KEYS: epoch, counter, stream, the token's rate cell[, the parent chat's counter]. ARGV: epoch,
-// floor ('' = none), parent known ('1': PostgreSQL has it), parent number, now, interval and
-// tolerance (GCRA, as `limits`), then the item's fields. Answers {code or number, the cell's TAT}.
-// The rate is checked first and counted only when a number is given.
+// KEYS: epoch, counter, stream, the token's rate cell, the client's misses[, the parent chat's
+// counter]. ARGV: epoch, floor ('' = none), parent known ('1': PostgreSQL has it), parent number,
+// now, interval and tolerance (GCRA, as `limits`), misses allowed, then the item's fields.
+// Answers {code or number, the cell's TAT (or, for -6, ms until the client may guess again)}.
+// The client's misses and the rate are checked first; the rate is counted only when a number is
+// given.
 const ACCEPT: &str = r#"
+if tonumber(redis.call('GET', KEYS[5]) or '0') >= tonumber(ARGV[8]) then
+  return {-6, tostring(redis.call('PTTL', KEYS[5]))}
+end
 local now = tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', KEYS[4]) or ARGV[5])
 if tat < now then tat = now end
 if now < tat - tonumber(ARGV[7]) then return {-5, tostring(tat)} end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, '0'} end
-if KEYS[5] and ARGV[3] ~= '1' then
-  local top = redis.call('GET', KEYS[5])
+if KEYS[6] and ARGV[3] ~= '1' then
+  local top = redis.call('GET', KEYS[6])
   if not top then return {-3, '0'} end
   if tonumber(top) < tonumber(ARGV[4]) then return {-4, '0'} end
 end
@@ -123,7 +129,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local n = redis.call('INCR', KEYS[2])
 local fields = {'number', tostring(n)}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], '*', unpack(fields))
 local interval = tonumber(ARGV[6])
 local next = tat + interval
@@ -152,7 +158,6 @@ impl ChatIntake {
             group_ready: std::sync::atomic::AtomicBool::new(false),
             last_claim: Mutex::new(Instant::now()),
             claim_idle: Mutex::new(Duration::from_secs(5)),
-            applications: Mutex::new(std::collections::HashMap::new()),
             changed: crate::jobs::Wake::default(),
         }
     }
@@ -208,9 +213,10 @@ impl ChatIntake {
             rate.now_ms.to_string(),
             format!("{:.3}", rate.interval_ms),
             format!("{:.3}", rate.tolerance_ms),
+            rate.misses_allowed.to_string(),
         ];
         args.extend(fields);
-        let mut keys: Vec<&str> = vec![EPOCH_KEY, &counter, STREAM, &rate.key];
+        let mut keys: Vec<&str> = vec![EPOCH_KEY, &counter, STREAM, &rate.key, &rate.misses_key];
         if let Some((parent_counter, _)) = &parent {
             keys.push(parent_counter);
         }
@@ -220,6 +226,7 @@ impl ChatIntake {
             Ok((-3, _)) => Err(Refused::AskPostgres),
             Ok((-4, _)) => Err(Refused::NoSuchChat),
             Ok((-5, tat)) => Err(Refused::Limited(tat)),
+            Ok((-6, wait_ms)) => Err(Refused::Guessing(wait_ms as i64)),
             Ok((n, tat)) if n > 0 => {
                 let number = i32::try_from(n).unwrap_or(i32::MAX);
                 let held = match item {
@@ -250,18 +257,6 @@ impl ChatIntake {
     /// Waits until the keeper or the persister has done another round (or `timeout` passes).
     pub fn wait_for_change(&self, timeout: Duration) {
         self.changed.wait(timeout);
-    }
-
-    pub fn known_application(&self, token: &str) -> Option<i64> {
-        self.applications.lock().unwrap_or_else(|p| p.into_inner()).get(token).copied()
-    }
-
-    pub fn remember_application(&self, token: &str, id: i64) {
-        let mut known = self.applications.lock().unwrap_or_else(|p| p.into_inner());
-        if known.len() >= 100_000 {
-            known.clear(); // a bound, not a policy: the next lookups fill it again
-        }
-        known.insert(token.to_string(), id);
     }
 
     /// Claims a silent consumer's entries after `idle` (5 s by default).

@@ -5,6 +5,7 @@
 //! Chats and messages are accepted through Redis and persisted behind (`intake`), or numbered in
 //! PostgreSQL under the parent's row lock when Redis is away or `CHAT_INTAKE=postgres` (`repo`).
 
+pub mod access;
 pub mod creates;
 pub mod domain;
 pub mod intake;
@@ -29,13 +30,17 @@ pub enum ChatError {
     Invalid(FieldErrors),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
     #[error("unavailable: {0}")]
     Unavailable(String),
-    #[error("too many requests for this application; retry after {} s", .0.retry_after)]
+    #[error("{0}")]
     Limited(limits::Limited),
 }
 
@@ -46,17 +51,19 @@ pub struct ChatState {
     /// Accepting through Redis (`CHAT_INTAKE=redis`); `None`: every create numbers in PostgreSQL.
     pub intake: Option<std::sync::Arc<intake::ChatIntake>>,
     pub search: std::sync::Arc<dyn search::MessageSearch>,
+    pub known: access::KnownApplications,
 }
 
 impl ChatState {
-    /// Counts a request against the token's rate limit (429 when it is spent).
-    pub async fn limited(&self, token: &domain::Token) -> Result<limits::Allowance, ChatError> {
-        self.limiter.check(token.as_str(), self.clock.now().timestamp_millis()).await.map_err(ChatError::Limited)
+    /// Counts a request from `client` against the token's rate limit (429 when it is spent, or
+    /// when the client has missed too often).
+    pub async fn limited(&self, token: &domain::Token, client: &str) -> Result<limits::Allowance, ChatError> {
+        self.limiter.check(token.as_str(), client, self.clock.now().timestamp_millis()).await.map_err(ChatError::Limited)
     }
 
     /// The token's rate cell for a create, counted in the intake's own Redis call.
-    pub fn rate_cell(&self, token: &domain::Token) -> limits::RateCell {
-        self.limiter.cell(token.as_str(), self.clock.now().timestamp_millis())
+    pub fn rate_cell(&self, token: &domain::Token, client: &str) -> limits::RateCell {
+        self.limiter.cell(token.as_str(), client, self.clock.now().timestamp_millis())
     }
 
     /// What a create's answer from Redis means for the limit: the allowance, or 429.
@@ -79,6 +86,8 @@ impl ResponseError for ChatError {
             ChatError::NotFound(_) => StatusCode::NOT_FOUND,
             ChatError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ChatError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ChatError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ChatError::Forbidden(_) => StatusCode::FORBIDDEN,
             ChatError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ChatError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ChatError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -12,7 +12,7 @@ use super::domain::{self, SearchTerm, Token};
 use super::repo::{self, Application, Chat, Message};
 use super::search::MessageSearch;
 use std::sync::Arc;
-use crate::web::{csrf, html, see_other, AppError, Db, Layout};
+use crate::web::{client_ip, csrf, html, see_other, AppError, Db, Layout};
 
 fn token_of(raw: &str) -> Result<Token, AppError> {
     Token::parse(raw).ok_or(AppError::NotFound)
@@ -26,8 +26,20 @@ struct AppPage {
     chats: Vec<Chat>,
 }
 
-async fn application(req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+/// A page's answer for the chat API's refusals.
+fn page_error(e: super::ChatError) -> AppError {
+    match e {
+        super::ChatError::NotFound(_) => AppError::NotFound,
+        super::ChatError::Unavailable(why) => AppError::Unavailable(why),
+        super::ChatError::Limited(limited) => AppError::TooMany { retry_after: limited.retry_after, why: format!("{}.", limited) },
+        other => AppError::Internal(other.to_string()),
+    }
+}
+
+async fn application(req: HttpRequest, db: Db, state: web::Data<super::ChatState>, path: web::Path<String>) -> Result<HttpResponse, AppError> {
     let token = token_of(&path)?;
+    // A token guessed in the address bar counts as one guessed at the API.
+    state.admit(&db, &token, &client_ip(&req)).await.map_err(page_error)?;
     let (app, chats) = db
         .run(move |conn| {
             let app = repo::application(conn, &token)?.ok_or(diesel::result::Error::NotFound)?;
@@ -104,6 +116,7 @@ async fn chat_room(
 ) -> Result<HttpResponse, AppError> {
     let token = token_of(&path.0)?;
     let number = domain::number(&path.1).ok_or(AppError::NotFound)?;
+    state.admit(&db, &token, &client_ip(&req)).await.map_err(page_error)?;
     let raw = query.into_inner().q.unwrap_or_default();
     let term = SearchTerm::parse(Some(&raw));
     let (app, messages) = load_room(&db, state.search.clone(), token.clone(), number, term.clone()).await?;
@@ -144,12 +157,7 @@ async fn post_message(
         }
     };
     let path_token = token.as_str().to_string();
-    let (posted, _) = super::routes::post_message(&state, &db, token, number, Ok(body)).await.map_err(|e| match e {
-        super::ChatError::NotFound(_) => AppError::NotFound,
-        super::ChatError::Unavailable(why) => AppError::Unavailable(why),
-        super::ChatError::Limited(limited) => AppError::Busy { retry_after: limited.retry_after },
-        other => AppError::Internal(other.to_string()),
-    })?;
+    let (posted, _) = super::routes::post_message(&state, &db, token, &client_ip(&req), number, Ok(body)).await.map_err(page_error)?;
     Ok(see_other(&format!("/chats/{path_token}/{number}#m{}", posted.number)))
 }
 

@@ -16,11 +16,17 @@ pub struct Application {
     pub name: String,
     pub chats_count: i32,
     pub created_at: DateTime<Utc>,
+    /// The user who made it; `None`: made anonymously.
+    pub owner_id: Option<i64>,
 }
 
-pub fn create_application(conn: &mut PgConnection, name: &AppName) -> QueryResult<Application> {
+pub fn create_application(conn: &mut PgConnection, name: &AppName, owner: Option<i64>) -> QueryResult<Application> {
     diesel::insert_into(chat_applications::table)
-        .values((chat_applications::token.eq(Token::generate().as_str()), chat_applications::name.eq(name.as_str())))
+        .values((
+            chat_applications::token.eq(Token::generate().as_str()),
+            chat_applications::name.eq(name.as_str()),
+            chat_applications::owner_id.eq(owner),
+        ))
         .returning(Application::as_returning())
         .get_result(conn)
 }
@@ -33,20 +39,24 @@ pub fn application(conn: &mut PgConnection, token: &Token) -> QueryResult<Option
         .optional()
 }
 
-pub fn rename_application(conn: &mut PgConnection, token: &Token, name: &AppName, now: DateTime<Utc>) -> QueryResult<Option<Application>> {
-    diesel::update(chat_applications::table.filter(chat_applications::token.eq(token.as_str())))
+pub fn rename_application(conn: &mut PgConnection, id: i64, name: &AppName, now: DateTime<Utc>) -> QueryResult<Option<Application>> {
+    diesel::update(chat_applications::table.find(id))
         .set((chat_applications::name.eq(name.as_str()), chat_applications::updated_at.eq(now)))
         .returning(Application::as_returning())
         .get_result(conn)
         .optional()
 }
 
-/// Applications in creation order: `limit` of them after the application `after` (a token), or
-/// at `offset`. `None` when `after` names no application.
-pub fn applications_page(conn: &mut PgConnection, after: Option<&Token>, offset: i64, limit: i64) -> QueryResult<Option<Vec<Application>>> {
-    let mut query = chat_applications::table.select(Application::as_select()).order(chat_applications::id.asc()).into_boxed();
+/// The owner's applications in creation order: `limit` of them after the application `after` (a
+/// token of theirs), or at `offset`. `None` when `after` names none of theirs.
+pub fn applications_page(conn: &mut PgConnection, owner: i64, after: Option<&Token>, offset: i64, limit: i64) -> QueryResult<Option<Vec<Application>>> {
+    let mut query = chat_applications::table
+        .filter(chat_applications::owner_id.eq(owner))
+        .select(Application::as_select())
+        .order(chat_applications::id.asc())
+        .into_boxed();
     if let Some(after) = after {
-        let Some(from) = application(conn, after)? else { return Ok(None) };
+        let Some(from) = application(conn, after)?.filter(|a| a.owner_id == Some(owner)) else { return Ok(None) };
         query = query.filter(chat_applications::id.gt(from.id));
     } else if offset > 0 {
         query = query.offset(offset);

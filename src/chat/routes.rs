@@ -13,7 +13,8 @@ use super::intake::Route as IntakeRoute;
 use super::limits::Allowance;
 use super::{run, ChatError, ChatState};
 use crate::web::openapi::{Body, Field, Table, Ty};
-use crate::web::Db;
+use super::access::{caller, may_rename};
+use crate::web::{client_ip, Db};
 
 type State = web::Data<ChatState>;
 
@@ -83,41 +84,49 @@ pub fn page(req: &HttpRequest) -> Result<Page, ChatError> {
     Ok(Page { after: get("after").map(str::to_string), offset: (page - 1).saturating_mul(size), limit: size })
 }
 
-async fn create_application(db: Db, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+/// Made by the caller: owned by the signed-in user or bearer token's user, or by nobody (then
+/// this answer is the only place its token appears).
+async fn create_application(req: HttpRequest, db: Db, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+    let owner = caller(&req).await?;
     let name = domain::app_name(&json_body(payload).await?).map_err(ChatError::Invalid)?;
-    let app = run(&db, move |conn| Ok(repo::create_application(conn, &name)?)).await?;
+    let app = run(&db, move |conn| Ok(repo::create_application(conn, &name, owner)?)).await?;
     Ok(HttpResponse::build(StatusCode::CREATED).json(app_json(&app)))
 }
 
+/// The caller's own applications (none for an anonymous caller): a token is never listed to
+/// anyone but its owner.
 async fn list_applications(req: HttpRequest, db: Db) -> Result<HttpResponse, ChatError> {
+    let owner = caller(&req).await?;
     let page = page(&req)?;
     let after = match &page.after {
         Some(raw) => Some(Token::parse(raw).ok_or(ChatError::NotFound("application"))?),
         None => None,
     };
-    let apps = run(&db, move |conn| repo::applications_page(conn, after.as_ref(), page.offset, page.limit)?.ok_or(ChatError::NotFound("application"))).await?;
+    let Some(owner) = owner else { return Ok(HttpResponse::Ok().json(json!([]))) };
+    let apps = run(&db, move |conn| {
+        repo::applications_page(conn, owner, after.as_ref(), page.offset, page.limit)?.ok_or(ChatError::NotFound("application"))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(apps.iter().map(app_json).collect::<Vec<_>>()))
 }
 
-async fn show_application(state: State, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
-    let token = Token::parse(&path).ok_or(ChatError::NotFound("application"))?;
-    let allowance = state.limited(&token).await?;
-    let app = run(&db, move |conn| repo::application(conn, &token)?.ok_or(ChatError::NotFound("application"))).await?;
+async fn show_application(state: State, req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
+    let (token, client) = (token_of(&path)?, client_ip(&req));
+    let app = state.application(&db, &token, &client).await?;
+    let allowance = state.limited(&token, &client).await?;
     Ok(with_limits(HttpResponse::Ok().json(app_json(&app)), allowance))
 }
 
-async fn update_application(state: State, db: Db, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
-    let token = Token::parse(&path).ok_or(ChatError::NotFound("application"))?;
-    let allowance = state.limited(&token).await?;
-    let body = json_body(payload).await?;
+async fn update_application(state: State, req: HttpRequest, db: Db, path: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+    let (token, client) = (token_of(&path)?, client_ip(&req));
+    let who = caller(&req).await?;
+    // An unknown token is 404 before the body is judged (the challenge's order).
+    let app = state.application(&db, &token, &client).await?;
+    let allowance = state.limited(&token, &client).await?;
+    may_rename(&app, who)?;
+    let name = domain::app_name(&json_body(payload).await?).map_err(ChatError::Invalid)?;
     let now = state.clock.now();
-    let app = run(&db, move |conn| {
-        // An unknown token is 404 before the body is judged (the challenge's order).
-        repo::application(conn, &token)?.ok_or(ChatError::NotFound("application"))?;
-        let name = domain::app_name(&body).map_err(ChatError::Invalid)?;
-        repo::rename_application(conn, &token, &name, now)?.ok_or(ChatError::NotFound("application"))
-    })
-    .await?;
+    let app = run(&db, move |conn| repo::rename_application(conn, app.id, &name, now)?.ok_or(ChatError::NotFound("application"))).await?;
     Ok(with_limits(HttpResponse::Ok().json(app_json(&app)), allowance))
 }
 
@@ -137,40 +146,32 @@ fn number_of(raw: &str, what: &'static str) -> Result<i32, ChatError> {
     domain::number(raw).ok_or(ChatError::NotFound(what))
 }
 
-async fn create_chat(state: State, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
+async fn create_chat(state: State, req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = token_of(&path)?;
-    let (number, allowance) = create(&state, &db, token, Create::Chat).await?;
+    let (number, allowance) = create(&state, &db, token, &client_ip(&req), Create::Chat).await?;
     Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(json!({ "number": number, "messages_count": 0 })), allowance))
 }
 
 async fn list_chats(state: State, req: HttpRequest, db: Db, path: web::Path<String>) -> Result<HttpResponse, ChatError> {
     let token = token_of(&path)?;
-    let allowance = state.limited(&token).await?;
+    let (app, allowance) = state.admit(&db, &token, &client_ip(&req)).await?;
     let page = page(&req)?;
     let after = after_number(&page)?;
-    let chats = run(&db, move |conn| {
-        let app = repo::application_id(conn, &token)?.ok_or(ChatError::NotFound("application"))?;
-        Ok(repo::chats_page(conn, app, after, page.limit)?)
-    })
-    .await?;
+    let chats = run(&db, move |conn| Ok(repo::chats_page(conn, app, after, page.limit)?)).await?;
     Ok(with_limits(HttpResponse::Ok().json(chats.iter().map(chat_json).collect::<Vec<_>>()), allowance))
 }
 
-async fn show_chat(state: State, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
+async fn show_chat(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
-    let allowance = state.limited(&token).await?;
-    let chat = run(&db, move |conn| {
-        repo::application_id(conn, &token)?.ok_or(ChatError::NotFound("application"))?;
-        repo::chat(conn, &token, number)?.ok_or(ChatError::NotFound("chat"))
-    })
-    .await?;
+    let (_, allowance) = state.admit(&db, &token, &client_ip(&req)).await?;
+    let chat = run(&db, move |conn| repo::chat(conn, &token, number)?.ok_or(ChatError::NotFound("chat"))).await?;
     Ok(with_limits(HttpResponse::Ok().json(chat_json(&chat)), allowance))
 }
 
-async fn create_message(state: State, db: Db, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+async fn create_message(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
     let body = domain::message_body(&json_body(payload).await?);
-    let (message, allowance) = post_message(&state, &db, token, number, body).await?;
+    let (message, allowance) = post_message(&state, &db, token, &client_ip(&req), number, body).await?;
     Ok(with_limits(HttpResponse::build(StatusCode::CREATED).json(message_json(&message)), allowance))
 }
 
@@ -180,17 +181,18 @@ pub async fn post_message(
     state: &ChatState,
     db: &Db,
     token: Token,
+    client: &str,
     chat: i32,
     body: Result<domain::MessageBody, domain::FieldErrors>,
 ) -> Result<(Message, Allowance), ChatError> {
     let text = body.as_ref().map(|b| b.as_str().to_string()).unwrap_or_default();
-    let (number, allowance) = create(state, db, token, Create::Message { chat, body }).await?;
+    let (number, allowance) = create(state, db, token, client, Create::Message { chat, body }).await?;
     Ok((Message { number, body: text }, allowance))
 }
 
 async fn list_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
-    let allowance = state.limited(&token).await?;
+    let (_, allowance) = state.admit(&db, &token, &client_ip(&req)).await?;
     let page = page(&req)?;
     let after = after_number(&page)?;
     let messages = run(&db, move |conn| {
@@ -201,9 +203,9 @@ async fn list_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(
     Ok(with_limits(HttpResponse::Ok().json(messages.iter().map(message_json).collect::<Vec<_>>()), allowance))
 }
 
-async fn show_message(state: State, db: Db, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ChatError> {
+async fn show_message(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
-    let allowance = state.limited(&token).await?;
+    let (_, allowance) = state.admit(&db, &token, &client_ip(&req)).await?;
     let message = run(&db, move |conn| {
         let chat = chat_id(conn, &token, chat)?;
         repo::message(conn, chat, number)?.ok_or(ChatError::NotFound("message"))
@@ -212,20 +214,14 @@ async fn show_message(state: State, db: Db, path: web::Path<(String, String, Str
     Ok(with_limits(HttpResponse::Ok().json(message_json(&message)), allowance))
 }
 
-async fn edit_message(state: State, db: Db, path: web::Path<(String, String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
+async fn edit_message(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String, String)>, payload: web::Payload) -> Result<HttpResponse, ChatError> {
     let (token, chat, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?, number_of(&path.2, "message")?);
-    let allowance = state.limited(&token).await?;
+    let (app, allowance) = state.admit(&db, &token, &client_ip(&req)).await?;
     let body = json_body(payload).await?;
     // A message accepted a moment ago may still be on its way to PostgreSQL (the persister is
     // milliseconds behind): wait up to a second for it rather than call it missing.
     let pending = match (&state.intake, state.intake.as_ref().map(|i| i.route())) {
-        (Some(intake), Some(IntakeRoute::Redis(epoch))) => {
-            let app = { let t = token.clone(); run(&db, move |conn| Ok(repo::application_id(conn, &t)?)).await? };
-            match app {
-                Some(app) => intake.messages_issued(&epoch, app, chat).await.ok().flatten().is_some_and(|top| number <= top),
-                None => false,
-            }
-        }
+        (Some(intake), Some(IntakeRoute::Redis(epoch))) => intake.messages_issued(&epoch, app, chat).await.ok().flatten().is_some_and(|top| number <= top),
         _ => false,
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
@@ -255,7 +251,7 @@ async fn edit_message(state: State, db: Db, path: web::Path<(String, String, Str
 /// `?q=` (or `?query=`): messages of this chat holding the text anywhere, in any case.
 async fn search_messages(state: State, req: HttpRequest, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ChatError> {
     let (token, number) = (token_of(&path.0)?, number_of(&path.1, "chat")?);
-    let allowance = state.limited(&token).await?;
+    let (_, allowance) = state.admit(&db, &token, &client_ip(&req)).await?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
     let raw = pairs.iter().find(|(n, _)| n == "q" || n == "query").map(|(_, v)| v.as_str());
     let term = SearchTerm::parse(raw).ok_or_else(|| ChatError::BadRequest("q is required: the text to look for, 1 to 200 characters".into()))?;
@@ -290,13 +286,13 @@ crate::api_routes! {
     prefixes: ["/chat_applications", "/applications"];
     post "" => create_application { summary: "Create a chat application; its token comes back", body: NAME, public: true, status: 201, answer: Some("Application") }
     get "" => list_applications {
-        summary: "List chat applications",
+        summary: "List the caller's own chat applications (signed in, or by API bearer token; none for anonymous callers)",
         query: &[PAGE, PER_PAGE, LIMIT, Field::optional("after", Ty::Text).about("The token the page starts after")],
         public: true, answer: Some("Applications"),
     }
     get "/{token}" => show_application { summary: "Show a chat application", path_params: &[TOKEN], public: true, answer: Some("Application") }
-    put "/{token}" => update_application { summary: "Rename a chat application", path_params: &[TOKEN], body: NAME, public: true, answer: Some("Application") }
-    patch "/{token}" => update_application { summary: "Rename a chat application", path_params: &[TOKEN], body: NAME, public: true, answer: Some("Application") }
+    put "/{token}" => update_application { summary: "Rename a chat application (its owner's, if it has one)", path_params: &[TOKEN], body: NAME, public: true, answer: Some("Application") }
+    patch "/{token}" => update_application { summary: "Rename a chat application (its owner's, if it has one)", path_params: &[TOKEN], body: NAME, public: true, answer: Some("Application") }
     post "/{token}/chats" => create_chat { summary: "Create the application's next chat (any body is ignored)", path_params: &[TOKEN], public: true, status: 201, answer: Some("Chat") }
     get "/{token}/chats" => list_chats { summary: "List the application's chats by number", path_params: &[TOKEN], query: NUMBERED, public: true, answer: Some("Chats") }
     get "/{token}/chats/{number}" => show_chat { summary: "Show a chat", path_params: &[TOKEN, CHAT], public: true, answer: Some("Chat") }

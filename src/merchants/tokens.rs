@@ -122,6 +122,22 @@ pub async fn bearer(req: &HttpRequest) -> Result<(Principal, Claims), ApiError> 
     }
 }
 
+/// Tells other areas whose bearer token a request carries (see `web::BearerHolder`): the same
+/// check as the merchants' API makes, so a revoked or expired token is refused everywhere alike.
+pub struct BearerUsers;
+
+impl crate::web::BearerHolder for BearerUsers {
+    fn holder(&self, req: HttpRequest) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::web::Bearer>>> {
+        Box::pin(async move {
+            match bearer(&req).await {
+                Ok((principal, _)) => crate::web::Bearer::User(principal.id),
+                Err(refused) if refused.code == "token_missing" => crate::web::Bearer::Absent,
+                Err(refused) => crate::web::Bearer::Refused { code: refused.code, message: refused.message },
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

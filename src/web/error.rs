@@ -22,6 +22,9 @@ pub enum AppError {
     /// Too much work queued: come back after `retry_after` seconds. Nothing was created.
     #[error("busy, retry after {retry_after}s")]
     Busy { retry_after: u64 },
+    /// This caller has asked too often: come back after `retry_after` seconds; `why` says what.
+    #[error("too many requests: {why}")]
+    TooMany { retry_after: u64, why: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -35,6 +38,7 @@ impl AppError {
             AppError::BadRequest(_) => "bad_request",
             AppError::Unavailable(_) => "unavailable",
             AppError::Busy { .. } => "queue_full",
+            AppError::TooMany { .. } => "rate_limited",
             AppError::Internal(_) => "internal",
         }
     }
@@ -57,6 +61,7 @@ impl AppError {
                 format!("We are handling a lot of payments at the moment and did not start yours. Nothing was charged. \
                          Please try again in {retry_after} seconds."),
             ),
+            AppError::TooMany { why, .. } => ("Too many requests", why.clone()),
             AppError::Internal(_) => (
                 "Something went wrong",
                 "Something went wrong on our side. Nothing was charged twice. Please try again.".into(),
@@ -82,6 +87,7 @@ impl ResponseError for AppError {
             AppError::Csrf => StatusCode::FORBIDDEN,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unavailable(_) | AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,7 +120,7 @@ impl AppError {
             AppError::Unavailable(_) => {
                 response.insert_header((header::RETRY_AFTER, "5"));
             }
-            AppError::Busy { retry_after } => {
+            AppError::Busy { retry_after } | AppError::TooMany { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             _ => {}

@@ -94,6 +94,36 @@ pub trait Identify: Send + Sync + 'static {
     fn identify(&self, token: String, counter: QueryCounter) -> Pin<Box<dyn Future<Output = Identity>>>;
 }
 
+/// What a request's `Authorization: Bearer` header turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bearer {
+    /// No bearer token was sent.
+    Absent,
+    /// A live token of this user (by internal id).
+    User(i64),
+    /// A token was sent but is not one to accept: a stable code and a sentence for the caller.
+    Refused { code: &'static str, message: String },
+}
+
+/// Tells whose API bearer token a request carries; registered as
+/// `web::Data<Arc<dyn BearerHolder>>` by whoever issues the tokens (the merchants' API), so that
+/// another area's API (chat) can know its caller without importing the one that issues them.
+pub trait BearerHolder: Send + Sync + 'static {
+    fn holder(&self, req: HttpRequest) -> Pin<Box<dyn Future<Output = Bearer>>>;
+}
+
+/// The request's bearer token's user, as the registered `BearerHolder` says (`Absent` when no
+/// holder is registered or no token was sent).
+pub async fn bearer(req: &HttpRequest) -> Bearer {
+    if !req.headers().contains_key(header::AUTHORIZATION) {
+        return Bearer::Absent;
+    }
+    match req.app_data::<web::Data<Arc<dyn BearerHolder>>>() {
+        Some(holder) => holder.holder(req.clone()).await,
+        None => Bearer::Absent,
+    }
+}
+
 /// Database access for a handler: every query it runs is charged to the request's counter.
 pub struct Db {
     pool: PgPool,

@@ -30,7 +30,10 @@ fn no_ids(value: &Value) {
 
 #[test]
 fn applications_are_created_shown_listed_and_renamed_on_both_prefixes() {
-    let (_app, api) = app();
+    let (app, _) = app();
+    // Signed in (by API bearer token), so the applications are this user's and listed to them.
+    crate::support::fixtures::user(&mut app.conn(), "chatter@example.com");
+    let api = Api::signed_in(&app.url, "chatter@example.com");
     let mut tokens = Vec::new();
     for (prefix, body) in [
         ("/chat_applications", json!({ "chat_application": { "name": "Wrapped" } })),
@@ -171,7 +174,7 @@ fn chat_and_message_errors_have_the_challenge_shape_and_use_up_no_numbers() {
 #[test]
 fn concurrent_creates_number_one_to_n_with_no_gap_and_no_repeat() {
     let mut options = crate::support::app::TestAppOptions::new(Arc::new(ScriptedGateway::succeeding()));
-    options.chat_rate = agora::chat::limits::RateSettings { per_second: 1_000.0, burst: 1_000 };
+    options.chat_rate = agora::chat::limits::RateSettings { per_second: 1_000.0, burst: 1_000, ..agora::chat::limits::RateSettings::default() };
     let app = TestApp::spawn_with(options);
     let api = Api::new(&app.url);
     let token = application(&api);
@@ -183,7 +186,7 @@ fn concurrent_creates_number_one_to_n_with_no_gap_and_no_repeat() {
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=20).collect::<Vec<_>>());
     // Two servers (each with its own pool, as two processes would have) post into one chat.
-    let (_other, other_url) = app.sibling(agora::chat::limits::RateSettings { per_second: 1_000.0, burst: 1_000 });
+    let (_other, other_url) = app.sibling(agora::chat::limits::RateSettings { per_second: 1_000.0, burst: 1_000, ..agora::chat::limits::RateSettings::default() });
     let other = Api::new(&other_url);
     let messages = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..200)

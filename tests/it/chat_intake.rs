@@ -16,7 +16,7 @@ use crate::support::api::{Answer, Api};
 use crate::support::redis::OwnRedis;
 use crate::support::TestApp;
 
-const FAST: RateSettings = RateSettings { per_second: 100_000.0, burst: 100_000 };
+const FAST: RateSettings = RateSettings { per_second: 100_000.0, burst: 100_000, misses: 30, miss_window_secs: 60 };
 
 /// Waits for a condition the intake's threads bring about: checked again each time the intake
 /// signals a finished round or batch, failing the test after 20 s.
@@ -238,7 +238,7 @@ fn entries_a_dead_persister_held_are_claimed_and_written_by_another() {
     let token = application(&api);
     let app_id: i64 = agora::schema::chat_applications::table.select(agora::schema::chat_applications::id).first(&mut app.conn()).unwrap();
     let Phase::Accepting(epoch) = dying.phase() else { unreachable!() };
-    let cell = agora::chat::limits::RateLimiter::new(agora::cache::Cache::disabled(), FAST).cell(&token, chrono::Utc::now().timestamp_millis());
+    let cell = agora::chat::limits::RateLimiter::new(agora::cache::Cache::disabled(), FAST).cell(&token, "127.0.0.1", chrono::Utc::now().timestamp_millis());
     let (chat, _) = runtime.block_on(dying.accept(&epoch, Item::Chat { app: app_id, number: 0 }, Some(0), true, &cell)).unwrap();
     for i in 0..3 {
         runtime.block_on(dying.accept(&epoch, Item::Message { app: app_id, chat, number: 0, body: format!("held {i}") }, Some(0), false, &cell)).unwrap();
@@ -273,7 +273,7 @@ fn entries_a_dead_persister_held_are_claimed_and_written_by_another() {
 #[test]
 fn the_rate_limit_is_counted_in_the_same_redis_call_as_the_create() {
     let redis = OwnRedis::start();
-    let (_app, api, _intake) = spawn_limited(&redis, RateSettings { per_second: 0.5, burst: 50 });
+    let (_app, api, _intake) = spawn_limited(&redis, RateSettings { per_second: 0.5, burst: 50, ..RateSettings::default() });
     let token = application(&api);
     let chat = api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
     assert_eq!(chat.status, 201);

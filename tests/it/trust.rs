@@ -116,3 +116,105 @@ fn a_refund_key_used_again_for_another_payment_is_refused_on_both_faces() {
     assert_eq!((moved.status, moved.code()), (422, "idempotency_key_reused"), "{}", moved.text);
     assert_eq!(refunds_made(&app), 2);
 }
+
+// --- item 1: chat tokens ----------------------------------------------------------------------
+
+fn names_and_tokens(answer: &crate::support::api::Answer) -> Vec<(String, String)> {
+    answer.json.as_array().unwrap_or_else(|| panic!("a list: {}", answer.text)).iter().map(|a| (a["name"].as_str().unwrap().to_string(), a["token"].as_str().unwrap().to_string())).collect()
+}
+
+/// Item 1: an application belongs to whoever made it. The list shows a caller only their own
+/// (an anonymous caller none), and only the owner may rename an owned application.
+#[test]
+fn chat_tokens_are_listed_only_to_their_owners_and_renaming_needs_the_owner() {
+    let (app, _) = app_with_clock();
+    let mut conn = app.conn();
+    fixtures::user(&mut conn, "maker@example.com");
+    fixtures::user(&mut conn, "stranger@example.com");
+    let maker = Api::signed_in(&app.url, "maker@example.com");
+    let stranger = Api::signed_in(&app.url, "stranger@example.com");
+    let anonymous = Api::new(&app.url);
+
+    let made = maker.post("/chat_applications", &serde_json::json!({ "name": "Maker's support desk" }), None);
+    assert_eq!(made.status, 201, "{}", made.text);
+    let token = made.json["token"].as_str().unwrap().to_string();
+    let theirs = stranger.post("/chat_applications", &serde_json::json!({ "name": "Stranger's" }), None);
+    let anon = anonymous.post("/chat_applications", &serde_json::json!({ "name": "Nobody's" }), None);
+    assert_eq!((theirs.status, anon.status), (201, 201));
+    let anon_token = anon.json["token"].as_str().unwrap().to_string();
+
+    // The big page that once listed every token to anyone.
+    let listed = anonymous.get("/chat_applications?per_page=1000");
+    assert_eq!((listed.status, listed.json.clone()), (200, serde_json::json!([])), "an anonymous caller owns nothing");
+    assert_eq!(names_and_tokens(&maker.get("/chat_applications?per_page=1000")), vec![("Maker's support desk".to_string(), token.clone())]);
+    let strangers = names_and_tokens(&stranger.get("/applications?per_page=1000"));
+    assert_eq!(strangers.len(), 1);
+    assert!(strangers.iter().all(|(_, t)| *t != token && *t != anon_token), "{strangers:?}");
+    // Nor can a page start after someone else's token.
+    assert_eq!(stranger.get(&format!("/chat_applications?after={token}")).status, 404);
+
+    // A stranger holding the token may chat, but not rename it; nor may an anonymous holder.
+    assert_eq!(stranger.send("POST", &format!("/chat_applications/{token}/chats"), None, &[]).status, 201);
+    for who in [&stranger, &anonymous] {
+        let renamed = who.send("PUT", &format!("/chat_applications/{token}"), Some(r#"{"name":"Taken over"}"#), &[]);
+        assert_eq!(renamed.status, 403, "{}", renamed.text);
+        assert!(renamed.json["error"].as_str().unwrap().contains("owner"), "{}", renamed.text);
+    }
+    assert_eq!(anonymous.get(&format!("/chat_applications/{token}")).json["name"], "Maker's support desk");
+    let renamed = maker.send("PATCH", &format!("/chat_applications/{token}"), Some(r#"{"name":"Maker's desk"}"#), &[]);
+    assert_eq!((renamed.status, renamed.json["name"].as_str()), (200, Some("Maker's desk")));
+    // An application made anonymously has only its token to prove who made it.
+    assert_eq!(anonymous.send("PUT", &format!("/chat_applications/{anon_token}"), Some(r#"{"name":"Still nobody's"}"#), &[]).status, 200);
+
+    // A signed-in person's session makes and lists applications as their bearer token does.
+    let person = Client::new(&app.url);
+    person.sign_in("maker@example.com", PASSWORD);
+    let mine = person.get("/api/v1/chat_applications");
+    assert_eq!(mine.status, 200);
+    assert!(mine.body.contains(&token) && !mine.body.contains(&anon_token), "{}", mine.body);
+    // A token that is no longer good is refused, not taken as anonymous.
+    let revoked = Api::new(&app.url);
+    revoked.use_token(Some("not.a.token"));
+    assert_eq!(revoked.get("/chat_applications").status, 401);
+}
+
+fn redis_keys(app: &TestApp) -> Vec<String> {
+    let mut redis = redis::Client::open(crate::support::db::redis_url()).unwrap().get_connection().unwrap();
+    redis::cmd("KEYS").arg(format!("{}:*", app.db.name)).query(&mut redis).unwrap()
+}
+
+/// Item 1: guessing tokens is limited per client address — past the allowance every request from
+/// that address is refused, a right guess included — and a miss leaves nothing of the guessed
+/// token in Redis.
+#[test]
+fn guessing_chat_tokens_is_limited_per_address_and_a_miss_leaves_nothing_in_redis() {
+    let mut options = crate::support::app::TestAppOptions::new(Arc::new(SimulatedGateway::new(Simulation::always_succeeding(), Default::default())));
+    options.redis_deadline = Duration::from_secs(5);
+    options.chat_rate = agora::chat::limits::RateSettings { misses: 5, miss_window_secs: 600, ..Default::default() };
+    let app = TestApp::spawn_with(options);
+    let owner = Api::new(&app.url);
+    let token = owner.post("/chat_applications", &serde_json::json!({ "name": "Guarded" }), None).json["token"].as_str().unwrap().to_string();
+    let before = redis_keys(&app);
+
+    let guesser = Client::from_address(&app.url, "203.0.113.7");
+    let guesses: Vec<String> = (0..10).map(|i| format!("{}{i:02}", &token[..token.len() - 2])).filter(|g| *g != token).take(5).collect();
+    for guess in &guesses {
+        assert_eq!(guesser.get(&format!("/api/v1/chat_applications/{guess}/chats")).status, 404);
+    }
+    let sixth = guesser.get(&format!("/api/v1/chat_applications/{}ff/chats", &token[..token.len() - 2]));
+    assert_eq!(sixth.status, 429, "{}", sixth.body);
+    assert!(sixth.header("retry-after").is_some());
+    let right = guesser.get(&format!("/api/v1/chat_applications/{token}/chats"));
+    assert_eq!(right.status, 429, "a right guess from a blocked address looks like the rest");
+    assert_eq!(guesser.get(&format!("/chats/{token}")).status, 429, "the chat pages too");
+    // Everyone else is unaffected.
+    assert_eq!(Client::from_address(&app.url, "198.51.100.9").get(&format!("/api/v1/chat_applications/{token}/chats")).status, 200);
+
+    let after = redis_keys(&app);
+    for guess in &guesses {
+        assert!(after.iter().all(|k| !k.contains(guess.as_str())), "a miss left {after:?}");
+    }
+    let new: Vec<&String> = after.iter().filter(|k| !before.contains(k)).collect();
+    assert!(new.iter().filter(|k| k.contains("203.0.113.7")).count() <= 1, "one counter for the address: {new:?}");
+}
+

@@ -1,0 +1,1 @@
+ALTER TABLE chat_applications DROP COLUMN owner_id;
