@@ -198,6 +198,7 @@ diesel::table! {
         user_id -> Int8,
         customer_id -> Int8,
         created_at -> Timestamptz,
+        role -> Text,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Demo data for `make run`: safe to load again and again (it only adds what is missing).
 
+use crate::merchants::domain::Role;
 use bigdecimal::BigDecimal;
 use diesel::prelude::*;
 use std::str::FromStr;
@@ -12,12 +13,13 @@ pub const DEMO_PASSWORD: &str = "agora-demo";
 pub const DEMO_USERS: [(&str, &str, bool); 3] =
     [("alice@example.com", "Alice", false), ("bob@example.com", "Bob", false), ("admin@example.com", "Ada (admin)", true)];
 
-/// Merchants' staff, each linked to the merchants named (by catalogue index); the README's
-/// demo-login table lists them.
-pub const DEMO_STAFF: [(&str, &str, &[usize]); 3] = [
-    ("books@example.com", "Nora (Northwind Books)", &[0]),
-    ("coffee@example.com", "Arlo (Acme Coffee)", &[1]),
-    ("finance@example.com", "Fay (finance, both merchants)", &[0, 1]),
+/// Merchants' staff, each linked to the merchants named (by catalogue index) in a role: each
+/// merchant's owner, and finance, a member of both (sees and refunds, manages no staff). The
+/// README's demo-login table lists them.
+pub const DEMO_STAFF: [(&str, &str, &[usize], Role); 3] = [
+    ("books@example.com", "Nora (Northwind Books)", &[0], Role::Owner),
+    ("coffee@example.com", "Arlo (Acme Coffee)", &[1], Role::Owner),
+    ("finance@example.com", "Fay (finance, both merchants)", &[0, 1], Role::Member),
 ];
 
 /// A merchant and its products: name, price, stock.
@@ -82,11 +84,11 @@ pub fn load(conn: &mut PgConnection) -> Result<SeedReport, OrderError> {
         }
     }
     let merchants: Vec<i64> = CATALOGUE.iter().map(|(name, _)| ensure_customer(conn, name)).collect::<QueryResult<_>>()?;
-    for (email, name, links) in DEMO_STAFF {
+    for (email, name, links, role) in DEMO_STAFF {
         let user_id = ensure_user(conn, &NewUser { email, name, password: DEMO_PASSWORD, is_admin: false })?;
         report.users += 1;
         for at in links {
-            crate::merchants::repo::link(conn, user_id, merchants[*at])?;
+            crate::merchants::repo::link(conn, user_id, merchants[*at], role)?;
         }
     }
     report.payments_created = crate::orders::demo::payment_history(conn, &merchants)?;

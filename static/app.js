@@ -53,8 +53,9 @@ if (conversation) {
 // A payment still in flight: its status is asked for every two seconds and updated in place (a
 // polite live region tells screen readers); once final, the page is loaded again to show the
 // outcome in full. Without JavaScript, a meta refresh in <noscript> does the same.
-const paymentStatus = document.querySelector("[data-status-url]");
-if (paymentStatus) {
+// Each status still to settle (a payment, a pending refund) asks its URL every 2 s and changes in
+// place; once one is final the page is reloaded for everything that came with it.
+document.querySelectorAll("[data-status-url]").forEach((paymentStatus) => {
   const poll = async () => {
     try {
       const response = await fetch(paymentStatus.dataset.statusUrl, { headers: { Accept: "application/json" } });
@@ -70,7 +71,7 @@ if (paymentStatus) {
     setTimeout(poll, 2000);
   };
   setTimeout(poll, 2000);
-}
+});
 
 // Votes on a thread page are sent without leaving the page: the count changes in place and
 // "upvote" becomes "undo upvote" (and back), keeping the keyboard focus on the control. Without

@@ -1,5 +1,6 @@
 //! Accounts: who may sign in, who is signed in on a request, and how often sign-in may be tried.
 
+pub mod devices;
 pub mod domain;
 pub mod password;
 pub mod repo;

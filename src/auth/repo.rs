@@ -4,7 +4,7 @@ use diesel::prelude::*;
 
 use chrono::{DateTime, Utc};
 
-use crate::schema::{user_sessions, users};
+use crate::schema::{customers, user_customers, user_sessions, users};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
@@ -97,15 +97,21 @@ pub fn create_session(
 }
 
 /// The user a live (unrevoked, unexpired) session belongs to.
-pub fn session_user(conn: &mut PgConnection, token_hash: &[u8], now: DateTime<Utc>) -> QueryResult<Option<User>> {
+/// The user holding a live session, and whether they are linked to any merchant.
+pub fn session_user(conn: &mut PgConnection, token_hash: &[u8], now: DateTime<Utc>) -> QueryResult<Option<(User, bool)>> {
     user_sessions::table
         .inner_join(users::table)
         .filter(user_sessions::token_hash.eq(token_hash))
         .filter(user_sessions::revoked_at.is_null())
         .filter(user_sessions::expires_at.gt(now))
-        .select(User::as_select())
+        .select((User::as_select(), diesel::dsl::exists(user_customers::table.filter(user_customers::user_id.eq(users::id)))))
         .first(conn)
         .optional()
+}
+
+/// Whether the user is linked to any merchant.
+pub fn is_staff(conn: &mut PgConnection, user_id: i64) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(user_customers::table.filter(user_customers::user_id.eq(user_id)))).get_result(conn)
 }
 
 pub fn revoke_session(conn: &mut PgConnection, token_hash: &[u8], now: DateTime<Utc>) -> QueryResult<()> {
@@ -164,4 +170,15 @@ pub fn active_sessions(conn: &mut PgConnection, user_id: i64, now: DateTime<Utc>
 pub fn prune_sessions(conn: &mut PgConnection, before: DateTime<Utc>) -> QueryResult<usize> {
     diesel::delete(user_sessions::table.filter(user_sessions::expires_at.lt(before).or(user_sessions::revoked_at.lt(before))))
         .execute(conn)
+}
+
+/// The merchants this user is staff of, with their role, by name: what the account page says
+/// about them (the links are the merchants area's to write; this only reads them).
+pub fn staff_of(conn: &mut PgConnection, user_id: i64) -> QueryResult<Vec<(String, String)>> {
+    user_customers::table
+        .inner_join(customers::table)
+        .filter(user_customers::user_id.eq(user_id))
+        .order(customers::name)
+        .select((customers::name, user_customers::role))
+        .load(conn)
 }

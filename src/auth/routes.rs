@@ -110,7 +110,7 @@ async fn login(req: HttpRequest, session: Session, db: Db, state: web::Data<Auth
         return login_problem(&req, StatusCode::UNAUTHORIZED, email, &next, "That email and password don't match an account.".into());
     };
     services.logins.succeeded(&email, &ip).await;
-    let signed_in = SessionUser { id: user.id, name: user.name, email: user.email, is_admin: user.is_admin };
+    let signed_in = SessionUser { id: user.id, name: user.name, email: user.email, is_admin: user.is_admin, is_staff: false };
     start_session(&req, &session, &db, &services, signed_in).await?;
     Ok(see_other(&safe_next(Some(&next))))
 }
@@ -120,7 +120,13 @@ async fn start_session(req: &HttpRequest, session: &Session, db: &Db, state: &Au
     let token = sessions::new_token();
     let (hash, user_id, expires_at) = (token_hash(&token), user.id, state.sessions.expires_at(state.clock.now()));
     let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    db.run(move |conn| repo::create_session(conn, user_id, &hash, &agent, expires_at)).await?;
+    let is_staff = db
+        .run(move |conn| {
+            repo::create_session(conn, user_id, &hash, &agent, expires_at)?;
+            repo::is_staff(conn, user_id)
+        })
+        .await?;
+    let user = SessionUser { is_staff, ..user };
     state.sessions.started(&token, &user).await;
     // A new cookie on sign-in, so a session fixed before it is worth nothing after.
     session.renew();
@@ -194,7 +200,7 @@ async fn signup(req: HttpRequest, session: Session, db: Db, state: web::Data<Aut
         return again("An account with this email already exists. Sign in instead, or use another address.".into(), StatusCode::CONFLICT);
     };
     state.logins.succeeded(email.as_str(), &ip).await;
-    let user = SessionUser { id: user_id, name: name.as_str().to_string(), email: email.as_str().to_string(), is_admin: false };
+    let user = SessionUser { id: user_id, name: name.as_str().to_string(), email: email.as_str().to_string(), is_admin: false, is_staff: false };
     start_session(&req, &session, &db, &state, user).await?;
     Ok(see_other_with_notice(&req, &next, "Welcome to Agora: your account is ready."))
 }
@@ -225,6 +231,8 @@ struct AccountPage {
     name: String,
     email: String,
     sessions: Vec<SessionView>,
+    /// The merchants this person is staff of, and their role at each.
+    merchants: Vec<(String, String)>,
     /// What was wrong with a password change, shown by its form.
     problem: Option<String>,
 }
@@ -244,16 +252,16 @@ async fn account_page(
 ) -> Result<HttpResponse, AppError> {
     let (user_id, now) = (user.0.id, state.clock.now());
     let mine = session.get::<String>(TOKEN).ok().flatten().map(|t| token_hash(&t));
-    let active = db.run(move |conn| repo::active_sessions(conn, user_id, now)).await?;
+    let (active, merchants) = db.run(move |conn| Ok::<_, diesel::result::Error>((repo::active_sessions(conn, user_id, now)?, repo::staff_of(conn, user_id)?))).await?;
     let sessions = active
         .into_iter()
         .map(|s| SessionView {
             this_one: mine.as_deref() == Some(s.token_hash.as_slice()),
-            device: if s.user_agent.is_empty() { "Unknown device".into() } else { s.user_agent },
+            device: super::devices::describe(&s.user_agent),
             started: s.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
         })
         .collect();
-    let page = AccountPage { layout: Layout::new(req), name: user.0.name, email: user.0.email, sessions, problem };
+    let page = AccountPage { layout: Layout::new(req), name: user.0.name, email: user.0.email, sessions, merchants, problem };
     Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(page.render()?))
 }
 

@@ -75,7 +75,7 @@ impl SessionStore {
         })
         .await
         .map_err(|e| e.to_string())??;
-        let user = found.map(|u| SessionUser { id: u.id, name: u.name, email: u.email, is_admin: u.is_admin });
+        let user = found.map(|(u, is_staff)| SessionUser { id: u.id, name: u.name, email: u.email, is_admin: u.is_admin, is_staff });
         if let Some(user) = &user {
             self.remember(&key, user).await;
         }

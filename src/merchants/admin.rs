@@ -53,7 +53,8 @@ pub fn link(conn: &mut PgConnection, email: &str, customer: &str) -> Result<i64,
             }
         }
     };
-    repo::link(conn, user.id, customer_id)?;
+    // Bootstrapping: whoever is linked from the command line manages the merchant.
+    repo::link(conn, user.id, customer_id, super::domain::Role::Owner)?;
     repo::audit(conn, None, "link_user", &format!("customer {customer_id}"), &format!("linked user {} from the command line", user.id))?;
     Ok(customer_id)
 }

@@ -9,6 +9,31 @@ use crate::payments::PaymentStatus;
 pub const MIN_PAYMENT: i64 = 50;
 /// The longest name a customer may have, in characters.
 pub const NAME_MAX: usize = 200;
+
+/// What a staff member may do at a merchant: owners manage its staff and details; members see
+/// its money and refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Member,
+}
+
+impl Role {
+    pub fn parse(raw: &str) -> Option<Role> {
+        match raw {
+            "owner" => Some(Role::Owner),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+        }
+    }
+}
 /// The last second of 9999: the latest Unix time a filter takes.
 pub const MAX_UNIX: i64 = 253_402_300_799;
 pub const MAX_PAYMENT: i64 = 99_999_999;

@@ -36,12 +36,20 @@ impl Kind {
 pub struct Linked {
     pub ids: Vec<i64>,
     pub public: Vec<Uuid>,
+    /// Those of `ids` the caller is an owner of.
+    pub owned: Vec<i64>,
 }
 
 impl Linked {
-    pub fn new(pairs: Vec<(i64, Uuid)>) -> Linked {
-        let (ids, public) = pairs.into_iter().unzip();
-        Linked { ids, public }
+    /// From (customer, its public id, whether the caller owns it).
+    pub fn new(links: Vec<(i64, Uuid, bool)>) -> Linked {
+        let owned = links.iter().filter(|(_, _, owner)| *owner).map(|(id, _, _)| *id).collect();
+        let (ids, public) = links.into_iter().map(|(id, public, _)| (id, public)).unzip();
+        Linked { ids, public, owned }
+    }
+
+    pub fn owns(&self, id: i64) -> bool {
+        self.owned.contains(&id)
     }
 
     /// The key of the customer a caller named (`cus_…`), if it is one of these.
@@ -75,10 +83,11 @@ mod tests {
     #[test]
     fn linked_customers_are_found_by_the_id_callers_know() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let linked = Linked::new(vec![(3, a), (9, b)]);
+        let linked = Linked::new(vec![(3, a, true), (9, b, false)]);
         assert_eq!(linked.find(&CUSTOMER.show(b)), Some(9));
         assert_eq!(linked.find(&CUSTOMER.show(Uuid::new_v4())), None);
         assert_eq!(linked.find("9"), None, "the key itself is not an id callers use");
         assert_eq!(linked.shown(3), Some(CUSTOMER.show(a)));
+        assert!(linked.owns(3) && !linked.owns(9), "an owner of the first, a member of the second");
     }
 }

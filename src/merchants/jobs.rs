@@ -65,11 +65,7 @@ impl JobHandler for CheckInvariants {
     }
 
     fn perform(&self, conn: &mut PgConnection, _: &Job) -> Result<(), JobError> {
-        let findings = repo::check_invariants(conn)?;
-        for finding in &findings {
-            log::error!("money invariant broken: {finding}");
-        }
-        repo::record_check(conn, &findings)?;
+        repo::run_and_record(conn)?;
         Ok(())
     }
 }

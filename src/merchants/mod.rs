@@ -49,8 +49,10 @@ pub enum MerchantError {
     NotFound(&'static str),
     #[error("no user has that email address")]
     UnknownEmail,
-    #[error("a customer keeps at least one linked user")]
-    LastLinkedUser,
+    #[error("a merchant keeps at least one owner; make someone else an owner first")]
+    LastOwner,
+    #[error("only an owner of this merchant may do that")]
+    OwnersOnly,
     #[error("{0}")]
     BadInput(String),
     /// A parameter the request got wrong, as the error object words it (code and `param`).
@@ -71,9 +73,10 @@ impl From<MerchantError> for ApiError {
             MerchantError::UnknownEmail => ApiError::missing_resource("user", Some("email")),
             MerchantError::BadInput(why) => ApiError::invalid("parameter_invalid", why),
             MerchantError::Request(e) => e,
-            MerchantError::LastLinkedUser => {
-                ApiError::conflict("last_linked_user", "This is the customer's last linked user; link someone else first.")
+            MerchantError::LastOwner => {
+                ApiError::conflict("last_owner", "This is the customer's last owner; make someone else an owner first.")
             }
+            MerchantError::OwnersOnly => ApiError::forbidden("owner_required", "Only an owner of this customer may manage its details and staff."),
             MerchantError::Refund(e) => match e {
                 RefundError::PaymentNotFound => ApiError::missing_resource("payment", None),
                 RefundError::NotRefundable(_) => ApiError::refused("payment_not_refundable", e.to_string()),

@@ -4,14 +4,14 @@
 //! transaction where it writes.
 
 use chrono::{DateTime, Utc};
-use diesel::PgConnection;
+use diesel::{Connection, PgConnection};
 use uuid::Uuid;
 
-use super::domain::{Cursor, ListParams, PaymentFilter};
+use super::domain::{Cursor, ListParams, PaymentFilter, Role};
 use super::error::ApiError;
 use super::ids::{self, Linked};
 use super::jobs::refund_job;
-use super::repo::{self, Balance, Customer, DailyVolume, DoubleCharge, InvariantCheck, Keyset, LedgerEntry, LinkedUser, PaymentRow};
+use super::repo::{self, Balance, Customer, DailyVolume, DoubleCharge, Keyset, LedgerEntry, LinkedUser, PaymentRow};
 use super::MerchantError;
 use crate::jobs;
 use crate::payments::Money;
@@ -78,11 +78,39 @@ pub struct Overview {
     pub has_more: bool,
     pub volume: Vec<DailyVolume>,
     pub customers: Vec<Customer>,
-    pub check: Option<InvariantCheck>,
+    pub check: Option<MoneyChecks>,
     pub suspects: Vec<DoubleCharge>,
 }
 
-pub fn overview(conn: &mut PgConnection, linked: &Linked, filter: &PaymentFilter, params: &ListParams, since: DateTime<Utc>) -> Result<Overview, MerchantError> {
+/// The last run of the money checks as one viewer may see it: an administrator, across the
+/// platform; anyone else, only what concerns the merchants they are linked to.
+pub struct MoneyChecks {
+    pub at: DateTime<Utc>,
+    pub platform: bool,
+    /// Each broken rule, with the merchant it was found at.
+    pub problems: Vec<String>,
+}
+
+fn money_checks(conn: &mut PgConnection, linked: &Linked, platform: bool) -> Result<Option<MoneyChecks>, MerchantError> {
+    let Some(check) = repo::last_check(conn)? else { return Ok(None) };
+    let findings: Vec<repo::Finding> = check.findings().into_iter().filter(|f| platform || linked.ids.contains(&f.customer_id)).collect();
+    let mut at: Vec<i64> = findings.iter().map(|f| f.customer_id).collect();
+    at.sort_unstable();
+    at.dedup();
+    let names: std::collections::HashMap<i64, String> =
+        if at.is_empty() { Default::default() } else { repo::customers(conn, &at)?.into_iter().map(|c| (c.id, c.name)).collect() };
+    let problems = findings
+        .iter()
+        .map(|f| match names.get(&f.customer_id) {
+            Some(name) => format!("{name}: {f}"),
+            None => f.to_string(),
+        })
+        .collect();
+    Ok(Some(MoneyChecks { at: check.created_at, platform, problems }))
+}
+
+/// `platform`: the viewer is an administrator, who sees the money checks of every merchant.
+pub fn overview(conn: &mut PgConnection, linked: &Linked, filter: &PaymentFilter, params: &ListParams, since: DateTime<Utc>, platform: bool) -> Result<Overview, MerchantError> {
     let scope = visible_scope(linked, filter)?;
     let (rows, has_more) = payments_page(conn, linked, filter, params)?;
     Ok(Overview {
@@ -90,8 +118,96 @@ pub fn overview(conn: &mut PgConnection, linked: &Linked, filter: &PaymentFilter
         has_more,
         volume: repo::daily_volume(conn, &scope, filter)?,
         customers: repo::customers(conn, &linked.ids)?,
-        check: repo::last_check(conn)?,
+        check: money_checks(conn, linked, platform)?,
         suspects: repo::double_charges(conn, &scope, 5, since)?,
+    })
+}
+
+// --- payments nobody can finish ---------------------------------------------------------------
+
+/// Whether a payment's outcome is open and nothing will finish it on its own: unconfirmed (the
+/// gateway's answer is unknown), or pending or failed-retryable with its charge job dead. A
+/// payment a worker holds (processing), or whose job may still run, is not stuck. Only a stuck
+/// payment may be sent again or settled by hand.
+pub fn stuck(status: crate::payments::PaymentStatus, retryable: bool, charge_job_dead: bool) -> bool {
+    use crate::payments::PaymentStatus as S;
+    match status {
+        S::RequiresConfirmation => true,
+        S::Pending => charge_job_dead,
+        S::Failed => retryable && charge_job_dead,
+        S::Processing | S::Completed => false,
+    }
+}
+
+/// The unique key of an order's charge job, to ask whether it died.
+pub fn charge_job_key(order_id: i64) -> String {
+    format!("{}:{order_id}", crate::orders::pipeline::CHARGE_ORDER)
+}
+
+/// A staff member's decision about a stuck payment: `replay`, `succeeded` (with the gateway's
+/// id) or `failed`, and their note.
+pub struct HandAsk {
+    pub user_id: i64,
+    pub action: String,
+    pub gateway_id: String,
+    pub note: String,
+}
+
+/// What became of a hand decision about a payment, in the words the merchant is shown.
+pub enum HandDecision {
+    /// The payment changed (or was sent again): the audit log has it.
+    Done(String),
+    /// Nothing changed, and nothing was written to the audit log.
+    Refused(String),
+}
+
+/// Sends a stuck payment's charge again (`replay`), or settles it by hand (`succeeded` with the
+/// gateway's id, or `failed`), with the operator's note. The payment is locked, judged stuck, and
+/// changed, and the audit entry written, in one transaction: an entry exists exactly when
+/// something changed.
+pub fn decide_by_hand(
+    conn: &mut PgConnection,
+    processor: &crate::payments::PaymentProcessor,
+    payment_id: i64,
+    ask: &HandAsk,
+    charge_attempts: i32,
+    now: DateTime<Utc>,
+) -> Result<HandDecision, MerchantError> {
+    use crate::payments::PaymentStatus as S;
+    let HandAsk { user_id, action, gateway_id, note } = ask;
+    conn.transaction(|conn| {
+        let payment = crate::payments::repo::lock_by_id(conn, payment_id)?.ok_or(MerchantError::NotFound("payment"))?;
+        let dead = !jobs::dead_unique_keys(conn, &[charge_job_key(payment.order_id)])?.is_empty();
+        if !stuck(payment.status, payment.retryable, dead) {
+            return Ok(HandDecision::Refused(match payment.status {
+                S::Completed => "The payment has already completed; nothing changed.".to_string(),
+                S::Failed if !payment.retryable => "The payment has already failed for good; nothing changed.".to_string(),
+                _ => "The payment is still being worked on (a worker holds it, or its charge will be tried again), so it cannot be \
+                      settled by hand; nothing changed."
+                    .to_string(),
+            }));
+        }
+        let message = match action.as_str() {
+            "replay" if payment.status == S::RequiresConfirmation => {
+                jobs::enqueue(conn, &crate::orders::pipeline::confirm_job(payment.id), now)?;
+                "The gateway will be asked about this payment now.".to_string()
+            }
+            "replay" => {
+                let order = crate::payments::PayOrder { user_id: payment.user_id, order_id: payment.order_id };
+                jobs::enqueue(conn, &crate::orders::pipeline::charge_job(order, charge_attempts), now)?;
+                "The charge was sent again under its own key (the gateway cannot take it twice).".to_string()
+            }
+            "succeeded" | "failed" => {
+                let charge = (action == "succeeded").then(|| gateway_id.trim().to_string());
+                match processor.settle_by_hand(conn, payment.id, charge, note)? {
+                    Some(p) => format!("The payment is now {}.", p.status),
+                    None => return Ok(HandDecision::Refused("The payment was already settled; nothing changed.".into())),
+                }
+            }
+            _ => return Err(MerchantError::BadInput("Unknown action.".into())),
+        };
+        repo::audit(conn, Some(*user_id), &format!("payment_{action}"), &format!("payment {}", payment.reference), note)?;
+        Ok(HandDecision::Done(message))
     })
 }
 
@@ -180,22 +296,33 @@ pub fn create_customer(conn: &mut PgConnection, by: i64, name: &str, country: Op
     Ok(repo::create_customer(conn, by, name, country)?)
 }
 
-/// Renames a visible customer or changes its country (`Some(None)` clears it).
-pub fn update_customer(conn: &mut PgConnection, visible: &[i64], id: i64, name: Option<&str>, country: Option<Option<&str>>) -> Result<Customer, MerchantError> {
-    let id = visible_customer(visible, id)?;
+/// A visible customer the caller owns: not found if not visible, refused if only a member.
+fn owned_customer(linked: &Linked, id: i64) -> Result<i64, MerchantError> {
+    let id = visible_customer(&linked.ids, id)?;
+    linked.owns(id).then_some(id).ok_or(MerchantError::OwnersOnly)
+}
+
+/// Renames a customer the caller owns or changes its country (`Some(None)` clears it).
+pub fn update_customer(conn: &mut PgConnection, linked: &Linked, id: i64, name: Option<&str>, country: Option<Option<&str>>) -> Result<Customer, MerchantError> {
+    let id = owned_customer(linked, id)?;
     Ok(repo::update_customer(conn, id, name, country)?)
 }
 
-/// Links the user with this email to a visible customer (again is no change), audited.
-pub fn link_user(conn: &mut PgConnection, visible: &[i64], id: i64, email: &str, by: i64) -> Result<(), MerchantError> {
-    let id = visible_customer(visible, id)?;
-    repo::link_user(conn, id, email, by)
+/// Links the user with this email to a customer the caller owns, in this role (or gives a
+/// linked user this role), audited; the customer keeps at least one owner.
+pub fn link_user(conn: &mut PgConnection, linked: &Linked, id: i64, email: &str, role: Role, by: i64) -> Result<(), MerchantError> {
+    let id = owned_customer(linked, id)?;
+    repo::link_user(conn, id, email, role, by)
 }
 
-/// Unlinks a user (`usr_…`) from a visible customer, audited; its last linked user stays.
-pub fn unlink_user(conn: &mut PgConnection, visible: &[i64], id: i64, user: &str, by: i64) -> Result<(), MerchantError> {
-    let id = visible_customer(visible, id)?;
+/// Unlinks a user (`usr_…`) from a visible customer, audited: owners unlink anyone, a member only
+/// themselves (leaving); the customer keeps at least one owner.
+pub fn unlink_user(conn: &mut PgConnection, linked: &Linked, id: i64, user: &str, by: i64) -> Result<(), MerchantError> {
+    let id = visible_customer(&linked.ids, id)?;
     let user = ids::USER.parse(user).map(|u| repo::user_key(conn, u)).transpose()?.flatten().ok_or(MerchantError::NotFound("user"))?;
+    if user != by {
+        owned_customer(linked, id)?;
+    }
     repo::unlink_user(conn, id, user, by)
 }
 

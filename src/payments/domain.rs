@@ -69,6 +69,24 @@ impl PaymentStatus {
 
 /// The word a shopper reads for a payment's state: a failure that will be retried is "retrying",
 /// never "failed", and an unknown outcome is being confirmed, not lost.
+/// One step of a payment's history (an event's new status, and the one before) in plain words:
+/// what the person paying reads, and the merchant beside the operator's reason. A failure that
+/// will be retried is not called one; `last_and_final`: this step is the last, and nothing more
+/// will happen.
+pub fn history_words(to: &str, from: Option<&str>, last_and_final: bool) -> &'static str {
+    match (to, from) {
+        ("pending", _) => "Payment started",
+        ("processing", Some("failed")) => "Trying again",
+        ("processing", Some("processing")) => "Checking again after an interruption",
+        ("processing", _) => "Sent to the payment provider",
+        ("requires_confirmation", _) => "No clear answer yet: asking the payment provider",
+        ("completed", _) => "Paid",
+        ("failed", _) if last_and_final => "Not paid: no money was taken",
+        ("failed", _) => "No answer in time: we will try again",
+        _ => "Updated",
+    }
+}
+
 pub fn status_word(status: PaymentStatus, retryable: bool) -> &'static str {
     match status {
         PaymentStatus::Failed if retryable => "retrying",

@@ -26,10 +26,14 @@ struct PaymentPage {
     failed: bool,
     /// The state in a shopper's words (`status_word`).
     word: &'static str,
-    /// The reason shown to the shopper: not a fraud rule's internals.
-    shown_reason: Option<String>,
-    fraud: bool,
+    /// The provider's code for a refusal, for support to look up: not its message (written for
+    /// card forms this checkout does not have), nor a fraud rule's internals.
+    decline_code: Option<String>,
+    support: &'static str,
 }
+
+/// Where shoppers write when a payment went wrong (shown on every failed payment's page).
+pub const SUPPORT_EMAIL: &str = "support@agora.example";
 
 /// What the person paying should understand, and do, in each state.
 fn explain(payment: &Payment) -> (&'static str, String) {
@@ -37,12 +41,12 @@ fn explain(payment: &Payment) -> (&'static str, String) {
         PaymentStatus::Completed => ("Paid", "Your payment went through. Your receipt is on the order's page (linked below).".into()),
         PaymentStatus::Pending | PaymentStatus::Processing => (
             "Processing",
-            "We are confirming your payment with the card network. This page refreshes by itself; \
+            "We are confirming your payment with the payment provider. This page refreshes by itself; \
              there is no need to press Pay again — you will not be charged twice."
                 .into(),
         ),
         PaymentStatus::RequiresConfirmation => (
-            "Confirming with your bank",
+            "Confirming with the payment provider",
             "The payment provider did not give us a clear answer about this payment, so we are asking \
              it again and will update this page as soon as it replies. You will not be charged twice, and \
              your items stay reserved for you meanwhile. There is nothing you need to do."
@@ -55,17 +59,18 @@ fn explain(payment: &Payment) -> (&'static str, String) {
                 .into(),
         ),
         PaymentStatus::Failed => {
+            // Checkout asks for no card (the payment method is the account's), so nothing here
+            // asks the shopper to check card details they never typed.
             let advice = match payment.error_code.as_deref() {
-                Some("invalid_card") => "Your card was rejected as invalid. No money was taken. Check the card \
-                                         details with your bank, then place a new order.",
-                Some("insufficient_funds") => "Your bank declined the payment for insufficient funds. No money \
-                                               was taken. Place a new order once funds are available.",
+                Some("insufficient_funds") => "The payment provider declined the payment: the account it was \
+                                               charged to had too little money. No money was taken. You can try again \
+                                               below once funds are available.",
                 Some("gateway_timeout" | "gateway_unavailable") => "The payment provider kept failing, so we \
-                                               stopped trying. No money was taken. Please place a new order later.",
+                                               stopped trying. No money was taken. Please try again later.",
                 Some("fraud_rejected") => "We could not accept this payment automatically. No money was taken. \
-                                           If you think this is a mistake, contact support (below).",
-                _ => "The payment was declined. No money was taken. Contact your bank or place a new order \
-                      with another card.",
+                                           If you think this is a mistake, write to support (below).",
+                _ => "The payment provider refused this payment. No money was taken. You can try again below; if \
+                      it is refused again, write to support (below).",
             };
             ("Payment failed", advice.into())
         }
@@ -81,17 +86,7 @@ fn shopper_history(events: &[PaymentEvent], payment: &Payment) -> Vec<(String, &
         .iter()
         .enumerate()
         .map(|(i, event)| {
-            let words = match (event.to_status.as_str(), event.from_status.as_deref()) {
-                ("pending", _) => "Payment started",
-                ("processing", Some("failed")) => "Trying again",
-                ("processing", Some("processing")) => "Checking again after an interruption",
-                ("processing", _) => "Sent to the payment provider",
-                ("requires_confirmation", _) => "No clear answer yet: asking the payment provider",
-                ("completed", _) => "Paid",
-                ("failed", _) if i == last && is_final(payment) => "Not paid: no money was taken",
-                ("failed", _) => "No answer in time: we will try again",
-                _ => "Updated",
-            };
+            let words = super::domain::history_words(&event.to_status, event.from_status.as_deref(), i == last && is_final(payment));
             (event.created_at.format("%Y-%m-%d %H:%M:%S").to_string(), words)
         })
         .collect()
@@ -137,8 +132,8 @@ async fn show(req: HttpRequest, user: CurrentUser, db: Db, path: web::Path<Strin
         // A failure that will be retried is not shown as a problem: it is still being worked on.
         failed: payment.status == PaymentStatus::Failed && !payment.retryable,
         word: super::domain::status_word(payment.status, payment.retryable),
-        fraud: payment.error_code.as_deref() == Some("fraud_rejected"),
-        shown_reason: payment.error_message.clone().filter(|_| payment.error_code.as_deref() != Some("fraud_rejected")),
+        decline_code: payment.error_code.clone().filter(|code| code != "fraud_rejected"),
+        support: SUPPORT_EMAIL,
         layout: Layout::new(&req),
         amount: payment.money().to_string(),
         in_flight: !is_final(&payment),

@@ -314,12 +314,21 @@ pub fn edit_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, body
 }
 
 /// Soft delete: the comment shows "[deleted]" and keeps its replies.
+/// Deletes the author's own comment (its replies stay, under "[deleted]"); the post's count of
+/// comments, which counts only those still there, goes down in the same transaction.
 pub fn delete_comment(conn: &mut PgConnection, comment_id: i64, user_id: i64, now: DateTime<Utc>) -> QueryResult<Option<Placed>> {
-    diesel::update(comments::table.find(comment_id).filter(comments::user_id.eq(user_id)).filter(comments::deleted_at.is_null()))
-        .set((comments::deleted_at.eq(now), comments::updated_at.eq(now), comments::version.eq(comments::version + 1)))
-        .returning((comments::id, comments::post_id, comments::path, comments::depth))
-        .get_result(conn)
-        .optional()
+    conn.transaction(|conn| {
+        let deleted: Option<Placed> =
+            diesel::update(comments::table.find(comment_id).filter(comments::user_id.eq(user_id)).filter(comments::deleted_at.is_null()))
+                .set((comments::deleted_at.eq(now), comments::updated_at.eq(now), comments::version.eq(comments::version + 1)))
+                .returning((comments::id, comments::post_id, comments::path, comments::depth))
+                .get_result(conn)
+                .optional()?;
+        if let Some(placed) = &deleted {
+            diesel::update(posts::table.find(placed.post_id)).set(posts::comments_count.eq(posts::comments_count - 1)).execute(conn)?;
+        }
+        Ok(deleted)
+    })
 }
 
 /// What a vote did.
@@ -414,7 +423,8 @@ pub fn reconcile_counters(conn: &mut PgConnection) -> QueryResult<Vec<i64>> {
         .load(conn)?;
         let totals: Vec<Fixed> = diesel::sql_query(
             "UPDATE posts p SET comments_count = actual.n \
-             FROM (SELECT p2.id, count(c.id)::int AS n FROM posts p2 LEFT JOIN comments c ON c.post_id = p2.id GROUP BY p2.id) actual \
+             FROM (SELECT p2.id, count(c.id)::int AS n FROM posts p2 \
+                   LEFT JOIN comments c ON c.post_id = p2.id AND c.deleted_at IS NULL GROUP BY p2.id) actual \
              WHERE p.id = actual.id AND p.comments_count <> actual.n \
              RETURNING p.id AS post_id",
         )

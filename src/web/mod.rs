@@ -64,6 +64,10 @@ pub struct Viewer {
     pub name: String,
     pub email: String,
     pub is_admin: bool,
+    /// Linked to at least one merchant when the session was looked up: the navigation offers
+    /// the dashboard (whose pages check the links themselves on every request).
+    #[serde(default)]
+    pub is_staff: bool,
 }
 
 /// Who is on the other end of a request, put in its extensions before any handler runs.
@@ -209,6 +213,12 @@ impl Layout {
         Layout { user: Viewer::of(req), csrf: csrf::token(&req.get_session()), flash: take_flash(req) }
     }
 
+    /// Whether the person looking is an administrator (as their session says: for what a page
+    /// shows; what a form may do is checked against the database by `AdminUser`).
+    pub fn is_admin(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| u.is_admin)
+    }
+
     /// For error pages, which are rendered without the request at hand.
     pub fn bare() -> Layout {
         Layout { user: None, csrf: String::new(), flash: None }
@@ -277,13 +287,24 @@ async fn static_file(path: web::Path<String>) -> Result<HttpResponse, AppError> 
         .body(body))
 }
 
+/// The site's icon, where browsers look for it without being told (and where the pages' `<link>`
+/// points): a day in caches.
+async fn favicon() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/x-icon")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(&include_bytes!("../../static/favicon.ico")[..])
+}
+
 async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::NotFound)
 }
 
 /// The routes of the HTTP layer itself; the areas' routes are mounted by `app.rs`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/static/{file}", web::get().to(static_file));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/static/{file}", web::get().to(static_file))
+        .route("/favicon.ico", web::get().to(favicon));
 }
 
 fn form_error(err: actix_web::error::UrlencodedError, _: &HttpRequest) -> actix_web::Error {

@@ -171,7 +171,7 @@ fn unlinking_takes_effect_on_the_next_request_of_an_existing_token() {
 
     let alice_id = s.alice.get("/me").json["id"].as_str().unwrap().to_string();
     let last = s.alice.send("DELETE", &format!("/customers/{}/users/{alice_id}", s.north_id), None, &[]);
-    assert_eq!((last.status, last.code()), (409, "last_linked_user"));
+    assert_eq!((last.status, last.code()), (409, "last_owner"));
     let unknown = s.alice.post(&format!("/customers/{}/users", s.north_id), &json!({ "email": "nobody@x.test" }), None);
     assert_eq!((unknown.status, unknown.param()), (404, Some("email")));
 }

@@ -114,7 +114,7 @@ fn with_lookups_failing_too_the_payment_awaits_confirmation_keeps_its_stock_and_
     assert_eq!(stock(&mut conn, products[0]), before - 1, "and keeps its stock");
     assert_eq!(charge_jobs(&mut conn)[0].state, "completed", "the charging is over; asking is the reconciler's");
     let body = me.client.get(&page).body;
-    assert!(body.contains("Confirming with your bank"), "{body}");
+    assert!(body.contains("Confirming with the payment provider"), "{body}");
     assert!(body.contains("You will not be charged twice"));
     assert!(!body.contains("No money was taken"));
     assert!(!body.contains("class=\"problem\""), "an open question is not shown as a problem");

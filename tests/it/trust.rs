@@ -1,5 +1,6 @@
 //! Issue 17: what a careful attacker still met — each test failed before its fix.
 
+use diesel::RunQueryDsl;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,3 +219,176 @@ fn guessing_chat_tokens_is_limited_per_address_and_a_miss_leaves_nothing_in_redi
     assert!(new.iter().filter(|k| k.contains("203.0.113.7")).count() <= 1, "one counter for the address: {new:?}");
 }
 
+// --- item 6: the money checks -------------------------------------------------------------------
+
+/// Item 6: running the platform-wide money checks is for administrators; a merchant's staff see
+/// only what the checks found at their own merchants.
+#[test]
+fn money_checks_are_run_by_administrators_and_merchants_see_only_their_own_findings() {
+    let (app, _) = app_with_clock();
+    let mut conn = app.conn();
+    let (_north, south) = fixtures::two_merchants(&mut conn, "North");
+    fixtures::user(&mut conn, "shopper@example.com");
+    fixtures::make_admin(&mut conn, "root@example.com");
+    // South's balance no longer matches its ledger.
+    diesel::sql_query("INSERT INTO customer_balances (customer_id, currency, available) VALUES ($1, 'USD', 5)")
+        .bind::<diesel::sql_types::BigInt, _>(south)
+        .execute(&mut conn)
+        .unwrap();
+    let checks = || -> i64 { diesel::sql_query("SELECT count(*) AS n FROM invariant_checks").get_result::<Count>(&mut app.conn()).unwrap().n };
+
+    // A shopper (a valid CSRF token of their own) and a merchant's staff cannot run them.
+    for email in ["shopper@example.com", "alice@north.test"] {
+        let person = Client::new(&app.url);
+        person.sign_in(email, PASSWORD);
+        let token = person.get("/account").csrf_token();
+        assert_eq!(person.post_form("/dashboard/invariants/check", &[("csrf_token", &token)]).status, 404, "{email}");
+    }
+    assert_eq!(checks(), 0, "nothing ran");
+
+    let admin = Client::new(&app.url);
+    admin.sign_in("root@example.com", PASSWORD);
+    let page = admin.get("/dashboard/payments?status=completed");
+    assert!(page.body.contains("Check now"), "{}", page.body);
+    assert_eq!(admin.post_form("/dashboard/invariants/check", &[("csrf_token", &page.csrf_token())]).status, 303);
+    assert_eq!(checks(), 1);
+    let platform = admin.get("/dashboard/payments?status=completed").body;
+    assert!(platform.contains("across every merchant found problems") && platform.contains("South: every balance equals"), "{platform}");
+
+    // North's staff see that their merchants passed, and nothing of South's.
+    let north = Client::new(&app.url);
+    north.sign_in("alice@north.test", PASSWORD);
+    let theirs = north.get("/dashboard/payments?status=completed").body;
+    assert!(theirs.contains("Money checks of your merchants passed"), "{theirs}");
+    assert!(!theirs.contains("South") && !theirs.contains("Check now"), "{theirs}");
+    // South's staff see their own problem.
+    let south_staff = Client::new(&app.url);
+    south_staff.sign_in("bob@south.test", PASSWORD);
+    assert!(south_staff.get("/dashboard/payments?status=completed").body.contains("of your merchants found problems"));
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+// --- item 8: owners and members ----------------------------------------------------------------
+
+/// Item 8: owners manage a merchant's staff and details; members see and refund but manage
+/// nothing (they may leave); the last owner cannot leave or step down; the person linked sees
+/// the link on their account page.
+#[test]
+fn owners_manage_staff_members_do_not_and_the_last_owner_stays() {
+    let (app, _) = app_with_clock();
+    let mut conn = app.conn();
+    let (north, _) = fixtures::two_merchants(&mut conn, "North");
+    fixtures::user(&mut conn, "carol@north.test");
+    let dave = fixtures::user(&mut conn, "dave@north.test");
+    let north_id = fixtures::customer_public_id(&mut conn, north);
+    let alice = fixtures::user_id(&mut conn, "alice@north.test");
+    let alice_id = fixtures::user_public_id(&mut conn, alice);
+    let dave_id = fixtures::user_public_id(&mut conn, dave);
+
+    // Alice (an owner) links Carol on the dashboard: a member unless she says otherwise.
+    let alice = Client::new(&app.url);
+    alice.sign_in("alice@north.test", PASSWORD);
+    let token = alice.get("/dashboard/customers").csrf_token();
+    assert_eq!(alice.post_form(&format!("/dashboard/customers/{north_id}/users"), &[("csrf_token", &token), ("email", "carol@north.test")]).status, 303);
+    let carol_page = Client::new(&app.url);
+    carol_page.sign_in("carol@north.test", PASSWORD);
+    let account = carol_page.get("/account").body;
+    assert!(account.contains("id=\"account-merchants\"") && account.contains("North <span class=\"muted\">(member)</span>"), "{account}");
+    let customers = carol_page.get("/dashboard/customers").body;
+    assert!(!customers.contains("Link a user by email") && !customers.contains(&format!("/users/{alice_id}/remove")), "a member manages nothing");
+
+    // As a member, Carol sees the merchant but manages nothing, by API either.
+    let carol = Api::signed_in(&app.url, "carol@north.test");
+    assert_eq!(carol.get(&format!("/customers/{north_id}")).status, 200);
+    let refused = [
+        carol.post(&format!("/customers/{north_id}/users"), &serde_json::json!({ "email": "dave@north.test" }), None),
+        carol.send("DELETE", &format!("/customers/{north_id}/users/{alice_id}"), None, &[]),
+        carol.send("PATCH", &format!("/customers/{north_id}"), Some(r#"{"name":"Carol's now"}"#), &[]),
+        carol.post(&format!("/customers/{north_id}/users"), &serde_json::json!({ "email": "carol@north.test", "role": "owner" }), None),
+    ];
+    for answer in &refused {
+        assert_eq!((answer.status, answer.code()), (403, "owner_required"), "{}", answer.text);
+    }
+    let north_now = carol.get(&format!("/customers/{north_id}")).json;
+    assert_eq!(north_now["name"], "North");
+    assert_eq!(north_now["users"].as_array().unwrap().iter().map(|u| (u["email"].as_str().unwrap(), u["role"].as_str().unwrap())).collect::<Vec<_>>(), [
+        ("alice@north.test", "owner"),
+        ("carol@north.test", "member")
+    ]);
+    // A member may leave.
+    let carol_id = north_now["users"][1]["id"].as_str().unwrap().to_string();
+    assert_eq!(carol.send("DELETE", &format!("/customers/{north_id}/users/{carol_id}"), None, &[]).status, 200);
+    assert_eq!(carol.get(&format!("/customers/{north_id}")).status, 404);
+
+    // The last owner can neither leave nor step down.
+    let owner = Api::signed_in(&app.url, "alice@north.test");
+    let leave = owner.send("DELETE", &format!("/customers/{north_id}/users/{alice_id}"), None, &[]);
+    assert_eq!((leave.status, leave.code()), (409, "last_owner"));
+    let step_down = owner.post(&format!("/customers/{north_id}/users"), &serde_json::json!({ "email": "alice@north.test", "role": "member" }), None);
+    assert_eq!((step_down.status, step_down.code()), (409, "last_owner"));
+    // With another owner she can.
+    assert_eq!(owner.post(&format!("/customers/{north_id}/users"), &serde_json::json!({ "email": "dave@north.test", "role": "owner" }), None).status, 200);
+    assert_eq!(owner.send("DELETE", &format!("/customers/{north_id}/users/{alice_id}"), None, &[]).status, 200);
+    let dave_api = Api::signed_in(&app.url, "dave@north.test");
+    let last = dave_api.send("DELETE", &format!("/customers/{north_id}/users/{dave_id}"), None, &[]);
+    assert_eq!((last.status, last.code()), (409, "last_owner"));
+}
+
+// --- item 13: who sees "Dashboard" ------------------------------------------------------------
+
+/// Item 13: the navigation offers the dashboard only to a merchant's staff and administrators;
+/// to anyone else its pages do not exist (rather than an empty merchant's page).
+#[test]
+fn only_staff_and_administrators_are_offered_the_dashboard_and_others_get_not_found() {
+    let (app, _) = app_with_clock();
+    let mut conn = app.conn();
+    fixtures::two_merchants(&mut conn, "North");
+    fixtures::user(&mut conn, "shopper@example.com");
+    fixtures::make_admin(&mut conn, "root@example.com");
+    let nav_link = "<a href=\"/dashboard\">Dashboard</a>";
+    for (email, offered) in [("shopper@example.com", false), ("alice@north.test", true), ("root@example.com", true)] {
+        let person = Client::new(&app.url);
+        person.sign_in(email, PASSWORD);
+        assert_eq!(person.get("/account").body.contains(nav_link), offered, "{email}");
+        for page in ["/dashboard/payments?status=completed", "/dashboard/balances", "/dashboard/customers", "/dashboard/payments.csv"] {
+            let status = person.get(page).status;
+            assert_eq!(status == 404, !offered, "{email} {page}: {status}");
+        }
+    }
+}
+
+// --- item 16: smaller things ------------------------------------------------------------------
+
+/// Item 16: deleting a reply lowers the discussion's comment count, on its page and in the list.
+#[test]
+fn a_deleted_reply_lowers_the_comment_count() {
+    let (app, _) = app_with_clock();
+    let mut conn = app.conn();
+    let author = fixtures::user(&mut conn, "author@example.com");
+    let post = fixtures::post(&mut conn, author, "Counting");
+    let first = fixtures::comment(&mut conn, post, None, author, "First.");
+    let reply = fixtures::comment(&mut conn, post, Some(first), author, "A reply.");
+    let person = Client::new(&app.url);
+    person.sign_in("author@example.com", PASSWORD);
+    assert!(person.get(&format!("/posts/{post}")).body.contains("<span id=\"comments-count\">2</span> comments"));
+    let token = person.get(&format!("/comments/{reply}/delete")).csrf_token();
+    assert_eq!(person.post_form(&format!("/comments/{reply}/delete"), &[("csrf_token", &token)]).status, 303);
+    assert!(person.get(&format!("/posts/{post}")).body.contains("<span id=\"comments-count\">1</span> comment<"), "the page");
+    assert!(person.get("/posts").body.contains("1 comment<"), "the list");
+    // The hourly reconciliation agrees with the count kept by the delete.
+    assert!(agora::threads::repo::reconcile_counters(&mut conn).unwrap().is_empty());
+}
+
+/// Item 16: `/favicon.ico`, where browsers ask for it, is an icon.
+#[test]
+fn the_site_has_a_favicon() {
+    let (app, _) = app_with_clock();
+    let icon = Client::new(&app.url).get("/favicon.ico");
+    assert_eq!((icon.status, icon.header("content-type")), (200, Some("image/x-icon")));
+    assert!(Client::new(&app.url).get("/posts").body.contains("rel=\"icon\" href=\"/favicon.ico\""));
+}

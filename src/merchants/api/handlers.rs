@@ -11,7 +11,7 @@ use super::input::{read_object, Object};
 use crate::merchants::query::{parse_api_query, Query};
 use super::{keyed, respond, run, views, ApiUser};
 use crate::auth::{password, repo as accounts};
-use crate::merchants::domain::{Cursor, MAX_PAYMENT, MIN_PAYMENT, NAME_MAX};
+use crate::merchants::domain::{Cursor, Role, MAX_PAYMENT, MIN_PAYMENT, NAME_MAX};
 use crate::payments::{Currency, Money};
 use crate::web::openapi::Field;
 use crate::merchants::intake::Intake;
@@ -159,10 +159,10 @@ pub async fn update_customer(req: HttpRequest, path: web::Path<String>, payload:
     body.only(&["name", "country"])?;
     let name = customer_name(&body, false)?;
     let country = country(&body)?;
-    let visible = user.principal.customers.clone();
+    let linked = user.principal.linked();
     keyed(&db, &req, &state, &user.principal, &body, false, move |conn| {
-        service::update_customer(conn, &visible, id, name.as_deref(), country.as_ref().map(|c| c.as_deref()))?;
-        Ok((StatusCode::OK, customer_json(conn, &visible, id)?))
+        service::update_customer(conn, &linked, id, name.as_deref(), country.as_ref().map(|c| c.as_deref()))?;
+        Ok((StatusCode::OK, customer_json(conn, &linked.ids, id)?))
     })
     .await
 }
@@ -170,12 +170,16 @@ pub async fn update_customer(req: HttpRequest, path: web::Path<String>, payload:
 pub async fn link_user(req: HttpRequest, path: web::Path<String>, payload: web::Payload, user: ApiUser, db: Db, state: State) -> Result<HttpResponse, ApiError> {
     let id = visible_customer(&user.principal, &path)?;
     let body = read_object(&req, payload).await?;
-    body.only(&["email"])?;
+    body.only(&["email", "role"])?;
     let email = body.required_string("email")?;
-    let (by, visible) = (user.principal.id, user.principal.customers.clone());
+    let role = match body.string("role")? {
+        None => Role::Member,
+        Some(raw) => Role::parse(&raw).ok_or_else(|| ApiError::bad_value("role", "it is owner or member"))?,
+    };
+    let (by, linked) = (user.principal.id, user.principal.linked());
     keyed(&db, &req, &state, &user.principal, &body, false, move |conn| {
-        service::link_user(conn, &visible, id, &email, by)?;
-        Ok((StatusCode::OK, customer_json(conn, &visible, id)?))
+        service::link_user(conn, &linked, id, &email, role, by)?;
+        Ok((StatusCode::OK, customer_json(conn, &linked.ids, id)?))
     })
     .await
 }
@@ -184,10 +188,11 @@ pub async fn unlink_user(req: HttpRequest, path: web::Path<(String, String)>, us
     query(&req, &[])?;
     let id = visible_customer(&user.principal, &path.0)?;
     let target = path.1.clone();
-    let (by, visible) = (user.principal.id, user.principal.customers.clone());
+    let (by, linked) = (user.principal.id, user.principal.linked());
     let value = run(&db, move |conn| {
-        service::unlink_user(conn, &visible, id, &target, by)?;
-        customer_json(conn, &visible, id)
+        service::unlink_user(conn, &linked, id, &target, by)?;
+        // The customer as it is now (to one who just left, the last time they see it).
+        customer_json(conn, &linked.ids, id)
     })
     .await?;
     Ok(respond(StatusCode::OK, &value))

@@ -83,16 +83,22 @@ crate::api_routes! {
     get "/customers" => handlers::list_customers { summary: "List the customers the caller is linked to", query: LIST, answer: Some("CustomerList") }
     get "/customers/{id}" => handlers::get_customer { summary: "Retrieve a customer", answer: Some("Customer") }
     patch "/customers/{id}" => handlers::update_customer {
-        summary: "Update a customer",
+        summary: "Update a customer (owners only)",
         body: closed(&[Field::nullable("name", NAME), Field::nullable("country", COUNTRY).about("null clears it")]),
         answer: Some("Customer"),
     }
     post "/customers/{id}/users" => handlers::link_user {
-        summary: "Link a user (by email) to a customer",
-        body: closed(&[Field::required("email", Ty::Plain { max: handlers::MAX_EMAIL })]),
+        summary: "Link a user (by email) to a customer, or give a linked user another role (owners only)",
+        body: closed(&[
+            Field::required("email", Ty::Plain { max: handlers::MAX_EMAIL }),
+            Field::nullable("role", Ty::OneOf(&["owner", "member"])).about("member by default; owners manage the customer and its staff"),
+        ]),
         answer: Some("Customer"),
     }
-    delete "/customers/{id}/users/{user_id}" => handlers::unlink_user { summary: "Unlink a user from a customer", answer: Some("Customer") }
+    delete "/customers/{id}/users/{user_id}" => handlers::unlink_user {
+        summary: "Unlink a user from a customer (owners; a member may unlink themselves); the last owner stays",
+        answer: Some("Customer"),
+    }
     get "/customers/{id}/balance" => handlers::balance { summary: "A customer's available balance per currency", answer: Some("Balance") }
     get "/customers/{id}/balance_transactions" => handlers::balance_transactions { summary: "A customer's ledger, newest first", query: LIST, answer: Some("BalanceTransactionList") }
     post "/payments" => handlers::create_payment {

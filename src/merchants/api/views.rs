@@ -18,7 +18,7 @@ pub fn customer(c: &Customer, users: &[LinkedUser]) -> Value {
     let linked: Vec<Value> = users
         .iter()
         .filter(|u| u.customer_id == c.id)
-        .map(|u| json!({ "id": USER.show(u.public_id), "email": u.email, "name": u.name }))
+        .map(|u| json!({ "id": USER.show(u.public_id), "email": u.email, "name": u.name, "role": u.role }))
         .collect();
     json!({
         "id": CUSTOMER.show(c.public_id),
@@ -39,7 +39,7 @@ pub fn payment(p: &PaymentRow) -> Value {
         "amount_refunded": p.refunded().minor_units(),
         "refunded": p.status == PaymentStatus::Completed && p.amount_refunded >= p.amount,
         "currency": p.currency.lower(),
-        "status": p.status.as_str(),
+        "status": p.state(),
         "final": p.is_final(),
         "customer": CUSTOMER.show(p.customer_public_id),
         "user": USER.show(p.user_public_id),
@@ -125,7 +125,7 @@ pub fn schemas() -> Value {
         })),
         "Customer": object(&["id", "object", "name", "country", "created", "users"], json!({
             "id": id("cus"), "object": literal("customer"), "name": string, "country": nullable, "created": int,
-            "users": { "type": "array", "items": object(&["id", "email", "name"], json!({ "id": id("usr"), "email": string, "name": string })) },
+            "users": { "type": "array", "items": object(&["id", "email", "name", "role"], json!({ "id": id("usr"), "email": string, "name": string, "role": { "type": "string", "enum": ["owner", "member"] } })) },
         })),
         "CustomerList": list("Customer"),
         "Payment": object(
@@ -134,7 +134,11 @@ pub fn schemas() -> Value {
             json!({
                 "id": uuid, "object": literal("payment"), "amount": int, "amount_refunded": int, "refunded": { "type": "boolean" },
                 "currency": currency,
-                "status": { "type": "string", "enum": ["pending", "processing", "completed", "failed", "requires_confirmation"] },
+                "status": {
+                    "type": "string",
+                    "enum": ["pending", "processing", "completed", "refunded", "partially_refunded", "failed", "requires_confirmation"],
+                    "description": "A completed payment given back in full is refunded, in part partially_refunded (the status filter's completed includes both)",
+                },
                 "final": { "type": "boolean" }, "customer": id("cus"), "user": id("usr"), "description": nullable,
                 "failure_code": nullable, "failure_message": nullable, "transaction_id": nullable, "created": int,
             }),

@@ -28,10 +28,12 @@ struct BalancesPage {
 }
 
 pub(super) async fn balances(req: HttpRequest, user: CurrentUser, db: Db) -> Result<HttpResponse, AppError> {
-    let user_id = user.0.id;
+    let (user_id, admin) = (user.0.id, user.0.is_admin);
     let (customers, balances) = db
         .run(move |conn| {
-            let ids = repo::links(conn, user_id)?.ids;
+            let linked = repo::links(conn, user_id)?;
+            super::staff_only(&linked, admin)?;
+            let ids = linked.ids;
             Ok::<_, MerchantError>((service::customers(conn, &ids)?, service::balances(conn, &ids)?))
         })
         .await?;

@@ -38,7 +38,7 @@ fn csv_line(p: &PaymentRow) -> String {
         p.money().major(),
         p.currency.lower(),
         p.refunded().major(),
-        p.status.to_string(),
+        p.state().to_string(),
         p.external_transaction_id.clone().unwrap_or_default(),
         p.description.clone().unwrap_or_default(),
     ];
@@ -65,7 +65,13 @@ pub(super) async fn payments_csv(req: HttpRequest, db: Db, pool: web::Data<crate
         Err(e) => return refuse(MerchantError::Request(e)),
     };
     let visible = match viewer {
-        Some(user) => links_of(&db, user.id).await?,
+        Some(user) => {
+            let linked = links_of(&db, user.id).await?;
+            if let Err(e) = super::staff_only(&linked, user.is_admin) {
+                return refuse(e);
+            }
+            linked
+        }
         None if scripted => match bearer(&req).await {
             Ok((principal, _)) => principal.linked(),
             Err(e) => return Ok(actix_web::ResponseError::error_response(&e)),

@@ -27,6 +27,15 @@ pub(super) fn bad_filter(e: ApiError) -> AppError {
     MerchantError::Request(e).into()
 }
 
+/// The dashboard is for a merchant's staff and for administrators: to anyone else it does not
+/// exist (rather than an empty merchant's page).
+pub(super) fn staff_only(linked: &Linked, is_admin: bool) -> Result<(), MerchantError> {
+    if linked.ids.is_empty() && !is_admin {
+        return Err(MerchantError::NotFound("dashboard"));
+    }
+    Ok(())
+}
+
 pub(super) async fn links_of(db: &Db, user_id: i64) -> Result<Linked, AppError> {
     db.run(move |conn| repo::links(conn, user_id)).await
 }
@@ -48,7 +57,10 @@ pub struct Row {
     pub user: String,
     pub amount: String,
     pub refunded: String,
+    /// In the merchant's words ("partially refunded", "retrying").
     pub status: String,
+    /// For the badge's style: the state's code.
+    pub status_class: &'static str,
 }
 
 impl From<&PaymentRow> for Row {
@@ -60,7 +72,8 @@ impl From<&PaymentRow> for Row {
             user: p.user_email.clone(),
             amount: p.money().to_string(),
             refunded: if p.refunded().is_positive() { p.refunded().to_string() } else { String::new() },
-            status: p.status.to_string(),
+            status: p.state_words(),
+            status_class: if p.status == crate::payments::PaymentStatus::Failed && p.retryable { "retrying" } else { p.state() },
         }
     }
 }
@@ -122,6 +135,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/dashboard/payments/{id}", web::get().to(payments::payment_detail))
         .route("/dashboard/payments/{id}/refunds", web::post().to(refunds::refund))
         .route("/dashboard/payments/{id}/refunds/{refund}", web::post().to(refunds::settle_refund))
+        .route("/dashboard/payments/{id}/refunds/{refund}/status", web::get().to(refunds::refund_status))
         .route("/dashboard/payments/{id}/settle", web::post().to(payments::settle_payment))
         .route("/dashboard/balances", web::get().to(balances::balances))
         .route("/dashboard/balances/{customer_id}", web::get().to(balances::ledger))

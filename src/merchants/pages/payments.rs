@@ -13,15 +13,15 @@ use uuid::Uuid;
 use crate::merchants::domain::{Cursor, PaymentFilter};
 use crate::merchants::query::{parse_query, FILTER_PARAMS, LIST_PARAMS};
 use crate::merchants::repo::{self, DailyVolume};
-use crate::merchants::{service, MerchantError};
+use crate::merchants::service;
 use super::*;
 use crate::merchants::ids::CUSTOMER;
 use super::refunds::{refund_view, RefundView};
-use crate::auth::CurrentUser;
+use crate::auth::{AdminUser, CurrentUser};
 use crate::jobs;
 use crate::payments::{Currency, Money};
 use crate::payments::refunds::{self};
-use crate::payments::{repo as payments, PaymentEvent};
+use crate::payments::repo as payments;
 use crate::web::{csrf, html, see_other, see_other_with_notice, AppError, Db, Layout};
 
 pub struct Total {
@@ -81,7 +81,7 @@ struct PaymentsPage {
     newer: Option<String>,
     older: Option<String>,
     csv: String,
-    check: Option<repo::InvariantCheck>,
+    check: Option<service::MoneyChecks>,
     suspects: Vec<Suspect>,
 }
 
@@ -147,13 +147,14 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
     let filter = query.payment_filter().map_err(bad_filter)?;
     let backwards = matches!(params.cursor, Some(Cursor::Before(_)));
     let chart_filter = filter.clone();
-    let user_id = user.0.id;
+    let (user_id, admin) = (user.0.id, user.0.is_admin);
     let now = state.clock.now();
     let today = state.clock.now().date_naive();
     let service::Overview { rows, has_more, volume, customers, check, suspects } = db
         .run(move |conn| {
             let visible = repo::links(conn, user_id)?;
-            service::overview(conn, &visible, &filter, &params, now - ChronoDuration::days(7))
+            staff_only(&visible, admin)?;
+            service::overview(conn, &visible, &filter, &params, now - ChronoDuration::days(7), admin)
         })
         .await?;
     let raw = req.query_string();
@@ -226,7 +227,8 @@ struct PaymentPage {
     description: String,
     transaction: String,
     failure: Option<String>,
-    events: Vec<PaymentEvent>,
+    /// When, what happened in the shopper's words, and the operator's reason.
+    history: Vec<(String, &'static str, String)>,
     refunds: Vec<RefundView>,
     refundable: bool,
     /// The payment's outcome is open and nothing is working on it: offer replay and settling.
@@ -244,14 +246,12 @@ pub(super) async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, 
         .run(move |conn| {
             let refunds = refunds::for_payment(conn, payment_id)?;
             let mut keys: Vec<String> = refunds.iter().map(|r| format!("{}:{}", crate::merchants::jobs::REFUND_PAYMENT, r.id)).collect();
-            keys.push(format!("{}:{order_id}", crate::orders::pipeline::CHARGE_ORDER));
+            keys.push(service::charge_job_key(order_id));
             let dead = jobs::dead_unique_keys(conn, &keys)?;
             Ok::<_, diesel::result::Error>((payments::events(conn, payment_id)?, refunds, dead))
         })
         .await?;
-    use crate::payments::PaymentStatus as S;
-    let charge_dead = dead.contains(&format!("{}:{order_id}", crate::orders::pipeline::CHARGE_ORDER));
-    let stuck = payment.status == S::RequiresConfirmation || (charge_dead && matches!(payment.status, S::Pending) || (charge_dead && payment.status == S::Failed && payment.retryable));
+    let stuck = service::stuck(payment.status, payment.retryable, dead.contains(&service::charge_job_key(order_id)));
     let remaining = payment.remaining();
     let page = PaymentPage {
         layout: Layout::new(&req),
@@ -263,7 +263,17 @@ pub(super) async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, 
         transaction: payment.external_transaction_id.clone().unwrap_or_default(),
         failure: (payment.status == crate::payments::PaymentStatus::Failed).then(|| payment.error_message.clone()).flatten(),
         payment: Row::from(&payment),
-        events,
+        history: {
+            let last = events.len().saturating_sub(1);
+            events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let words = crate::payments::domain::history_words(&e.to_status, e.from_status.as_deref(), i == last && payment.is_final());
+                    (e.created_at.format("%Y-%m-%d %H:%M:%S").to_string(), words, e.reason.clone())
+                })
+                .collect()
+        },
         refunds: refunds
             .iter()
             .map(|r| refund_view(r, r.status == refunds::PENDING && dead.contains(&format!("{}:{}", crate::merchants::jobs::REFUND_PAYMENT, r.id))))
@@ -292,44 +302,24 @@ pub(super) async fn settle_payment(
     let note = form.checked_note()?;
     let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.limits.charge_attempts);
     let processor = state.processor.clone();
-    let message = db
+    let decision = db
         .run(move |conn| {
-            let payment = payments::reload(conn, row.id)?;
-            let subject = format!("payment {}", payment.reference);
-            let message = match form.action.as_str() {
-                "replay" if payment.status == crate::payments::PaymentStatus::RequiresConfirmation => {
-                    jobs::enqueue(conn, &crate::orders::pipeline::confirm_job(payment.id), now)?;
-                    "The gateway will be asked about this payment now.".to_string()
-                }
-                "replay" => {
-                    let order = crate::payments::PayOrder { user_id: payment.user_id, order_id: payment.order_id };
-                    jobs::enqueue(conn, &crate::orders::pipeline::charge_job(order, attempts), now)?;
-                    "The charge was sent again under its own key (the gateway cannot take it twice).".to_string()
-                }
-                "succeeded" | "failed" => {
-                    let charge = (form.action == "succeeded").then(|| form.gateway_id.trim().to_string());
-                    match processor.settle_by_hand(conn, payment.id, charge, &note)? {
-                        Some(p) => format!("The payment is now {}.", p.status),
-                        None => "The payment was already settled or is being worked on; nothing changed.".to_string(),
-                    }
-                }
-                _ => return Err(MerchantError::BadInput("Unknown action.".into())),
-            };
-            repo::audit(conn, Some(user_id), &format!("payment_{}", form.action), &subject, &note)?;
-            Ok::<_, MerchantError>(message)
+            let ask = service::HandAsk { user_id, action: form.action, gateway_id: form.gateway_id, note };
+            service::decide_by_hand(conn, &processor, row.id, &ask, attempts, now)
         })
         .await?;
+    let message = match decision {
+        service::HandDecision::Done(message) => message,
+        service::HandDecision::Refused(message) => return Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{reference}"), &message)),
+    };
     state.wake.notify();
     Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{reference}"), &message))
 }
 
-/// Runs the money invariants now (they also run every night).
-pub(super) async fn check_now(_user: CurrentUser, session: Session, db: Db, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+/// Runs the money invariants over every merchant now (they also run every night): an
+/// administrator's button; to anyone else the URL does not exist.
+pub(super) async fn check_now(_admin: AdminUser, session: Session, db: Db, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
-    db.run(|conn| {
-        let findings = repo::check_invariants(conn)?;
-        repo::record_check(conn, &findings)
-    })
-    .await?;
+    db.run(repo::run_and_record).await?;
     Ok(see_other("/dashboard/payments"))
 }

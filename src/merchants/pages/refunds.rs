@@ -145,31 +145,52 @@ pub(super) async fn settle_refund(
     let form = form.into_inner();
     let note = form.checked_note()?;
     let (user_id, now, attempts) = (user.0.id, state.clock.now(), state.refund_attempts);
+    // As for payments: only a refund whose job died may be sent again or settled by hand, and the
+    // audit entry is written in the same transaction, only when something changed.
     let message = db
         .run(move |conn| {
-            let refund = repo::refund_by_reference(conn, &visible, refund_ref)?.filter(|r| r.payment_id == payment.id);
-            let refund = refund.ok_or(MerchantError::NotFound("refund"))?;
-            let subject = format!("refund {}", refund.reference);
-            let message = match form.action.as_str() {
-                "replay" => {
-                    jobs::enqueue(conn, &refund_job(refund.id, attempts), now)?;
-                    repo::audit(conn, Some(user_id), "replay_refund", &subject, &note)?;
-                    "The refund was sent again under its own key.".to_string()
+            diesel::Connection::transaction(conn, |conn| {
+                let refund = repo::refund_by_reference(conn, &visible, refund_ref)?.filter(|r| r.payment_id == payment.id);
+                let refund = refund.ok_or(MerchantError::NotFound("refund"))?;
+                let job = format!("{}:{}", crate::merchants::jobs::REFUND_PAYMENT, refund.id);
+                if refund.status != refunds::PENDING || jobs::dead_unique_keys(conn, &[job])?.is_empty() {
+                    return Ok("The refund is still being worked on, or already settled; nothing changed.".to_string());
                 }
-                "succeeded" | "failed" => {
-                    let succeeded = (form.action == "succeeded").then(|| form.gateway_id.trim().to_string());
-                    let settled = refunds::settle_by_hand(conn, refund.id, succeeded, &note, now)?;
-                    repo::audit(conn, Some(user_id), &format!("settle_refund_{}", form.action), &subject, &note)?;
-                    match settled {
-                        Some(r) => format!("The refund is now {}.", r.status),
-                        None => "The refund was already settled; nothing changed.".to_string(),
+                let subject = format!("refund {}", refund.reference);
+                let message = match form.action.as_str() {
+                    "replay" => {
+                        jobs::enqueue(conn, &refund_job(refund.id, attempts), now)?;
+                        "The refund was sent again under its own key.".to_string()
                     }
-                }
-                _ => return Err(MerchantError::BadInput("Unknown action.".into())),
-            };
-            Ok::<_, MerchantError>(message)
+                    "succeeded" | "failed" => {
+                        let succeeded = (form.action == "succeeded").then(|| form.gateway_id.trim().to_string());
+                        match refunds::settle_by_hand(conn, refund.id, succeeded, &note, now)? {
+                            Some(r) => format!("The refund is now {}.", r.status),
+                            None => return Ok("The refund was already settled; nothing changed.".to_string()),
+                        }
+                    }
+                    _ => return Err(MerchantError::BadInput("Unknown action.".into())),
+                };
+                let action = if form.action == "replay" { "replay_refund".to_string() } else { format!("settle_refund_{}", form.action) };
+                repo::audit(conn, Some(user_id), &action, &subject, &note)?;
+                Ok::<_, MerchantError>(message)
+            })
         })
         .await?;
     state.wake.notify();
     Ok(see_other_with_notice(&req, &format!("/dashboard/payments/{payment_ref}"), &message))
+}
+
+/// A refund's state for the payment page's script, which updates a pending refund in place (as
+/// the shopper's payment page does) and reloads the page once it is settled.
+pub(super) async fn refund_status(user: CurrentUser, db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, AppError> {
+    let reference = parse_reference(&path.0)?;
+    let refund_ref = REFUND.parse(&path.1).ok_or(AppError::NotFound)?;
+    let (visible, payment) = visible_payment(&db, user.0.id, reference).await?;
+    let refund = db
+        .run(move |conn| repo::refund_by_reference(conn, &visible, refund_ref)?.filter(|r| r.payment_id == payment.id).ok_or(MerchantError::NotFound("refund")))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "word": refund.status, "final": refund.status != refunds::PENDING })))
 }

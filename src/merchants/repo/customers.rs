@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use crate::merchants::domain::Role;
 use crate::merchants::MerchantError;
 use crate::schema::{
     audit_log, customers, user_customers, users,
@@ -26,6 +27,7 @@ pub struct LinkedUser {
     pub public_id: Uuid,
     pub email: String,
     pub name: String,
+    pub role: String,
 }
 
 /// Visible customers, newest first, `limit + 1` of them from the cursor on.
@@ -57,7 +59,7 @@ pub fn linked_users(conn: &mut PgConnection, customer_ids: &[i64]) -> QueryResul
         .inner_join(users::table)
         .filter(user_customers::customer_id.eq_any(customer_ids))
         .order((user_customers::customer_id, users::id))
-        .select((user_customers::customer_id, users::id, users::public_id, users::email, users::name))
+        .select((user_customers::customer_id, users::id, users::public_id, users::email, users::name, user_customers::role))
         .load(conn)
 }
 
@@ -74,7 +76,7 @@ pub fn create_customer(conn: &mut PgConnection, user_id: i64, name: &str, countr
             .returning(Customer::as_returning())
             .get_result(conn)?;
         diesel::insert_into(user_customers::table)
-            .values((user_customers::user_id.eq(user_id), user_customers::customer_id.eq(customer.id)))
+            .values((user_customers::user_id.eq(user_id), user_customers::customer_id.eq(customer.id), user_customers::role.eq(Role::Owner.as_str())))
             .execute(conn)?;
         Ok(customer)
     })
@@ -91,43 +93,55 @@ pub fn update_customer(conn: &mut PgConnection, id: i64, name: Option<&str>, cou
         .get_result(conn)
 }
 
-/// Links a user to a customer (again is no change).
-pub fn link(conn: &mut PgConnection, user_id: i64, customer_id: i64) -> QueryResult<()> {
+/// Links a user to a customer with a role (again: the role is set).
+pub fn link(conn: &mut PgConnection, user_id: i64, customer_id: i64, role: Role) -> QueryResult<()> {
     diesel::insert_into(user_customers::table)
-        .values((user_customers::user_id.eq(user_id), user_customers::customer_id.eq(customer_id)))
-        .on_conflict_do_nothing()
+        .values((user_customers::user_id.eq(user_id), user_customers::customer_id.eq(customer_id), user_customers::role.eq(role.as_str())))
+        .on_conflict((user_customers::user_id, user_customers::customer_id))
+        .do_update()
+        .set(user_customers::role.eq(role.as_str()))
         .execute(conn)
         .map(drop)
 }
 
-/// Links the user with this email to the customer (again is no change). The acting user is
-/// written to the audit log.
-pub fn link_user(conn: &mut PgConnection, customer_id: i64, email: &str, by: i64) -> Result<(), MerchantError> {
+/// The customer's links (user, role), read with its row locked, so that whoever changes them
+/// next waits: two owners cannot both step down and leave the customer with none.
+fn locked_links(conn: &mut PgConnection, customer_id: i64) -> Result<Vec<(i64, String)>, MerchantError> {
+    customers::table.find(customer_id).select(customers::id).for_update().first::<i64>(conn)?;
+    Ok(user_customers::table.filter(user_customers::customer_id.eq(customer_id)).select((user_customers::user_id, user_customers::role)).load(conn)?)
+}
+
+fn other_owners(links: &[(i64, String)], user_id: i64) -> usize {
+    links.iter().filter(|(u, role)| *u != user_id && role == "owner").count()
+}
+
+/// Links the user with this email to the customer in this role, or gives a linked user this
+/// role; a customer keeps at least one owner. Each change is written to the audit log with the
+/// acting user; asking for what already is changes nothing.
+pub fn link_user(conn: &mut PgConnection, customer_id: i64, email: &str, role: Role, by: i64) -> Result<(), MerchantError> {
     conn.transaction(|conn| {
         let user = crate::auth::repo::find_by_email(conn, email)?.ok_or(MerchantError::UnknownEmail)?.id;
-        let added = diesel::insert_into(user_customers::table)
-            .values((user_customers::user_id.eq(user), user_customers::customer_id.eq(customer_id)))
-            .on_conflict_do_nothing()
-            .execute(conn)?;
-        if added > 0 {
-            audit(conn, Some(by), "link_user", &format!("customer {customer_id}"), &format!("linked user {user}"))?;
+        let links = locked_links(conn, customer_id)?;
+        let subject = format!("customer {customer_id}");
+        match links.iter().find(|(u, _)| *u == user) {
+            Some((_, current)) if current == role.as_str() => return Ok(()),
+            Some(_) if role == Role::Member && other_owners(&links, user) == 0 => return Err(MerchantError::LastOwner),
+            Some(_) => audit(conn, Some(by), "set_role", &subject, &format!("user {user} is now {}", role.as_str()))?,
+            None => audit(conn, Some(by), "link_user", &subject, &format!("linked user {user} as {}", role.as_str()))?,
         }
+        link(conn, user, customer_id, role)?;
         Ok(())
     })
 }
 
-/// Unlinks a user; the last link of a customer stays (someone must be able to see its money).
-/// The customer's row is locked while the links are counted, so two unlinks cannot both pass.
+/// Unlinks a user; a customer keeps at least one owner (someone must be able to manage it and
+/// see its money).
 pub fn unlink_user(conn: &mut PgConnection, customer_id: i64, user_id: i64, by: i64) -> Result<(), MerchantError> {
     conn.transaction(|conn| {
-        customers::table.find(customer_id).select(customers::id).for_update().first::<i64>(conn)?;
-        let linked: Vec<i64> =
-            user_customers::table.filter(user_customers::customer_id.eq(customer_id)).select(user_customers::user_id).load(conn)?;
-        if !linked.contains(&user_id) {
-            return Err(MerchantError::NotFound("user"));
-        }
-        if linked.len() == 1 {
-            return Err(MerchantError::LastLinkedUser);
+        let links = locked_links(conn, customer_id)?;
+        let Some((_, role)) = links.iter().find(|(u, _)| *u == user_id) else { return Err(MerchantError::NotFound("user")) };
+        if role == "owner" && other_owners(&links, user_id) == 0 {
+            return Err(MerchantError::LastOwner);
         }
         diesel::delete(user_customers::table.find((user_id, customer_id))).execute(conn)?;
         audit(conn, Some(by), "unlink_user", &format!("customer {customer_id}"), &format!("unlinked user {user_id}"))?;

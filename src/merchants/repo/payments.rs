@@ -70,6 +70,26 @@ impl PaymentRow {
         }
     }
 
+    /// Its state as the API and the CSV say it: `refunded` or `partially_refunded` for a
+    /// completed payment given back in full or in part (as Stripe's dashboard says), else its
+    /// status.
+    pub fn state(&self) -> &'static str {
+        match self.status {
+            PaymentStatus::Completed if self.amount_refunded >= self.amount => "refunded",
+            PaymentStatus::Completed if self.amount_refunded > BigDecimal::from(0) => "partially_refunded",
+            other => other.as_str(),
+        }
+    }
+
+    /// Its state in a merchant's words on the dashboard: `state`, with a failure that will be
+    /// tried again called "retrying", as the shopper's page calls it.
+    pub fn state_words(&self) -> String {
+        match self.status {
+            PaymentStatus::Failed if self.retryable => "retrying".to_string(),
+            _ => self.state().replace('_', " "),
+        }
+    }
+
     /// What it charged.
     pub fn money(&self) -> Money {
         Money::stored(self.amount.clone(), self.currency)

@@ -24,6 +24,9 @@ pub struct Principal {
     /// The customers' public ids, in the same order.
     #[diesel(sql_type = Array<diesel::sql_types::Uuid>)]
     pub customer_public: Vec<Uuid>,
+    /// Those of `customers` the user is an owner of.
+    #[diesel(sql_type = Array<Int8>)]
+    pub owned: Vec<i64>,
     #[diesel(sql_type = Bool)]
     pub revoked: bool,
 }
@@ -35,7 +38,7 @@ impl Principal {
 
     /// The customers the caller is linked to, with the ids the caller knows them by.
     pub fn linked(&self) -> Linked {
-        Linked { ids: self.customers.clone(), public: self.customer_public.clone() }
+        Linked { ids: self.customers.clone(), public: self.customer_public.clone(), owned: self.owned.clone() }
     }
 }
 
@@ -48,6 +51,7 @@ pub fn principal(conn: &mut PgConnection, user: Uuid, jti: Uuid, issued_at: i64)
              ARRAY(SELECT customer_id FROM user_customers WHERE user_id = u.id ORDER BY customer_id) AS customers, \
              ARRAY(SELECT c.public_id FROM user_customers l JOIN customers c ON c.id = l.customer_id \
                  WHERE l.user_id = u.id ORDER BY l.customer_id) AS customer_public, \
+             ARRAY(SELECT customer_id FROM user_customers WHERE user_id = u.id AND role = 'owner') AS owned, \
              (EXISTS (SELECT 1 FROM api_revoked_tokens WHERE jti = $2) \
                  OR to_timestamp($3) <= date_trunc('second', u.tokens_valid_after)) IS TRUE AS revoked \
          FROM users u WHERE u.public_id = $1",
@@ -65,7 +69,7 @@ pub fn links(conn: &mut PgConnection, user_id: i64) -> QueryResult<Linked> {
         .inner_join(customers::table)
         .filter(user_customers::user_id.eq(user_id))
         .order(user_customers::customer_id)
-        .select((user_customers::customer_id, customers::public_id))
+        .select((user_customers::customer_id, customers::public_id, user_customers::role.eq("owner")))
         .load(conn)?;
     Ok(Linked::new(pairs))
 }

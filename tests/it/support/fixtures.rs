@@ -102,13 +102,13 @@ pub fn gateway_key(conn: &mut PgConnection, order_id: i64) -> String {
     payments::table.filter(payments::order_id.eq(order_id)).select(payments::gateway_key).first(conn).unwrap()
 }
 
-/// A merchant (customer) with these users linked to it.
+/// A merchant (customer) with these users linked to it as its owners.
 pub fn merchant(conn: &mut PgConnection, name: &str, users: &[i64]) -> i64 {
     use agora::schema::user_customers;
     let id: i64 = diesel::insert_into(customers::table).values(customers::name.eq(name)).returning(customers::id).get_result(conn).unwrap();
     for user in users {
         diesel::insert_into(user_customers::table)
-            .values((user_customers::user_id.eq(user), user_customers::customer_id.eq(id)))
+            .values((user_customers::user_id.eq(user), user_customers::customer_id.eq(id), user_customers::role.eq("owner")))
             .execute(conn)
             .unwrap();
     }

@@ -1,0 +1,1 @@
+ALTER TABLE user_customers DROP COLUMN role;
