@@ -280,6 +280,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    duplicate_reviews (first_payment_id) {
+        first_payment_id -> Int8,
+        customer_id -> Int8,
+        payments_seen -> Int4,
+        decided_by -> Int8,
+        decided_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     invariant_checks (id) {
         id -> Int8,
         ok -> Bool,
@@ -341,6 +351,7 @@ diesel::joinable!(payments -> orders (order_id));
 diesel::joinable!(payment_events -> payments (payment_id)); // by construction, not a foreign key
 
 diesel::allow_tables_to_appear_in_same_query!(
+    duplicate_reviews,
     users, customers, products, orders, order_items, payments, payment_events, jobs, periodic_runs,
     circuit_breakers, posts, comments, comment_votes, user_sessions, user_customers, customer_balances,
     balance_transactions, refunds, api_idempotency_keys, api_revoked_tokens, audit_log, invariant_checks,

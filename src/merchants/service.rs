@@ -11,7 +11,7 @@ use super::domain::{Cursor, ListParams, PaymentFilter, Role};
 use super::error::ApiError;
 use super::ids::{self, Linked};
 use super::jobs::refund_job;
-use super::repo::{self, Balance, Customer, DailyVolume, DoubleCharge, Keyset, LedgerEntry, LinkedUser, PaymentRow};
+use super::repo::{self, Balance, Customer, DailyVolume, DuplicateGroup, Keyset, LedgerEntry, LinkedUser, PaymentRow};
 use super::MerchantError;
 use crate::jobs;
 use crate::payments::Money;
@@ -79,7 +79,9 @@ pub struct Overview {
     pub volume: Vec<DailyVolume>,
     pub customers: Vec<Customer>,
     pub check: Option<MoneyChecks>,
-    pub suspects: Vec<DoubleCharge>,
+    /// Unresolved suspected double charges since `since`, oldest first (one more than shown, to
+    /// say there are more).
+    pub suspects: Vec<DuplicateGroup>,
 }
 
 /// The last run of the money checks as one viewer may see it: an administrator, across the
@@ -109,6 +111,9 @@ fn money_checks(conn: &mut PgConnection, linked: &Linked, platform: bool) -> Res
     Ok(Some(MoneyChecks { at: check.created_at, platform, problems }))
 }
 
+/// Suspected double charges the payments page lists; the rest are on `/dashboard/duplicates`.
+pub const SUSPECTS_SHOWN: i64 = 10;
+
 /// `platform`: the viewer is an administrator, who sees the money checks of every merchant.
 pub fn overview(conn: &mut PgConnection, linked: &Linked, filter: &PaymentFilter, params: &ListParams, since: DateTime<Utc>, platform: bool) -> Result<Overview, MerchantError> {
     let scope = visible_scope(linked, filter)?;
@@ -119,7 +124,7 @@ pub fn overview(conn: &mut PgConnection, linked: &Linked, filter: &PaymentFilter
         volume: repo::daily_volume(conn, &scope, filter)?,
         customers: repo::customers(conn, &linked.ids)?,
         check: money_checks(conn, linked, platform)?,
-        suspects: repo::double_charges(conn, &scope, 5, since)?,
+        suspects: repo::duplicate_groups(conn, &scope, since, None, SUSPECTS_SHOWN + 1)?,
     })
 }
 

@@ -155,13 +155,13 @@ fn the_payments_page_filters_totals_and_pages_in_a_constant_number_of_queries() 
     }
     let page = d.alice.get("/dashboard/payments?limit=2");
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("3 payments") && page.body.contains("60.00 USD"), "totals of the whole filtered set");
+    assert!(page.body.contains("Gross of 3 completed payments") && page.body.contains("60.00 USD"), "totals of the whole filtered set");
     assert!(page.body.contains("<svg") && page.body.contains("<rect"), "the chart is drawn on the server");
     assert!(page.body.contains("rel=\"next\""));
     assert!(!page.body.contains("rel=\"prev\""));
     let few = page.queries.expect("query count header");
     let filtered = d.alice.get("/dashboard/payments?status=completed&amount%5Bgte%5D=1500");
-    assert!(filtered.body.contains("2 payments") && filtered.body.contains("50.00 USD"), "{}", filtered.body);
+    assert!(filtered.body.contains("Gross of 2 completed payments") && filtered.body.contains("50.00 USD"), "{}", filtered.body);
     for _ in 0..20 {
         paid(&d, &d.alice_api, &d.north, 500, None);
     }
@@ -313,6 +313,96 @@ fn a_payment_nobody_could_confirm_is_settled_by_hand_with_a_note_in_the_audit_lo
         agora::schema::audit_log::table.select((agora::schema::audit_log::action, agora::schema::audit_log::note)).load(&mut conn).unwrap();
     assert!(audit.contains(&("payment_succeeded".to_string(), "found in the gateway's dashboard".to_string())), "{audit:?}");
     let _ = &d.bob_api;
+}
+
+/// Issue 17, item 11: the totals say they are the gross of completed payments with the net of
+/// refunds beside it, the chart has dated and priced axes, and the amount filters take amounts as
+/// the table shows them.
+#[test]
+fn totals_say_what_they_add_up_the_chart_has_axes_and_amounts_filter_in_major_units() {
+    use agora::payments::gateway::{DeclineCode, GatewayError, Outcome, ScriptedGateway};
+    let gateway = Arc::new(ScriptedGateway::script(
+        vec![Outcome::Succeed, Outcome::Succeed, Outcome::Fail(GatewayError::declined(DeclineCode::CardDeclined))],
+        Outcome::Succeed,
+    ));
+    let d = desk_with(gateway);
+    let big = paid(&d, &d.alice_api, &d.north, 2_000, None);
+    paid(&d, &d.alice_api, &d.north, 1_000, None);
+    paid(&d, &d.alice_api, &d.north, 7_700, Some("declined"));
+    assert_eq!(d.alice_api.post(&format!("/payments/{big}/refunds"), &serde_json::json!({ "amount": 500 }), Some("r")).status, 201);
+    d.app.drain_jobs();
+
+    let page = d.alice.get("/dashboard/payments?status=&from=2000-01-01").body;
+    assert!(page.contains("Gross of 2 completed payments (USD)<b class=\"gross\">30.00 USD</b>"), "the declined 77.00 is not in it: {page}");
+    assert!(page.contains("Net of refunds (USD)<b class=\"net\">25.00 USD</b>"), "{page}");
+    let chart = &page[page.find("<figure class=\"chart\">").expect("a chart")..];
+    let chart = &chart[..chart.find("</figure>").unwrap()];
+    assert_eq!(chart.matches("<text class=\"axis\"").count(), 6, "three amounts up the side, three dates along the bottom: {chart}");
+    assert!(chart.contains(">30.00</text>") && chart.contains(">15.00</text>") && chart.contains(">0.00</text>"), "the highest day (both payments), half and zero: {chart}");
+    assert!(chart.contains("Gross of completed payments per day"), "{chart}");
+
+    // Amounts as the table shows them.
+    let filtered = d.alice.get("/dashboard/payments?amount_min=15.00&from=2000-01-01").body;
+    assert!(filtered.contains(&format!("/dashboard/payments/{big}")), "{filtered}");
+    assert!(filtered.contains("20.00 USD") && !filtered.contains(">10.00 USD<"), "{filtered}");
+    assert!(filtered.contains("value=\"15.00\""), "the form keeps what was typed");
+    assert!(filtered.contains("payments.csv?") && filtered.contains("amount%5Bgte%5D=1500"), "the export gets it in minor units: {filtered}");
+    let refused = d.alice.get("/dashboard/payments?amount_min=twelve");
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("an amount such as 12.50"));
+}
+
+/// Issue 17, item 9: suspected double charges are grouped (one row per payer, merchant, amount
+/// and short window, one refund button per extra payment), separate purchases minutes apart are
+/// not flagged, a group can be called "not a duplicate" (audited, until another payment joins
+/// it), and the oldest unresolved groups stay reachable however many there are.
+#[test]
+fn double_charges_are_grouped_dismissable_and_the_oldest_stay_reachable() {
+    let d = desk();
+    let mut conn = d.app.conn();
+    let rows = |body: &str| body.matches("class=\"duplicate-group\"").count();
+    // Three charges of 42.00 seconds apart: one group of three.
+    let triple: Vec<String> = (0..3).map(|_| paid(&d, &d.alice_api, &d.north, 4_200, None)).collect();
+    // The same amount again, but ten minutes earlier: a separate purchase.
+    let earlier = paid(&d, &d.alice_api, &d.north, 4_200, Some("an earlier purchase"));
+    diesel::sql_query(format!("UPDATE payments SET created_at = created_at - interval '10 minutes' WHERE reference = '{earlier}'")).execute(&mut conn).unwrap();
+    let page = d.alice.get("/dashboard/payments?status=completed").body;
+    assert_eq!(rows(&page), 1, "{page}");
+    assert_eq!(page.matches("class=\"refund-duplicate\"").count(), 2, "one refund button per extra payment");
+    assert!(triple.iter().all(|p| page.contains(p.as_str())) && !page.contains(&format!("<code class=\"id\">{earlier}")), "{page}");
+
+    // Not a duplicate: the group goes, the audit log says who decided; a fourth payment joining it
+    // brings it back.
+    let token = d.alice.get("/dashboard/duplicates").csrf_token();
+    let dismissed = d.alice.post_form(&format!("/dashboard/duplicates/{}/dismiss", triple[0]), &[("csrf_token", &token), ("seen", "3"), ("back", "/dashboard/duplicates")]);
+    assert_eq!(dismissed.status, 303);
+    assert_eq!(rows(&d.alice.get("/dashboard/duplicates").body), 0);
+    let audited: Vec<String> = agora::schema::audit_log::table.select(agora::schema::audit_log::action).load(&mut conn).unwrap();
+    assert_eq!(audited, ["dismiss_duplicate"]);
+    let bob = Client::new(&d.app.url);
+    bob.sign_in("bob@south.test", PASSWORD);
+    let theirs = bob.post_form(&format!("/dashboard/duplicates/{}/dismiss", triple[0]), &[("csrf_token", &bob.get("/dashboard/duplicates").csrf_token()), ("seen", "9")]);
+    assert_eq!(theirs.status, 404, "another merchant's payment");
+    paid(&d, &d.alice_api, &d.north, 4_200, None);
+    let back = d.alice.get("/dashboard/duplicates").body;
+    assert_eq!(rows(&back), 1);
+    assert!(back.contains("4 payments"), "{back}");
+
+    // Twelve more groups: the payments page lists the ten oldest and links to the rest; the
+    // oldest, forty days back, stays on the full list.
+    let mut firsts = Vec::new();
+    for amount in 0..12 {
+        firsts.push(paid(&d, &d.alice_api, &d.north, 1_000 + amount, None));
+        paid(&d, &d.alice_api, &d.north, 1_000 + amount, None);
+    }
+    diesel::sql_query(format!("UPDATE payments SET created_at = created_at - interval '40 days' WHERE amount = 10.00")).execute(&mut conn).unwrap();
+    let page = d.alice.get("/dashboard/payments?status=completed").body;
+    assert_eq!(rows(&page), 10, "ten on the payments page");
+    assert!(page.contains("id=\"all-duplicates\""), "and a way to the rest");
+    let all = d.alice.get("/dashboard/duplicates").body;
+    assert_eq!(rows(&all), 13);
+    let oldest = all.find(&firsts[0]).expect("the forty-day-old group is listed");
+    assert!(oldest < all.find(&firsts[1]).unwrap(), "oldest first");
 }
 
 /// Issue 17, item 10: a merchant reads "refunded" and "partially refunded" wherever a payment's

@@ -5,6 +5,7 @@
 mod balances;
 mod csv;
 mod customers;
+mod duplicates;
 mod payments;
 mod refunds;
 
@@ -144,7 +145,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/dashboard/customers/{id}", web::post().to(customers::edit_customer))
         .route("/dashboard/customers/{id}/users", web::post().to(customers::link_user))
         .route("/dashboard/customers/{id}/users/{user_id}/remove", web::post().to(customers::unlink_user))
-        .route("/dashboard/invariants/check", web::post().to(payments::check_now));
+        .route("/dashboard/invariants/check", web::post().to(payments::check_now))
+        .route("/dashboard/duplicates", web::get().to(duplicates::duplicates))
+        .route("/dashboard/duplicates/{first}/dismiss", web::post().to(duplicates::dismiss));
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use askama::Template;
 use bigdecimal::BigDecimal;
 use chrono::{Datelike, Duration as ChronoDuration, NaiveDate};
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use uuid::Uuid;
 
 use crate::merchants::domain::{Cursor, PaymentFilter};
@@ -24,9 +25,19 @@ use crate::payments::refunds::{self};
 use crate::payments::repo as payments;
 use crate::web::{csrf, html, see_other, see_other_with_notice, AppError, Db, Layout};
 
+/// Completed payments of one currency in the filtered set: how many, their gross, and what is
+/// left of it after refunds.
 pub struct Total {
     pub count: i64,
-    pub sum: String,
+    pub currency: String,
+    pub gross: String,
+    pub net: String,
+}
+
+/// A label on one of the chart's axes, placed on the server.
+pub struct Tick {
+    pub at: i64,
+    pub label: String,
 }
 
 /// One bar of the daily-volume chart, laid out on the server.
@@ -43,6 +54,10 @@ pub struct Chart {
     pub bars: Vec<Bar>,
     pub width: usize,
     pub max: String,
+    /// Amounts up the side (zero, half the highest day, the highest day).
+    pub amounts: Vec<Tick>,
+    /// Dates along the bottom (the first day, the middle one, the last).
+    pub dates: Vec<Tick>,
 }
 
 pub struct Preset {
@@ -54,17 +69,6 @@ pub struct Option_ {
     pub value: String,
     pub label: String,
     pub selected: bool,
-}
-
-pub struct Suspect {
-    pub first: String,
-    pub second: String,
-    pub amount: String,
-    /// The whole amount in major units, for the one-click refund.
-    pub refund: String,
-    /// Minted at render: a double click refunds once.
-    pub key: String,
-    pub apart: String,
 }
 
 #[derive(Template)]
@@ -82,7 +86,11 @@ struct PaymentsPage {
     older: Option<String>,
     csv: String,
     check: Option<service::MoneyChecks>,
-    suspects: Vec<Suspect>,
+    /// The oldest unresolved suspected double charges of the last 30 days.
+    groups: Vec<super::duplicates::GroupView>,
+    /// More than those are waiting on /dashboard/duplicates.
+    more_groups: bool,
+    back: String,
 }
 
 const CHART_HEIGHT: i64 = 120;
@@ -118,9 +126,39 @@ fn charts(volume: &[DailyVolume], filter: &PaymentFilter, today: NaiveDate) -> V
                     Bar { x: i * step, y: CHART_HEIGHT - height, height, day: day.to_string(), label: Money::stored(sum.clone(), currency).to_string() }
                 })
                 .collect();
-            Chart { currency: currency.to_string(), bars, width: step.saturating_sub(1).max(1), max: Money::stored(max, currency).to_string() }
+            let half = Money::stored(&max / BigDecimal::from(2), currency);
+            let amounts = vec![
+                Tick { at: CHART_HEIGHT, label: Money::stored(BigDecimal::from(0), currency).major() },
+                Tick { at: CHART_HEIGHT / 2, label: half.major() },
+                Tick { at: 0, label: Money::stored(max.clone(), currency).major() },
+            ];
+            let label = |i: usize| days.get(i).map(|d| d.format("%b %-d").to_string()).unwrap_or_default();
+            let middle = days.len() / 2;
+            let mut dates = vec![Tick { at: 0, label: label(0) }];
+            if days.len() > 2 {
+                dates.push(Tick { at: (middle * step) as i64, label: label(middle) });
+            }
+            if days.len() > 1 {
+                dates.push(Tick { at: ((days.len() - 1) * step) as i64, label: label(days.len() - 1) });
+            }
+            Chart { currency: currency.to_string(), bars, width: step.saturating_sub(1).max(1), max: Money::stored(max, currency).to_string(), amounts, dates }
         })
         .collect()
+}
+
+/// The page's amount bounds, typed as the table shows amounts (`12.50`); the API's filters take
+/// minor units (`amount[gte]=1250`), which the page turns them into (every settled currency has
+/// two decimals).
+const PAGE_AMOUNTS: [&str; 2] = ["amount_min", "amount_max"];
+
+fn minor_units(param: &str, raw: &str) -> Result<i64, crate::merchants::error::ApiError> {
+    let why = "it is an amount such as 12.50";
+    let amount = BigDecimal::from_str(raw.trim()).map_err(|_| crate::merchants::error::ApiError::bad_value(param, why))?;
+    let minor = amount * BigDecimal::from(100);
+    if minor < BigDecimal::from(0) || !minor.is_integer() || minor > BigDecimal::from(i64::MAX / 2) {
+        return Err(crate::merchants::error::ApiError::bad_value(param, why));
+    }
+    Ok(bigdecimal::ToPrimitive::to_i64(&minor).unwrap_or(0))
 }
 
 fn presets(today: NaiveDate) -> Vec<Preset> {
@@ -142,9 +180,16 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
         let today = state.clock.now().date_naive();
         return Ok(see_other(&format!("/dashboard/payments?from={}&to={today}", today - ChronoDuration::days(29))));
     }
-    let query = parse_query(req.query_string(), &[&LIST_PARAMS[..], &FILTER_PARAMS[..]].concat()).map_err(bad_filter)?;
+    let query = parse_query(req.query_string(), &[&LIST_PARAMS[..], &FILTER_PARAMS[..], &PAGE_AMOUNTS[..]].concat()).map_err(bad_filter)?;
     let params = query.list(50).map_err(bad_filter)?;
-    let filter = query.payment_filter().map_err(bad_filter)?;
+    let mut filter = query.payment_filter().map_err(bad_filter)?;
+    if let Some(raw) = query.get("amount_min") {
+        filter.amount_gte = Some(minor_units("amount_min", raw).map_err(bad_filter)?);
+    }
+    if let Some(raw) = query.get("amount_max") {
+        filter.amount_lte = Some(minor_units("amount_max", raw).map_err(bad_filter)?);
+    }
+    let (amount_gte, amount_lte) = (filter.amount_gte, filter.amount_lte);
     let backwards = matches!(params.cursor, Some(Cursor::Before(_)));
     let chart_filter = filter.clone();
     let (user_id, admin) = (user.0.id, user.0.is_admin);
@@ -154,7 +199,7 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
         .run(move |conn| {
             let visible = repo::links(conn, user_id)?;
             staff_only(&visible, admin)?;
-            service::overview(conn, &visible, &filter, &params, now - ChronoDuration::days(7), admin)
+            service::overview(conn, &visible, &filter, &params, now - ChronoDuration::days(30), admin)
         })
         .await?;
     let raw = req.query_string();
@@ -168,21 +213,34 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
     };
     let newer = newer_exists.then(|| rows.first().map(|r| cursor_link("ending_before", &r.reference.to_string()))).flatten();
     let older = older_exists.then(|| rows.last().map(|r| cursor_link("starting_after", &r.reference.to_string()))).flatten();
-    let mut totals: BTreeMap<Currency, (i64, BigDecimal)> = BTreeMap::new();
+    let mut totals: BTreeMap<Currency, (i64, BigDecimal, BigDecimal)> = BTreeMap::new();
     for v in &volume {
         let entry = totals.entry(v.currency).or_default();
         entry.0 += v.count;
         entry.1 += &v.total;
+        entry.2 += &v.refunded;
     }
     let form: BTreeMap<&'static str, String> =
-        FILTER_PARAMS.iter().map(|name| (*name, query.get(name).unwrap_or_default().to_string())).collect();
+        FILTER_PARAMS.iter().chain(PAGE_AMOUNTS.iter()).map(|name| (*name, query.get(name).unwrap_or_default().to_string())).collect();
     let selected_customer = query.get("customer").unwrap_or_default().to_string();
     let selected_status = query.get("status").unwrap_or_default().to_string();
-    let csv_query = with_param(&with_param(&with_param(raw, "starting_after", None), "ending_before", None), "limit", None);
+    // The export takes the API's filters: the page's amounts go to it in minor units.
+    let mut csv_query = with_param(&with_param(&with_param(raw, "starting_after", None), "ending_before", None), "limit", None);
+    for (page_name, api_name, bound) in [("amount_min", "amount[gte]", amount_gte), ("amount_max", "amount[lte]", amount_lte)] {
+        csv_query = with_param(&with_param(&csv_query, page_name, None), api_name, bound.map(|b| b.to_string()).as_deref());
+    }
     let page = PaymentsPage {
         layout: Layout::new(&req),
         rows: rows.iter().map(Row::from).collect(),
-        totals: totals.into_iter().map(|(currency, (count, sum))| Total { sum: Money::stored(sum, currency).to_string(), count }).collect(),
+        totals: totals
+            .into_iter()
+            .map(|(currency, (count, gross, refunded))| Total {
+                net: Money::stored(&gross - refunded, currency).to_string(),
+                gross: Money::stored(gross, currency).to_string(),
+                currency: currency.to_string(),
+                count,
+            })
+            .collect(),
         charts: charts(&volume, &chart_filter, today),
         presets: presets(today),
         customers: customers
@@ -201,17 +259,9 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
         older,
         csv: format!("/dashboard/payments.csv?{csv_query}"),
         check,
-        suspects: suspects
-            .into_iter()
-            .map(|d| Suspect {
-                amount: d.money().to_string(),
-                refund: d.money().major(),
-                key: Uuid::new_v4().to_string(),
-                apart: format!("{} s apart", d.apart_seconds),
-                first: d.first.to_string(),
-                second: d.second.to_string(),
-            })
-            .collect(),
+        more_groups: suspects.len() as i64 > service::SUSPECTS_SHOWN,
+        groups: suspects.into_iter().take(service::SUSPECTS_SHOWN as usize).map(super::duplicates::GroupView::from).collect(),
+        back: req.uri().to_string(),
     };
     let mut response = html(page)?;
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));

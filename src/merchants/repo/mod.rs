@@ -2,6 +2,7 @@
 //! (read on every request) and never reaches past them.
 
 mod customers;
+mod duplicates;
 mod idempotency;
 mod invariants;
 mod ledger;
@@ -9,6 +10,7 @@ mod payments;
 mod principals;
 
 pub use customers::*;
+pub use duplicates::*;
 pub use idempotency::*;
 pub use invariants::*;
 pub use ledger::*;

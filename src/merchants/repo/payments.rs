@@ -290,8 +290,12 @@ pub struct DailyVolume {
     pub currency: Currency,
     #[diesel(sql_type = BigInt)]
     pub count: i64,
+    /// Gross of the day's completed payments (what the chart draws).
     #[diesel(sql_type = Numeric)]
     pub total: BigDecimal,
+    /// What has been refunded of them.
+    #[diesel(sql_type = Numeric)]
+    pub refunded: BigDecimal,
 }
 
 impl DailyVolume {
@@ -304,50 +308,12 @@ pub fn daily_volume(conn: &mut PgConnection, visible: &[i64], filter: &PaymentFi
     let mut c = Conditions::of(filter);
     c.push("p.customer_id = ANY(?)", Bind::Ints(visible.to_vec()));
     let sql = format!(
-        "SELECT (p.created_at AT TIME ZONE 'UTC')::date AS day, p.currency, count(*) AS count, sum(p.amount) AS total \
-         FROM payments p WHERE true{} GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT (p.created_at AT TIME ZONE 'UTC')::date AS day, p.currency, count(*) AS count, \
+             coalesce(sum(p.amount), 0) AS total, coalesce(sum(p.amount_refunded), 0) AS refunded \
+         FROM payments p WHERE p.status = 'completed'{} GROUP BY 1, 2 ORDER BY 1, 2",
         c.and()
     );
     c.apply(sql).load(conn)
-}
-
-/// Two completed payments that look like one charge made twice: the same payer, merchant and
-/// amount, minutes apart, the later one not refunded.
-#[derive(Debug, Clone, QueryableByName)]
-pub struct DoubleCharge {
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub first: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    pub second: Uuid,
-    #[diesel(sql_type = Numeric)]
-    pub amount: BigDecimal,
-    #[diesel(sql_type = Text)]
-    pub currency: Currency,
-    #[diesel(sql_type = BigInt)]
-    pub apart_seconds: i64,
-}
-
-impl DoubleCharge {
-    pub fn money(&self) -> Money {
-        Money::stored(self.amount.clone(), self.currency)
-    }
-}
-
-pub fn double_charges(conn: &mut PgConnection, visible: &[i64], within_minutes: i32, since: DateTime<Utc>) -> QueryResult<Vec<DoubleCharge>> {
-    diesel::sql_query(
-        "SELECT a.reference AS first, b.reference AS second, b.amount, b.currency, \
-          extract(epoch FROM b.created_at - a.created_at)::bigint AS apart_seconds \
-          FROM payments a JOIN payments b ON b.customer_id = a.customer_id AND b.amount = a.amount \
-          AND b.currency = a.currency AND b.user_id = a.user_id AND b.id > a.id \
-          AND b.created_at >= a.created_at AND b.created_at < a.created_at + make_interval(mins => $2) \
-          WHERE a.customer_id = ANY($1) AND a.created_at >= $3 AND a.status = 'completed' AND b.status = 'completed' \
-          AND b.amount_refunded = 0 \
-          ORDER BY b.created_at DESC LIMIT 20",
-    )
-    .bind::<Array<Int8>, _>(visible)
-    .bind::<diesel::sql_types::Integer, _>(within_minutes)
-    .bind::<Timestamptz, _>(since)
-    .load(conn)
 }
 
 // --- refunds ------------------------------------------------------------------------------------

@@ -150,6 +150,22 @@ impl Browser {
         found.as_array().expect("the audit returns a list").iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect()
     }
 
+    /// Words of the page's own text that its layout split across two lines (see `broken_words.js`).
+    pub fn broken_words(&self) -> Vec<String> {
+        let found = self.script(include_str!("broken_words.js"));
+        found.as_array().expect("a list").iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    /// The elements reaching past the window's right edge (tag, class, width), to say what made a
+    /// page scroll sideways.
+    pub fn overflowing(&self) -> String {
+        self.script(
+            "return [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)\
+             .slice(0, 8).map((e) => `${e.tagName.toLowerCase()}.${e.className} ${Math.round(e.getBoundingClientRect().width)}px`);",
+        )
+        .to_string()
+    }
+
     /// Whether the page is no wider than the window (nothing scrolls sideways).
     pub fn fits_width(&self) -> bool {
         self.script("return document.documentElement.scrollWidth <= window.innerWidth;") == Value::Bool(true)

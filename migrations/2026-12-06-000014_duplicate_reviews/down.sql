@@ -1,0 +1,1 @@
+DROP TABLE duplicate_reviews;
