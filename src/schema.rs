@@ -150,6 +150,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         body_html -> Nullable<Text>,
+        deleted_at -> Nullable<Timestamptz>,
     }
 }
 

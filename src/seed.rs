@@ -175,7 +175,7 @@ fn seed_chat(conn: &mut PgConnection) -> Result<String, OrderError> {
             "WITH made AS (INSERT INTO chats (application_id, number, messages_count) \
                  SELECT $1, n, 1000 FROM generate_series(1, 3) n RETURNING id, number) \
              INSERT INTO chat_messages (chat_id, number, body, created_at) \
-             SELECT made.id, m, $2[1 + (m * 7 + made.number) % array_length($2, 1)] || ' (#' || m || ')', \
+             SELECT made.id, m, $2[1 + (m * 7 + made.number) % array_length($2, 1)], \
                  now() - make_interval(mins => 1000 - m) \
              FROM made, generate_series(1, 1000) m",
         )

@@ -22,26 +22,54 @@ window.addEventListener("pageshow", (event) => {
 // A conversation open in a page asks the API for messages after the last one it shows, every two
 // seconds, and appends them (as text: nothing a message says becomes markup).
 const conversation = document.querySelector("ol[data-poll]");
+const scroller = document.getElementById("conversation");
+const atNewest = () => !scroller || scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 48;
+const showNewest = () => {
+  if (scroller) scroller.scrollTop = scroller.scrollHeight;
+};
+// A conversation opens at its newest message with the message box in view (the messages scroll
+// in their own box above it), like a chat.
+if (scroller) {
+  showNewest();
+  const box = document.getElementById("post");
+  if (box) box.scrollIntoView({ block: "end" });
+}
+// The API's messages carry no time; one that arrives while the page is open was sent just now.
+const utcWords = (at) => {
+  const months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  const two = (n) => String(n).padStart(2, "0");
+  return `${months[at.getUTCMonth()]} ${at.getUTCDate()}, ${two(at.getUTCHours())}:${two(at.getUTCMinutes())} UTC`;
+};
 if (conversation) {
   const poll = async () => {
     try {
       const after = conversation.dataset.after || "0";
       const response = await fetch(`${conversation.dataset.poll}?after=${after}&limit=100`, { headers: { Accept: "application/json" } });
       if (response.ok) {
+        const following = atNewest();
         for (const message of await response.json()) {
           if (document.getElementById(`m${message.number}`)) continue;
           const item = document.createElement("li");
           item.id = `m${message.number}`;
-          const number = document.createElement("span");
+          const number = document.createElement("a");
           number.className = "num";
+          number.href = `#m${message.number}`;
           number.textContent = `#${message.number}`;
           const text = document.createElement("span");
           text.className = "text";
           text.textContent = message.body;
-          item.append(number, " ", text);
+          const when = document.createElement("time");
+          const now = new Date();
+          when.className = "when";
+          when.dateTime = now.toISOString();
+          when.textContent = utcWords(now);
+          item.append(number, " ", text, " ", when);
           conversation.append(item);
           conversation.dataset.after = String(message.number);
+          document.getElementById("no-messages")?.remove();
         }
+        // Someone reading older messages is not pulled away from them.
+        if (following) showNewest();
       }
     } finally {
       setTimeout(poll, 2000);
@@ -105,3 +133,24 @@ async function vote(event) {
 
 // "Print receipt" buttons.
 document.querySelectorAll("[data-print]").forEach((button) => button.addEventListener("click", () => window.print()));
+
+// In a chat's message box Enter sends and Shift+Enter starts a new line (nothing is sent while an
+// input method is still composing a character).
+const messageBox = document.querySelector("#post textarea[name=body]");
+if (messageBox) {
+  messageBox.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+    event.preventDefault();
+    if (messageBox.value.trim() !== "") messageBox.form.requestSubmit();
+  });
+}
+
+// The one-time notice stays at the top of the window while the page scrolls. The comment a link
+// points to ("Your comment was posted.") is scrolled to just below it, however many lines the
+// notice takes on a narrow screen, so the notice never covers what it is about.
+const flash = document.getElementById("flash");
+if (flash) {
+  document.documentElement.style.setProperty("--flash-height", `${flash.offsetHeight}px`);
+  const target = window.location.hash.length > 1 ? document.getElementById(window.location.hash.slice(1)) : null;
+  if (target) target.scrollIntoView({ block: "start" });
+}

@@ -57,7 +57,7 @@ struct RoomPage {
     token: String,
     app_name: String,
     number: i32,
-    messages: Vec<Message>,
+    messages: Vec<Shown>,
     last: i32,
     query: String,
     searching: bool,
@@ -70,13 +70,35 @@ struct RoomQuery {
     q: Option<String>,
 }
 
-async fn load_room(db: &Db, search: Arc<dyn MessageSearch>, token: Token, number: i32, query: Option<SearchTerm>) -> Result<(Application, Vec<Message>), AppError> {
+/// A message on the page: its number (its anchor), what it says, and when it was sent (`None`
+/// in search results, which come from the search's own read).
+pub struct Shown {
+    pub number: i32,
+    pub body: String,
+    /// ISO 8601 for `<time datetime>`, and in words.
+    pub sent: Option<(String, String)>,
+}
+
+impl From<Message> for Shown {
+    fn from(m: Message) -> Shown {
+        Shown { number: m.number, body: m.body, sent: None }
+    }
+}
+
+impl From<repo::SentMessage> for Shown {
+    fn from(m: repo::SentMessage) -> Shown {
+        let sent = (m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), m.created_at.format("%b %-d, %H:%M UTC").to_string());
+        Shown { number: m.number, body: m.body, sent: Some(sent) }
+    }
+}
+
+async fn load_room(db: &Db, search: Arc<dyn MessageSearch>, token: Token, number: i32, query: Option<SearchTerm>) -> Result<(Application, Vec<Shown>), AppError> {
     db.run(move |conn| {
         let app = repo::application(conn, &token)?.ok_or(diesel::result::Error::NotFound)?;
         let chat = repo::chat(conn, &token, number)?.ok_or(diesel::result::Error::NotFound)?;
-        let messages = match &query {
-            Some(term) => search.search(conn, chat.id, term, 0, 100)?,
-            None => repo::latest_messages(conn, chat.id, 100)?,
+        let messages: Vec<Shown> = match &query {
+            Some(term) => search.search(conn, chat.id, term, 0, 100)?.into_iter().map(Shown::from).collect(),
+            None => repo::latest_messages(conn, chat.id, 100)?.into_iter().map(Shown::from).collect(),
         };
         Ok::<_, diesel::result::Error>((app, messages))
     })
@@ -91,7 +113,7 @@ struct Around {
     problem: Option<String>,
 }
 
-fn room(req: &HttpRequest, token: &str, number: i32, app: Application, messages: Vec<Message>, around: Around) -> RoomPage {
+fn room(req: &HttpRequest, token: &str, number: i32, app: Application, messages: Vec<Shown>, around: Around) -> RoomPage {
     let Around { query, draft, problem } = around;
     RoomPage {
         layout: Layout::with_form(req),
@@ -161,8 +183,18 @@ async fn post_message(
     Ok(see_other(&format!("/chats/{path_token}/{number}#m{}", posted.number)))
 }
 
+/// Starts the application's next chat and opens it (the API's create, counted the same way).
+async fn start_chat(req: HttpRequest, session: Session, db: Db, state: web::Data<super::ChatState>, path: web::Path<String>, form: web::Form<csrf::TokenForm>) -> Result<HttpResponse, AppError> {
+    csrf::verify(&session, &form.csrf_token)?;
+    let token = token_of(&path)?;
+    let path_token = token.as_str().to_string();
+    let (number, _) = super::creates::create(&state, &db, token, &client_ip(&req), super::creates::Create::Chat).await.map_err(page_error)?;
+    Ok(see_other(&format!("/chats/{path_token}/{number}#post")))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/chats/{token}", web::get().to(application))
+        .route("/chats/{token}", web::post().to(start_chat))
         .route("/chats/{token}/{number}", web::get().to(chat_room))
         .route("/chats/{token}/{number}", web::post().to(post_message));
 }

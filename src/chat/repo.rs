@@ -226,12 +226,22 @@ pub fn reconcile_counts(conn: &mut PgConnection) -> QueryResult<(usize, usize)> 
 }
 
 /// The chat's latest `limit` messages, oldest first (as a conversation reads).
-pub fn latest_messages(conn: &mut PgConnection, chat_id: i64, limit: i64) -> QueryResult<Vec<Message>> {
-    let mut latest: Vec<Message> = chat_messages::table
+/// A message as the chat page shows it: with when it was sent (the API's shape has no time).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = chat_messages, check_for_backend(diesel::pg::Pg))]
+pub struct SentMessage {
+    pub number: i32,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The chat's newest `limit` messages, oldest first.
+pub fn latest_messages(conn: &mut PgConnection, chat_id: i64, limit: i64) -> QueryResult<Vec<SentMessage>> {
+    let mut latest: Vec<SentMessage> = chat_messages::table
         .filter(chat_messages::chat_id.eq(chat_id))
         .order(chat_messages::number.desc())
         .limit(limit)
-        .select(Message::as_select())
+        .select(SentMessage::as_select())
         .load(conn)?;
     latest.reverse();
     Ok(latest)

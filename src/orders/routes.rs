@@ -228,10 +228,33 @@ fn merchants(rows: Vec<repo::ProductRow>, asked: &HashMap<String, String>) -> Ve
     out
 }
 
-/// The catalogue, for anyone: browsing needs no account; ordering does.
-async fn products(req: HttpRequest, db: Db) -> Result<HttpResponse, AppError> {
+/// The catalogue, for anyone: browsing needs no account; ordering does. Quantities in the address
+/// (`?qty_3=2`, as "Sign in to order" carries them through the sign-in) are filled in.
+async fn products(req: HttpRequest, db: Db, asked: web::Query<HashMap<String, String>>) -> Result<HttpResponse, AppError> {
     let rows = db.run(repo::catalogue).await?;
-    html(ProductsPage { layout: Layout::new(&req), merchants: merchants(rows, &HashMap::new()), problem: None })
+    html(ProductsPage { layout: Layout::new(&req), merchants: merchants(rows, &asked), problem: None })
+}
+
+/// "Sign in to order" with quantities chosen: the sign-in comes back to the catalogue with them
+/// filled in, so nothing a visitor picked is lost on the way.
+async fn sign_in_to_order(req: HttpRequest, asked: web::Query<HashMap<String, String>>) -> HttpResponse {
+    let mut kept: Vec<(String, String)> = asked
+        .iter()
+        .filter(|(field, value)| {
+            field.strip_prefix("qty_").and_then(canonical_id).is_some()
+                && !value.is_empty()
+                && value.len() <= 4
+                && value.bytes().all(|b| b.is_ascii_digit())
+                && value.trim_start_matches('0') != ""
+        })
+        .map(|(f, v)| (f.clone(), v.clone()))
+        .collect();
+    kept.sort();
+    let back = if kept.is_empty() { "/products".to_string() } else { format!("/products?{}", serde_urlencoded::to_string(&kept).unwrap_or_default()) };
+    if crate::auth::SessionUser::of(&req).is_some() {
+        return see_other(&back);
+    }
+    see_other(&format!("/login?next={}", crate::web::url_encode(&back)))
 }
 
 /// A product id as the catalogue writes it: digits, no sign, no leading zero.
@@ -330,6 +353,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/orders/{id}/reorder", web::post().to(reorder))
         .route("/products", web::get().to(products))
         .route("/orders", web::post().to(place_order))
+        .route("/products/sign-in", web::get().to(sign_in_to_order))
         // A reload after a refused order lands here: the orders are on the home page.
         .route("/orders", web::get().to(|| async { see_other("/") }))
         .route("/admin/payments/{reference}/check", web::post().to(check_payment_now));

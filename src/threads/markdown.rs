@@ -1,5 +1,5 @@
-//! What people write, as HTML: a small Markdown subset (paragraphs, emphasis, code, quotes,
-//! lists, links), parsed by pulldown-cmark and then cleaned by ammonia.
+//! What people write, as HTML: a small Markdown subset (paragraphs, headings, emphasis, code,
+//! quotes, lists, links), parsed by pulldown-cmark and then cleaned by ammonia.
 //!
 //! Two walls, not one: raw HTML in the source is turned into text before rendering, so a `<b>`
 //! someone typed shows as `<b>`; and whatever the renderer makes still goes through an allowlist
@@ -17,7 +17,7 @@ fn sanitizer() -> &'static ammonia::Builder<'static> {
     SANITIZER.get_or_init(|| {
         let mut builder = ammonia::Builder::empty();
         builder
-            .tags(HashSet::from(["p", "br", "em", "strong", "del", "code", "pre", "blockquote", "ul", "ol", "li", "a"]))
+            .tags(HashSet::from(["p", "br", "em", "strong", "del", "code", "pre", "blockquote", "ul", "ol", "li", "a", "h3", "h4", "h5", "h6"]))
             .tag_attributes(std::collections::HashMap::from([("a", HashSet::from(["href"])), ("ol", HashSet::from(["start"]))]))
             .url_schemes(HashSet::from(["http", "https", "mailto"]))
             // Relative links (`/posts/2`) stay; anything with a scheme must be one of the above.
@@ -35,15 +35,27 @@ pub fn shown<'a>(cooked: Option<&'a str>, source: &str) -> Cow<'a, str> {
     cooked.map_or_else(|| Cow::Owned(to_html(source)), Cow::Borrowed)
 }
 
+/// A heading's level in a body: two below the page's own headings, at most h6.
+fn below_page(level: pulldown_cmark::HeadingLevel) -> pulldown_cmark::HeadingLevel {
+    use pulldown_cmark::HeadingLevel::*;
+    match level {
+        H1 => H3,
+        H2 => H4,
+        H3 => H5,
+        _ => H6,
+    }
+}
+
 /// The HTML for a comment or post body: safe to put in a page as it is.
 pub fn to_html(source: &str) -> String {
     let parser = Parser::new_ext(source, Options::ENABLE_STRIKETHROUGH).map(|event| match event {
         // Typed HTML is shown, not obeyed.
         Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
-        // Headings and images are not part of the subset: a heading becomes a paragraph of strong
-        // text, an image its alt text (no tracking pixels in a discussion).
-        Event::Start(Tag::Heading { .. }) => Event::Start(Tag::Paragraph),
-        Event::End(TagEnd::Heading(_)) => Event::End(TagEnd::Paragraph),
+        // Headings render below the page's own (`#` is an h3 under the discussion's h1 and h2);
+        // images are not part of the subset: an image shows its alt text (no tracking pixels in a
+        // discussion; ammonia drops the tag).
+        Event::Start(Tag::Heading { level, id, classes, attrs }) => Event::Start(Tag::Heading { level: below_page(level), id, classes, attrs }),
+        Event::End(TagEnd::Heading(level)) => Event::End(TagEnd::Heading(below_page(level))),
         other => other,
     });
     let mut html = String::with_capacity(source.len() + source.len() / 2);
@@ -64,6 +76,8 @@ mod tests {
         );
         assert!(to_html("> quoted\n\n- one\n- two").contains("<blockquote>"));
         assert!(to_html("- one\n- two").contains("<li>one</li>"));
+        assert_eq!(to_html("# Title\n\n## Part"), "<h3>Title</h3>\n<h4>Part</h4>\n", "headings, below the page's own");
+        assert_eq!(to_html("###### deep"), "<h6>deep</h6>\n");
     }
 
     #[test]

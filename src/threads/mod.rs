@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod counters;
+pub mod discussions;
 pub mod markdown;
 pub mod render;
 pub mod repo;
@@ -16,6 +17,7 @@ pub struct ThreadsState {
 pub mod tree;
 mod views;
 
+use actix_web::http::StatusCode;
 use std::fmt;
 
 /// Comments shown on one page; the rest are a "load more comments" link away.
@@ -119,6 +121,26 @@ impl PostTitle {
         &self.0
     }
 }
+
+/// What a form sent from a page of an earlier sign-in is told.
+const EXPIRED_FORM: &str = "This page was open from an earlier sign-in, so for your safety nothing was posted yet. Your text is kept below: check it and send it again.";
+
+/// Why a sent form comes back instead of being acted on, and with which status.
+pub struct Refused {
+    pub problem: String,
+    pub status: StatusCode,
+}
+
+impl Refused {
+    pub fn expired() -> Refused {
+        Refused { problem: EXPIRED_FORM.into(), status: StatusCode::FORBIDDEN }
+    }
+
+    pub fn invalid(problem: impl ToString) -> Refused {
+        Refused { problem: problem.to_string(), status: StatusCode::UNPROCESSABLE_ENTITY }
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,21 @@ pub struct PostRow {
     pub comments_count: i32,
     pub created_at: DateTime<Utc>,
     pub author: String,
+    /// Who wrote it: the page's style shows them its edit and delete links.
+    pub user_id: i64,
+    /// Its author deleted it: title and text are not shown; replies stay.
+    pub deleted: bool,
 }
+
+impl PostRow {
+    /// Its title, or what a deleted discussion is called.
+    pub fn shown_title(&self) -> &str {
+        if self.deleted { DELETED_POST } else { &self.title }
+    }
+}
+
+/// What a discussion its author deleted is called where its title was.
+pub const DELETED_POST: &str = "A deleted discussion";
 
 /// A comment with what its fragment shows.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -55,9 +69,36 @@ pub fn post(conn: &mut PgConnection, post_id: i64) -> QueryResult<Option<PostRow
     posts::table
         .inner_join(users::table)
         .filter(posts::id.eq(post_id))
-        .select((posts::id, posts::title, posts::body, posts::body_html, posts::comments_count, posts::created_at, users::name))
+        .select((
+            posts::id,
+            posts::title,
+            posts::body,
+            posts::body_html,
+            posts::comments_count,
+            posts::created_at,
+            users::name,
+            posts::user_id,
+            posts::deleted_at.is_not_null(),
+        ))
         .first(conn)
         .optional()
+}
+
+/// Changes the author's own discussion (not one they deleted); `false`: not theirs, or gone.
+pub fn update_post(conn: &mut PgConnection, post_id: i64, user_id: i64, title: &str, body: &CommentBody, now: DateTime<Utc>) -> QueryResult<bool> {
+    diesel::update(posts::table.find(post_id).filter(posts::user_id.eq(user_id)).filter(posts::deleted_at.is_null()))
+        .set((posts::title.eq(title), posts::body.eq(body.as_str()), posts::body_html.eq(body.html()), posts::updated_at.eq(now)))
+        .execute(conn)
+        .map(|n| n > 0)
+}
+
+/// Deletes the author's own discussion: its title and text are no longer shown (kept in the row,
+/// as a deleted comment's are), its replies stay. `false`: not theirs, or already deleted.
+pub fn delete_post(conn: &mut PgConnection, post_id: i64, user_id: i64, now: DateTime<Utc>) -> QueryResult<bool> {
+    diesel::update(posts::table.find(post_id).filter(posts::user_id.eq(user_id)).filter(posts::deleted_at.is_null()))
+        .set((posts::deleted_at.eq(now), posts::updated_at.eq(now)))
+        .execute(conn)
+        .map(|n| n > 0)
 }
 
 /// What the top of a page of comments needs besides its rows.
@@ -89,6 +130,10 @@ struct PageHeadRow {
     created_at: DateTime<Utc>,
     #[diesel(sql_type = Text)]
     author: String,
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    deleted: bool,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     cursor_exists: bool,
     #[diesel(sql_type = Nullable<Text>)]
@@ -105,7 +150,8 @@ struct PageHeadRow {
 /// same range (`from` on, down to `max_depth`): its own cursor is the row `page_size` before.
 pub fn page_head(conn: &mut PgConnection, post_id: i64, cursor: &str, from: &str, max_depth: i32, page_size: i64) -> QueryResult<Option<PageHead>> {
     let row: Option<PageHeadRow> = diesel::sql_query(
-        "SELECT p.id, p.title, p.body, p.body_html, p.comments_count, p.created_at, u.name AS author, \
+        "SELECT p.id, p.title, p.body, p.body_html, p.comments_count, p.created_at, u.name AS author, p.user_id, \
+                p.deleted_at IS NOT NULL AS deleted, \
                 ($2 = '' OR EXISTS (SELECT 1 FROM comments c WHERE c.post_id = p.id AND c.path = $2)) AS cursor_exists, \
                 (SELECT c.path FROM comments c \
                   WHERE c.post_id = p.id AND c.depth <= $4 AND c.path >= $3 AND c.path <= $2 \
@@ -135,6 +181,8 @@ pub fn page_head(conn: &mut PgConnection, post_id: i64, cursor: &str, from: &str
             comments_count: r.comments_count,
             created_at: r.created_at,
             author: r.author,
+            user_id: r.user_id,
+            deleted: r.deleted,
         },
         cursor_exists: r.cursor_exists,
         previous: r.previous,
@@ -168,14 +216,17 @@ pub struct PostListing {
     pub title: String,
     pub comments_count: i32,
     pub author: String,
+    pub deleted: bool,
 }
 
+/// The newest discussions; a deleted one only while it has replies (listed as deleted).
 pub fn recent_posts(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<PostListing>> {
     posts::table
         .inner_join(users::table)
+        .filter(posts::deleted_at.is_null().or(posts::comments_count.gt(0)))
         .order((posts::created_at.desc(), posts::id.desc()))
         .limit(limit)
-        .select((posts::id, posts::title, posts::comments_count, users::name))
+        .select((posts::id, posts::title, posts::comments_count, users::name, posts::deleted_at.is_not_null()))
         .load(conn)
 }
 

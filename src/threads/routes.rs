@@ -9,10 +9,10 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::cache::ThreadCache;
-use super::views::{CommentForm, DeletePage, MetricsPage, NewPostPage, PostsPage, SharedPage, ThreadHead, ThreadPage};
+use super::views::{CommentForm, DeletePage, MetricsPage, PostsPage, SharedPage, ThreadHead, ThreadPage};
 use super::render::{self, Frame};
 use super::repo::{self, CommentRow};
-use super::{tree, CommentBody, PostTitle, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
+use super::{tree, CommentBody, Refused, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
 use crate::auth::{AdminUser, CurrentUser, SessionUser};
 use crate::web::{csrf, html, parse_id, see_other, see_other_with_notice, wants_json, AppError, Db, Layout};
 
@@ -134,8 +134,8 @@ async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<S
         comments.push_str(&format!("<p><a class=\"more\" id=\"more-comments\" href=\"{next}\">load more comments →</a></p>"));
     }
     let title = match &root {
-        Some(root) => format!("{}'s comment · {}", root.author, post.title),
-        None => post.title,
+        Some(root) => format!("{}'s comment · {}", root.author, post.shown_title()),
+        None => post.shown_title().to_string(),
     };
     Ok(SharedPage { title, head: head_html, comments })
 }
@@ -149,7 +149,8 @@ fn user_style(user: Option<&SessionUser>, votes: &[i64]) -> String {
     let mut style = format!(
         ".comment .controls .vote, .comment .controls .reply-link {{ display: inline; }} \
          .comment[data-author=\"{me}\"] > .controls .edit-link, .comment[data-author=\"{me}\"] > .controls .delete-link {{ display: inline; }} \
-         .comment[data-author=\"{me}\"] > .controls .vote {{ display: none; }}"
+         .comment[data-author=\"{me}\"] > .controls .vote {{ display: none; }} \
+         .post[data-author=\"{me}\"] > .post-controls a {{ display: inline; }}"
     );
     if !votes.is_empty() {
         let each = |class: &str| votes.iter().map(|id| format!(".comment .controls .{class}[data-comment=\"{id}\"]")).collect::<Vec<_>>().join(", ");
@@ -355,24 +356,6 @@ impl Target {
 
 /// Said when a form's token no longer matches (signed in again in another tab, say): the form
 /// comes back with the text kept and a fresh token, rather than an error page that loses it.
-const EXPIRED_FORM: &str = "This page was open from an earlier sign-in, so for your safety nothing was posted yet. Your text is kept below: check it and send it again.";
-
-/// Why a sent form comes back instead of being acted on, and with which status.
-struct Refused {
-    problem: String,
-    status: StatusCode,
-}
-
-impl Refused {
-    fn expired() -> Refused {
-        Refused { problem: EXPIRED_FORM.into(), status: StatusCode::FORBIDDEN }
-    }
-
-    fn invalid(problem: impl ToString) -> Refused {
-        Refused { problem: problem.to_string(), status: StatusCode::UNPROCESSABLE_ENTITY }
-    }
-}
-
 /// The body of a comment form, provided its token is this session's and the body parses.
 fn accepted_body(req: &HttpRequest, form: &BodyForm) -> Result<CommentBody, Refused> {
     csrf::verify(&req.get_session(), &form.csrf_token).map_err(|_| Refused::expired())?;
@@ -507,39 +490,6 @@ async fn delete(req: HttpRequest, user: CurrentUser, db: Db, state: web::Data<Th
 }
 
 
-#[derive(Deserialize)]
-struct NewPostForm {
-    #[serde(default)]
-    csrf_token: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    body: String,
-}
-
-async fn new_post_form(req: HttpRequest, _user: CurrentUser) -> Result<HttpResponse, AppError> {
-    html(NewPostPage { layout: Layout::new(&req), title: String::new(), body: String::new(), problem: None })
-}
-
-/// Starts a discussion. A problem (or an expired form) shows the form again with what was typed.
-async fn create_post(req: HttpRequest, user: CurrentUser, db: Db, form: web::Form<NewPostForm>) -> Result<HttpResponse, AppError> {
-    let form = form.into_inner();
-    let accepted = csrf::verify(&req.get_session(), &form.csrf_token)
-        .map_err(|_| Refused::expired())
-        .and_then(|()| Ok((PostTitle::parse(&form.title).map_err(Refused::invalid)?, CommentBody::parse(&form.body).map_err(Refused::invalid)?)));
-    let (title, body) = match accepted {
-        Ok(accepted) => accepted,
-        Err(Refused { problem, status }) => {
-            let page = NewPostPage { layout: Layout::new(&req), title: form.title, body: form.body, problem: Some(problem) };
-            return Ok(HttpResponse::build(status).content_type("text/html; charset=utf-8").body(page.render()?));
-        }
-    };
-    let user_id = user.0.id;
-    let post_id = db.run(move |conn| repo::create_post(conn, user_id, title.as_str(), &body)).await?;
-    Ok(see_other_with_notice(&req, &format!("/posts/{post_id}"), "Your discussion is open."))
-}
-
-
 async fn metrics_page(req: HttpRequest, _admin: AdminUser, state: web::Data<ThreadsState>) -> Result<HttpResponse, AppError> {
     html(MetricsPage { layout: Layout::new(&req), m: state.threads.metrics.snapshot() })
 }
@@ -551,7 +501,7 @@ async fn metrics_json(_admin: AdminUser, state: web::Data<ThreadsState>) -> Http
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/posts", web::get().to(posts))
         // Before `/posts/{id}`, which would otherwise take "new" for an id.
-        .route("/posts/new", web::get().to(new_post_form))
+        .route("/posts/new", web::get().to(super::discussions::new_post_form))
         .route("/posts/{id}", web::get().to(post_page))
         .route("/posts/{id}/comments", web::post().to(add_to_post))
         .route("/posts/{post}/comments/{comment}", web::get().to(subthread_page))
@@ -563,7 +513,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/comments/{id}/unvote", web::post().to(unvote))
         .route("/comments/{id}/delete", web::get().to(delete_form))
         .route("/comments/{id}/delete", web::post().to(delete))
-        .route("/posts", web::post().to(create_post))
+        .route("/posts", web::post().to(super::discussions::create_post))
+        .route("/posts/{id}/edit", web::get().to(super::discussions::edit_post_form))
+        .route("/posts/{id}/edit", web::post().to(super::discussions::edit_post))
+        .route("/posts/{id}/delete", web::get().to(super::discussions::delete_post_form))
+        .route("/posts/{id}/delete", web::post().to(super::discussions::delete_post))
         .route("/admin/cache", web::get().to(metrics_page))
         .route("/admin/cache.json", web::get().to(metrics_json));
 }

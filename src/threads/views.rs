@@ -80,9 +80,18 @@ pub(super) struct DeletePage {
 #[template(path = "post_form.html")]
 pub(super) struct NewPostPage {
     pub(super) layout: Layout,
+    /// The discussion being edited; `None`: a new one.
+    pub(super) editing: Option<i64>,
     pub(super) title: String,
     pub(super) body: String,
     pub(super) problem: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "post_delete.html")]
+pub(super) struct PostDeletePage {
+    pub(super) layout: Layout,
+    pub(super) post: super::repo::PostRow,
 }
 
 #[derive(Template)]

@@ -123,7 +123,7 @@ fn the_catalogue_is_open_to_visitors_who_are_asked_to_sign_in_to_order() {
     crate::support::fixtures::catalogue(&mut app.conn(), 2);
     let page = crate::support::Client::new(&app.url).get("/products");
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("Product 1") && page.body.contains("href=\"/login?next=/products\""), "{}", page.body);
+    assert!(page.body.contains("Product 1") && page.body.contains("formaction=\"/products/sign-in\""), "{}", page.body);
     assert!(!page.body.contains("Place order with"));
 }
 

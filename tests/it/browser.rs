@@ -132,13 +132,14 @@ fn a_person_posts_in_a_chat_page_and_sees_new_messages_appear_with_their_numbers
     let driver = Driver::start();
     let browser = Browser::open(&driver);
     browser.goto(&format!("{}/chats/{token}/1", app.url));
-    assert_eq!(browser.text("#m1"), "#1 Welcome");
+    assert_eq!((browser.text("#m1 .num"), browser.text("#m1 .text")), ("#1".to_string(), "Welcome".to_string()));
     browser.type_into("textarea[name=body]", "Hello from a real browser");
     browser.click("#post button[type=submit]");
-    assert_eq!(browser.text("#m2"), "#2 Hello from a real browser", "the posted message, with its number");
-    // A message posted elsewhere appears in the open page by itself.
+    assert_eq!((browser.text("#m2 .num"), browser.text("#m2 .text")), ("#2".to_string(), "Hello from a real browser".to_string()), "the posted message, with its number");
+    // A message posted elsewhere appears in the open page by itself, with when it came.
     api.post(&format!("/chat_applications/{token}/chats/1/messages"), &serde_json::json!({ "body": "<b>from the API</b>" }), None);
-    assert_eq!(browser.text("#m3"), "#3 <b>from the API</b>", "appended as text, never as markup");
+    assert_eq!(browser.text("#m3 .text"), "<b>from the API</b>", "appended as text, never as markup");
+    assert!(browser.text("#m3 time.when").ends_with(" UTC"));
     // The search box finds it.
     browser.type_into("input[name=q]", "REAL BROWSER");
     browser.click("form.search button");
@@ -206,4 +207,48 @@ fn pay_on_an_order_that_expired_meanwhile_explains_and_offers_the_same_items_aga
     assert!(url.ends_with("/checkout") && !url.contains(&format!("/orders/{order_id}/")), "a new order: {url}");
     assert_eq!(browser.count("#items tbody tr"), 2, "with the same items");
     assert_eq!(fixtures::payment_count(&mut conn), 0, "nothing was charged");
+}
+
+/// Issue 17, item 15: a chat page is like a chat — it opens at the newest message with the box in
+/// view, Enter sends and Shift+Enter starts a new line, every message says when it was sent, and
+/// a new chat can be started from the pages.
+#[test]
+fn a_chat_opens_at_its_newest_message_enter_sends_and_a_new_chat_can_be_started() {
+    use agora::payments::gateway::ScriptedGateway;
+    let app = TestApp::spawn(std::sync::Arc::new(ScriptedGateway::succeeding()));
+    let api = crate::support::api::Api::new(&app.url);
+    let token = api.post("/chat_applications", &serde_json::json!({ "name": "Busy chat" }), None).json["token"].as_str().unwrap().to_string();
+    api.send("POST", &format!("/chat_applications/{token}/chats"), None, &[]);
+    for i in 1..=60 {
+        api.post(&format!("/chat_applications/{token}/chats/1/messages"), &serde_json::json!({ "body": format!("Message number {i}") }), None);
+    }
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.resize(390, 844);
+    browser.goto(&format!("{}/chats/{token}/1", app.url));
+    browser.find("#m60");
+    let in_view = |css: &str| -> bool {
+        browser.script(&format!(
+            "const r = document.querySelector('{css}').getBoundingClientRect(); const box = document.getElementById('conversation').getBoundingClientRect(); \
+             return r.top >= Math.max(0, box.top) - 1 && r.bottom <= Math.min(window.innerHeight, box.bottom) + 1;"
+        )) == serde_json::Value::Bool(true)
+    };
+    assert!(in_view("#m60"), "the newest message is in view");
+    assert!(!in_view("#m1"), "the oldest is scrolled away");
+    let box_visible = browser.script("const r = document.querySelector('#post textarea').getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight;");
+    assert_eq!(box_visible, serde_json::Value::Bool(true), "the message box is in view");
+    assert_eq!(browser.count("#messages li time.when"), browser.count("#messages li"), "every message says when");
+
+    // Shift+Enter is a new line; Enter sends.
+    browser.type_into("#post textarea", "first line\u{E008}\u{E007}\u{E000}second line\u{E007}");
+    browser.wait_until("document.getElementById('m61') !== null");
+    assert_eq!(browser.text("#m61 .text"), "first line\nsecond line");
+    assert!(in_view("#m61"), "and the page is at the newest message again");
+
+    // A new chat from the application's page.
+    browser.goto(&format!("{}/chats/{token}", app.url));
+    browser.click("#new-chat");
+    browser.find("#no-messages");
+    assert!(browser.current_url().contains(&format!("/chats/{token}/2")), "{}", browser.current_url());
+    assert_eq!(browser.text("main h1"), "Chat #2");
 }

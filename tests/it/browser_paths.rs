@@ -77,6 +77,43 @@ fn problem_01_a_new_comment_on_page_four_is_shown_scrolled_to_highlighted_and_an
     assert_ne!(highlight, "rgba(0, 0, 0, 0)", "highlighted");
 }
 
+/// Issue 17, item 16: on a phone, where the one-time notice takes two lines, it does not cover the
+/// comment it points to.
+#[test]
+fn problem_18_the_notice_does_not_cover_the_comment_it_points_to() {
+    let app = app();
+    let mut conn = app.conn();
+    let me = fixtures::user(&mut conn, "narrow@example.com");
+    let post = fixtures::post(&mut conn, me, "A thread read on a phone");
+    fixtures::discussion(&mut conn, post, me, 3, 3, 3);
+    let driver = Driver::start();
+    let browser = Browser::open(&driver);
+    browser.resize(360, 740);
+    sign_in(&browser, &app, "narrow@example.com", &format!("/posts/{post}"));
+    browser.type_into("form.new-comment textarea[name=body]", "Where did it go?");
+    browser.click("form.new-comment button[type=submit]");
+    browser.find("#flash");
+    let url = browser.current_url();
+    assert!(url.contains("#c"), "{url}");
+    let gap = browser.script(
+        "const f = document.getElementById('flash').getBoundingClientRect(); const c = document.querySelector('.comment:target').getBoundingClientRect(); \
+         return [f.height, c.top - f.bottom];",
+    );
+    assert!(gap[1].as_f64().unwrap() >= 0.0, "the notice (height, gap) covers the comment: {gap}");
+    assert!(on_screen(&browser, ".comment:target") && on_screen(&browser, "#flash"));
+    // A longer notice, two lines at this width: deleting a reply lands on it.
+    let target = browser.script("return document.querySelector('.comment:target').id.slice(1);");
+    browser.goto(&format!("{}/comments/{}/delete", app.url, target.as_str().unwrap()));
+    browser.click("main form button[type=submit]");
+    assert_eq!(browser.text("#flash"), "Your comment was deleted. Replies to it stay.");
+    let gap = browser.script(
+        "const f = document.getElementById('flash').getBoundingClientRect(); const c = document.querySelector('.comment:target').getBoundingClientRect(); \
+         return [f.height, c.top - f.bottom];",
+    );
+    assert!(gap[0].as_f64().unwrap() > 60.0, "two lines: {gap}");
+    assert!(gap[1].as_f64().unwrap() >= 0.0, "the notice (height, gap) covers the comment: {gap}");
+}
+
 #[test]
 fn problem_03_a_payment_being_retried_says_retrying_everywhere_and_never_failed() {
     use agora::clock::FakeClock;
@@ -401,6 +438,10 @@ fn problem_17_dashboard_and_admin_tables_fit_phones_and_desktops_without_breakin
             assert!(rows.iter().all(|d| *d == expected), "{path} at {width} px: rows are {rows:?}, not {expected}");
         }
     }
+    // Item 16: the account page names this session by its browser and system, not the raw string.
+    browser.goto(&format!("{}/account", app.url));
+    let sessions = browser.text("#sessions");
+    assert!(sessions.contains("Chrome on Linux") && !sessions.contains("Mozilla/5.0"), "{sessions}");
 }
 
 #[test]

@@ -392,3 +392,88 @@ fn the_site_has_a_favicon() {
     assert_eq!((icon.status, icon.header("content-type")), (200, Some("image/x-icon")));
     assert!(Client::new(&app.url).get("/posts").body.contains("rel=\"icon\" href=\"/favicon.ico\""));
 }
+
+/// Item 16: quantities a visitor picked survive "Sign in to order": the sign-in comes back to the
+/// catalogue with them filled in.
+#[test]
+fn a_visitors_quantities_survive_signing_in_to_order() {
+    let (app, _) = app_with_clock();
+    let mut conn = app.conn();
+    fixtures::user(&mut conn, "visitor@example.com");
+    let products = fixtures::catalogue(&mut conn, 2);
+    let visitor = Client::new(&app.url);
+    assert!(visitor.get("/products").body.contains("formaction=\"/products/sign-in\""), "the button carries the form's quantities");
+    let asked = visitor.get(&format!("/products/sign-in?csrf_token=&qty_{}=2&qty_{}=0", products[0], products[1]));
+    assert_eq!(asked.status, 303);
+    let login = asked.location.unwrap();
+    let back = format!("/products?qty_{}=2", products[0]);
+    assert_eq!(login, format!("/login?next={}", back.replace('?', "%3F").replace('=', "%3D")));
+    let form = visitor.get(&login);
+    assert!(form.body.contains(&format!("value=\"{back}\"")), "{}", form.body);
+    let signed_in = visitor.post_form("/login", &[("csrf_token", &form.csrf_token()), ("email", "visitor@example.com"), ("password", PASSWORD), ("next", &back)]);
+    assert_eq!(signed_in.location.as_deref(), Some(back.as_str()));
+    let catalogue = visitor.get(&back).body;
+    let field = format!("name=\"qty_{}\" min=\"0\" max=\"1000\" value=\"2\"", products[0]);
+    assert!(catalogue.contains(&field) && catalogue.contains("Place order with"), "{catalogue}");
+}
+
+/// Item 16: a discussion's author can edit it and delete it; deleting keeps its replies; nobody
+/// else can do either. Markdown headings render (below the page's own).
+#[test]
+fn the_author_edits_and_deletes_their_discussion_and_headings_render() {
+    let (app, _) = app_with_clock();
+    let mut conn = app.conn();
+    let author = fixtures::user(&mut conn, "author@example.com");
+    let other = fixtures::user(&mut conn, "other@example.com");
+    let post = fixtures::post(&mut conn, author, "First title");
+    fixtures::comment(&mut conn, post, None, other, "A reply that must stay.");
+    let lonely = fixtures::post(&mut conn, author, "Nobody answered");
+    let writer = Client::new(&app.url);
+    writer.sign_in("author@example.com", PASSWORD);
+    let stranger = Client::new(&app.url);
+    stranger.sign_in("other@example.com", PASSWORD);
+
+    // The author is offered the controls (shown by the page's per-person style), others not.
+    let page = writer.get(&format!("/posts/{post}")).body;
+    assert!(page.contains(&format!("href=\"/posts/{post}/edit\"")) && page.contains(&format!(".post[data-author=\"{author}\"] > .post-controls a")), "{page}");
+    assert_eq!(stranger.get(&format!("/posts/{post}/edit")).status, 404);
+    let token = stranger.get("/posts").csrf_token();
+    assert_eq!(stranger.post_form(&format!("/posts/{post}/edit"), &[("csrf_token", &token), ("title", "Taken"), ("body", "Mine now")]).status, 404);
+    assert_eq!(stranger.post_form(&format!("/posts/{post}/delete"), &[("csrf_token", &token)]).status, 404);
+
+    // Edit: the form comes filled in; a heading in the new text renders as one.
+    let form = writer.get(&format!("/posts/{post}/edit"));
+    assert!(form.body.contains("value=\"First title\"") && form.body.contains("Post body."), "{}", form.body);
+    let saved = writer.post_form(&format!("/posts/{post}/edit"), &[("csrf_token", &form.csrf_token()), ("title", "Better title"), ("body", "# Big news\n\nDetails.")]);
+    assert_eq!(saved.status, 303);
+    let page = writer.get(&format!("/posts/{post}")).body;
+    assert!(page.contains("<h1>Better title</h1>") && page.contains("<h3>Big news</h3>"), "{page}");
+    let bad = writer.post_form(&format!("/posts/{post}/edit"), &[("csrf_token", &form.csrf_token()), ("title", "x"), ("body", "Kept text")]);
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("Kept text"), "the form keeps what was typed");
+
+    // Delete: the replies stay under "A deleted discussion"; one without replies leaves the list.
+    let token = writer.get(&format!("/posts/{post}/delete")).csrf_token();
+    assert_eq!(writer.post_form(&format!("/posts/{post}/delete"), &[("csrf_token", &token)]).status, 303);
+    assert_eq!(writer.post_form(&format!("/posts/{lonely}/delete"), &[("csrf_token", &token)]).status, 303);
+    let thread = stranger.get(&format!("/posts/{post}")).body;
+    assert!(thread.contains("A deleted discussion") && thread.contains("A reply that must stay.") && !thread.contains("Big news"), "{thread}");
+    let list = stranger.get("/posts").body;
+    assert!(list.contains(&format!("/posts/{post}\">A deleted discussion</a>")) && !list.contains("Nobody answered"), "{list}");
+    assert_eq!(writer.get(&format!("/posts/{post}/edit")).status, 404, "a deleted discussion is not edited");
+}
+
+/// Item 16: sign-up keeps the name and email on a password mismatch (never the passwords).
+#[test]
+fn sign_up_keeps_what_it_can_on_a_mismatch() {
+    let (app, _) = app_with_clock();
+    let visitor = Client::new(&app.url);
+    let token = visitor.get("/signup").csrf_token();
+    let again = visitor.post_form(
+        "/signup",
+        &[("csrf_token", &token), ("name", "Nia"), ("email", "nia@example.com"), ("password", "first secret"), ("password_again", "other secret")],
+    );
+    assert_eq!(again.status, 422);
+    assert!(again.body.contains("value=\"Nia\"") && again.body.contains("value=\"nia@example.com\""), "{}", again.body);
+    assert!(!again.body.contains("first secret"));
+}
