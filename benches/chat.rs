@@ -38,7 +38,7 @@ fn start_with(url: &str, redis: bool) -> common::Served {
         false => Cache::disabled(),
     };
     let mut services = Services::new(db::build_pool(url, 16).unwrap(), cache, strategies, PaymentSettings::default(), jobs, AuthSettings::default());
-    services.chat_rate = agora::chat::limits::RateSettings { per_second: 1_000_000.0, burst: 1_000_000 };
+    services.chat_rate = agora::chat::limits::RateSettings { per_second: 1_000_000.0, burst: 1_000_000, ..Default::default() };
     if redis {
         let intake = services.accept_chats_through_redis();
         while !matches!(intake.phase(), agora::chat::intake::Phase::Accepting(_)) {

@@ -153,7 +153,7 @@ fn main() {
     let mut public = |table: &str, id: i64| -> uuid::Uuid {
         diesel::sql_query(format!("SELECT public_id AS reference FROM {table} WHERE id = {id}")).get_result::<Reference>(&mut conn).unwrap().reference
     };
-    let merchants = agora::merchants::ids::Linked::new(vec![(1, public("customers", 1)), (2, public("customers", 2))]);
+    let merchants = agora::merchants::ids::Linked::new(vec![(1, public("customers", 1), true), (2, public("customers", 2), true)]);
     let (cus2, usr7) = (merchants.shown(2).unwrap(), agora::merchants::ids::USER.show(public("users", 7)));
     let filters: Vec<(&str, String)> = vec![
         ("none (two merchants merged)", String::new()),

@@ -214,5 +214,6 @@ case "${1:-}" in
   test) shift; run_tests "$@" ;;
   bench) run_bench ;;
   stop) stop_redis; stop_postgres ;;
-  *) echo "usage: $0 services|browser|run|test|stop" >&2; exit 2 ;;
+  install) shift; apt_install "$@" ;;
+  *) echo "usage: $0 services|browser|run|test|stop|install PACKAGE…" >&2; exit 2 ;;
 esac

@@ -39,6 +39,9 @@ pub struct Strategies {
 
 pub struct Services {
     pub pool: PgPool,
+    /// A streaming replica's pool for the reads that may lag (`DATABASE_READ_URL`); `None`: every
+    /// read goes to the primary.
+    pub read_pool: Option<PgPool>,
     pub cache: Cache,
     pub threads: Arc<ThreadCache>,
     pub clock: Arc<dyn Clock>,
@@ -132,6 +135,7 @@ impl Services {
             )),
             chat_rate: crate::chat::limits::RateSettings::default(),
             chat_intake: None,
+            read_pool: None,
             chat_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
@@ -205,7 +209,11 @@ impl Services {
         });
         let threads = Data::new(ThreadsState { clock: self.clock.clone(), threads: self.threads.clone() });
         let (pool, cache) = (Data::new(self.pool.clone()), Data::new(self.cache.clone()));
+        let read_pool = self.read_pool.clone().map(|p| Data::new(crate::web::ReadPool(p)));
         Arc::new(move |cfg| {
+            if let Some(read_pool) = &read_pool {
+                cfg.app_data(read_pool.clone());
+            }
             cfg.app_data(pool.clone())
                 .app_data(cache.clone())
                 .app_data(identify.clone())

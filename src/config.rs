@@ -14,6 +14,12 @@ pub enum GatewayConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
+    /// A streaming replica for the dashboard's lists, totals, chart and exports
+    /// (`DATABASE_READ_URL`); unset: everything reads the primary.
+    pub database_read_url: Option<String>,
+    /// `DATABASE_PREPARED_STATEMENTS=off` behind a pooler in transaction mode (see
+    /// `db::Statements`).
+    pub db_statements: crate::db::Statements,
     pub db_pool_size: u32,
     pub redis_url: Option<String>,
     /// Prepended to every Redis key, so that several apps (or tests) can share one server.
@@ -23,6 +29,9 @@ pub struct Config {
     pub redis_rest: Duration,
     /// Reverse proxies in front of the app that append to `X-Forwarded-For` (0: none, the peer
     /// address is the client's). Only then is that header believed, and only its last N entries.
+    /// After SIGTERM, how long `/readyz` answers 503 before the server stops accepting (the proxy's
+    /// health checks take it out meanwhile), in seconds (`DRAIN_SECS`).
+    pub drain_secs: u64,
     pub trusted_proxy_hops: usize,
     pub host: String,
     pub port: u16,
@@ -236,12 +245,19 @@ impl Config {
         };
         Ok(Config {
             database_url,
+            database_read_url: var("DATABASE_READ_URL"),
             db_pool_size: parsed("DB_POOL_SIZE", 16)?,
+            db_statements: match var("DATABASE_PREPARED_STATEMENTS").as_deref() {
+                None | Some("on") => crate::db::Statements::Prepared,
+                Some("off") => crate::db::Statements::Unprepared,
+                Some(other) => return Err(ConfigError(format!("DATABASE_PREPARED_STATEMENTS is on or off, not {other:?}"))),
+            },
             redis_url: var("REDIS_URL"),
             redis_prefix: var("REDIS_PREFIX").unwrap_or_else(|| "agora:".into()),
             redis_timeout: Duration::from_millis(parsed("REDIS_TIMEOUT_MS", crate::cache::DEADLINE.as_millis() as u64)?),
             redis_rest: Duration::from_millis(parsed("REDIS_REST_MS", crate::cache::REST.as_millis() as u64)?),
             trusted_proxy_hops: parsed("TRUSTED_PROXY_HOPS", 0)?,
+            drain_secs: parsed("DRAIN_SECS", 5)?,
             host: var("HOST").unwrap_or_else(|| "127.0.0.1".into()),
             port: parsed("PORT", 8080)?,
             gateway,

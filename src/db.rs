@@ -15,11 +15,45 @@ pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 pub fn build_pool(database_url: &str, max_size: u32) -> Result<PgPool, diesel::r2d2::PoolError> {
-    Pool::builder()
-        .max_size(max_size)
-        .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(5))
-        .build(ConnectionManager::new(database_url))
+    build_pool_with(database_url, max_size, Statements::Prepared)
+}
+
+/// How the pool's connections send queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statements {
+    /// Each distinct query prepared once per connection and reused: the fastest, straight to
+    /// PostgreSQL (or through a pooler in session mode).
+    Prepared,
+    /// Each query sent whole with its parameters in one exchange (diesel's unnamed statements,
+    /// `PQsendQueryParams`): what a pooler in transaction mode needs, since the next transaction
+    /// may run on another server connection that never saw a statement prepared on this one.
+    /// PgBouncer learned to carry prepared statements across (`max_prepared_statements`) in 1.21;
+    /// Debian 12 ships 1.18 (`DATABASE_PREPARED_STATEMENTS=off`).
+    Unprepared,
+}
+
+#[derive(Debug)]
+struct SendWhole;
+
+impl diesel::r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for SendWhole {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+        Ok(())
+    }
+}
+
+pub fn build_pool_with(database_url: &str, max_size: u32, statements: Statements) -> Result<PgPool, diesel::r2d2::PoolError> {
+    let builder = Pool::builder().max_size(max_size).min_idle(Some(1)).connection_timeout(Duration::from_secs(5));
+    let builder = match statements {
+        Statements::Prepared => builder,
+        Statements::Unprepared => builder.connection_customizer(Box::new(SendWhole)),
+    };
+    builder.build(ConnectionManager::new(database_url))
+}
+
+/// How many of the migrations this build carries are not applied to the database.
+pub fn pending_migrations(conn: &mut PgConnection) -> Result<usize, String> {
+    conn.pending_migrations(MIGRATIONS).map(|pending| pending.len()).map_err(|e| e.to_string())
 }
 
 pub fn run_migrations(conn: &mut PgConnection) -> Result<usize, String> {

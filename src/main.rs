@@ -120,7 +120,7 @@ fn session_key(config: &Config) -> Key {
 }
 
 fn services(config: &Config, serving: bool) -> Result<Arc<Services>, String> {
-    let pool = db::build_pool(&config.database_url, config.db_pool_size).map_err(|e| format!("database: {e}"))?;
+    let pool = db::build_pool_with(&config.database_url, config.db_pool_size, config.db_statements).map_err(|e| format!("database: {e}"))?;
     let cache = Cache::with_timing(config.redis_url.as_deref(), &config.redis_prefix, config.redis_timeout, config.redis_rest);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let strategies = Strategies {
@@ -130,6 +130,12 @@ fn services(config: &Config, serving: bool) -> Result<Arc<Services>, String> {
     };
     let mut services = Services::new(pool, cache, strategies, config.payments.clone(), config.jobs.clone(), config.auth.clone());
     services.chat_rate = config.chat_rate;
+    if let Some(read_url) = &config.database_read_url {
+        // Straight to the replica (not through the primary's pooler), prepared statements as the
+        // primary's connections have them.
+        services.read_pool = Some(db::build_pool_with(read_url, config.db_pool_size, config.db_statements).map_err(|e| format!("read replica: {e}"))?);
+        log::info!("the dashboard's lists, totals and exports read from the replica at DATABASE_READ_URL");
+    }
     if serving && config.chat_intake_redis {
         services.accept_chats_through_redis();
         log::info!("chat creates are accepted through Redis (CHAT_INTAKE=postgres numbers them in PostgreSQL instead)");
@@ -137,8 +143,10 @@ fn services(config: &Config, serving: bool) -> Result<Arc<Services>, String> {
     Ok(Arc::new(services))
 }
 
-/// The web server, and the workers unless `WORKERS=0`. Ctrl-C or SIGTERM stops the server
-/// gracefully, then the workers finish the jobs they hold.
+/// The web server, and the workers unless `WORKERS=0`. SIGTERM drains: `/readyz` answers 503
+/// for `DRAIN_SECS` so the proxy stops sending requests, then the server stops accepting and
+/// finishes the requests in hand (up to 30 s), then the workers finish the jobs they hold. Ctrl-C
+/// stops at once, just as gracefully.
 #[actix_web::main]
 async fn serve() -> Result<(), String> {
     let config = config()?;
@@ -149,7 +157,13 @@ async fn serve() -> Result<(), String> {
     let workers = (config.jobs.workers > 0).then(|| services.start_workers());
     let listener = web::listen((config.host.as_str(), config.port)).map_err(|e| format!("bind: {e}"))?;
     log::info!("Agora is listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    let state = AppState { query_count_header: config.query_count_header, trusted_proxy_hops: config.trusted_proxy_hops, metrics_token: config.metrics_token.clone() };
+    let draining = web::Draining::default();
+    let state = AppState {
+        query_count_header: config.query_count_header,
+        trusted_proxy_hops: config.trusted_proxy_hops,
+        metrics_token: config.metrics_token.clone(),
+        draining: draining.clone(),
+    };
     let options = ServerOptions {
         session_key: session_key(&config),
         secure_cookies: config.secure_cookies,
@@ -157,7 +171,20 @@ async fn serve() -> Result<(), String> {
         mount: services.mount(),
         extra_routes: None,
     };
-    let served = web::server(listener, state, options).map_err(|e| e.to_string())?.await.map_err(|e| e.to_string());
+    let server = web::server(listener, state, options).map_err(|e| e.to_string())?;
+    let handle = server.handle();
+    let drain_for = std::time::Duration::from_secs(config.drain_secs);
+    actix_web::rt::spawn(async move {
+        let drain = match stop_signal().await {
+            Stop::Terminate => drain_for,
+            Stop::Interrupt => std::time::Duration::ZERO,
+        };
+        log::info!("stopping: /readyz answers 503 for {} s, then no new connections; requests in hand finish", drain.as_secs());
+        draining.start();
+        actix_web::rt::time::sleep(drain).await;
+        handle.stop(true).await;
+    });
+    let served = server.await.map_err(|e| e.to_string());
     services.chat_stop.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(workers) = workers {
         actix_web::web::block(move || workers.stop()).await.map_err(|e| e.to_string())?;
@@ -165,25 +192,35 @@ async fn serve() -> Result<(), String> {
     served
 }
 
+enum Stop {
+    Terminate,
+    Interrupt,
+}
+
+/// The next SIGTERM (a process manager's stop) or Ctrl-C.
+async fn stop_signal() -> Stop {
+    use actix_web::rt::signal;
+    let mut terminate = match signal::unix::signal(signal::unix::SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(e) => {
+            log::error!("cannot listen for SIGTERM ({e}); only Ctrl-C stops this process");
+            let _ = signal::ctrl_c().await;
+            return Stop::Interrupt;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => Stop::Terminate,
+        _ = signal::ctrl_c() => Stop::Interrupt,
+    }
+}
+
 /// Workers alone, for machines that only run jobs.
 #[actix_web::main]
 async fn worker() -> Result<(), String> {
-    use actix_web::rt::signal;
-    use std::future::Future;
-    use std::task::Poll;
     let config = config()?;
     let services = services(&config, false)?;
     let workers = services.start_workers();
-    let mut interrupt = Box::pin(signal::ctrl_c());
-    let mut terminate = signal::unix::signal(signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
-    std::future::poll_fn(|cx| {
-        if interrupt.as_mut().poll(cx).is_ready() || terminate.poll_recv(cx).is_ready() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
+    stop_signal().await;
     log::info!("stopping: finishing the jobs in hand");
     actix_web::web::block(move || workers.stop()).await.map_err(|e| e.to_string())
 }

@@ -30,7 +30,7 @@ pub fn serve(services: std::sync::Arc<agora::app::Services>, extra_routes: Optio
     let mount = services.mount();
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
-            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None };
+            let state = AppState { query_count_header: false, trusted_proxy_hops: 0, metrics_token: None, draining: Default::default() };
             let options = ServerOptions { session_key: actix_web::cookie::Key::generate(), secure_cookies: false, workers: Some(2), mount, extra_routes };
             let server = web::server(listener, state, options).unwrap();
             tx.send(server.handle()).unwrap();

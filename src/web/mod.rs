@@ -34,6 +34,24 @@ pub struct AppState {
     pub trusted_proxy_hops: usize,
     /// Lets a scraper read `/metrics` with `Authorization: Bearer <token>` (`METRICS_TOKEN`).
     pub metrics_token: Option<String>,
+    /// Set when this server is being stopped: `/readyz` answers 503 so the proxy sends it no new
+    /// requests while it finishes the ones it holds.
+    pub draining: Draining,
+}
+
+/// Whether this server is on its way out (SIGTERM): shared between the signal handler and
+/// `/readyz`.
+#[derive(Clone, Default)]
+pub struct Draining(Arc<std::sync::atomic::AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// The address a request came from. Without trusted proxies it is the peer's address: a client
@@ -166,6 +184,65 @@ impl Db {
     }
 }
 
+/// A streaming replica's pool (`DATABASE_READ_URL`), registered when there is one.
+pub struct ReadPool(pub PgPool);
+
+/// Database access for reads that may lag the primary by a moment (lists, totals, charts,
+/// exports): the replica's pool when there is one, else the primary's. Nothing that decides
+/// money or who may see what reads here. Queries count against the request as `Db`'s do.
+pub struct ReadDb {
+    db: Db,
+    replica: bool,
+}
+
+impl FromRequest for ReadDb {
+    type Error = AppError;
+    type Future = Ready<Result<ReadDb, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        match req.app_data::<web::Data<ReadPool>>() {
+            Some(read) => {
+                let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
+                ready(Ok(ReadDb { db: Db { pool: read.0.clone(), counter }, replica: true }))
+            }
+            None => ready(Db::from_request(req, payload).into_inner().map(|db| ReadDb { db, replica: false })),
+        }
+    }
+}
+
+impl ReadDb {
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Into<AppError> + Send + 'static,
+    {
+        self.db.run(work).await
+    }
+
+    /// Whether reads go to a replica (and so may be behind).
+    pub fn is_replica(&self) -> bool {
+        self.replica
+    }
+
+    /// The pool behind it, for work that streams outside a request's blocking task.
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+}
+
+/// How far a replica's data is behind its primary, in seconds: 0 when it has replayed all it
+/// received, else how long ago its last replayed transaction committed. `None` on a primary.
+pub fn replica_lag(conn: &mut PgConnection) -> diesel::QueryResult<Option<f64>> {
+    use diesel::RunQueryDsl;
+    diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Double>>(
+        "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL \
+                     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+                     ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END",
+    )
+    .get_result(conn)
+}
+
 /// What every page's frame needs: who is signed in, the token its forms carry, and a one-time
 /// notice left by the request before (see [`flash`]).
 pub struct Layout {
@@ -275,6 +352,39 @@ async fn healthz(pool: web::Data<PgPool>, cache: web::Data<Cache>) -> HttpRespon
     }
 }
 
+/// Readiness, for the proxy in front: 200 when this server should be sent requests — its
+/// database answers, every migration it was built with is applied, and it is not draining. Redis
+/// is reported but not required: without it the app is slower, not wrong, and taking every
+/// server out of the proxy because Redis is away would turn a degraded site into a down one.
+/// Liveness (`/healthz`) is separate.
+async fn readyz(pool: web::Data<PgPool>, cache: web::Data<Cache>, state: web::Data<AppState>) -> HttpResponse {
+    let pool = pool.get_ref().clone();
+    let database = web::block(move || {
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        crate::db::pending_migrations(&mut conn)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let redis = cache.ping().await;
+    let draining = state.draining.is_on();
+    let problem = match (&database, draining) {
+        (_, true) => Some("draining".to_string()),
+        (Err(e), _) => Some(format!("database down: {e}")),
+        (Ok(pending), _) if *pending > 0 => Some(format!("{pending} migrations not applied")),
+        _ => None,
+    };
+    let body = serde_json::json!({
+        "ready": problem.is_none(),
+        "problem": problem,
+        "database": match &database { Ok(_) => "ok".to_string(), Err(e) => format!("down: {e}") },
+        "migrations_pending": database.as_ref().ok(),
+        "redis": match &redis { Ok(()) => "ok".to_string(), Err(e) => format!("down: {e}") },
+        "draining": draining,
+    });
+    let mut response = if problem.is_none() { HttpResponse::Ok() } else { HttpResponse::ServiceUnavailable() };
+    response.insert_header((header::CACHE_CONTROL, "no-store")).json(body)
+}
+
 async fn static_file(path: web::Path<String>) -> Result<HttpResponse, AppError> {
     let (body, content_type) = match path.as_str() {
         "app.css" => (include_str!("../../static/app.css"), "text/css; charset=utf-8"),
@@ -303,6 +413,7 @@ async fn not_found() -> Result<HttpResponse, AppError> {
 /// The routes of the HTTP layer itself; the areas' routes are mounted by `app.rs`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
         .route("/static/{file}", web::get().to(static_file))
         .route("/favicon.ico", web::get().to(favicon));
 }
@@ -385,5 +496,7 @@ pub fn server(listener: TcpListener, state: AppState, options: ServerOptions) ->
     if let Some(n) = workers {
         server = server.workers(n);
     }
-    Ok(server.run())
+    // Signals are the caller's to handle (`agora serve` drains before it stops, see `Draining`);
+    // a stop waits up to 30 s for the requests in hand.
+    Ok(server.disable_signals().shutdown_timeout(30).run())
 }

@@ -19,6 +19,7 @@ mod merchants_contract;
 mod merchants_pages;
 mod money;
 mod payments_processor;
+mod processes;
 mod thread_controls;
 mod threads_pages;
 mod trust;

@@ -50,7 +50,7 @@ fn csv_line(p: &PaymentRow) -> String {
 /// Every matching payment, streamed: the rows are read in keyset batches on a blocking thread and
 /// sent on as they come, so memory stays flat at any size. Signed in with the session cookie or a
 /// bearer token; a script using a token is answered in the API's error object, a person in a page.
-pub(super) async fn payments_csv(req: HttpRequest, db: Db, pool: web::Data<crate::db::PgPool>) -> Result<HttpResponse, AppError> {
+pub(super) async fn payments_csv(req: HttpRequest, db: Db, read: crate::web::ReadDb) -> Result<HttpResponse, AppError> {
     let viewer = crate::web::Viewer::of(&req);
     let scripted = viewer.is_none() && req.headers().contains_key(header::AUTHORIZATION);
     let refuse = |e: MerchantError| -> Result<HttpResponse, AppError> {
@@ -83,7 +83,8 @@ pub(super) async fn payments_csv(req: HttpRequest, db: Db, pool: web::Data<crate
         Err(e) => return refuse(e),
     };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, std::io::Error>>(4);
-    let pool = pool.get_ref().clone();
+    // The rows stream from the replica when there is one; who may see them was read above.
+    let pool = read.pool().clone();
     std::thread::spawn(move || {
         let mut conn = match pool.get() {
             Ok(conn) => conn,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::merchants::domain::{Cursor, PaymentFilter};
 use crate::merchants::query::{parse_query, FILTER_PARAMS, LIST_PARAMS};
 use crate::merchants::repo::{self, DailyVolume};
-use crate::merchants::service;
+use crate::merchants::{service, MerchantError};
 use super::*;
 use crate::merchants::ids::CUSTOMER;
 use super::refunds::{refund_view, RefundView};
@@ -23,7 +23,7 @@ use crate::jobs;
 use crate::payments::{Currency, Money};
 use crate::payments::refunds::{self};
 use crate::payments::repo as payments;
-use crate::web::{csrf, html, see_other, see_other_with_notice, AppError, Db, Layout};
+use crate::web::{csrf, html, see_other, see_other_with_notice, AppError, Db, Layout, ReadDb};
 
 /// Completed payments of one currency in the filtered set: how many, their gross, and what is
 /// left of it after refunds.
@@ -86,6 +86,8 @@ struct PaymentsPage {
     older: Option<String>,
     csv: String,
     check: Option<service::MoneyChecks>,
+    /// Read from a replica this far (seconds) behind the primary.
+    replica_lag: Option<String>,
     /// The oldest unresolved suspected double charges of the last 30 days.
     groups: Vec<super::duplicates::GroupView>,
     /// More than those are waiting on /dashboard/duplicates.
@@ -172,7 +174,7 @@ fn presets(today: NaiveDate) -> Vec<Preset> {
     ]
 }
 
-pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, state: State) -> Result<HttpResponse, AppError> {
+pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, read: ReadDb, state: State) -> Result<HttpResponse, AppError> {
     // The bare page shows the last 30 days, with the range in the URL: the totals and the chart
     // add up the whole filtered set, which at a million payments costs ~300 ms for a year and
     // ~27 ms for a month (bench/merchants.md). "All time" is one click away.
@@ -195,11 +197,21 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
     let (user_id, admin) = (user.0.id, user.0.is_admin);
     let now = state.clock.now();
     let today = state.clock.now().date_naive();
-    let service::Overview { rows, has_more, volume, customers, check, suspects } = db
+    // Who may see what is read on the primary (an unlink takes effect at once); the page's rows,
+    // totals and chart may come from a replica.
+    let visible = db
         .run(move |conn| {
             let visible = repo::links(conn, user_id)?;
             staff_only(&visible, admin)?;
-            service::overview(conn, &visible, &filter, &params, now - ChronoDuration::days(30), admin)
+            Ok::<_, MerchantError>(visible)
+        })
+        .await?;
+    let replica = read.is_replica();
+    let (service::Overview { rows, has_more, volume, customers, check, suspects }, lag) = read
+        .run(move |conn| {
+            let overview = service::overview(conn, &visible, &filter, &params, now - ChronoDuration::days(30), admin)?;
+            let lag = if replica { crate::web::replica_lag(conn)? } else { None };
+            Ok::<_, MerchantError>((overview, lag))
         })
         .await?;
     let raw = req.query_string();
@@ -259,6 +271,7 @@ pub(super) async fn payments_index(req: HttpRequest, user: CurrentUser, db: Db, 
         older,
         csv: format!("/dashboard/payments.csv?{csv_query}"),
         check,
+        replica_lag: lag.map(|s| if s < 1.0 { "less than a second".to_string() } else { format!("{s:.0} s") }),
         more_groups: suspects.len() as i64 > service::SUSPECTS_SHOWN,
         groups: suspects.into_iter().take(service::SUSPECTS_SHOWN as usize).map(super::duplicates::GroupView::from).collect(),
         back: req.uri().to_string(),

@@ -99,6 +99,8 @@ pub const METRICS_TOKEN: &str = "scraper-secret-token";
 pub struct TestApp {
     pub url: String,
     pub services: Arc<Services>,
+    /// What SIGTERM sets on a real server: `/readyz` answers 503 while it is on.
+    pub draining: web::Draining,
     _server: Running,
     // Dropped last: the database outlives the server and pool that use it.
     pub db: TestDb,
@@ -124,6 +126,9 @@ pub struct TestAppOptions {
     pub chat_rate: agora::chat::limits::RateSettings,
     /// Chats and messages accepted through Redis (`CHAT_INTAKE=redis`).
     pub chat_intake: bool,
+    /// Another database the reads that may lag go to, standing in for a replica
+    /// (`DATABASE_READ_URL`).
+    pub read_url: Option<String>,
 }
 
 impl TestAppOptions {
@@ -142,6 +147,7 @@ impl TestAppOptions {
             secure_cookies: false,
             chat_rate: agora::chat::limits::RateSettings::default(),
             chat_intake: false,
+            read_url: None,
         }
     }
 }
@@ -167,19 +173,22 @@ impl TestApp {
         let cache = Cache::with_timing(redis.as_deref(), &format!("{}:", db.name), options.redis_deadline, options.redis_rest);
         let mut services = Services::new(pool, cache, strategies, options.payments, options.jobs, options.auth);
         services.chat_rate = options.chat_rate;
+        services.read_pool = options.read_url.as_deref().map(|url| db::build_pool(url, 4).expect("read pool"));
         if options.chat_intake {
             services.accept_chats_through_redis();
         }
         let services = Arc::new(services);
         let state_services = services.clone();
         let secure_cookies = options.secure_cookies;
+        let draining = web::Draining::default();
+        let server_draining = draining.clone();
         let (server, url) = Running::start(move |listener| {
             // One trusted proxy, so a test can speak from another address with `X-Forwarded-For`.
-            let state = AppState { query_count_header: true, trusted_proxy_hops: 1, metrics_token: Some(METRICS_TOKEN.into()) };
+            let state = AppState { query_count_header: true, trusted_proxy_hops: 1, metrics_token: Some(METRICS_TOKEN.into()), draining: server_draining };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies, workers: Some(2), mount: state_services.mount(), extra_routes: None };
             web::server(listener, state, options)
         });
-        TestApp { url, services, _server: server, db }
+        TestApp { url, services, draining, _server: server, db }
     }
 
     /// A second server on the same database and Redis prefix, with its own pool and services: what
@@ -207,7 +216,7 @@ impl TestApp {
         let services = Arc::new(services);
         let kept = intake_redis.is_some().then(|| services.clone());
         let (running, url) = Running::start(move |listener| {
-            let state = AppState { query_count_header: true, trusted_proxy_hops: 1, metrics_token: Some(METRICS_TOKEN.into()) };
+            let state = AppState { query_count_header: true, trusted_proxy_hops: 1, metrics_token: Some(METRICS_TOKEN.into()), draining: web::Draining::default() };
             let options = ServerOptions { session_key: Key::generate(), secure_cookies: false, workers: Some(2), mount: services.mount(), extra_routes: None };
             web::server(listener, state, options)
         });
