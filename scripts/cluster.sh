@@ -41,7 +41,7 @@ start_replica() {
   bin="$(pg_bin)"
   if [ ! -f "$data/PG_VERSION" ]; then
     log "copying the primary into a streaming replica (.dev/cluster/replica)"
-    mkdir -p "$data"; [ "$(id -u)" -eq 0 ] && chown postgres: "$data" "$DIR"
+    mkdir -p "$data"; chmod 700 "$data"; [ "$(id -u)" -eq 0 ] && chown postgres: "$data" "$DIR"
     as_pg_owner "$bin/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U agora -D "$data" -R -X stream >/dev/null
   fi
   if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$REPLICA_PORT"; then

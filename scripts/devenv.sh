@@ -192,6 +192,8 @@ run() {
 run_tests() {
   eval "$(services)"
   browser
+  # The rolling-restart test puts PgBouncer (transaction mode) between the processes and PostgreSQL.
+  apt_install pgbouncer
   eval "$(contract_tools)"
   cargo test "$@"
 }

@@ -38,8 +38,18 @@ impl Ledger {
 
     /// Records a charge, or returns the one already made under the same key.
     pub fn record(&self, request: &ChargeRequest) -> Charge {
+        self.charge_under_key(request, true)
+    }
+
+    /// A new charge even when the key was seen (a gateway that does not deduplicate); a lookup by
+    /// the key still finds the first.
+    fn record_again(&self, request: &ChargeRequest) -> Charge {
+        self.charge_under_key(request, false)
+    }
+
+    fn charge_under_key(&self, request: &ChargeRequest, deduplicate: bool) -> Charge {
         let mut guard = self.charges.lock().unwrap();
-        if let Some(&i) = guard.1.get(&request.idempotency_key) {
+        if let Some(&i) = guard.1.get(&request.idempotency_key).filter(|_| deduplicate) {
             return guard.0[i].clone();
         }
         let charge = Charge {
@@ -51,7 +61,7 @@ impl Ledger {
         };
         let index = guard.0.len();
         guard.0.push(charge.clone());
-        guard.1.insert(charge.idempotency_key.clone(), index);
+        guard.1.entry(charge.idempotency_key.clone()).or_insert(index);
         charge
     }
 
@@ -114,15 +124,23 @@ pub struct Simulation {
     rng: Mutex<StdRng>,
     success_rate: f64,
     timeout_rate: f64,
+    /// Real gateways return the first charge for a repeated idempotency key; `false` charges
+    /// again, so a test can see any charge the app sent twice.
+    deduplicate: bool,
 }
 
 impl Simulation {
+    /// A gateway that charges every request it gets, its key seen before or not.
+    pub fn without_deduplication(self) -> Simulation {
+        Simulation { deduplicate: false, ..self }
+    }
+
     pub fn new(success_rate: f64, timeout_rate: f64, seed: Option<u64>) -> Simulation {
         let rng = match seed {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_entropy(),
         };
-        Simulation { ledger: Ledger::default(), rng: Mutex::new(rng), success_rate, timeout_rate }
+        Simulation { ledger: Ledger::default(), rng: Mutex::new(rng), success_rate, timeout_rate, deduplicate: true }
     }
 
     pub fn always_succeeding() -> Simulation {
@@ -130,6 +148,9 @@ impl Simulation {
     }
 
     pub fn charge(&self, request: &ChargeRequest) -> Result<Charge, GatewayError> {
+        if !self.deduplicate {
+            return Ok(self.ledger.record_again(request));
+        }
         if let Some(existing) = self.ledger.find(&request.idempotency_key) {
             return Ok(existing);
         }

@@ -61,8 +61,13 @@ pub struct GatewaySim {
 
 impl GatewaySim {
     pub fn start(simulation: Simulation) -> GatewaySim {
+        GatewaySim::start_answering_in(simulation, std::time::Duration::ZERO)
+    }
+
+    /// One that takes `latency` to answer each call, as real gateways do.
+    pub fn start_answering_in(simulation: Simulation, latency: std::time::Duration) -> GatewaySim {
         let simulation = Arc::new(simulation);
-        let (server, url) = Running::start(move |l| sim_server::run(l, simulation, agora::payments::gateway::Latency::default()));
+        let (server, url) = Running::start(move |l| sim_server::run(l, simulation, agora::payments::gateway::Latency::fixed(latency)));
         GatewaySim { url, _server: server }
     }
 
