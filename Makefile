@@ -8,9 +8,9 @@ run:
 test:
 	@bash scripts/devenv.sh test
 
-# Throughput of the job queue, thread pages and payments end to end (bench/results.md), and the
-# merchants' dashboard and API at 1,000,000 payments (bench/merchants.md), and the chat API
-# (bench/chat.md).
+# Throughput of the job queue, thread pages and payments end to end (bench/results.md), the
+# merchants' dashboard and API at 1,000,000 payments (bench/merchants.md), the chat API
+# (bench/chat.md), and the cluster's shape at 1 + 1, 2 + 2 and 3 + 2 processes (bench/scale.md).
 bench:
 	@bash scripts/devenv.sh bench
 

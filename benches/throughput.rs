@@ -21,7 +21,7 @@ const CHECKOUTS: usize = 4_000;
 const CLIENTS: usize = 16;
 
 mod common;
-use common::{admin_url, fresh_database, serve, Served};
+use common::{admin_url, fresh_database, pgbench_pay, serve, Served};
 
 fn services(url: &str, threads: usize, batch: i64) -> Arc<Services> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -307,33 +307,6 @@ fn end_to_end(latency_ms: u64) -> EndToEnd {
         settled_per_sec: E2E_ORDERS as f64 / settling.as_secs_f64(),
         in_flight_max: stats["in_flight_max"].as_u64().unwrap_or(0),
     }
-}
-
-/// PostgreSQL's own rate for Pay's writes (bench/pay.pgbench), 16 clients for 10 s.
-fn pgbench_pay() -> f64 {
-    let url = fresh_database("agora_bench_pgbench");
-    let mut conn = PgConnection::establish(&url).unwrap();
-    for ddl in [
-        "CREATE TABLE pgb_payments (LIKE payments INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
-        "CREATE TABLE pgb_jobs (LIKE jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
-        "CREATE SEQUENCE pgb_orders",
-    ] {
-        diesel::sql_query(ddl).execute(&mut conn).unwrap();
-    }
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin/pgbench")))
-        .filter(|p| p.exists())
-        .max()
-        .expect("pgbench (Debian's postgresql package) is installed");
-    let out = std::process::Command::new(bin)
-        .args(["-n", "-c", "16", "-j", "2", "-T", "10", "-f", "bench/pay.pgbench", &url])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()).and_then(|t| t.parse().ok()))
-        .unwrap_or_else(|| panic!("pgbench said: {text} {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn payments_end_to_end(rows: &mut Vec<String>) {

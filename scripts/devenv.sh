@@ -201,9 +201,11 @@ run_tests() {
 run_bench() {
   eval "$(services)"
   # BENCH_ONLY=merchants or chat runs that benchmark alone; any other value one throughput section.
+  # The scale benchmark runs the cluster's shape: PgBouncer and HAProxy from Debian's packages.
+  apt_install pgbouncer haproxy
   case "${BENCH_ONLY:-}" in
-    merchants|chat) cargo bench --bench "$BENCH_ONLY" ;;
-    "") cargo bench --bench throughput && cargo bench --bench merchants && cargo bench --bench chat ;;
+    merchants|chat|scale) cargo bench --bench "$BENCH_ONLY" ;;
+    "") cargo bench --bench throughput && cargo bench --bench merchants && cargo bench --bench chat && cargo bench --bench scale ;;
     *) cargo bench --bench throughput ;;
   esac
 }

@@ -17,11 +17,13 @@ pub fn fresh_database(name: &str) -> String {
 }
 
 /// The app on a loopback port, in-process (two HTTP workers), with optional extra routes.
+#[allow(dead_code)] // the scale benchmark runs `agora` processes instead
 pub struct Served {
     pub base: String,
     pub handle: actix_web::dev::ServerHandle,
 }
 
+#[allow(dead_code)]
 pub fn serve(services: std::sync::Arc<agora::app::Services>, extra_routes: Option<fn(&mut actix_web::web::ServiceConfig)>) -> Served {
     use agora::web::{self, AppState, ServerOptions};
     let listener = web::listen("127.0.0.1:0").unwrap();
@@ -38,4 +40,32 @@ pub fn serve(services: std::sync::Arc<agora::app::Services>, extra_routes: Optio
         })
     });
     Served { base, handle: rx.recv().unwrap() }
+}
+
+/// PostgreSQL's own rate for Pay's writes (bench/pay.pgbench), 16 clients for 10 s.
+#[allow(dead_code)] // not every benchmark sets PostgreSQL's own figure beside its own
+pub fn pgbench_pay() -> f64 {
+    let url = fresh_database("agora_bench_pgbench");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    for ddl in [
+        "CREATE TABLE pgb_payments (LIKE payments INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
+        "CREATE TABLE pgb_jobs (LIKE jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)",
+        "CREATE SEQUENCE pgb_orders",
+    ] {
+        diesel::sql_query(ddl).execute(&mut conn).unwrap();
+    }
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin/pgbench")))
+        .filter(|p| p.exists())
+        .max()
+        .expect("pgbench (Debian's postgresql package) is installed");
+    let out = std::process::Command::new(bin)
+        .args(["-n", "-c", "16", "-j", "2", "-T", "10", "-f", "bench/pay.pgbench", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()).and_then(|t| t.parse().ok()))
+        .unwrap_or_else(|| panic!("pgbench said: {text} {}", String::from_utf8_lossy(&out.stderr)))
 }
