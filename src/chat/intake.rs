@@ -84,6 +84,10 @@ pub struct ChatIntake {
     synchronous: RwLock<()>,
     group_ready: std::sync::atomic::AtomicBool,
     last_claim: Mutex<Instant>,
+    /// Since when Redis has not answered in this epoch (`None`: it answers). A Redis that says
+    /// the epoch is gone ends the epoch at once; one that does not answer ends it only after
+    /// `UNANSWERED_GRACE`: a command that misses its deadline on a busy machine is not lost state.
+    unanswered_since: Mutex<Option<Instant>>,
     /// How long a consumer may hold entries silently before another claims them.
     claim_idle: Mutex<Duration>,
     /// Notified after every keeper round and every persisted batch: what tests wait on.
@@ -137,6 +141,10 @@ redis.call('SET', KEYS[4], tostring(next), 'PX', math.ceil(next - now + interval
 return {n, tostring(next)}
 "#;
 
+/// How long Redis may leave an epoch's calls unanswered before the epoch ends (a deadline missed
+/// under load is not lost state; an outage is).
+const UNANSWERED_GRACE: Duration = Duration::from_secs(2);
+
 pub fn chat_counter(epoch: &str, app: i64) -> String {
     format!("chat:{epoch}:app:{app}")
 }
@@ -157,6 +165,7 @@ impl ChatIntake {
             synchronous: RwLock::new(()),
             group_ready: std::sync::atomic::AtomicBool::new(false),
             last_claim: Mutex::new(Instant::now()),
+            unanswered_since: Mutex::new(None),
             claim_idle: Mutex::new(Duration::from_secs(5)),
             changed: crate::jobs::Wake::default(),
         }
@@ -182,7 +191,21 @@ impl ChatIntake {
     }
 
     /// The epoch is over for this server: stop accepting through Redis.
+    /// Redis did not answer a call of this epoch's: the epoch ends once that has lasted past the
+    /// grace. Until then the call is refused (503) and the next may get through.
+    fn unanswered(&self, epoch: &str) {
+        let since = *self.unanswered_since.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Instant::now);
+        if since.elapsed() >= UNANSWERED_GRACE {
+            self.end(epoch);
+        }
+    }
+
+    fn answered(&self) {
+        *self.unanswered_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn end(&self, epoch: &str) {
+        *self.unanswered_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
         if *phase == Phase::Accepting(epoch.to_string()) {
             log::warn!("chat intake: epoch {epoch} ended; writing accepted items to PostgreSQL before numbering again");
@@ -234,10 +257,16 @@ impl ChatIntake {
                     Item::Message { app, chat, body, .. } => Item::Message { app, chat, number, body },
                 };
                 self.outbox.lock().unwrap_or_else(|p| p.into_inner()).push((held, Instant::now()));
+                self.answered();
                 Ok((number, tat))
             }
-            Ok(_) | Err(_) => {
+            // Redis answered: the epoch is not its own any more.
+            Ok(_) => {
                 self.end(epoch);
+                Err(Refused::EpochEnded)
+            }
+            Err(_) => {
+                self.unanswered(epoch);
                 Err(Refused::EpochEnded)
             }
         }
@@ -248,7 +277,7 @@ impl ChatIntake {
         match self.cache.get(&message_counter(epoch, app, chat)).await {
             Ok(value) => Ok(value.and_then(|v| v.parse().ok())),
             Err(_) => {
-                self.end(epoch);
+                self.unanswered(epoch);
                 Err(Refused::EpochEnded)
             }
         }
@@ -315,8 +344,12 @@ impl ChatIntake {
         match self.phase() {
             Phase::Accepting(epoch) => {
                 let given_up = repo::someone_drained(&mut conn, &epoch).map_err(|e| e.to_string())?;
-                if given_up || redis_epoch.as_ref().map_or(true, |v| v.as_deref() != Some(epoch.as_str())) {
-                    self.end(&epoch);
+                match &redis_epoch {
+                    _ if given_up => self.end(&epoch),
+                    Ok(held) if held.as_deref() == Some(epoch.as_str()) => self.answered(),
+                    // Flushed, restarted empty, or another epoch: at once.
+                    Ok(_) => self.end(&epoch),
+                    Err(_) => self.unanswered(&epoch),
                 }
             }
             Phase::Recovering { ended, drained: false } => {

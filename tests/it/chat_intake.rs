@@ -288,3 +288,32 @@ fn the_rate_limit_is_counted_in_the_same_redis_call_as_the_create() {
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=49).collect::<Vec<_>>());
 }
+
+/// Issue 18 (found by bench/scale.md): a Redis call that misses its deadline — a busy machine, a
+/// moment's stall — is refused (503) but does not end the epoch for every server; only Redis
+/// staying silent past the grace, or answering that the epoch is gone, does.
+#[test]
+fn a_moment_without_an_answer_from_redis_keeps_the_epoch() {
+    let redis = OwnRedis::start();
+    let (_app, api, intake) = spawn(&redis);
+    let token = application(&api);
+    api.send("POST", &format!("/applications/{token}/chats"), None, &[]);
+    eventually(&intake, "an epoch", || accepting(&intake));
+    let epoch = intake.phase();
+    redis.pause();
+    let unanswered = api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "during a stall" }), None);
+    redis.resume();
+    assert_eq!(unanswered.status, 503, "{}", unanswered.text);
+    assert_eq!(intake.phase(), epoch, "the same epoch goes on");
+    // Redis is left alone for a moment after a failure (the cache's rest); then creates go
+    // through again, in the same epoch: no server drained, none had to wait for the others.
+    let started = Instant::now();
+    loop {
+        let next = api.post(&format!("/applications/{token}/chats/1/messages"), &json!({ "body": "after the stall" }), None);
+        if next.status == 201 {
+            break;
+        }
+        assert!(next.status == 503 && started.elapsed() < Duration::from_secs(10), "{} {}", next.status, next.text);
+    }
+    assert_eq!(intake.phase(), epoch, "still the same epoch");
+}
