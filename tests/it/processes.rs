@@ -210,6 +210,9 @@ fn unsafe_is_root() -> bool {
 
 impl Drop for Bouncer {
     fn drop(&mut self) {
+        // `runuser` runs PgBouncer as its child, which killing `runuser` would leave running:
+        // PgBouncer is found by its own configuration file, which no other has.
+        let _ = Command::new("pkill").args(["-TERM", "-f", &self._dir.join("pgbouncer.ini").display().to_string()]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

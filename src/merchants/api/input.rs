@@ -31,7 +31,8 @@ pub async fn read_object(req: &HttpRequest, mut payload: web::Payload) -> Result
         }
         bytes.extend_from_slice(&chunk);
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // No body at all is no parameters; a body of whitespace is a malformed JSON document.
+    if bytes.is_empty() {
         return Ok(Object::default());
     }
     let is_json = req
