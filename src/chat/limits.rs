@@ -114,16 +114,17 @@ impl RateLimiter {
 
     /// Counts one request of this token from `client` at `now_ms`.
     pub async fn check(&self, token: &str, client: &str, now_ms: i64) -> Result<Allowance, Limited> {
-        if let Some(refused) = self.blocked_locally(client, now_ms) {
-            return Err(refused);
-        }
         let (interval, tolerance) = (self.interval_ms(), self.tolerance_ms());
         let args = [now_ms.to_string(), format!("{interval:.3}"), format!("{tolerance:.3}"), self.settings.misses.to_string()];
         let (key, misses) = (format!("chat:rate:{token}"), Self::misses_key(client));
         let (allowed, tat) = match self.cache.eval::<(i64, f64)>(GCRA, &[&key, &misses], &args).await {
             Ok((-1, wait_ms)) => return Err(self.guessing(wait_ms as i64)),
             Ok(answer) => answer,
-            Err(_) => self.check_locally(token, now_ms as f64),
+            // Only while Redis is away do this process's own counts decide (and take its lock).
+            Err(_) => match self.blocked_locally(client, now_ms) {
+                Some(refused) => return Err(refused),
+                None => self.check_locally(token, now_ms as f64),
+            },
         };
         self.verdict(allowed == 1, tat, now_ms as f64)
     }

@@ -65,6 +65,17 @@ pub struct PaymentEvent {
     pub created_at: DateTime<Utc>,
 }
 
+/// A payment's history in the words the person paying reads (the merchant too, beside each step's
+/// reason), one per event: the last step of a payment nothing more will happen to is final.
+pub fn history_in_words(events: &[PaymentEvent], payment_is_final: bool) -> Vec<&'static str> {
+    let last = events.len().saturating_sub(1);
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| super::domain::history_words(&e.to_status, e.from_status.as_deref(), i == last && payment_is_final))
+        .collect()
+}
+
 /// Creates the order's payment unless it exists, in one statement: concurrent callers cannot
 /// both insert (the unique key decides) and nobody checks before acting. The amount is copied
 /// from the order, which must belong to the user and still be pending.

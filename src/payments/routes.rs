@@ -81,15 +81,8 @@ fn explain(payment: &Payment) -> (&'static str, String) {
 /// operators ("attempt 2 of 5 after: Gateway timeout"); here each step is said plainly, and a
 /// failure that was retried is not called one.
 fn shopper_history(events: &[PaymentEvent], payment: &Payment) -> Vec<(String, &'static str)> {
-    let last = events.len().saturating_sub(1);
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
-            let words = super::domain::history_words(&event.to_status, event.from_status.as_deref(), i == last && is_final(payment));
-            (event.created_at.format("%Y-%m-%d %H:%M:%S").to_string(), words)
-        })
-        .collect()
+    let words = repo::history_in_words(events, is_final(payment));
+    events.iter().zip(words).map(|(event, words)| (event.created_at.format("%Y-%m-%d %H:%M:%S").to_string(), words)).collect()
 }
 
 /// Nothing more will happen to the payment: paid, or failed with no retry to come.

@@ -326,17 +326,11 @@ pub(super) async fn payment_detail(req: HttpRequest, user: CurrentUser, db: Db, 
         transaction: payment.external_transaction_id.clone().unwrap_or_default(),
         failure: (payment.status == crate::payments::PaymentStatus::Failed).then(|| payment.error_message.clone()).flatten(),
         payment: Row::from(&payment),
-        history: {
-            let last = events.len().saturating_sub(1);
-            events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let words = crate::payments::domain::history_words(&e.to_status, e.from_status.as_deref(), i == last && payment.is_final());
-                    (e.created_at.format("%Y-%m-%d %H:%M:%S").to_string(), words, e.reason.clone())
-                })
-                .collect()
-        },
+        history: events
+            .iter()
+            .zip(payments::history_in_words(&events, payment.is_final()))
+            .map(|(e, words)| (e.created_at.format("%Y-%m-%d %H:%M:%S").to_string(), words, e.reason.clone()))
+            .collect(),
         refunds: refunds
             .iter()
             .map(|r| refund_view(r, r.status == refunds::PENDING && dead.contains(&format!("{}:{}", crate::merchants::jobs::REFUND_PAYMENT, r.id))))
