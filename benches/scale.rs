@@ -126,23 +126,26 @@ fn cluster(database: &str, web: usize, workers: usize) -> Cluster {
             .env("QUEUE_MAX_READY", "1000000")
             .env("TRUSTED_PROXY_HOPS", "1")
             .env("DB_POOL_SIZE", "16")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .env("RUST_LOG", "warn,agora::chat=info")
+            .stdout(Stdio::null());
     };
+    // Each process's warnings go to a file of its own in `dir`, to say what bounds a figure.
+    let log_file = |name: &str| std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let mut web_ports = Vec::new();
     for _ in 0..web {
         let port = free_port();
         let mut command = Command::new(agora);
         command.arg("serve").env("PORT", port.to_string()).env("WORKERS", "0");
         common_env(&mut command);
+        command.stderr(log_file(&format!("web{}", web_ports.len() + 1)));
         procs.push(Proc(command.spawn().unwrap()));
         web_ports.push(port);
     }
-    for _ in 0..workers {
+    for i in 0..workers {
         let mut command = Command::new(agora);
         command.arg("worker");
         common_env(&mut command);
+        command.stderr(log_file(&format!("worker{}", i + 1)));
         procs.push(Proc(command.spawn().unwrap()));
     }
     for port in &web_ports {
@@ -162,6 +165,9 @@ fn cluster(database: &str, web: usize, workers: usize) -> Cluster {
     procs.push(Proc(Command::new("haproxy").arg("-f").arg(dir.join("haproxy.cfg")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("haproxy")));
     let base = format!("http://127.0.0.1:{proxy_port}");
     until_up(&format!("{base}/readyz"));
+    // Stopped in the reverse order of starting: the proxy first, PgBouncer last, so no process
+    // outlives the pooler it talks through.
+    procs.reverse();
     Cluster { base, _procs: procs }
 }
 

@@ -35,6 +35,9 @@ pub enum CacheError {
     NotConfigured,
     #[error("Redis is unavailable: {0}")]
     Unavailable(String),
+    /// The command was sent but no answer came in time: it may or may not have run.
+    #[error("Redis did not answer in time: {0}")]
+    Late(String),
 }
 
 impl Cache {
@@ -69,10 +72,12 @@ impl Cache {
         }
     }
 
-    /// The same Redis with its own connections and deadline (for work that may wait longer than
-    /// a page should, like the chat intake under load).
+    /// The same Redis with its own connections and deadline, for work that may wait longer than
+    /// a page should (the chat intake under load). It never rests: every call tries Redis, and
+    /// the caller decides how long a silence may last (the intake has its own grace). Resting
+    /// there would refuse every create for a second after one late answer on a busy box.
     pub fn separate(&self, deadline: Duration) -> Cache {
-        Cache::with_timing(self.url.as_deref(), &self.prefix, deadline, self.rest)
+        Cache::with_timing(self.url.as_deref(), &self.prefix, deadline, Duration::ZERO)
     }
 
     /// A cache that is never there: the app's behaviour with Redis down.
@@ -118,7 +123,11 @@ impl Cache {
                 Ok(value)
             }
             Ok(Err(why)) => Err(self.failed(why)),
-            Err(_) => Err(self.failed(format!("no answer within {} ms", self.deadline.as_millis()))),
+            Err(_) => {
+                let why = format!("no answer within {} ms", self.deadline.as_millis());
+                self.failed(why.clone());
+                Err(CacheError::Late(why))
+            }
         }
     }
 

@@ -22,6 +22,13 @@ pub enum Create {
 }
 
 impl Create {
+    fn singular(&self) -> &'static str {
+        match self {
+            Create::Chat => "chat",
+            Create::Message { .. } => "message",
+        }
+    }
+
     fn plural(&self) -> &'static str {
         match self {
             Create::Chat => "chats",
@@ -99,6 +106,13 @@ impl ChatIntake {
                                 known = true;
                             }
                             Err(Refused::NoSuchChat) => return Err(ChatError::NotFound("chat")),
+                            // Asking again could number the same request twice.
+                            Err(Refused::Unanswered) => {
+                                return Err(ChatError::Unavailable(format!(
+                                    "no answer in time: the {} may have been created; list them before sending it again",
+                                    what.singular()
+                                )))
+                            }
                             Err(Refused::NeedFloor) if floor.is_none() => {
                                 let what = what.clone();
                                 floor = Some(

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::limits::RateCell;
 use super::repo;
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheError};
 use crate::db::PgPool;
 
 pub const STREAM: &str = "chat:stream";
@@ -64,6 +64,8 @@ pub enum Refused {
     NeedFloor,
     /// The epoch is over (or Redis is unreachable): try the other routes.
     EpochEnded,
+    /// Redis did not answer in time: the item may have been accepted, so it is not tried again.
+    Unanswered,
     /// The chat has no counter in this epoch: whether it exists is PostgreSQL's to say.
     AskPostgres,
     /// No chat with that number was ever issued.
@@ -265,9 +267,9 @@ impl ChatIntake {
                 self.end(epoch);
                 Err(Refused::EpochEnded)
             }
-            Err(_) => {
+            Err(e) => {
                 self.unanswered(epoch);
-                Err(Refused::EpochEnded)
+                Err(if matches!(e, CacheError::Late(_)) { Refused::Unanswered } else { Refused::EpochEnded })
             }
         }
     }

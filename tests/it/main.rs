@@ -20,6 +20,7 @@ mod merchants_pages;
 mod money;
 mod payments_processor;
 mod processes;
+mod shared_state;
 mod thread_controls;
 mod threads_pages;
 mod trust;

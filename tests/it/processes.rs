@@ -271,6 +271,8 @@ fn rolling_restarts_of_servers_and_workers_lose_nothing_and_charge_once() {
         .execute(&mut conn)
         .unwrap();
     let orders: Vec<i64> = (0..60).map(|_| fixtures::order(&mut conn, shopper, &products)).collect();
+    // Six more, paid and settled before the load, to be refunded during it.
+    let to_refund: Vec<i64> = (0..6).map(|_| fixtures::order(&mut conn, shopper, &products)).collect();
 
     let secret = "a-session-secret-shared-by-every-server-of-the-installation-0123456789abcdef";
     let env: Vec<(&str, &str)> = vec![
@@ -300,6 +302,19 @@ fn rolling_restarts_of_servers_and_workers_lose_nothing_and_charge_once() {
     let staff_token = crate::support::api::Api::signed_in(&web_b.url, "staff@example.com").token().unwrap();
     let chat = send("POST", &format!("{}/api/v1/chat_applications", web_b.url), None, &[], Some(&serde_json::json!({ "name": "Rolling" })), &[]).unwrap();
     let chat_token = serde_json::from_str::<serde_json::Value>(&chat.1).unwrap()["token"].as_str().unwrap().to_string();
+    let settled = |conn: &mut diesel::PgConnection| -> i64 {
+        agora::schema::payments::table.filter(agora::schema::payments::status.eq("completed")).count().get_result(conn).unwrap()
+    };
+    let started = Instant::now();
+    for order in &to_refund {
+        let answer = send("POST", &format!("{}/orders/{order}/pay", web_a.url), Some(&cookie), &[("csrf_token", token.as_str())], None, &[]).unwrap();
+        assert_eq!(answer.0, 303, "{}", answer.1);
+    }
+    while settled(&mut conn) < 6 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the payments to refund are still unsettled");
+        std::thread::yield_now();
+    }
+    let references: Vec<uuid::Uuid> = agora::schema::payments::table.select(agora::schema::payments::reference).order(agora::schema::payments::id).load(&mut conn).unwrap();
 
     // The load: Pays of the first half through server A, the rest through B; chat creates through
     // both; each request that finds its server gone goes to the other (what the proxy does).
@@ -308,8 +323,36 @@ fn rolling_restarts_of_servers_and_workers_lose_nothing_and_charge_once() {
     let chat_numbers = std::sync::Mutex::new(Vec::new());
     let (progress, halfway) = std::sync::mpsc::channel::<()>();
     let restarting = std::sync::atomic::AtomicBool::new(true);
-    let (resumes, resumed): (Vec<_>, Vec<_>) = (0..2).map(|_| std::sync::mpsc::channel::<()>()).unzip();
+    let (resumes, mut resumed): (Vec<_>, Vec<_>) = (0..3).map(|_| std::sync::mpsc::channel::<()>()).unzip();
+    let refund_resume = resumed.pop().unwrap();
     std::thread::scope(|scope| {
+        {
+            // Refunds, half before the restart and half during it, through both servers. A
+            // refund whose server went away is sent again to the other with the same key: the
+            // idempotency key is what makes that safe.
+            let (servers, progress, staff_token, references) = (&servers, progress.clone(), &staff_token, &references);
+            scope.spawn(move || {
+                for (i, reference) in references.iter().enumerate() {
+                    let (bearer, key) = (format!("Bearer {staff_token}"), format!("refund-{i}"));
+                    let headers = [("Authorization", bearer.as_str()), ("Idempotency-Key", key.as_str())];
+                    let mut attempt = i;
+                    loop {
+                        let base = servers.lock().unwrap()[attempt % 2].clone();
+                        match send("POST", &format!("{base}/api/v1/payments/{reference}/refunds"), None, &[], Some(&serde_json::json!({ "amount": 100 })), &headers) {
+                            Some((201, _, _)) => break,
+                            // The same key still running on the other server: ask again.
+                            Some((409, body, _)) if body.contains("idempotency_key_in_use") => std::thread::yield_now(),
+                            Some((status, body, _)) if status < 500 => panic!("refund {i} answered {status}: {body}"),
+                            _ => attempt += 1,
+                        }
+                    }
+                    if i == 2 {
+                        progress.send(()).unwrap();
+                        refund_resume.recv().unwrap();
+                    }
+                }
+            });
+        }
         for ((half, mine), resume) in orders.chunks(30).enumerate().zip(resumed) {
             let (servers, accepted_pays, progress, cookie, token) = (&servers, &accepted_pays, progress.clone(), &cookie, &token);
             scope.spawn(move || {
@@ -356,9 +399,10 @@ fn rolling_restarts_of_servers_and_workers_lose_nothing_and_charge_once() {
                 }
             });
         }
-        // Once both halves are under way: restart server A and worker A.
-        halfway.recv().unwrap();
-        halfway.recv().unwrap();
+        // Once both halves and the refunds are under way: restart server A and worker A.
+        for _ in 0..3 {
+            halfway.recv().unwrap();
+        }
         web_a.terminate();
         worker_a.terminate();
         for resume in &resumes {
@@ -374,24 +418,11 @@ fn rolling_restarts_of_servers_and_workers_lose_nothing_and_charge_once() {
         restarting.store(false, std::sync::atomic::Ordering::SeqCst);
     });
 
-    // Refunds of a few of the paid orders, once they are paid, through both servers.
     let paid_orders = accepted_pays.lock().unwrap().clone();
     assert_eq!(paid_orders.len(), 60, "every Pay was accepted by one server or the other");
-    let settled = |conn: &mut diesel::PgConnection| -> i64 {
-        agora::schema::payments::table.filter(agora::schema::payments::status.eq("completed")).count().get_result(conn).unwrap()
-    };
-    let started = Instant::now();
-    while settled(&mut conn) < 60 {
-        assert!(started.elapsed() < Duration::from_secs(120), "payments still unsettled: {} of 60", settled(&mut conn));
+    while settled(&mut conn) < 66 {
+        assert!(started.elapsed() < Duration::from_secs(120), "payments still unsettled: {} of 66", settled(&mut conn));
         std::thread::yield_now();
-    }
-    let references: Vec<uuid::Uuid> = agora::schema::payments::table.select(agora::schema::payments::reference).order(agora::schema::payments::id).limit(6).load(&mut conn).unwrap();
-    for (i, reference) in references.iter().enumerate() {
-        let base = if i % 2 == 0 { &web_a.url } else { &web_b.url };
-        let (bearer, key) = (format!("Bearer {staff_token}"), format!("refund-{i}"));
-        let headers = [("Authorization", bearer.as_str()), ("Idempotency-Key", key.as_str())];
-        let answer = send("POST", &format!("{base}/api/v1/payments/{reference}/refunds"), None, &[], Some(&serde_json::json!({ "amount": 100 })), &headers).unwrap();
-        assert_eq!(answer.0, 201, "{}", answer.1);
     }
     let refunded = |conn: &mut diesel::PgConnection| -> i64 {
         agora::schema::refunds::table.filter(agora::schema::refunds::status.eq("succeeded")).count().get_result(conn).unwrap()
@@ -403,12 +434,12 @@ fn rolling_restarts_of_servers_and_workers_lose_nothing_and_charge_once() {
 
     // Each payment charged once, at a gateway that would have charged a repeat again.
     let keys: Vec<String> = agora::schema::payments::table.select(agora::schema::payments::gateway_key).load(&mut conn).unwrap();
-    assert_eq!(keys.len(), 60);
+    assert_eq!(keys.len(), 66);
     let charges = sim.charges();
     for key in &keys {
         assert_eq!(charges.iter().filter(|c| &c.idempotency_key == key).count(), 1, "payment {key} was charged once");
     }
-    assert_eq!(charges.len(), 60);
+    assert_eq!(charges.len(), 66);
     assert_eq!(sim.refunds().len(), 6, "each refund made once");
     // Every chat number given out once, and each in PostgreSQL once persisted.
     let mut numbers = chat_numbers.lock().unwrap().clone();
