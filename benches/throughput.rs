@@ -117,6 +117,18 @@ struct CheckoutRun {
     p99_ms: f64,
 }
 
+/// Users 1..=n signed in, one after another (dozens of sign-ins at once from one address are what
+/// the sign-in throttle is for): each with its agent, session cookie and CSRF token.
+fn signed_in(base: &str, n: usize) -> Vec<(ureq::Agent, (String, String))> {
+    (1..=n)
+        .map(|user| {
+            let agent = ureq::AgentBuilder::new().redirects(0).build();
+            let session = session_for(base, &agent, &format!("u{user}@bench.example"));
+            (agent, session)
+        })
+        .collect()
+}
+
 fn session_for(base: &str, agent: &ureq::Agent, email: &str) -> (String, String) {
     let login = agent.get(&format!("{base}/login")).call().unwrap();
     let cookie = login.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
@@ -145,14 +157,14 @@ fn checkouts() -> CheckoutRun {
         .select((agora::schema::orders::id, agora::schema::orders::user_id))
         .load(&mut conn)
         .unwrap();
+    let sessions = signed_in(&base, CLIENTS);
     let started = Instant::now();
     let clients: Vec<_> = (1..=CLIENTS as i64)
-        .map(|user| {
+        .zip(sessions)
+        .map(|(user, (agent, (cookie, token)))| {
             let mine: Vec<i64> = orders.iter().filter(|(_, u)| *u == user).map(|(o, _)| *o).collect();
             let base = base.clone();
             std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new().redirects(0).build();
-                let (cookie, token) = session_for(&base, &agent, &format!("u{user}@bench.example"));
                 let mut latencies = Vec::with_capacity(mine.len());
                 for order in mine {
                     let t = Instant::now();
@@ -237,6 +249,7 @@ fn agora_server(database_url: &str, gateway_url: &str) -> (Process, String) {
         .env("QUEUE_MAX_READY", "1000000")
         .env("FRAUD_VELOCITY_MAX", "1000000") // one bench user pays hundreds of orders
         .env("RUST_LOG", "warn")
+        .env("METRICS_TOKEN", METRICS_TOKEN)
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -244,7 +257,20 @@ fn agora_server(database_url: &str, gateway_url: &str) -> (Process, String) {
     (Process(child), base)
 }
 
+const METRICS_TOKEN: &str = "bench-scraper";
+
+/// The sum of a counter's series at `/metrics` whose line starts with `series` (name and labels).
+fn counter(base: &str, series: &str) -> f64 {
+    let text = ureq::get(&format!("{base}/metrics")).set("Authorization", &format!("Bearer {METRICS_TOKEN}")).call().unwrap().into_string().unwrap();
+    text.lines().filter(|l| l.starts_with(series)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
 struct EndToEnd {
+    /// Sessions read from PostgreSQL because Redis did not answer, of all session reads; and Redis
+    /// calls that missed their deadline.
+    sessions_redis_failed: f64,
+    sessions: f64,
+    redis_late: f64,
     pay_per_sec: f64,
     pay_p50_ms: f64,
     pay_p99_ms: f64,
@@ -268,13 +294,13 @@ fn end_to_end(latency_ms: u64) -> EndToEnd {
     let (_server, base) = agora_server(&url, &sim_url);
 
     let ready = Arc::new(std::sync::Barrier::new(E2E_CLIENTS + 1));
+    let sessions = signed_in(&base, E2E_CLIENTS);
     let clients: Vec<_> = (1..=E2E_CLIENTS as i64)
-        .map(|user| {
+        .zip(sessions)
+        .map(|(user, (agent, (cookie, token)))| {
             let mine: Vec<i64> = orders.iter().filter(|(_, u)| *u == user).map(|(o, _)| *o).collect();
             let (base, ready) = (base.clone(), ready.clone());
             std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new().redirects(0).build();
-                let (cookie, token) = session_for(&base, &agent, &format!("u{user}@bench.example"));
                 ready.wait();
                 let mut latencies = Vec::with_capacity(mine.len());
                 for order in mine {
@@ -298,9 +324,17 @@ fn end_to_end(latency_ms: u64) -> EndToEnd {
     let settling = started.elapsed();
     let stats: serde_json::Value = ureq::get(&format!("{sim_url}/stats")).call().unwrap().into_json().unwrap();
     assert_eq!(stats["charges"].as_u64(), Some(E2E_ORDERS as u64), "one charge per order");
+    let (sessions_redis_failed, sessions, redis_late) = (
+        counter(&base, "agora_session_reads_total{from=\"database_redis_failed\"}"),
+        counter(&base, "agora_session_reads_total"),
+        counter(&base, "agora_redis_errors_total{kind=\"late\"}"),
+    );
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
     EndToEnd {
+        sessions_redis_failed,
+        sessions,
+        redis_late,
         pay_per_sec: latencies.len() as f64 / paying.as_secs_f64(),
         pay_p50_ms: pct(0.50),
         pay_p99_ms: pct(0.99),
@@ -309,8 +343,10 @@ fn end_to_end(latency_ms: u64) -> EndToEnd {
     }
 }
 
-fn payments_end_to_end(rows: &mut Vec<String>) {
+/// PostgreSQL's Pay figure and the two runs (0 ms, 300 ms), for the aims table.
+fn payments_end_to_end(rows: &mut Vec<String>) -> (f64, Vec<EndToEnd>) {
     let limit = pgbench_pay();
+    let mut runs = Vec::new();
     rows.push(format!(
         "| PostgreSQL alone: Pay's writes (payment + event + job, one commit), pgbench | 16 clients, 10 s | | {limit:.0} tx/s | | |"
     ));
@@ -326,13 +362,20 @@ fn payments_end_to_end(rows: &mut Vec<String>) {
         ));
         eprintln!("{}", rows.last().unwrap());
         rows.push(format!(
+            "| → sessions read from PostgreSQL because Redis missed its 50 ms deadline, at {latency} ms | {:.0} Redis calls late in the run | {:.0} | {:.0} of {:.0} session reads | | |",
+            run.redis_late, run.sessions, run.sessions_redis_failed, run.sessions
+        ));
+        eprintln!("{}", rows.last().unwrap());
+        rows.push(format!(
             "| settled payments, gateway-sim at {latency} ms (first Pay to last settle) | {} charges in flight at most (seen by the gateway) | {E2E_ORDERS} | {:.0} payments/s ({:.0}% of PostgreSQL's) | | |",
             run.in_flight_max,
             run.settled_per_sec,
             100.0 * run.settled_per_sec / limit
         ));
         eprintln!("{}", rows.last().unwrap());
+        runs.push(run);
     }
+    (limit, runs)
 }
 
 // --- thread pages ---------------------------------------------------------------------------
@@ -368,17 +411,23 @@ struct Load {
 
 /// `clients` threads asking for `url` back to back for `seconds`.
 fn load(url: &str, clients: usize, seconds: f64) -> Load {
+    load_encoded(url, clients, seconds, "identity")
+}
+
+/// `load`, accepting `encoding` as a browser does (`br`, `gzip`): the bytes as sent.
+fn load_encoded(url: &str, clients: usize, seconds: f64, encoding: &str) -> Load {
     let started = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|_| {
-            let url = url.to_string();
+            let (url, encoding) = (url.to_string(), encoding.to_string());
             std::thread::spawn(move || {
                 let agent = ureq::AgentBuilder::new().build();
                 let mut latencies = Vec::new();
                 let t0 = Instant::now();
                 while t0.elapsed().as_secs_f64() < seconds {
                     let t = Instant::now();
-                    let body = agent.get(&url).call().unwrap().into_string().unwrap();
+                    let mut body = Vec::new();
+                    std::io::Read::read_to_end(&mut agent.get(&url).set("Accept-Encoding", &encoding).call().unwrap().into_reader(), &mut body).unwrap();
                     assert!(body.len() > 1000);
                     latencies.push(t.elapsed());
                 }
@@ -393,7 +442,19 @@ fn load(url: &str, clients: usize, seconds: f64) -> Load {
     Load { per_sec: latencies.len() as f64 / elapsed, p50_ms: pct(0.5), p99_ms: pct(0.99) }
 }
 
-fn thread_pages(rows: &mut Vec<String>) {
+/// The 200-comment page's figures, for the aims table.
+#[derive(Default)]
+struct PageFigures {
+    cold_per_sec: f64,
+    warm_per_sec: f64,
+    warm_br_per_sec: f64,
+    page_bytes: usize,
+    br_bytes: usize,
+    gzip_bytes: usize,
+}
+
+fn thread_pages(rows: &mut Vec<String>) -> PageFigures {
+    let mut figures = PageFigures::default();
     use agora::threads::{repo, CommentBody};
     let url = fresh_database("agora_bench");
     let mut conn = PgConnection::establish(&url).unwrap();
@@ -433,12 +494,40 @@ fn thread_pages(rows: &mut Vec<String>) {
         let page = ureq::get(&format!("{}/posts/{post}", warm_server.base)).call().unwrap().into_string().unwrap();
         let kib = page.len() / 1024;
         let warm = load(&format!("{}/posts/{post}", warm_server.base), CLIENTS, SECONDS);
-        for (name, run) in [("naive N+1, whole tree", &naive), ("cold (2 queries, no cache)", &cold), ("warm (Redis, 0 queries)", &warm)] {
+        let sent = |encoding: &str| {
+            let response = ureq::get(&format!("{}/posts/{post}", warm_server.base)).set("Accept-Encoding", encoding).call().unwrap();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).unwrap();
+            bytes.len()
+        };
+        let (br_bytes, gzip_bytes) = (sent("br"), sent("gzip"));
+        let (br_kib, gzip_kib) = (br_bytes / 1024, gzip_bytes / 1024);
+        let warm_br = load_encoded(&format!("{}/posts/{post}", warm_server.base), CLIENTS, SECONDS, "br");
+        let warm_gzip = load_encoded(&format!("{}/posts/{post}", warm_server.base), CLIENTS, SECONDS, "gzip");
+        let br_name = format!("warm, brotli ({br_kib} KiB sent)");
+        let gzip_name = format!("warm, gzip ({gzip_kib} KiB sent)");
+        for (name, run) in [
+            ("naive N+1, whole tree", &naive),
+            ("cold (2 queries, no cache)", &cold),
+            ("warm (Redis, 0 queries)", &warm),
+            (br_name.as_str(), &warm_br),
+            (gzip_name.as_str(), &warm_gzip),
+        ] {
             rows.push(format!(
                 "| thread page, {size} comments: {name} | {CLIENTS} clients, 2 HTTP workers, {kib} KiB page | {SECONDS} s | {:.0} req/s | {:.2} ms | {:.2} ms |",
                 run.per_sec, run.p50_ms, run.p99_ms
             ));
             eprintln!("{}", rows.last().unwrap());
+        }
+        if size == 200 {
+            figures = PageFigures {
+                cold_per_sec: cold.per_sec,
+                warm_per_sec: warm.per_sec,
+                warm_br_per_sec: warm_br.per_sec,
+                page_bytes: page.len(),
+                br_bytes,
+                gzip_bytes,
+            };
         }
         rows.push(format!(
             "| → {size} comments: warm ÷ naive | | | **{:.1}×** | | |\n| → {size} comments: warm ÷ cold | | | **{:.1}×** | | |",
@@ -449,6 +538,46 @@ fn thread_pages(rows: &mut Vec<String>) {
     for served in [warm_server, cold_server] {
         actix_web::rt::System::new().block_on(served.handle.stop(true));
     }
+    figures
+}
+
+const SETTLE_PAYMENTS: i64 = 3_000;
+
+/// The settling probe: `SETTLE_PAYMENTS` Pays accepted with no worker running, then one
+/// `agora worker` process (its defaults: 4 threads, 500 charges in flight) drains them through a
+/// gateway that answers in 300 ms. Payments settled a second, from the worker's start to the last
+/// settle; Little's law allows 500 ÷ 0.3 s = 1,667.
+fn settle_probe() -> f64 {
+    let url = fresh_database("agora_bench_settle");
+    let mut conn = PgConnection::establish(&url).unwrap();
+    shop(&mut conn, 64, SETTLE_PAYMENTS);
+    let orders: Vec<(i64, i64)> = agora::schema::orders::table
+        .select((agora::schema::orders::id, agora::schema::orders::user_id))
+        .load(&mut conn)
+        .unwrap();
+    let limits = agora::orders::pipeline::QueueLimits { max_ready: i64::MAX, charge_attempts: 5 };
+    for (order_id, user_id) in orders {
+        agora::orders::pipeline::start_payment(&mut conn, agora::payments::PayOrder { user_id, order_id }, limits, chrono::Utc::now()).unwrap();
+    }
+    diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).unwrap();
+    let (_sim, sim_url) = gateway_sim(300);
+    let started = Instant::now();
+    let _worker = Process(
+        std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+            .arg("worker")
+            .env("DATABASE_URL", &url)
+            .env("GATEWAY_URL", &sim_url)
+            .env("REDIS_PREFIX", format!("bench-settle:{}:", std::process::id()))
+            .env("FRAUD_VELOCITY_MAX", "1000000")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    while count(&mut conn, "SELECT count(*) FROM payments WHERE status = 'completed'") < SETTLE_PAYMENTS {
+        assert!(started.elapsed() < Duration::from_secs(300), "payments did not settle");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    SETTLE_PAYMENTS as f64 / started.elapsed().as_secs_f64()
 }
 
 fn main() {
@@ -456,9 +585,10 @@ fn main() {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let mut rows = Vec::new();
-    // BENCH_ONLY=noop|payments|threads|endtoend|checkout runs one section (for working on it); the default runs all.
+    // BENCH_ONLY=noop|payments|threads|endtoend|checkout|settle runs one section (for working on
+    // it), BENCH_ONLY=throughput every section of this file; the default runs all.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let wanted = |name: &str| only.is_empty() || only == name;
+    let wanted = |name: &str| only.is_empty() || only == "throughput" || only == name;
     for (threads, batch) in [(2, 100), (4, 200)].into_iter().filter(|_| wanted("noop")) {
         let rate = noop_jobs(threads, batch);
         rows.push(format!("| no-op jobs | {threads} workers, batch {batch} | {NOOP_JOBS} | {rate:.0} jobs/s | | |"));
@@ -469,11 +599,48 @@ fn main() {
         rows.push(format!("| payment jobs (fraud check, breaker, charge, zero-latency gateway) | {threads} workers, batch {batch} | {PAYMENT_JOBS} | {rate:.0} jobs/s | | |"));
         eprintln!("{}", rows.last().unwrap());
     }
+    let mut aims = Vec::new();
     if wanted("threads") {
-        thread_pages(&mut rows);
+        let page = thread_pages(&mut rows);
+        aims.push(format!("| a comment's HTML, 200-comment page | ≤ 600 bytes | ~1,160 | {} | | {} |", page.page_bytes / 200, yes(page.page_bytes / 200 <= 600)));
+        aims.push(format!(
+            "| the 200-comment page as sent | ≤ 30 KiB | 227 KiB, uncompressed | {:.1} KiB brotli, {:.1} KiB gzip | | {} |",
+            page.br_bytes as f64 / 1024.0,
+            page.gzip_bytes as f64 / 1024.0,
+            yes(page.gzip_bytes <= 30 * 1024)
+        ));
+        aims.push(format!(
+            "| warm 200-comment page, as a browser gets it | ≥ 8,000 req/s | 3,945 req/s (uncompressed) | {:.0} req/s brotli ({:.0} uncompressed) | | {} |",
+            page.warm_br_per_sec,
+            page.warm_per_sec,
+            yes(page.warm_br_per_sec >= 8_000.0)
+        ));
+        aims.push(format!("| cold 200-comment page (2 queries) | ≥ 3,000 req/s | 1,424 req/s | {:.0} req/s | | {} |", page.cold_per_sec, yes(page.cold_per_sec >= 3_000.0)));
     }
     if wanted("endtoend") {
-        payments_end_to_end(&mut rows);
+        let (limit, runs) = payments_end_to_end(&mut rows);
+        for (latency, run) in [0, 300].iter().zip(&runs) {
+            let reached = (run.pay_per_sec >= 4_000.0 && run.pay_p99_ms <= 20.0) || run.pay_per_sec >= 0.7 * limit;
+            aims.push(format!(
+                "| Pay, 64 clients, workers settling at {latency} ms | ≥ 4,000 req/s, p99 ≤ 20 ms, or ≥ 70 % of PostgreSQL's | 1,160–1,390 req/s, p99 108–126 ms | {:.0} req/s ({:.0} %), p99 {:.0} ms | {limit:.0} tx/s | {} |",
+                run.pay_per_sec,
+                100.0 * run.pay_per_sec / limit,
+                run.pay_p99_ms,
+                yes(reached)
+            ));
+            aims.push(format!(
+                "| sessions read from PostgreSQL because Redis was late, during that run | none | not measured | {:.0} of {:.0} | | {} |",
+                run.sessions_redis_failed,
+                run.sessions,
+                yes(run.sessions_redis_failed == 0.0)
+            ));
+        }
+    }
+    if wanted("settle") {
+        let rate = settle_probe();
+        rows.push(format!("| settling probe: {SETTLE_PAYMENTS} accepted Pays drained by one `agora worker`, gateway at 300 ms | 4 threads, 500 charges in flight | {SETTLE_PAYMENTS} | {rate:.0} payments/s | | |"));
+        eprintln!("{}", rows.last().unwrap());
+        aims.push(format!("| settling probe, one worker process, gateway at 300 ms | ≥ 1,500 payments/s | 896 payments/s | {rate:.0} payments/s | | {} |", yes(rate >= 1_500.0)));
     }
     if wanted("checkout") {
     let run = checkouts();
@@ -484,16 +651,33 @@ fn main() {
     eprintln!("{}", rows.last().unwrap());
     }
 
+    let aims = if aims.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n## Issue 19's aims, from this run\n\n\"Before\" is the issue's own figure (an earlier run; this machine's speed varies from day to day: compare the PostgreSQL figure).\n\n\
+             | aim | target | before | now | PostgreSQL | reached |\n| --- | --- | --- | --- | --- | --- |\n{}\n",
+            aims.join("\n")
+        )
+    };
     let table = format!(
         "# Benchmarks\n\n`make bench`, {date}, on a machine with {cores} cores; PostgreSQL {pg} on the same machine, release build.\n\
          Each row is one run on a fresh database; ratios are only comparable within one run.\n\n\
-         | what | configuration | n | throughput | p50 | p99 |\n| --- | --- | --- | --- | --- | --- |\n{}\n",
+         | what | configuration | n | throughput | p50 | p99 |\n| --- | --- | --- | --- | --- | --- |\n{}\n{aims}",
         rows.join("\n"),
         pg = pg_version(),
     );
     println!("\n{table}");
     std::fs::create_dir_all("bench").unwrap();
     std::fs::write("bench/results.md", table).unwrap();
+}
+
+fn yes(reached: bool) -> &'static str {
+    if reached {
+        "yes"
+    } else {
+        "**no**"
+    }
 }
 
 fn pg_version() -> String {

@@ -59,6 +59,8 @@ pub struct Services {
     pub api_token_secret: Vec<u8>,
     pub refund_attempts: i32,
     pub intake: Arc<crate::merchants::intake::PaymentIntake>,
+    /// The browser's Pay, written in shared commits.
+    pub pay_intake: Arc<crate::orders::pay_intake::PayIntake>,
     /// The chat API's rate limit per application token (`CHAT_RATE_PER_SEC`, `CHAT_RATE_BURST`).
     pub chat_rate: crate::chat::limits::RateSettings,
     /// Chats and messages accepted through Redis (`CHAT_INTAKE=redis`), when started.
@@ -110,6 +112,7 @@ impl Services {
             secret
         });
         let pool_for_intake = pool.clone();
+        let pay_intake = Arc::new(crate::orders::pay_intake::PayIntake::start(pool.clone(), limits, clock.clone()));
         let sessions = Arc::new(SessionStore::new(cache.clone(), pool.clone(), clock.clone(), auth.session_ttl, auth.session_cache_ttl));
         Services {
             pool,
@@ -133,6 +136,7 @@ impl Services {
                 Arc::new(crate::jobs::ReadyEstimate::new(pipeline::PAYMENTS_QUEUE, limits.max_ready, Duration::from_millis(100))),
                 limits.charge_attempts,
             )),
+            pay_intake,
             chat_rate: crate::chat::limits::RateSettings::default(),
             chat_intake: None,
             read_pool: None,
@@ -181,6 +185,7 @@ impl Services {
             max_unpaid_orders: self.jobs.max_unpaid_orders,
             wake: self.wake.clone(),
             hold: self.jobs.order_ttl,
+            pay: self.pay_intake.clone(),
         });
         let jobs = Data::new(JobsState {
             clock: self.clock.clone(),

@@ -3,8 +3,11 @@
 //!
 //! "Away" includes hanging: every command has a short deadline (`REDIS_TIMEOUT_MS`, 50 ms by
 //! default) and after a failure Redis is left alone for a moment (`REST`), so a stalled server
-//! costs a request at most one deadline and the requests after it nothing, until a probe finds it
-//! answering again.
+//! costs a few requests one deadline each and the requests after it nothing, until a probe finds
+//! it answering again. A refused connection is a failure at once; late answers only once calls
+//! have been late for `SILENT_FOR` with no answer in between: on a saturated machine a burst of commands misses 50 ms
+//! together while Redis is fine, and resting then sent a whole second of sessions to PostgreSQL
+//! (`bench/results.md` counts them; `agora_redis_errors_total` counts each kind).
 
 use deadpool_redis::{Config as RedisConfig, Pool, PoolConfig, Runtime, Timeouts};
 use redis::FromRedisValue;
@@ -15,6 +18,8 @@ use std::time::{Duration, Instant};
 /// Deadline and rest, by default.
 pub const DEADLINE: Duration = Duration::from_millis(50);
 pub const REST: Duration = Duration::from_secs(1);
+/// How long calls may be late, with no answer in between, before Redis counts as away.
+const SILENT_FOR: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct Cache {
@@ -27,6 +32,10 @@ pub struct Cache {
     // Whether the last operation failed: the log says so once per outage, not once per request.
     down: Arc<AtomicBool>,
     resting_until: Arc<Mutex<Option<Instant>>>,
+    /// When the current run of late calls began, in ms since `born` (`u64::MAX`: the last call
+    /// was answered).
+    late_since: Arc<std::sync::atomic::AtomicU64>,
+    born: Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +78,8 @@ impl Cache {
             rest,
             down: Arc::new(AtomicBool::new(false)),
             resting_until: Arc::new(Mutex::new(None)),
+            late_since: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            born: Instant::now(),
         }
     }
 
@@ -105,27 +116,41 @@ impl Cache {
     async fn query<T: FromRedisValue>(&self, command: Command<'_>) -> Result<T, CacheError> {
         let pool = self.pool.as_ref().ok_or(CacheError::NotConfigured)?;
         if self.resting() {
+            crate::metrics::metrics().redis_errors.with_label_values(&["skipped"]).inc();
             return Err(CacheError::Unavailable("resting after a failure".into()));
         }
         let attempt = async {
-            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            // The pool's own timeouts (waiting for, opening or checking a connection) are the
+            // same deadline missed: late, not broken.
+            let mut conn = pool.get().await.map_err(|e| match e {
+                deadpool_redis::PoolError::Timeout(_) => None,
+                other => Some(other.to_string()),
+            })?;
             // A command abandoned at the deadline is harmless: the connection is multiplexed, and
             // its late reply is matched to the dropped request and discarded.
             match command {
                 Command::One(cmd) => cmd.query_async::<T>(&mut *conn).await,
                 Command::Many(pipe) => pipe.query_async::<T>(&mut *conn).await,
             }
-            .map_err(|e| e.to_string())
+            .map_err(|e| Some(e.to_string()))
         };
         match tokio::time::timeout(self.deadline, attempt).await {
             Ok(Ok(value)) => {
                 self.recovered();
                 Ok(value)
             }
-            Ok(Err(why)) => Err(self.failed(why)),
-            Err(_) => {
+            Ok(Err(Some(why))) => Err(self.failed(why)),
+            Ok(Err(None)) | Err(_) => {
                 let why = format!("no answer within {} ms", self.deadline.as_millis());
-                self.failed(why.clone());
+                crate::metrics::metrics().redis_errors.with_label_values(&["late"]).inc();
+                let now_ms = self.born.elapsed().as_millis() as u64;
+                let since = match self.late_since.compare_exchange(u64::MAX, now_ms, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => now_ms,
+                    Err(earlier) => earlier,
+                };
+                if now_ms.saturating_sub(since) >= SILENT_FOR.as_millis() as u64 {
+                    self.failed(why.clone());
+                }
                 Err(CacheError::Late(why))
             }
         }
@@ -277,6 +302,10 @@ impl Cache {
     }
 
     fn failed(&self, why: String) -> CacheError {
+        if !why.starts_with("no answer within") {
+            crate::metrics::metrics().redis_errors.with_label_values(&["unavailable"]).inc();
+        }
+        self.late_since.store(u64::MAX, Ordering::Relaxed);
         *self.resting_until.lock().unwrap() = Some(Instant::now() + self.rest);
         if !self.down.swap(true, Ordering::Relaxed) {
             log::warn!("Redis is unavailable, serving uncached until it is back: {why}");
@@ -285,6 +314,7 @@ impl Cache {
     }
 
     fn recovered(&self) {
+        self.late_since.store(u64::MAX, Ordering::Relaxed);
         if self.down.swap(false, Ordering::Relaxed) {
             log::info!("Redis is back");
         }

@@ -18,6 +18,12 @@ pub struct Metrics {
     pub settle_seconds: Histogram,
     pub jobs: IntGaugeVec,
     pub breaker_open: IntGauge,
+    /// Redis calls that failed: `late` (no answer within the deadline), `unavailable` (refused,
+    /// broken) or `skipped` (not tried: resting after a failure).
+    pub redis_errors: IntCounterVec,
+    /// Where a request's session came from: `cache` (Redis), `database` (not cached yet) or
+    /// `database_redis_failed` (Redis did not answer).
+    pub session_reads: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -43,6 +49,8 @@ fn build() -> Metrics {
     )
     .unwrap();
     let jobs = IntGaugeVec::new(Opts::new("agora_jobs", "jobs by queue and state"), &["queue", "state"]).unwrap();
+    let redis_errors = IntCounterVec::new(Opts::new("agora_redis_errors_total", "Redis calls that failed, by kind"), &["kind"]).unwrap();
+    let session_reads = IntCounterVec::new(Opts::new("agora_session_reads_total", "sessions read, by where from"), &["from"]).unwrap();
     let breaker_open = IntGauge::new("agora_gateway_breaker_open", "1 while the gateway's circuit breaker is open or half open").unwrap();
     for metric in [
         Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -54,6 +62,8 @@ fn build() -> Metrics {
         Box::new(settle_seconds.clone()),
         Box::new(jobs.clone()),
         Box::new(breaker_open.clone()),
+        Box::new(redis_errors.clone()),
+        Box::new(session_reads.clone()),
     ] {
         registry.register(metric).unwrap();
     }
@@ -68,6 +78,8 @@ fn build() -> Metrics {
         settle_seconds,
         jobs,
         breaker_open,
+        redis_errors,
+        session_reads,
     }
 }
 

@@ -101,6 +101,46 @@ document.querySelectorAll("[data-status-url]").forEach((paymentStatus) => {
   setTimeout(poll, 2000);
 });
 
+// A thread's comments carry only a link and "reply" (each comment's bytes are repeated hundreds of
+// times). For someone signed in, the page says who they are and which comments they voted for,
+// and the controls are drawn here: upvote or undo on others' comments, edit and delete on their
+// own. Without script a comment's link opens its own page, which offers the same.
+const thread = document.querySelector("#comments[data-me]");
+if (thread) {
+  const voted = new Set(thread.dataset.voted.split(" ").filter(Boolean));
+  const control = (tag, className, label, text) => {
+    const element = document.createElement(tag);
+    element.className = className;
+    element.setAttribute("aria-label", label);
+    element.textContent = text;
+    return element;
+  };
+  thread.querySelectorAll("article.comment:not(.deleted)").forEach((comment) => {
+    const id = comment.id.slice(1);
+    const author = comment.querySelector(":scope > .meta .author").textContent;
+    const controls = comment.querySelector(":scope > .controls");
+    const reply = controls.querySelector(".reply-link");
+    if (comment.dataset.author === thread.dataset.me) {
+      for (const [what, text] of [["edit", "edit"], ["delete", "delete"]]) {
+        const link = control("a", `${what}-link`, `${text[0].toUpperCase()}${text.slice(1)} your comment ${id}`, text);
+        link.href = `/comments/${id}/${what}`;
+        controls.append(" ", link);
+      }
+      return;
+    }
+    for (const [what, className, label, text] of [["upvote", "vote link", "Upvote", "▲ upvote"], ["unvote", "unvote link", "Undo upvote on", "undo upvote"]]) {
+      const button = control("button", className, `${label} ${author}'s comment ${id}`, text);
+      button.type = "submit";
+      button.setAttribute("form", "vote-form");
+      button.setAttribute("formaction", `/comments/${id}/${what}`);
+      button.dataset.comment = id;
+      button.style.display = (what === "unvote") === voted.has(id) ? "inline" : "none";
+      controls.insertBefore(button, reply);
+      controls.insertBefore(document.createTextNode(" "), reply);
+    }
+  });
+}
+
 // Votes on a thread page are sent without leaving the page: the count changes in place and
 // "upvote" becomes "undo upvote" (and back), keeping the keyboard focus on the control. Without
 // JavaScript the same buttons post the form and the page comes back at the comment.

@@ -64,11 +64,18 @@ impl SessionStore {
     /// Who holds this token, from Redis or else from the database. `Err` when neither could say.
     async fn user(&self, hash: Vec<u8>, pool: PgPool, counter: QueryCounter, now: DateTime<Utc>) -> Result<Option<SessionUser>, String> {
         let key = cache_key(&hash);
-        if let Ok(Some(raw)) = self.cache.get(&key).await {
-            if let Ok(user) = serde_json::from_str::<SessionUser>(&raw) {
+        let cached = self.cache.get(&key).await;
+        if let Ok(Some(raw)) = &cached {
+            if let Ok(user) = serde_json::from_str::<SessionUser>(raw) {
+                crate::metrics::metrics().session_reads.with_label_values(&["cache"]).inc();
                 return Ok(Some(user));
             }
         }
+        let from = match cached {
+            Ok(_) | Err(crate::cache::CacheError::NotConfigured) => "database",
+            Err(_) => "database_redis_failed",
+        };
+        crate::metrics::metrics().session_reads.with_label_values(&[from]).inc();
         let found = web::block(move || {
             let mut conn = CountedConn::checkout(&pool, &counter).map_err(|e| e.to_string())?;
             repo::session_user(&mut conn, &hash, now).map_err(|e| e.to_string())

@@ -1,4 +1,7 @@
-//! PostgreSQL: the pool, the embedded migrations, and the request-scoped query counter.
+//! PostgreSQL: the pool, the embedded migrations, the request-scoped query counter, and group
+//! commit (`group_commit`).
+
+pub mod group_commit;
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::pg::PgConnection;
@@ -11,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PooledConn = PooledConnection<ConnectionManager<PgConnection>>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 

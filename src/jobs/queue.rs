@@ -353,18 +353,55 @@ impl ReadyEstimate {
         ReadyEstimate { queue: queue.to_string(), limit, fresh_for, last: std::sync::Mutex::new(None) }
     }
 
-    /// Whether the queue has room, by the latest estimate (refreshed here when it is stale).
-    pub fn has_room(&self, conn: &mut PgConnection) -> QueryResult<bool> {
+    /// Whether the queue has room for `n` more jobs, by the latest estimate (refreshed here when it
+    /// is stale); if so they are counted in it. A batch is let in whole while the queue is below
+    /// its limit, so the queue can exceed it by at most one batch per writer. Jobs admitted since
+    /// the last count are added to it (jobs finished since are not taken off until the next
+    /// count): the estimate errs towards full.
+    pub fn admit(&self, conn: &mut PgConnection, n: usize) -> QueryResult<bool> {
         let known = *self.last.lock().unwrap();
-        let ready = match known {
-            Some((at, ready)) if at.elapsed() < self.fresh_for => ready,
-            _ => {
-                let ready = count_ready(conn, &self.queue, self.limit)?;
-                *self.last.lock().unwrap() = Some((std::time::Instant::now(), ready));
-                ready
+        if !known.is_some_and(|(at, _)| at.elapsed() < self.fresh_for) {
+            // Counted without the lock held: the other writers go on meanwhile.
+            let ready = count_ready(conn, &self.queue, self.limit)?;
+            *self.last.lock().unwrap() = Some((std::time::Instant::now(), ready));
+        }
+        let mut last = self.last.lock().unwrap();
+        let Some((_, ready)) = last.as_mut() else { return Ok(true) };
+        if *ready >= self.limit {
+            return Ok(false);
+        }
+        *ready += n as i64;
+        Ok(true)
+    }
+}
+
+/// What a group-commit writer gets when it asks for room for a batch.
+pub enum Admission {
+    /// Room, and the connection to write the batch on.
+    Admitted(crate::db::PooledConn),
+    Full,
+    /// No connection, or the count failed (logged): the batch is not written.
+    Unavailable,
+}
+
+impl ReadyEstimate {
+    /// A connection from `pool` and room for `n` jobs (`admit`), for the writer named `who`.
+    pub fn admit_from(&self, pool: &crate::db::PgPool, n: usize, who: &str) -> Admission {
+        let mut conn = match pool.get() {
+            Ok(conn) => conn,
+            Err(e) => {
+                log::warn!("{who}: no connection ({e})");
+                return Admission::Unavailable;
             }
         };
-        Ok(ready < self.limit)
+        match self.admit(&mut conn, n) {
+            Ok(true) => Admission::Admitted(conn),
+            Ok(false) => Admission::Full,
+            Err(e) => {
+                log::warn!("{who}: {e}");
+                Admission::Unavailable
+            }
+        }
     }
 }
 

@@ -1,26 +1,20 @@
-//! Group commit for `POST /api/v1/payments`: requests that arrive together are written together.
-//!
-//! Each request decides everything about its payment (reference, answer, timestamps) and hands it
-//! to the intake; a few intake threads each take whatever is waiting (up to `MAX_BATCH`) and write
-//! the whole batch in one transaction and one commit (`repo::record_answers`, then
-//! `orders::pipeline::start_api_payments`: two statements for up to `MAX_BATCH`). A request is
-//! answered 201 only after the commit that holds its rows — nothing is acknowledged that a crash
-//! could lose — but a hundred requests share one parse, one plan and one WAL flush instead of
-//! paying for one each. Under light load a batch is a single request and nothing waits.
+//! Group commit for `POST /api/v1/payments` (`db::group_commit`): each request decides everything
+//! about its payment (reference, answer, timestamps) and hands it over; a batch of up to
+//! `MAX_BATCH` is written in one transaction and one commit (`repo::record_answers`, then
+//! `orders::batches::start_api_payments`: two statements). A request is answered 201 only after
+//! the commit that holds its rows.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::repo::{self, NewApiPayment};
+use crate::db::group_commit::{GroupCommit, Shape};
 use crate::db::PgPool;
-use crate::orders::pipeline::{start_api_payments, ApiPaymentStart};
+use crate::orders::batches::{start_api_payments, ApiPaymentStart};
 use diesel::Connection;
+use crate::jobs::queue::Admission;
 use crate::jobs::ReadyEstimate;
 
-const MAX_BATCH: usize = 128;
-const THREADS: usize = 2;
-/// Requests that may wait for an intake thread before the API answers 503.
-const BACKLOG: usize = 4_096;
+const SHAPE: Shape = Shape { name: "payment-intake", threads: 2, max_batch: 128, backlog: 4_096 };
 
 /// What became of one submitted payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,78 +28,29 @@ pub enum Intake {
     Retry,
 }
 
-struct Waiting {
-    payment: NewApiPayment,
-    reply: tokio::sync::oneshot::Sender<Intake>,
-}
-
 pub struct PaymentIntake {
-    sender: SyncSender<Waiting>,
+    writers: GroupCommit<NewApiPayment, Intake>,
 }
 
 impl PaymentIntake {
     pub fn start(pool: PgPool, ready: Arc<ReadyEstimate>, charge_attempts: i32) -> PaymentIntake {
-        let (sender, receiver) = sync_channel::<Waiting>(BACKLOG);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for n in 0..THREADS {
-            let (receiver, pool, ready) = (receiver.clone(), pool.clone(), ready.clone());
-            std::thread::Builder::new()
-                .name(format!("payment-intake-{n}"))
-                .spawn(move || run(&receiver, &pool, &ready, charge_attempts))
-                .expect("an intake thread");
-        }
-        PaymentIntake { sender }
+        PaymentIntake { writers: GroupCommit::start(SHAPE, move |batch| write(&pool, &ready, charge_attempts, batch)) }
     }
 
     /// Hands the payment over and waits (without blocking the server's thread) for its commit.
     pub async fn submit(&self, payment: NewApiPayment) -> Intake {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        match self.sender.try_send(Waiting { payment, reply }) {
-            Ok(()) => answer.await.unwrap_or(Intake::Retry),
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Intake::Retry,
-        }
+        self.writers.submit(payment).await.unwrap_or(Intake::Retry)
     }
 }
 
-fn run(receiver: &Mutex<Receiver<Waiting>>, pool: &PgPool, ready: &ReadyEstimate, charge_attempts: i32) {
-    loop {
-        let batch = {
-            let receiver = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Ok(first) = receiver.recv() else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        let outcomes = write(pool, ready, charge_attempts, &batch);
-        for (waiting, outcome) in batch.into_iter().zip(outcomes) {
-            let _ = waiting.reply.send(outcome); // the request may have gone; its rows stand
-        }
-    }
-}
-
-fn write(pool: &PgPool, ready: &ReadyEstimate, charge_attempts: i32, batch: &[Waiting]) -> Vec<Intake> {
+fn write(pool: &PgPool, ready: &ReadyEstimate, charge_attempts: i32, batch: &[NewApiPayment]) -> Vec<Intake> {
     let every = |outcome| vec![outcome; batch.len()];
-    let mut conn = match pool.get() {
-        Ok(conn) => conn,
-        Err(e) => {
-            log::warn!("payment intake: no connection ({e})");
-            return every(Intake::Retry);
-        }
+    let mut conn = match ready.admit_from(pool, batch.len(), "payment intake") {
+        Admission::Admitted(conn) => conn,
+        Admission::Full => return every(Intake::QueueFull),
+        Admission::Unavailable => return every(Intake::Retry),
     };
-    match ready.has_room(&mut conn) {
-        Ok(true) => {}
-        Ok(false) => return every(Intake::QueueFull),
-        Err(e) => {
-            log::warn!("payment intake: {e}");
-            return every(Intake::Retry);
-        }
-    }
-    let payments: Vec<&NewApiPayment> = batch.iter().map(|w| &w.payment).collect();
+    let payments: Vec<&NewApiPayment> = batch.iter().collect();
     let written = conn.transaction(|conn| {
         let free = repo::record_answers(conn, &payments)?;
         let starts: Vec<ApiPaymentStart> = payments.iter().zip(&free).filter(|(_, free)| **free).map(|(p, _)| p.start.clone()).collect();

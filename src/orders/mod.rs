@@ -1,6 +1,8 @@
 //! Orders: what a user has bought from a merchant, and the checkout page that pays for it.
 
 pub mod demo;
+pub mod batches;
+pub mod pay_intake;
 pub mod pipeline;
 pub mod repo;
 pub mod routes;
@@ -16,6 +18,8 @@ pub struct OrdersState {
     pub wake: Arc<crate::jobs::Wake>,
     /// How long an unpaid order holds its stock (`ORDER_TTL_SECS`), as the checkout says.
     pub hold: std::time::Duration,
+    /// Pay's group commit.
+    pub pay: Arc<pay_intake::PayIntake>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -164,9 +164,7 @@ async fn pay(
 ) -> Result<HttpResponse, AppError> {
     csrf::verify(&session, &form.csrf_token)?;
     let order = PayOrder { user_id: user.0.id, order_id: parse_id(&path)? };
-    let (limits, now) = (state.limits, state.clock.now());
-    let started = db.run(move |conn| Ok::<_, AppError>(pipeline::start_payment(conn, order, limits, now))).await?;
-    let payment = match started {
+    let payment = match state.pay.pay(&db, order).await? {
         Ok(payment) => payment,
         // Not payable: if it is the person's order and it closed (expired while unpaid, or its
         // payment failed), say so and offer to order the same again, rather than "not found".
@@ -232,7 +230,8 @@ fn merchants(rows: Vec<repo::ProductRow>, asked: &HashMap<String, String>) -> Ve
 /// (`?qty_3=2`, as "Sign in to order" carries them through the sign-in) are filled in.
 async fn products(req: HttpRequest, db: Db, asked: web::Query<HashMap<String, String>>) -> Result<HttpResponse, AppError> {
     let rows = db.run(repo::catalogue).await?;
-    html(ProductsPage { layout: Layout::new(&req), merchants: merchants(rows, &asked), problem: None })
+    // The same for every visitor (stock changes the bytes, and so the ETag).
+    html(ProductsPage { layout: Layout::new(&req), merchants: merchants(rows, &asked), problem: None }).map(crate::web::caching::public)
 }
 
 /// "Sign in to order" with quantities chosen: the sign-in comes back to the catalogue with them

@@ -87,6 +87,8 @@ pub struct Lookup {
 pub struct ThreadCache {
     cache: Cache,
     pub metrics: FragmentMetrics,
+    /// Visitors' pages, whole and compressed, in this process.
+    pub visitor_pages: super::visitor_pages::VisitorPages,
     /// Posts whose version could not be bumped (Redis was away): bumped as soon as it is back.
     pending: Mutex<BTreeSet<i64>>,
 }
@@ -103,7 +105,7 @@ fn version_key(post_id: i64) -> String {
 
 impl ThreadCache {
     pub fn new(cache: Cache) -> ThreadCache {
-        ThreadCache { cache, metrics: FragmentMetrics::default(), pending: Mutex::new(BTreeSet::new()) }
+        ThreadCache { cache, metrics: FragmentMetrics::default(), visitor_pages: Default::default(), pending: Mutex::new(BTreeSet::new()) }
     }
 
     /// The post's current version and, if one is filed under it, the cached page at `page_key`:
@@ -127,6 +129,13 @@ impl ThreadCache {
         let counter = if page.is_some() { &self.metrics.page_hits } else { &self.metrics.page_misses };
         counter.fetch_add(1, Ordering::Relaxed);
         Lookup { version: Some(version), page, fresh }
+    }
+
+    /// The post's version, if Redis has one (creating one is `lookup`'s part): enough to know
+    /// whether a visitor's page kept in this process is current.
+    pub async fn current_version(&self, post_id: i64) -> Option<String> {
+        self.flush_pending().await;
+        self.cache.get(&version_key(post_id)).await.ok().flatten()
     }
 
     /// Takes back a version this request created for a post that turned out not to exist, so that

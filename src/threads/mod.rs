@@ -16,6 +16,7 @@ pub struct ThreadsState {
 }
 pub mod tree;
 mod views;
+pub mod visitor_pages;
 
 use actix_web::http::StatusCode;
 use std::fmt;

@@ -14,7 +14,7 @@ use super::repo::CommentRow;
 use super::tree::Tree;
 
 /// Changes whenever comment.html changes, so old fragments are never reused with a new template.
-const FRAGMENT_SCHEMA: u32 = 3;
+const FRAGMENT_SCHEMA: u32 = 5;
 
 #[derive(Template)]
 #[template(path = "comment.html", whitespace = "minimize")]

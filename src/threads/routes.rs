@@ -9,7 +9,9 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::cache::ThreadCache;
-use super::views::{CommentForm, DeletePage, MetricsPage, PostsPage, SharedPage, ThreadHead, ThreadPage};
+use crate::web::caching::Precompressed;
+use std::sync::Arc;
+use super::views::{CommentForm, DeletePage, MetricsPage, PostsPage, RootControls, SharedPage, ThreadHead, ThreadPage};
 use super::render::{self, Frame};
 use super::repo::{self, CommentRow};
 use super::{tree, CommentBody, Refused, ThreadError, ThreadsState, MAX_DEPTH, PAGE_SIZE};
@@ -137,26 +139,17 @@ async fn build_page(db: &Db, threads: &ThreadCache, view: &View, after: Option<S
         Some(root) => format!("{}'s comment · {}", root.author, post.shown_title()),
         None => post.shown_title().to_string(),
     };
-    Ok(SharedPage { title, head: head_html, comments })
+    let root = root.filter(|r| !r.deleted).map(|r| (r.id, r.user_id));
+    Ok(SharedPage { title, head: head_html, comments, root })
 }
 
-/// What differs per person on a shared page, as CSS over the cached fragments: the controls for
-/// signed-in people, edit and delete on your own comments (and no vote on them), and "undo
-/// upvote" where you have voted.
-fn user_style(user: Option<&SessionUser>, votes: &[i64]) -> String {
+/// What differs per person on a shared page, as CSS over the cached fragments: reply links for
+/// signed-in people, and the edit and delete links of your own discussion. (A comment's vote,
+/// edit and delete controls are drawn by app.js from the thread's `data-me` and `data-voted`.)
+fn user_style(user: Option<&SessionUser>) -> String {
     let Some(user) = user else { return String::new() };
     let me = user.id;
-    let mut style = format!(
-        ".comment .controls .vote, .comment .controls .reply-link {{ display: inline; }} \
-         .comment[data-author=\"{me}\"] > .controls .edit-link, .comment[data-author=\"{me}\"] > .controls .delete-link {{ display: inline; }} \
-         .comment[data-author=\"{me}\"] > .controls .vote {{ display: none; }} \
-         .post[data-author=\"{me}\"] > .post-controls a {{ display: inline; }}"
-    );
-    if !votes.is_empty() {
-        let each = |class: &str| votes.iter().map(|id| format!(".comment .controls .{class}[data-comment=\"{id}\"]")).collect::<Vec<_>>().join(", ");
-        style.push_str(&format!(" {} {{ display: none; }} {} {{ display: inline; }}", each("vote"), each("unvote")));
-    }
-    style
+    format!(".comment .controls .reply-link {{ display: inline; }} .post[data-author=\"{me}\"] > .post-controls a {{ display: inline; }}")
 }
 
 async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state: web::Data<ThreadsState>) -> Result<HttpResponse, AppError> {
@@ -164,11 +157,20 @@ async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state
     let post_id = view.post_id();
     // The version is read before the database: see threads::cache for why that keeps pages fresh.
     let key = view.cache_key(after.as_deref());
+    let user = SessionUser::of(&req);
+    if user.is_none() {
+        if let Some(version) = threads.current_version(post_id).await {
+            if let Some(page) = threads.visitor_pages.get(&key, &version) {
+                threads.metrics.page_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(page.respond(&req));
+            }
+        }
+    }
     let lookup = threads.lookup(post_id, &key).await;
     let page = match lookup.page.and_then(|raw| SharedPage::decode(&raw)) {
         Some(page) => page,
         None => {
-            let version = lookup.version;
+            let version = lookup.version.clone();
             let page = match build_page(&db, &threads, &view, after, version.is_some()).await {
                 Ok(page) => page,
                 Err(e) => {
@@ -184,7 +186,6 @@ async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state
             page
         }
     };
-    let user = SessionUser::of(&req);
     let votes = match &user {
         Some(user) => match threads.votes(post_id, user.id).await {
             Some(votes) => votes,
@@ -201,8 +202,11 @@ async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state
         View::Post { post_id } => (format!("/posts/{post_id}/comments"), "Add a comment"),
         View::Subthread { comment_id, .. } => (format!("/comments/{comment_id}/replies"), "Reply to this comment"),
     };
-    html(ThreadPage {
-        user_style: user_style(user.as_ref(), &votes),
+    let page = ThreadPage {
+        user_style: user_style(user.as_ref()),
+        me: user.as_ref().map(|u| u.id),
+        voted: votes.iter().map(i64::to_string).collect::<Vec<_>>().join(" "),
+        root_controls: user.as_ref().and_then(|u| page.root.map(|(id, author)| RootControls { id, mine: author == u.id, voted: votes.contains(&id) })),
         form_action,
         form_label,
         layout: Layout::new(&req),
@@ -210,7 +214,17 @@ async fn show(req: HttpRequest, view: View, after: Option<String>, db: Db, state
         title: &page.title,
         head: &page.head,
         comments: &page.comments,
-    })
+    }
+    .render()?;
+    // The same for every visitor: kept whole and compressed, under the version read first.
+    match (user, lookup.version) {
+        (None, Some(version)) => {
+            let kept = Arc::new(Precompressed::new(page));
+            threads.visitor_pages.keep(key, version, kept.clone());
+            Ok(kept.respond(&req))
+        }
+        _ => Ok(crate::web::caching::public(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page))),
+    }
 }
 
 async fn post_page(req: HttpRequest, db: Db, state: web::Data<ThreadsState>, path: web::Path<String>, query: web::Query<PageQuery>) -> Result<HttpResponse, AppError> {
@@ -232,7 +246,7 @@ async fn subthread_page(
 
 async fn posts(req: HttpRequest, db: Db) -> Result<HttpResponse, AppError> {
     let posts = db.run(|conn| repo::recent_posts(conn, 50)).await?;
-    html(PostsPage { layout: Layout::new(&req), posts })
+    html(PostsPage { layout: Layout::new(&req), posts }).map(crate::web::caching::public)
 }
 
 

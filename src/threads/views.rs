@@ -24,11 +24,23 @@ pub(super) struct ThreadPage<'a> {
     pub(super) title: &'a str,
     pub(super) head: &'a str,
     pub(super) comments: &'a str,
-    /// Per-user presentation (which edit links and votes are yours), kept out of shared fragments.
+    /// Per-user presentation (the reply links for signed-in people), kept out of shared fragments.
     pub(super) user_style: String,
+    /// Who is looking, and the comments of this discussion they voted for (space-separated):
+    /// app.js draws each comment's controls from them.
+    pub(super) me: Option<i64>,
+    pub(super) voted: String,
+    /// On a comment's own page, its controls for someone without script.
+    pub(super) root_controls: Option<RootControls>,
     /// Where the page's comment box posts, and what it says: the post, or a subthread's comment.
     pub(super) form_action: String,
     pub(super) form_label: &'static str,
+}
+
+pub(super) struct RootControls {
+    pub(super) id: i64,
+    pub(super) mine: bool,
+    pub(super) voted: bool,
 }
 
 /// What is cached for a page: the same for everyone who sees it.
@@ -36,16 +48,26 @@ pub(super) struct SharedPage {
     pub(super) title: String,
     pub(super) head: String,
     pub(super) comments: String,
+    /// A subthread's first comment (id, author), unless deleted: whose controls the page offers.
+    pub(super) root: Option<(i64, i64)>,
 }
 
 impl SharedPage {
     pub(super) fn encode(&self) -> String {
-        format!("{}\u{0}{}\u{0}{}", self.title, self.head, self.comments)
+        let root = self.root.map(|(id, author)| format!("{id}:{author}")).unwrap_or_default();
+        format!("{root}\u{0}{}\u{0}{}\u{0}{}", self.title, self.head, self.comments)
     }
 
     pub(super) fn decode(raw: &str) -> Option<SharedPage> {
-        let mut parts = raw.splitn(3, '\u{0}');
-        Some(SharedPage { title: parts.next()?.into(), head: parts.next()?.into(), comments: parts.next()?.into() })
+        let mut parts = raw.splitn(4, '\u{0}');
+        let root = match parts.next()? {
+            "" => None,
+            pair => {
+                let (id, author) = pair.split_once(':')?;
+                Some((id.parse().ok()?, author.parse().ok()?))
+            }
+        };
+        Some(SharedPage { root, title: parts.next()?.into(), head: parts.next()?.into(), comments: parts.next()?.into() })
     }
 }
 

@@ -290,3 +290,75 @@ fn an_order_form_from_an_earlier_sign_in_comes_back_with_its_quantities_and_orde
     let orders: i64 = agora::schema::orders::table.count().get_result(&mut shop.app.conn()).unwrap();
     assert_eq!(orders, 1, "one order, from the second try");
 }
+
+#[test]
+fn forty_pays_of_twenty_orders_at_once_make_twenty_payments_each_found_by_both_its_clicks() {
+    let shop = shop();
+    let orders: Vec<i64> = (0..20).map(|_| fixtures::order(&mut shop.app.conn(), shop.user_id, &shop.products[..2])).collect();
+    let client = Arc::new(signed_in(&shop));
+    let token = client.csrf_token();
+    let barrier = Arc::new(Barrier::new(40));
+    let posts: Vec<_> = (0..40)
+        .map(|i| {
+            let (client, token, barrier, order_id) = (client.clone(), token.clone(), barrier.clone(), orders[i % 20]);
+            std::thread::spawn(move || {
+                barrier.wait();
+                (order_id, client.post_form(&format!("/orders/{order_id}/pay"), &[("csrf_token", &token)]))
+            })
+        })
+        .collect();
+    let answers: Vec<(i64, _)> = posts.into_iter().map(|p| p.join().unwrap()).collect();
+    for order_id in &orders {
+        let locations: Vec<_> = answers.iter().filter(|(o, _)| o == order_id).map(|(_, a)| (a.status, a.location.clone())).collect();
+        assert_eq!(locations.len(), 2);
+        assert_eq!(locations[0].0, 303);
+        assert_eq!(locations[0], locations[1], "both clicks on order {order_id} land on one payment");
+    }
+    assert_eq!(fixtures::payment_count(&mut shop.app.conn()), 20);
+    assert_eq!(shop.app.drain_jobs(), 20, "one charge job an order");
+    for order_id in &orders {
+        assert_eq!(shop.sim.charges_for(&fixtures::gateway_key(&mut shop.app.conn(), *order_id)).len(), 1);
+    }
+}
+
+#[test]
+fn a_batch_of_pays_in_one_statement_makes_what_pay_alone_makes_and_nothing_for_the_unpayable() {
+    use agora::orders::batches::{start_payments, PayStarted};
+    use agora::payments::PayOrder;
+    use diesel::prelude::*;
+
+    let shop = shop();
+    let mut conn = shop.app.conn();
+    let stranger = fixtures::user(&mut conn, "stranger@example.com");
+    let fresh: Vec<i64> = (0..2).map(|_| fixtures::order(&mut conn, shop.user_id, &shop.products[..1])).collect();
+    let already = fixtures::order(&mut conn, shop.user_id, &shop.products[..1]);
+    let limits = agora::orders::pipeline::QueueLimits { max_ready: 100, charge_attempts: 5 };
+    let earlier = agora::orders::pipeline::start_payment(&mut conn, PayOrder { user_id: shop.user_id, order_id: already }, limits, chrono::Utc::now()).unwrap();
+    let theirs = fixtures::order(&mut conn, stranger, &shop.products[..1]);
+    let batch: Vec<PayOrder> = [fresh[0], fresh[1], already, theirs].iter().map(|&order_id| PayOrder { user_id: shop.user_id, order_id }).collect();
+
+    let started = conn.transaction(|conn| start_payments(conn, &batch, 5, chrono::Utc::now())).unwrap();
+
+    let payment = |s: &PayStarted| match s {
+        PayStarted::Payment(p) => p.clone(),
+        PayStarted::NotPayable => panic!("expected a payment"),
+    };
+    for (s, order_id) in started[..2].iter().zip(&fresh) {
+        let p = payment(s);
+        assert_eq!((p.order_id, p.amount.clone()), (*order_id, fixtures::order_total(&mut conn, *order_id)));
+    }
+    assert_eq!(payment(&started[2]).reference, earlier.reference, "Pay pressed again finds the payment it made");
+    assert!(matches!(started[3], PayStarted::NotPayable), "someone else's order is nobody's to pay here");
+    assert_eq!(fixtures::payment_count(&mut conn), 3);
+    // Each new payment has its first event and its charge job, as the single path writes them.
+    for order_id in &fresh {
+        let events: i64 = agora::schema::payment_events::table
+            .inner_join(agora::schema::payments::table)
+            .filter(agora::schema::payments::order_id.eq(order_id))
+            .count()
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(events, 1);
+    }
+    assert_eq!(shop.app.drain_jobs(), 3, "three charge jobs: the earlier payment's and the two new ones");
+}

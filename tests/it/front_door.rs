@@ -249,6 +249,43 @@ fn with_redis_frozen_pages_and_health_answer_within_a_second_and_caching_resumes
     assert!(reader.get("/healthz").body.contains("\"redis\":\"ok\""));
 }
 
+#[test]
+fn one_late_answer_costs_one_call_and_only_a_redis_silent_for_half_a_second_is_rested() {
+    use agora::cache::{Cache, CacheError};
+    let redis = OwnRedis::start();
+    let cache = Cache::with_timing(Some(&redis.url), "late:", Duration::from_millis(50), Duration::from_secs(60));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        // The first connection may take longer than a deadline to open (a debug build): ask until
+        // it is there.
+        let mut tries = 0;
+        while cache.set("k", "v", Duration::from_secs(60)).await.is_err() {
+            tries += 1;
+            assert!(tries < 100, "Redis never answered");
+        }
+        // A moment's stall, as a saturated machine makes: that call is late, the next one is
+        // asked (a rest of a minute would refuse it) and answered.
+        redis.pause();
+        assert!(matches!(cache.get("k").await, Err(CacheError::Late(_))));
+        redis.resume();
+        assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("v"), "no rest after one late answer");
+        // Silent for longer than half a second: now Redis is away, and left alone.
+        redis.pause();
+        let mut calls = 0;
+        let refused = loop {
+            calls += 1;
+            match cache.get("k").await {
+                Err(CacheError::Late(_)) => assert!(calls < 40, "still asked after {calls} late calls"),
+                Err(CacheError::Unavailable(why)) => break why,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(refused.contains("resting"), "{refused}");
+        assert!(calls >= 10, "half a second of 50 ms deadlines before resting, not {calls} calls");
+        redis.resume();
+    });
+}
+
 // --- thread cursors and made-up posts --------------------------------------------------------
 
 fn redis_keys(app: &TestApp, pattern: &str) -> Vec<String> {

@@ -102,7 +102,7 @@ fn a_vote_can_be_undone_and_nobody_can_vote_for_themselves() {
     let up: serde_json::Value = serde_json::from_str(&up.body).unwrap();
     assert_eq!((up["points"].as_i64(), up["voted"].as_bool()), (Some(1), Some(true)));
     let page = fan.get(&format!("/posts/{post}")).body;
-    assert!(page.contains(&format!(".unvote[data-comment=\"{comment}\"]")), "the page offers the undo");
+    assert!(page.contains(&format!("data-voted=\"{comment}\"")), "the page tells its script to offer the undo");
     let undo = fan.post_form_json(&format!("/comments/{comment}/unvote"), &[("csrf_token", &token)]);
     let undo: serde_json::Value = serde_json::from_str(&undo.body).unwrap();
     assert_eq!((undo["points"].as_i64(), undo["voted"].as_bool()), (Some(0), Some(false)));
@@ -197,4 +197,138 @@ fn deleting_asks_first_and_a_new_discussion_explains_what_is_wrong() {
     assert_eq!(deleted.status, 303);
     let page = client.get(&deleted.location.unwrap()).body;
     assert!(!page.contains("regrettable") && page.contains("Your comment was deleted."));
+}
+
+/// A 200-comment discussion (one page), its comments a sentence or two long: 40 at the top, 120
+/// replies to them and 40 replies to those.
+fn two_hundred_comments(app: &TestApp) -> i64 {
+    let mut conn = app.conn();
+    let author = fixtures::user(&mut conn, "busy@example.com");
+    let post = fixtures::post(&mut conn, author, "Two hundred comments");
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        let body = format!("Comment {i}: the delivery estimate was right, and the packaging kept everything dry all the way here.");
+        let parent = match i {
+            0..40 => None,
+            40..160 => Some(ids[i % 40]),
+            _ => Some(ids[40 + i % 120]),
+        };
+        ids.push(fixtures::comment(&mut conn, post, parent, author, &body));
+    }
+    post
+}
+
+#[test]
+fn a_comment_costs_at_most_600_bytes_of_the_page_with_its_controls_still_reachable() {
+    let app = app();
+    let post = two_hundred_comments(&app);
+    fixtures::user(&mut app.conn(), "reader@example.com");
+    let visitor = Client::new(&app.url).get(&format!("/posts/{post}")).body;
+    let reader = signed_in(&app, "reader@example.com").get(&format!("/posts/{post}")).body;
+    for (who, page) in [("a visitor", &visitor), ("someone signed in", &reader)] {
+        assert_eq!(page.matches("<article class=\"comment").count(), 200, "{who} sees every comment");
+        assert!(page.len() <= 200 * 600, "{who}'s whole page is {} bytes: {} a comment", page.len(), page.len() / 200);
+    }
+    // Every comment keeps its link (its own page, with its controls) and, for people signed in,
+    // reply; the script draws vote, edit and delete from who is looking.
+    assert_eq!(reader.matches("class=\"reply-link\"").count(), 200);
+    assert!(reader.contains("data-me=\"") && reader.contains("id=\"vote-form\""));
+}
+
+#[test]
+fn without_script_a_comments_own_page_offers_its_vote_or_its_edit_and_delete() {
+    let app = app();
+    let mut conn = app.conn();
+    let author = fixtures::user(&mut conn, "author@example.com");
+    fixtures::user(&mut conn, "reader@example.com");
+    let post = fixtures::post(&mut conn, author, "Controls");
+    let comment = fixtures::comment(&mut conn, post, None, author, "Vote on me");
+    let own_page = format!("/posts/{post}/comments/{comment}");
+
+    let reader = signed_in(&app, "reader@example.com");
+    let page = reader.get(&own_page).body;
+    assert!(page.contains(&format!("formaction=\"/comments/{comment}/upvote\"")), "an upvote button");
+    let token = reader.csrf_token();
+    assert_eq!(reader.post_form(&format!("/comments/{comment}/upvote"), &[("csrf_token", &token)]).status, 303);
+    let page = reader.get(&own_page).body;
+    assert!(page.contains(&format!("formaction=\"/comments/{comment}/unvote\"")), "then its undo");
+    assert!(!page.contains(&format!("/comments/{comment}/edit\">")), "no edit for a comment not yours");
+
+    let own = signed_in(&app, "author@example.com").get(&own_page).body;
+    assert!(own.contains(&format!("href=\"/comments/{comment}/edit\"")) && own.contains(&format!("href=\"/comments/{comment}/delete\"")));
+    assert!(!own.contains(&format!("formaction=\"/comments/{comment}/upvote\"")), "no vote for your own words");
+    assert!(!Client::new(&app.url).get(&own_page).body.contains("/upvote\""), "nothing for a visitor");
+}
+
+/// A page as a client that accepts `encoding` receives it: the bytes on the wire and the
+/// `Content-Encoding` header.
+fn fetched(url: &str, encoding: &str) -> (Vec<u8>, Option<String>) {
+    let response = ureq::get(url).set("Accept-Encoding", encoding).call().unwrap();
+    let coding = response.header("Content-Encoding").map(str::to_string);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).unwrap();
+    (bytes, coding)
+}
+
+#[test]
+fn the_200_comment_page_travels_compressed_in_30_kib() {
+    let app = app();
+    let post = two_hundred_comments(&app);
+    let url = format!("{}/posts/{post}", app.url);
+    let (plain, none) = fetched(&url, "identity");
+    assert_eq!(none, None);
+    for encoding in ["br", "gzip", "zstd"] {
+        let (sent, coding) = fetched(&url, encoding);
+        assert_eq!(coding.as_deref(), Some(encoding));
+        assert!(sent.len() <= 30 * 1024, "{encoding}: {} bytes on the wire (of {})", sent.len(), plain.len());
+    }
+}
+
+#[test]
+fn a_visitor_revalidates_public_pages_with_an_etag_and_personal_pages_are_never_stored() {
+    let app = app();
+    let mut conn = app.conn();
+    let author = fixtures::user(&mut conn, "author@example.com");
+    let post = fixtures::post(&mut conn, author, "Cached by browsers");
+    fixtures::comment(&mut conn, post, None, author, "first");
+    for path in [format!("/posts/{post}"), "/products".to_string(), "/posts".to_string()] {
+        let first = ureq::get(&format!("{}{path}", app.url)).call().unwrap();
+        assert_eq!(first.header("Cache-Control"), Some("public, no-cache"), "{path}");
+        let tag = first.header("ETag").unwrap_or_else(|| panic!("{path} has an ETag")).to_string();
+        let again = ureq::get(&format!("{}{path}", app.url)).set("If-None-Match", &tag).call().unwrap();
+        assert_eq!(again.status(), 304, "{path}: the browser's copy is still good");
+        assert_eq!(again.into_string().unwrap(), "");
+    }
+    // A new comment changes the page, and so its tag.
+    let page = format!("{}/posts/{post}", app.url);
+    let tag = ureq::get(&page).call().unwrap().header("ETag").unwrap().to_string();
+    fixtures::user(&mut conn, "reader@example.com");
+    let reader = signed_in(&app, "reader@example.com");
+    let token = reader.csrf_token();
+    assert_eq!(reader.post_form(&format!("/posts/{post}/comments"), &[("csrf_token", &token), ("body", "second")]).status, 303);
+    let changed = ureq::get(&page).set("If-None-Match", &tag).call().unwrap();
+    assert_eq!(changed.status(), 200);
+    assert!(changed.into_string().unwrap().contains("second"));
+    // Signed in, the same page is theirs alone.
+    let personal = reader.get(&format!("/posts/{post}"));
+    assert_eq!(personal.header("Cache-Control"), Some("no-store"));
+    assert_eq!(personal.header("ETag"), None);
+}
+
+#[test]
+fn static_files_are_named_by_their_content_and_kept_for_a_year() {
+    let app = app();
+    let home = Client::new(&app.url).get("/posts").body;
+    let css = home.split("rel=\"stylesheet\" href=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let js = home.split("<script src=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    for (path, kind) in [(&css, "text/css"), (&js, "text/javascript")] {
+        assert!(path.starts_with("/static/app.") && path.matches('.').count() == 2, "{path} carries a digest");
+        let file = ureq::get(&format!("{}{path}", app.url)).call().unwrap();
+        assert_eq!(file.header("Cache-Control"), Some("public, max-age=31536000, immutable"));
+        assert!(file.content_type().starts_with(kind));
+    }
+    // Another build's name (a page from a server not yet restarted) still gets a file, not kept.
+    let stale = ureq::get(&format!("{}/static/app.000000000000.css", app.url)).call().unwrap();
+    assert_eq!(stale.header("Cache-Control"), Some("public, no-cache"));
+    assert_eq!(ureq::get(&format!("{}/static/other.css", app.url)).call().unwrap_err().kind(), ureq::ErrorKind::HTTP);
 }

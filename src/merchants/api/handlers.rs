@@ -291,7 +291,7 @@ pub async fn create_payment(req: HttpRequest, payload: web::Payload, user: ApiUs
     };
     let answer = views::payment(&row);
     let submitted = repo::NewApiPayment {
-        start: crate::orders::pipeline::ApiPaymentStart {
+        start: crate::orders::batches::ApiPaymentStart {
             user_id,
             customer_id: new.customer,
             money: new.money.clone(),

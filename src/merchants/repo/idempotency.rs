@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Int8, Text, Timestamptz};
 
-use crate::orders::pipeline::ApiPaymentStart;
+use crate::orders::batches::ApiPaymentStart;
 use crate::schema::api_idempotency_keys;
 
 /// What an idempotency key says about a request that carries it.
