@@ -91,6 +91,12 @@ impl Cache {
         Cache::with_timing(self.url.as_deref(), &self.prefix, deadline, Duration::ZERO)
     }
 
+    /// The same Redis with its own connections and at least `deadline` a call, resting as this one
+    /// does: for reads whose fallback costs more than waiting a little longer (sessions).
+    pub fn patient(&self, deadline: Duration) -> Cache {
+        Cache::with_timing(self.url.as_deref(), &self.prefix, self.deadline.max(deadline), self.rest)
+    }
+
     /// A cache that is never there: the app's behaviour with Redis down.
     pub fn disabled() -> Cache {
         Cache::new(None, "")
