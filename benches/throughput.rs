@@ -262,7 +262,8 @@ const METRICS_TOKEN: &str = "bench-scraper";
 /// The sum of a counter's series at `/metrics` whose line starts with `series` (name and labels).
 fn counter(base: &str, series: &str) -> f64 {
     let text = ureq::get(&format!("{base}/metrics")).set("Authorization", &format!("Bearer {METRICS_TOKEN}")).call().unwrap().into_string().unwrap();
-    text.lines().filter(|l| l.starts_with(series)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    // `+ 0.0`: an empty sum is -0.0, which would print as "-0".
+    text.lines().filter(|l| l.starts_with(series)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>() + 0.0
 }
 
 struct EndToEnd {
@@ -569,7 +570,8 @@ fn settle_probe() -> f64 {
             .env("GATEWAY_URL", &sim_url)
             .env("REDIS_PREFIX", format!("bench-settle:{}:", std::process::id()))
             .env("FRAUD_VELOCITY_MAX", "1000000")
-            .env("RUST_LOG", "warn")
+            // SETTLE_LOG=debug shows each batch's phases (claim, prepare, gateway, settle).
+            .env("RUST_LOG", std::env::var("SETTLE_LOG").map(|l| format!("warn,agora::orders::pipeline={l},agora::jobs::worker={l}")).unwrap_or_else(|_| "warn".into()))
             .spawn()
             .unwrap(),
     );

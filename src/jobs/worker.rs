@@ -99,7 +99,9 @@ impl Worker {
     }
 
     fn cycle(&self, conn: &mut Conn<'_>) -> QueryResult<usize> {
+        let began = Instant::now();
         let claimed = conn.run(|conn| self.claim(conn))?;
+        let claiming = began.elapsed();
         let mut succeeded = Vec::with_capacity(claimed.len());
         let mut rest: &[Job] = &claimed;
         while let Some(first) = rest.first() {
@@ -134,7 +136,18 @@ impl Worker {
                 self.release(job.id);
             }
         }
+        let completing = Instant::now();
         conn.run(|conn| queue::complete(conn, &self.id, &succeeded, self.clock.now()))?;
+        if !claimed.is_empty() {
+            log::debug!(
+                "worker {}: {} jobs, claimed in {} ms, whole cycle {} ms, completing {} ms",
+                self.id,
+                claimed.len(),
+                claiming.as_millis(),
+                began.elapsed().as_millis(),
+                completing.elapsed().as_millis()
+            );
+        }
         Ok(claimed.len())
     }
 

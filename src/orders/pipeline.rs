@@ -192,13 +192,26 @@ impl ChargeOrder {
     }
 
     fn charge_orders(&self, conn: &mut Conn<'_>, pending: Vec<(usize, PayOrder)>, results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
+        // Where a batch's time goes (RUST_LOG=agora::orders::pipeline=debug): what the settling
+        // probe in bench/results.md is read with.
+        let began = std::time::Instant::now();
         let calls = conn.run(|conn| self.prepare(conn, pending, results))?;
         if calls.is_empty() {
             return Ok(());
         }
+        let prepared = began.elapsed();
         let attempts: Vec<(Payment, bool)> = calls.iter().map(|(_, p, may)| (p.clone(), *may)).collect();
         let outcomes = self.processor.attempt_all(&attempts);
-        conn.run(|conn| self.finish(conn, calls, attempts, outcomes, results))
+        let answered = began.elapsed();
+        let n = calls.len();
+        let finished = conn.run(|conn| self.finish(conn, calls, attempts, outcomes, results));
+        log::debug!(
+            "charged {n}: prepared in {} ms, the gateway's last answer after {} ms more, settled in {} ms",
+            prepared.as_millis(),
+            (answered - prepared).as_millis(),
+            (began.elapsed() - answered).as_millis()
+        );
+        finished
     }
 
     /// Everything before the gateway: returns the attempts to make, by job index.
