@@ -640,7 +640,10 @@ fn main() {
     }
     if wanted("settle") {
         let rate = settle_probe();
-        rows.push(format!("| settling probe: {SETTLE_PAYMENTS} accepted Pays drained by one `agora worker`, gateway at 300 ms | 4 threads, 500 charges in flight | {SETTLE_PAYMENTS} | {rate:.0} payments/s | | |"));
+        // The worker inherits WORKERS and CHARGES_IN_FLIGHT from this process, if set.
+        let setting = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
+        let (threads, in_flight) = (setting("WORKERS", "4"), setting("CHARGES_IN_FLIGHT", "500"));
+        rows.push(format!("| settling probe: {SETTLE_PAYMENTS} accepted Pays drained by one `agora worker`, gateway at 300 ms | {threads} threads, {in_flight} charges in flight | {SETTLE_PAYMENTS} | {rate:.0} payments/s | | |"));
         eprintln!("{}", rows.last().unwrap());
         aims.push(format!("| settling probe, one worker process, gateway at 300 ms | ≥ 1,500 payments/s | 896 payments/s | {rate:.0} payments/s | | {} |", yes(rate >= 1_500.0)));
     }
