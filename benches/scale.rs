@@ -6,41 +6,19 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 
-use common::{admin_url, fresh_database, pgbench_pay};
+use common::{admin_url, free_port, fresh_database, pgbench_pay, until_up, Proc};
 
 const CLIENTS: usize = 32;
 const WINDOW: Duration = Duration::from_secs(8);
 const SHOPPERS: usize = 32;
 const ORDERS_EACH: usize = 250;
 const SECRET: &str = "a-session-secret-shared-by-every-server-of-the-installation-0123456789abcdef";
-
-/// A process of the cluster, stopped (SIGTERM, then killed) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
@@ -54,15 +32,6 @@ fn unprivileged(program: &str) -> Command {
         command
     } else {
         Command::new(program)
-    }
-}
-
-/// Asks `url` until it answers 200: each try is the service's own word that it is up.
-fn until_up(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ureq::get(url).timeout(Duration::from_secs(2)).call().is_err() {
-        assert!(Instant::now() < deadline, "{url} did not come up");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

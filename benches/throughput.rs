@@ -2,7 +2,6 @@
 //! this machine. Prints a table and writes it to bench/results.md.
 
 use diesel::prelude::*;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ const CHECKOUTS: usize = 4_000;
 const CLIENTS: usize = 16;
 
 mod common;
-use common::{admin_url, fresh_database, pgbench_pay, serve, Served};
+use common::{admin_url, free_port, fresh_database, pgbench_pay, serve, until_up, Proc, Served};
 
 fn services(url: &str, threads: usize, batch: i64) -> Arc<Services> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -194,32 +193,7 @@ fn checkouts() -> CheckoutRun {
 const E2E_CLIENTS: usize = 64;
 const E2E_ORDERS: i64 = 20_000;
 
-/// A child process, killed when dropped.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Polls `url` until it answers 200 (a benchmark may wait on real time; tests may not).
-fn wait_until_up(url: &str) {
-    for _ in 0..600 {
-        if ureq::get(url).call().is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url} did not come up");
-}
-
-fn gateway_sim(latency_ms: u64) -> (Process, String) {
+fn gateway_sim(latency_ms: u64) -> (Proc, String) {
     let port = free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
         .arg("gateway-sim")
@@ -232,11 +206,11 @@ fn gateway_sim(latency_ms: u64) -> (Process, String) {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    wait_until_up(&format!("{url}/stats"));
-    (Process(child), url)
+    until_up(&format!("{url}/stats"));
+    (Proc(child), url)
 }
 
-fn agora_server(database_url: &str, gateway_url: &str) -> (Process, String) {
+fn agora_server(database_url: &str, gateway_url: &str) -> (Proc, String) {
     let port = free_port();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
         .arg("serve")
@@ -253,8 +227,8 @@ fn agora_server(database_url: &str, gateway_url: &str) -> (Process, String) {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    wait_until_up(&format!("{base}/healthz"));
-    (Process(child), base)
+    until_up(&format!("{base}/healthz"));
+    (Proc(child), base)
 }
 
 const METRICS_TOKEN: &str = "bench-scraper";
@@ -563,7 +537,7 @@ fn settle_probe() -> f64 {
     diesel::sql_query("VACUUM ANALYZE").execute(&mut conn).unwrap();
     let (_sim, sim_url) = gateway_sim(300);
     let started = Instant::now();
-    let _worker = Process(
+    let _worker = Proc(
         std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
             .arg("worker")
             .env("DATABASE_URL", &url)

@@ -109,7 +109,10 @@ impl Cache {
     fn resting(&self) -> bool {
         let mut until = self.resting_until.lock().unwrap();
         match *until {
-            Some(t) if Instant::now() < t => true,
+            Some(t) if Instant::now() < t => {
+                crate::metrics::metrics().redis_errors.with_label_values(&["skipped"]).inc();
+                true
+            }
             Some(_) => {
                 *until = None; // this caller probes
                 false
@@ -122,7 +125,6 @@ impl Cache {
     async fn query<T: FromRedisValue>(&self, command: Command<'_>) -> Result<T, CacheError> {
         let pool = self.pool.as_ref().ok_or(CacheError::NotConfigured)?;
         if self.resting() {
-            crate::metrics::metrics().redis_errors.with_label_values(&["skipped"]).inc();
             return Err(CacheError::Unavailable("resting after a failure".into()));
         }
         let attempt = async {
@@ -145,20 +147,8 @@ impl Cache {
                 self.recovered();
                 Ok(value)
             }
-            Ok(Err(Some(why))) => Err(self.failed(why)),
-            Ok(Err(None)) | Err(_) => {
-                let why = format!("no answer within {} ms", self.deadline.as_millis());
-                crate::metrics::metrics().redis_errors.with_label_values(&["late"]).inc();
-                let now_ms = self.born.elapsed().as_millis() as u64;
-                let since = match self.late_since.compare_exchange(u64::MAX, now_ms, Ordering::Relaxed, Ordering::Relaxed) {
-                    Ok(_) => now_ms,
-                    Err(earlier) => earlier,
-                };
-                if now_ms.saturating_sub(since) >= SILENT_FOR.as_millis() as u64 {
-                    self.failed(why.clone());
-                }
-                Err(CacheError::Late(why))
-            }
+            Ok(Err(Some(why))) => Err(self.broken(why)),
+            Ok(Err(None)) | Err(_) => Err(self.late()),
         }
     }
 
@@ -303,20 +293,37 @@ impl Cache {
                 self.recovered();
                 Ok(())
             }
-            Err(e) => Err(self.failed(e.to_string())),
+            Err(e) => Err(self.broken(e.to_string())),
         }
     }
 
-    fn failed(&self, why: String) -> CacheError {
-        if !why.starts_with("no answer within") {
-            crate::metrics::metrics().redis_errors.with_label_values(&["unavailable"]).inc();
+    /// Redis refused or broke the call: it is away, and rests from now.
+    fn broken(&self, why: String) -> CacheError {
+        crate::metrics::metrics().redis_errors.with_label_values(&["unavailable"]).inc();
+        self.rest(&why);
+        CacheError::Unavailable(why)
+    }
+
+    /// No answer within the deadline: away only once calls have been late for `SILENT_FOR` with
+    /// no answer in between.
+    fn late(&self) -> CacheError {
+        let why = format!("no answer within {} ms", self.deadline.as_millis());
+        crate::metrics::metrics().redis_errors.with_label_values(&["late"]).inc();
+        let now_ms = self.born.elapsed().as_millis() as u64;
+        // The first late call of a run starts it; later ones find when it started.
+        let since = self.late_since.compare_exchange(u64::MAX, now_ms, Ordering::Relaxed, Ordering::Relaxed).map_or_else(|earlier| earlier, |_| now_ms);
+        if now_ms.saturating_sub(since) >= SILENT_FOR.as_millis() as u64 {
+            self.rest(&why);
         }
+        CacheError::Late(why)
+    }
+
+    fn rest(&self, why: &str) {
         self.late_since.store(u64::MAX, Ordering::Relaxed);
         *self.resting_until.lock().unwrap() = Some(Instant::now() + self.rest);
         if !self.down.swap(true, Ordering::Relaxed) {
             log::warn!("Redis is unavailable, serving uncached until it is back: {why}");
         }
-        CacheError::Unavailable(why)
     }
 
     fn recovered(&self) {

@@ -1,5 +1,5 @@
-//! What both benchmarks share: the private PostgreSQL that `make bench` starts, and a fresh,
-//! migrated database on it for each run.
+//! What the benchmarks share: the private PostgreSQL that `make bench` starts, a fresh, migrated
+//! database on it for each run, and the processes a benchmark starts beside itself.
 
 use diesel::prelude::*;
 
@@ -68,4 +68,40 @@ pub fn pgbench_pay() -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()).and_then(|t| t.parse().ok()))
         .unwrap_or_else(|| panic!("pgbench said: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A process a benchmark started, stopped when dropped: SIGTERM (its graceful stop), then killed
+/// if it is still there after 20 s.
+#[allow(dead_code)] // not every benchmark starts processes
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Asks `url` until it answers 200 (a benchmark may wait on real time; tests may not): each try is
+/// the service's own word that it is up.
+#[allow(dead_code)]
+pub fn until_up(url: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ureq::get(url).timeout(std::time::Duration::from_secs(2)).call().is_err() {
+        assert!(std::time::Instant::now() < deadline, "{url} did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -22,17 +22,10 @@ pub enum Create {
 }
 
 impl Create {
-    fn singular(&self) -> &'static str {
+    fn noun(&self) -> &'static str {
         match self {
             Create::Chat => "chat",
             Create::Message { .. } => "message",
-        }
-    }
-
-    fn plural(&self) -> &'static str {
-        match self {
-            Create::Chat => "chats",
-            Create::Message { .. } => "messages",
         }
     }
 }
@@ -110,7 +103,7 @@ impl ChatIntake {
                             Err(Refused::Unanswered) => {
                                 return Err(ChatError::Unavailable(format!(
                                     "no answer in time: the {} may have been created; list them before sending it again",
-                                    what.singular()
+                                    what.noun()
                                 )))
                             }
                             Err(Refused::NeedFloor) if floor.is_none() => {
@@ -140,6 +133,6 @@ impl ChatIntake {
                 Route::Wait => break,
             }
         }
-        Err(ChatError::Unavailable(format!("{} are being recovered after Redis lost its state", what.plural())))
+        Err(ChatError::Unavailable(format!("{}s are being recovered after Redis lost its state", what.noun())))
     }
 }

@@ -192,7 +192,6 @@ impl ChatIntake {
         matches!(self.phase(), Phase::Synchronous { .. }).then(create)
     }
 
-    /// The epoch is over for this server: stop accepting through Redis.
     /// Redis did not answer a call of this epoch's: the epoch ends once that has lasted past the
     /// grace. Until then the call is refused (503) and the next may get through.
     fn unanswered(&self, epoch: &str) {
@@ -206,6 +205,7 @@ impl ChatIntake {
         *self.unanswered_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// The epoch is over for this server: stop accepting through Redis.
     fn end(&self, epoch: &str) {
         *self.unanswered_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());

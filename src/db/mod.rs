@@ -95,7 +95,7 @@ impl Instrumentation for Counting {
 /// A pooled connection whose queries are charged to one counter. When it goes back to the pool
 /// the counter is detached, so the pool's own health checks are never charged to anybody.
 pub struct CountedConn {
-    conn: PooledConnection<ConnectionManager<PgConnection>>,
+    conn: PooledConn,
 }
 
 impl CountedConn {

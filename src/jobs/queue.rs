@@ -337,6 +337,15 @@ pub fn dead_unique_keys(conn: &mut PgConnection, keys: &[String]) -> QueryResult
     Ok(dead.into_iter().flatten().filter(|k| !live.contains(&Some(k.clone()))).collect())
 }
 
+/// What a group-commit writer gets when it asks for room for a batch.
+pub enum Admission {
+    /// Room, and the connection to write the batch on.
+    Admitted(crate::db::PooledConn),
+    Full,
+    /// No connection, or the count failed (logged): the batch is not written.
+    Unavailable,
+}
+
 /// How many jobs are ready in a queue, at most `limit`, read from the database at most once per
 /// `fresh_for` and shared by every caller in between. For bounds that only need to be
 /// approximate: counting the ready jobs on every request costs up to `limit` index entries each
@@ -373,18 +382,7 @@ impl ReadyEstimate {
         *ready += n as i64;
         Ok(true)
     }
-}
 
-/// What a group-commit writer gets when it asks for room for a batch.
-pub enum Admission {
-    /// Room, and the connection to write the batch on.
-    Admitted(crate::db::PooledConn),
-    Full,
-    /// No connection, or the count failed (logged): the batch is not written.
-    Unavailable,
-}
-
-impl ReadyEstimate {
     /// A connection from `pool` and room for `n` jobs (`admit`), for the writer named `who`.
     pub fn admit_from(&self, pool: &crate::db::PgPool, n: usize, who: &str) -> Admission {
         let mut conn = match pool.get() {

@@ -6,6 +6,7 @@
 //! nothing is half-made — a Pay is answered only after the commit that holds its rows, and a batch
 //! that cannot be written is tried request by request on the single path.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use diesel::Connection;
@@ -67,21 +68,20 @@ fn write(pool: &PgPool, ready: &ReadyEstimate, charge_attempts: i32, clock: &dyn
         Admission::Unavailable => return every(Written::Retry),
     };
     // Pay pressed twice at once: one order, one row in the statement, one answer for both.
+    let mut place: HashMap<(i64, i64), usize> = HashMap::with_capacity(batch.len());
     let mut distinct: Vec<PayOrder> = Vec::with_capacity(batch.len());
-    for order in batch {
-        if !distinct.iter().any(|o| o.order_id == order.order_id && o.user_id == order.user_id) {
-            distinct.push(*order);
-        }
-    }
+    let places: Vec<usize> = batch
+        .iter()
+        .map(|order| {
+            *place.entry((order.user_id, order.order_id)).or_insert_with(|| {
+                distinct.push(*order);
+                distinct.len() - 1
+            })
+        })
+        .collect();
     let now = clock.now();
     match conn.transaction(|conn| start_payments(conn, &distinct, charge_attempts, now)) {
-        Ok(started) => batch
-            .iter()
-            .map(|order| {
-                let at = distinct.iter().position(|o| o.order_id == order.order_id && o.user_id == order.user_id).expect("every order is in the batch");
-                Written::Started(started[at].clone())
-            })
-            .collect(),
+        Ok(started) => places.into_iter().map(|at| Written::Started(started[at].clone())).collect(),
         Err(e) => {
             log::warn!("pay intake: a batch of {} could not be written, each is tried alone: {e}", batch.len());
             every(Written::Retry)

@@ -12,7 +12,7 @@ use actix_web::{web, Error, HttpResponse};
 use actix_web::HttpRequest;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::sync::{LazyLock, OnceLock};
+use std::sync::OnceLock;
 
 use super::AppError;
 
@@ -23,35 +23,35 @@ pub struct Asset {
     extension: &'static str,
     body: &'static str,
     content_type: &'static str,
+    /// Its content's digest, worked out once.
+    digest: OnceLock<String>,
+    path: OnceLock<String>,
 }
 
 impl Asset {
     const fn new(stem: &'static str, extension: &'static str, body: &'static str, content_type: &'static str) -> Asset {
-        Asset { stem, extension, body, content_type }
+        Asset { stem, extension, body, content_type, digest: OnceLock::new(), path: OnceLock::new() }
     }
 
-    fn digest(&self) -> String {
-        // The same on every server of one build: a page from one server names a file any server
-        // has.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.body.hash(&mut hasher);
-        format!("{:012x}", hasher.finish() >> 16)
+    fn digest(&self) -> &str {
+        self.digest.get_or_init(|| {
+            // The same on every server of one build: a page from one server names a file any
+            // server has.
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            self.body.hash(&mut hasher);
+            format!("{:012x}", hasher.finish() >> 16)
+        })
     }
 
     /// Where pages link to it: `/static/app.<digest>.css`.
-    pub fn path(&self) -> &'static str {
-        &PATHS[self.index()]
-    }
-
-    fn index(&self) -> usize {
-        ASSETS.iter().position(|a| std::ptr::eq(*a, self)).expect("a listed asset")
+    pub fn path(&'static self) -> &'static str {
+        self.path.get_or_init(|| format!("/static/{}.{}.{}", self.stem, self.digest(), self.extension))
     }
 }
 
 pub static CSS: Asset = Asset::new("app", "css", include_str!("../../static/app.css"), "text/css; charset=utf-8");
 pub static JS: Asset = Asset::new("app", "js", include_str!("../../static/app.js"), "text/javascript; charset=utf-8");
 static ASSETS: [&Asset; 2] = [&CSS, &JS];
-static PATHS: LazyLock<Vec<String>> = LazyLock::new(|| ASSETS.iter().map(|a| format!("/static/{}.{}.{}", a.stem, a.digest(), a.extension)).collect());
 
 /// A year: the longest `max-age` caches honour.
 const FOREVER: &str = "public, max-age=31536000, immutable";
@@ -91,9 +91,11 @@ pub fn etag_of(bytes: &[u8]) -> String {
 pub struct Precompressed {
     html: actix_web::web::Bytes,
     etag: String,
-    brotli: OnceLock<actix_web::web::Bytes>,
-    zstd: OnceLock<actix_web::web::Bytes>,
-    gzip: OnceLock<actix_web::web::Bytes>,
+    /// Each encoding, made when first asked for (`None`: it could not be made; the page goes
+    /// uncompressed).
+    brotli: OnceLock<Option<actix_web::web::Bytes>>,
+    zstd: OnceLock<Option<actix_web::web::Bytes>>,
+    gzip: OnceLock<Option<actix_web::web::Bytes>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -136,48 +138,39 @@ impl Precompressed {
         Precompressed { html: html.into(), etag, brotli: OnceLock::new(), zstd: OnceLock::new(), gzip: OnceLock::new() }
     }
 
-    fn bytes(&self, coding: Coding) -> actix_web::web::Bytes {
+    /// The page in `coding`, or `None` where it goes uncompressed.
+    fn encoded(&self, coding: Coding) -> Option<actix_web::web::Bytes> {
         let html = &self.html[..];
-        let made = |cell: &OnceLock<actix_web::web::Bytes>, make: &dyn Fn() -> std::io::Result<Vec<u8>>| -> Option<actix_web::web::Bytes> {
-            if let Some(done) = cell.get() {
-                return Some(done.clone());
-            }
-            let bytes: actix_web::web::Bytes = make().ok()?.into();
-            Some(cell.get_or_init(|| bytes).clone())
-        };
-        let compressed = match coding {
-            // Kept for an hour or more, so worth a slower, smaller setting than per-request
-            // compression uses (brotli 3, zstd 3, gzip "fast").
-            Coding::Brotli => made(&self.brotli, &|| {
+        // Kept for an hour or more, so worth a slower, smaller setting than per-request
+        // compression uses (brotli 3, zstd 3, gzip "fast").
+        let (cell, make): (_, &dyn Fn() -> std::io::Result<Vec<u8>>) = match coding {
+            Coding::Brotli => (&self.brotli, &|| {
                 let mut out = Vec::with_capacity(html.len() / 8);
-                {
-                    let mut writer = brotli::CompressorWriter::new(&mut out, 32 * 1024, 7, 22);
-                    writer.write_all(html)?;
-                }
+                brotli::CompressorWriter::new(&mut out, 32 * 1024, 7, 22).write_all(html)?;
                 Ok(out)
             }),
-            Coding::Zstd => made(&self.zstd, &|| zstd::bulk::compress(html, 9)),
-            Coding::Gzip => made(&self.gzip, &|| {
+            Coding::Zstd => (&self.zstd, &|| zstd::bulk::compress(html, 9)),
+            Coding::Gzip => (&self.gzip, &|| {
                 let mut writer = flate2::write::GzEncoder::new(Vec::with_capacity(html.len() / 6), flate2::Compression::best());
                 writer.write_all(html)?;
                 writer.finish()
             }),
-            Coding::Identity => None,
+            Coding::Identity => return None,
         };
-        compressed.unwrap_or_else(|| self.html.clone())
+        cell.get_or_init(|| make().ok().map(Into::into)).clone()
     }
 
     /// The page for this request: `304` if the client has it, else the bytes in the best
     /// encoding it accepts, marked public with their `ETag`.
     pub fn respond(&self, req: &HttpRequest) -> HttpResponse {
-        if req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|asked| matches(asked, &self.etag)) {
+        if req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|asked| etag_matches(asked, &self.etag)) {
             return HttpResponse::NotModified().insert_header((header::ETAG, self.etag.as_str())).insert_header((header::CACHE_CONTROL, PUBLIC)).finish();
         }
-        let mut coding = Coding::chosen(req.headers().get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()));
-        let body = self.bytes(coding);
-        if body.len() == self.html.len() {
-            coding = Coding::Identity; // it could not be compressed
-        }
+        let chosen = Coding::chosen(req.headers().get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()));
+        let (coding, body) = match self.encoded(chosen) {
+            Some(bytes) => (chosen, bytes),
+            None => (Coding::Identity, self.html.clone()),
+        };
         let mut response = HttpResponse::Ok();
         response
             .content_type("text/html; charset=utf-8")
@@ -192,7 +185,7 @@ impl Precompressed {
     }
 }
 
-fn matches(if_none_match: &str, tag: &str) -> bool {
+fn etag_matches(if_none_match: &str, tag: &str) -> bool {
     let bare = tag.trim_start_matches("W/");
     if_none_match.trim() == "*" || if_none_match.split(',').any(|candidate| candidate.trim().trim_start_matches("W/") == bare)
 }
@@ -213,7 +206,7 @@ pub async fn conditional(req: ServiceRequest, next: Next<impl MessageBody + 'sta
     let bytes = actix_web::body::to_bytes(body).await.map_err(|e| actix_web::error::ErrorInternalServerError(e.to_string()))?;
     let tag = etag_of(&bytes);
     head.headers_mut().insert(header::ETAG, HeaderValue::from_str(&tag).expect("hex is a valid header"));
-    let response = if if_none_match.as_deref().is_some_and(|asked| matches(asked, &tag)) {
+    let response = if if_none_match.as_deref().is_some_and(|asked| etag_matches(asked, &tag)) {
         head.headers_mut().remove(header::CONTENT_TYPE);
         let mut not_modified = head.set_body(BoxBody::new(()));
         *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
@@ -231,10 +224,10 @@ mod tests {
     #[test]
     fn an_entity_tag_matches_itself_weak_or_strong_and_in_a_list() {
         let tag = etag_of(b"page");
-        assert!(matches(&tag, &tag));
-        assert!(matches(&tag.replace("W/", ""), &tag));
-        assert!(matches(&format!("W/\"0000000000000000\", {tag}"), &tag));
-        assert!(!matches(&etag_of(b"another page"), &tag));
+        assert!(etag_matches(&tag, &tag));
+        assert!(etag_matches(&tag.replace("W/", ""), &tag));
+        assert!(etag_matches(&format!("W/\"0000000000000000\", {tag}"), &tag));
+        assert!(!etag_matches(&etag_of(b"another page"), &tag));
     }
 
     #[test]

@@ -158,15 +158,20 @@ impl FromRequest for Db {
     type Future = Ready<Result<Db, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(pool) = req.app_data::<web::Data<PgPool>>() else {
-            return ready(Err(AppError::Internal("no database pool".into())));
-        };
-        let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
-        ready(Ok(Db { pool: pool.get_ref().clone(), counter }))
+        ready(match req.app_data::<web::Data<PgPool>>() {
+            Some(pool) => Ok(Db::on(pool.get_ref(), req)),
+            None => Err(AppError::Internal("no database pool".into())),
+        })
     }
 }
 
 impl Db {
+    /// `pool`, its queries charged to the request's counter.
+    fn on(pool: &PgPool, req: &HttpRequest) -> Db {
+        let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
+        Db { pool: pool.clone(), counter }
+    }
+
     /// Runs blocking diesel work on the blocking thread pool with one pooled connection.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, AppError>
     where
@@ -202,10 +207,7 @@ impl FromRequest for ReadDb {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         match req.app_data::<web::Data<ReadPool>>() {
-            Some(read) => {
-                let counter = req.extensions().get::<QueryCounter>().cloned().unwrap_or_default();
-                ready(Ok(ReadDb { db: Db { pool: read.0.clone(), counter }, replica: true }))
-            }
+            Some(read) => ready(Ok(ReadDb { db: Db::on(&read.0, req), replica: true })),
             None => ready(Db::from_request(req, payload).into_inner().map(|db| ReadDb { db, replica: false })),
         }
     }
