@@ -7,9 +7,11 @@
 pub mod queue;
 pub mod routes;
 pub mod scheduler;
+pub mod window;
 pub mod worker;
 
 use chrono::{DateTime, Utc};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
 use rand::Rng;
 use serde::Serialize;
@@ -136,6 +138,14 @@ pub trait JobHandler: Send + Sync {
         done.unwrap_or_else(|e| vec![Err(JobError::from(e)); jobs.len()])
     }
 
+    /// Begins the work of several jobs of this kind at once, for a worker that keeps several
+    /// batches in flight. Kinds whose jobs wait on other systems override it to start the waiting
+    /// and return at once (`Begun::Waiting`), calling `arrived` as each answer comes; the rest do
+    /// the whole work here.
+    fn begin_batch(&self, conn: &mut Conn<'_>, jobs: &[Job], _arrived: Arrived) -> Begun {
+        Begun::Done(self.perform_batch(conn, jobs))
+    }
+
     /// Runs inside the transaction that marks the job dead.
     fn on_dead(&self, _conn: &mut PgConnection, _job: &Job) -> QueryResult<()> {
         Ok(())
@@ -155,6 +165,71 @@ pub trait JobHandler: Send + Sync {
     fn backoff(&self) -> Backoff {
         Backoff::default()
     }
+}
+
+/// Called after each answer a begun batch receives, told whether it was the batch's last, from
+/// whichever thread received it: a notification, nothing slow.
+pub type Arrived = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// What `JobHandler::begin_batch` left: the jobs' results, or work that waits on other systems.
+pub enum Begun {
+    Done(Vec<Result<(), JobError>>),
+    Waiting(Box<dyn Waiting>),
+}
+
+/// A begun batch whose answers arrive one by one.
+pub trait Waiting: Send {
+    /// Settles the answers that are in (`all`: every answer, waiting for those still out) and
+    /// returns the result of each job that is now decided, by its index in the batch. Each job's
+    /// result is returned once.
+    fn settle(&mut self, conn: &mut Conn<'_>, all: bool) -> Vec<(usize, Result<(), JobError>)>;
+
+    /// Whether every job's result has been returned.
+    fn is_settled(&self) -> bool;
+
+    /// How many of its calls still wait for an answer: what it loads the other system with.
+    fn unanswered(&self) -> usize;
+}
+
+/// Every result of a begun batch, in order: what a caller that waits for the whole batch gets.
+pub fn settle_all(begun: Begun, conn: &mut Conn<'_>, jobs: usize) -> Vec<Result<(), JobError>> {
+    match begun {
+        Begun::Done(results) => results,
+        Begun::Waiting(mut waiting) => in_order(waiting.settle(conn, true), jobs),
+    }
+}
+
+/// Results by job index, in order; a job with none was never attempted.
+pub fn in_order(decided: Vec<(usize, Result<(), JobError>)>, jobs: usize) -> Vec<Result<(), JobError>> {
+    let mut results: Vec<Option<Result<(), JobError>>> = vec![None; jobs];
+    for (i, result) in decided {
+        results[i] = Some(result);
+    }
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err(JobError::Transient("not attempted".into())))).collect()
+}
+
+/// Every job of a batch whose handler panicked: a bug in its jobs, not a reason to lose the
+/// worker. A pooled connection the panic went through was discarded by the pool; one held for the
+/// whole job is still ours, and may still be inside the handler's transaction.
+pub(crate) fn panicked(conn: &mut Conn<'_>, panic: Box<dyn std::any::Any + Send>, jobs: usize) -> QueryResult<Vec<Result<(), JobError>>> {
+    let why = panic.downcast_ref::<&str>().map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into());
+    if let Conn::Held(held) = conn {
+        roll_back_abandoned(held)?;
+    }
+    Ok(vec![Err(JobError::Transient(format!("job panicked: {why}"))); jobs])
+}
+
+/// A handler that panicked inside `conn.transaction` left that transaction open (diesel rolls
+/// back on error, not on unwind). Everything the next job did on this connection would join it
+/// and never commit, so it is rolled back here, savepoints and all.
+fn roll_back_abandoned(conn: &mut PgConnection) -> QueryResult<()> {
+    while AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?.is_some() {
+        AnsiTransactionManager::rollback_transaction(conn)?;
+    }
+    log::warn!("rolled back the transaction a panicking job left open");
+    Ok(())
 }
 
 /// What Retry does unless a kind says more (and for a kind no handler knows).
@@ -196,7 +271,16 @@ impl Wake {
 
     /// Waits for a notification or until `timeout` passes, whichever is first.
     pub fn wait(&self, timeout: Duration) {
+        self.wait_unless(timeout, || false)
+    }
+
+    /// `wait`, unless `ready()` holds already. It is asked under the lock that `notify` takes, so
+    /// a notification sent after it said no is never missed.
+    pub fn wait_unless(&self, timeout: Duration, ready: impl Fn() -> bool) {
         let guard = self.generation.lock().unwrap();
+        if ready() {
+            return;
+        }
         let seen = *guard;
         let _ = self.signal.wait_timeout_while(guard, timeout, |g| *g == seen);
     }

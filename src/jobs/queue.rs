@@ -147,7 +147,7 @@ pub fn claim(
             None => limit - claimed.len() as i64,
         };
         if wanted <= 0 {
-            break;
+            continue;
         }
         let mut batch: Vec<Job> = diesel::sql_query(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, locked_by = $1, locked_until = $2 \

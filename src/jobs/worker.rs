@@ -1,7 +1,6 @@
 //! Workers: threads that claim jobs in batches, run them, and settle them under their lease.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::prelude::*;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,7 +10,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::queue::{self, Reschedule};
-use super::{Conn, Job, JobError, Registry, Scheduler, Wake};
+use super::window::Window;
+use super::window::Flight;
+use super::{panicked, Arrived, Begun, Conn, Job, JobError, Registry, Scheduler, Wake};
 use crate::clock::Clock;
 use crate::db::{CountedConn, PgPool, QueryCounter};
 
@@ -46,6 +47,8 @@ impl Default for WorkerSettings {
 
 /// One worker: claims a batch, runs it, settles it. `run_once` is the whole cycle, which tests
 /// call directly under a fake clock, as they call `heartbeat` for the pool's heartbeat thread.
+/// The pool's threads run the same steps overlapped (`turn`, in `window.rs`), keeping several
+/// batches of jobs that wait on a gateway in flight at once.
 pub struct Worker {
     pub id: String,
     registry: Arc<Registry>,
@@ -68,21 +71,7 @@ impl Worker {
 
     /// Claims due jobs without running them (what a worker that dies right after claiming leaves).
     pub fn claim(&self, conn: &mut PgConnection) -> QueryResult<Vec<Job>> {
-        let now = self.clock.now();
-        let claimed = queue::claim(
-            conn,
-            &self.id,
-            &self.settings.queues,
-            &self.settings.in_flight,
-            now,
-            now + chrono(self.settings.lease),
-            self.settings.batch,
-        )?;
-        let mut held = self.held.lock().unwrap();
-        for job in &claimed {
-            held.insert(job.id, job.locked_until.unwrap_or(now));
-        }
-        Ok(claimed)
+        self.claim_into(conn, &self.settings.in_flight)
     }
 
     /// Claims a batch and runs every job in it that it still holds — jobs of one kind that
@@ -92,52 +81,23 @@ impl Worker {
         self.cycle(&mut Conn::Held(conn))
     }
 
-    /// `run_once` with connections taken from the pool for each step: what the worker pool
-    /// runs, so that a batch waiting on a gateway holds no connection.
-    pub fn run_once_pooled(&self, pool: &PgPool, counter: &QueryCounter) -> QueryResult<usize> {
-        self.cycle(&mut Conn::Pooled { pool, counter })
-    }
-
     fn cycle(&self, conn: &mut Conn<'_>) -> QueryResult<usize> {
         let began = Instant::now();
         let claimed = conn.run(|conn| self.claim(conn))?;
         let claiming = began.elapsed();
         let mut succeeded = Vec::with_capacity(claimed.len());
-        let mut rest: &[Job] = &claimed;
-        while let Some(first) = rest.first() {
-            let same_kind = rest.iter().take_while(|j| j.kind == first.kind).count();
-            let (group, tail) = rest.split_at(same_kind);
-            rest = tail;
-            let (startable, lost): (Vec<Job>, Vec<Job>) = group.iter().cloned().partition(|job| self.still_holds(job.id));
-            for job in lost {
-                // Its lease ran out while earlier jobs ran: another worker may be running it now.
-                log::warn!("job {} ({}): lease lost before it started; left to whoever holds it", job.id, job.kind);
-                self.release(job.id);
-            }
-            if startable.is_empty() {
-                continue;
-            }
-            let results = self.perform_batch(conn, &startable)?;
-            let failed: Vec<(&Job, JobError)> = startable
-                .iter()
-                .zip(results)
-                .filter_map(|(job, result)| match result {
-                    Ok(()) => {
-                        succeeded.push(job.id);
-                        None
-                    }
-                    Err(error) => Some((job, error)),
-                })
-                .collect();
-            if !failed.is_empty() {
-                conn.run(|conn| failed.into_iter().try_for_each(|(job, error)| self.settle_failure(conn, job, error)))?;
-            }
-            for job in &startable {
-                self.release(job.id);
-            }
+        for group in self.startable_groups(&claimed) {
+            let results = match self.begin(conn, &group, Arc::new(|_| {}))? {
+                Begun::Done(results) => results,
+                Begun::Waiting(waiting) => {
+                    let mut flight = Flight::new(group.clone(), waiting);
+                    super::in_order(self.settle_flight(conn, &mut flight, true)?, group.len())
+                }
+            };
+            self.conclude(conn, &group, results, &mut succeeded)?;
         }
         let completing = Instant::now();
-        conn.run(|conn| queue::complete(conn, &self.id, &succeeded, self.clock.now()))?;
+        self.complete(conn, &succeeded)?;
         if !claimed.is_empty() {
             log::debug!(
                 "worker {}: {} jobs, claimed in {} ms, whole cycle {} ms, completing {} ms",
@@ -151,12 +111,78 @@ impl Worker {
         Ok(claimed.len())
     }
 
+    /// Claims due jobs, with room for at most `rooms` more of each queue whose jobs wait on
+    /// other systems (the pool's threads keep a window of those in flight).
+    pub(super) fn claim_into(&self, conn: &mut PgConnection, rooms: &[(String, i64)]) -> QueryResult<Vec<Job>> {
+        let now = self.clock.now();
+        let claimed = queue::claim(conn, &self.id, &self.settings.queues, rooms, now, now + chrono(self.settings.lease), self.settings.batch)?;
+        let mut held = self.held.lock().unwrap();
+        for job in &claimed {
+            held.insert(job.id, job.locked_until.unwrap_or(now));
+        }
+        Ok(claimed)
+    }
+
+    pub(super) fn settings(&self) -> &WorkerSettings {
+        &self.settings
+    }
+
+    /// The claimed jobs in runs of one kind, each run without the jobs whose lease ran out while
+    /// earlier ones ran (another worker may be running them now: they are let go).
+    pub(super) fn startable_groups(&self, claimed: &[Job]) -> Vec<Vec<Job>> {
+        let mut groups = Vec::new();
+        let mut rest: &[Job] = claimed;
+        while let Some(first) = rest.first() {
+            let same_kind = rest.iter().take_while(|j| j.kind == first.kind).count();
+            let (group, tail) = rest.split_at(same_kind);
+            rest = tail;
+            let (startable, lost): (Vec<Job>, Vec<Job>) = group.iter().cloned().partition(|job| self.still_holds(job.id));
+            for job in lost {
+                log::warn!("job {} ({}): lease lost before it started; left to whoever holds it", job.id, job.kind);
+                self.release(job.id);
+            }
+            if !startable.is_empty() {
+                groups.push(startable);
+            }
+        }
+        groups
+    }
+
+    /// Settles these jobs' failures and lets go of them all; the ones that succeeded are added to
+    /// `succeeded`, for the caller to complete.
+    pub(super) fn conclude(&self, conn: &mut Conn<'_>, jobs: &[Job], results: Vec<Result<(), JobError>>, succeeded: &mut Vec<i64>) -> QueryResult<()> {
+        let failed: Vec<(&Job, JobError)> = jobs
+            .iter()
+            .zip(results)
+            .filter_map(|(job, result)| match result {
+                Ok(()) => {
+                    succeeded.push(job.id);
+                    None
+                }
+                Err(error) => Some((job, error)),
+            })
+            .collect();
+        // Let go first: should the database fail below, the jobs' leases run out and the rescuer
+        // puts them back, rather than the heartbeat holding them for ever.
+        for job in jobs {
+            self.release(job.id);
+        }
+        if !failed.is_empty() {
+            conn.run(|conn| failed.into_iter().try_for_each(|(job, error)| self.settle_failure(conn, job, error)))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn complete(&self, conn: &mut Conn<'_>, succeeded: &[i64]) -> QueryResult<usize> {
+        conn.run(|conn| queue::complete(conn, &self.id, succeeded, self.clock.now()))
+    }
+
     fn still_holds(&self, job_id: i64) -> bool {
         let now = self.clock.now();
         self.held.lock().unwrap().get(&job_id).is_some_and(|until| now < *until)
     }
 
-    fn release(&self, job_id: i64) {
+    pub(super) fn release(&self, job_id: i64) {
         self.held.lock().unwrap().remove(&job_id);
     }
 
@@ -181,28 +207,17 @@ impl Worker {
         Ok(held.len())
     }
 
-    /// Runs the handler of these jobs (all of one kind). The outer error means the connection
-    /// could not be made clean again after a panic: the caller must stop using it.
-    fn perform_batch(&self, conn: &mut Conn<'_>, jobs: &[Job]) -> QueryResult<Vec<Result<(), JobError>>> {
+    /// Begins the handler's work on these jobs (all of one kind). The outer error means the
+    /// connection could not be made clean again after a panic: the caller must stop using it.
+    pub(super) fn begin(&self, conn: &mut Conn<'_>, jobs: &[Job], arrived: Arrived) -> QueryResult<Begun> {
         let Some(handler) = self.registry.get(&jobs[0].kind) else {
             let unknown = JobError::Permanent(format!("no handler for job kind {:?}", jobs[0].kind));
-            return Ok(vec![Err(unknown); jobs.len()]);
+            return Ok(Begun::Done(vec![Err(unknown); jobs.len()]));
         };
-        // A panicking handler is a bug in its jobs, not a reason to lose the worker.
-        let results = catch_unwind(AssertUnwindSafe(|| handler.perform_batch(conn, jobs)));
-        match results {
-            Ok(results) => Ok(results),
-            Err(panic) => {
-                let why = panic.downcast_ref::<&str>().map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown".into());
-                // A pooled connection the panic went through was discarded by the pool; one held
-                // for the whole job is still ours, and may still be inside the handler's transaction.
-                if let Conn::Held(held) = conn {
-                    roll_back_abandoned(held)?;
-                }
-                Ok(vec![Err(JobError::Transient(format!("job panicked: {why}"))); jobs.len()])
-            }
+        let begun = catch_unwind(AssertUnwindSafe(|| handler.begin_batch(conn, jobs, arrived)));
+        match begun {
+            Ok(begun) => Ok(begun),
+            Err(panic) => Ok(Begun::Done(panicked(conn, panic, jobs.len())?)),
         }
     }
 
@@ -257,17 +272,6 @@ impl Worker {
             Ok(expired.len())
         })
     }
-}
-
-/// A handler that panicked inside `conn.transaction` left that transaction open (diesel rolls
-/// back on error, not on unwind). Everything the next job did on this connection would join it
-/// and never commit, so it is rolled back here, savepoints and all.
-fn roll_back_abandoned(conn: &mut PgConnection) -> QueryResult<()> {
-    while AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth()?.is_some() {
-        AnsiTransactionManager::rollback_transaction(conn)?;
-    }
-    log::warn!("rolled back the transaction a panicking job left open");
-    Ok(())
 }
 
 /// A pool of worker threads sharing a stop flag. `stop()` stops claiming, lets every claimed job
@@ -383,6 +387,7 @@ fn run_loop(
 ) {
     let counter = QueryCounter::default();
     let mut last_housekeeping: Option<Instant> = None;
+    let mut window = Window::default();
     while !stop.load(Ordering::SeqCst) {
         if last_housekeeping.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             last_housekeeping = Some(Instant::now());
@@ -402,15 +407,28 @@ fn run_loop(
                 Err(e) => log::warn!("worker {}: no database connection: {e}", worker.id),
             }
         }
-        // Connections are taken for each step of the cycle, never held while jobs wait.
-        match worker.run_once_pooled(&pool, &counter) {
-            Ok(0) => wake.wait(poll),
-            // Jobs finished: whoever waits on the pool's progress (an idle sibling, a test) looks.
-            Ok(_) => wake.notify(),
+        // Connections are taken for each step, never held while jobs wait.
+        match worker.turn(&mut window, &mut Conn::Pooled { pool: &pool, counter: &counter }) {
+            Ok(turn) => {
+                if turn.finished > 0 {
+                    // Whoever waits on the pool's progress (an idle sibling, a test) looks.
+                    wake.notify();
+                }
+                if turn.claimed_all_asked || turn.finished > 0 {
+                    continue;
+                }
+                if window.is_empty() {
+                    wake.wait(poll);
+                } else {
+                    // Jobs enqueued meanwhile are claimed when the next flight lands.
+                    window.wait(poll);
+                }
+            }
             Err(e) => {
                 log::warn!("worker {}: {e}", worker.id);
                 wake.wait(poll);
             }
         }
     }
+    worker.land(&mut window, &mut Conn::Pooled { pool: &pool, counter: &counter }, poll);
 }

@@ -16,6 +16,7 @@ use crate::payments::fraud::{FraudCheck, OrderFacts, Verdict};
 use crate::config::PaymentSettings;
 use crate::payments::gateway::PaymentGateway;
 use crate::payments::processor::{open_for_order, Claim, Outcome, PaymentOutcomes};
+use crate::payments::runtime::Arrivals;
 use crate::payments::{repo as payments, PayOrder, Payment, PaymentError, PaymentProcessor, PaymentStatus};
 
 pub const CHARGE_ORDER: &str = "charge_order";
@@ -115,6 +116,7 @@ pub fn start_api_payment(
     Ok(payment)
 }
 
+#[derive(Clone)]
 pub struct ChargeOrder {
     pub processor: Arc<PaymentProcessor>,
     pub fraud: Arc<dyn FraudCheck>,
@@ -166,11 +168,12 @@ impl ChargeOrder {
         }
     }
 
-    /// The batch: read every order in one query, judge the never-tried ones with the fraud rules
-    /// in one pass, ask the breaker once, claim every payment in one transaction (`prepare`); send
-    /// every gateway call at once, holding no connection; settle every answer in one transaction
-    /// (`finish`). Each job's result is written into `results` at its index.
-    fn charge_all(&self, conn: &mut Conn<'_>, jobs: &[Job], results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
+    /// Begins the batch: read every order in one query, judge the never-tried ones with the fraud
+    /// rules in one pass, ask the breaker once, claim every payment in one transaction
+    /// (`prepare`); then send every gateway call at once, holding no connection, and return.
+    /// `Charging::settle` settles the answers as they arrive (`finish`).
+    fn begin(&self, conn: &mut Conn<'_>, jobs: &[Job], arrived: jobs::Arrived) -> jobs::Begun {
+        let mut results: Vec<Option<Result<(), JobError>>> = vec![None; jobs.len()];
         let mut pending: Vec<(usize, PayOrder)> = Vec::new();
         // Two deliveries of the same order's job in one batch are one piece of work: the second
         // shares the first's result.
@@ -184,34 +187,34 @@ impl ChargeOrder {
                 Err(e) => results[i] = Some(Err(JobError::Permanent(format!("bad arguments: {e}")))),
             }
         }
-        let outcome = self.charge_orders(conn, pending, results);
-        for (twin, first) in twins {
-            results[twin] = results[first].clone();
-        }
-        outcome
-    }
-
-    fn charge_orders(&self, conn: &mut Conn<'_>, pending: Vec<(usize, PayOrder)>, results: &mut [Option<Result<(), JobError>>]) -> Result<(), JobError> {
-        // Where a batch's time goes (RUST_LOG=agora::orders::pipeline=debug): what the settling
-        // probe in bench/results.md is read with.
         let began = std::time::Instant::now();
-        let calls = conn.run(|conn| self.prepare(conn, pending, results))?;
-        if calls.is_empty() {
-            return Ok(());
-        }
-        let prepared = began.elapsed();
+        let calls = match conn.run(|conn| self.prepare(conn, pending, &mut results)) {
+            Ok(calls) if !calls.is_empty() => calls,
+            Ok(_) => return jobs::Begun::Done(every_result(results, &twins, None)),
+            Err(shared) => return jobs::Begun::Done(every_result(results, &twins, Some(shared))),
+        };
         let attempts: Vec<(Payment, bool)> = calls.iter().map(|(_, p, may)| (p.clone(), *may)).collect();
-        let outcomes = self.processor.attempt_all(&attempts);
-        let answered = began.elapsed();
-        let n = calls.len();
-        let finished = conn.run(|conn| self.finish(conn, calls, attempts, outcomes, results));
-        log::debug!(
-            "charged {n}: prepared in {} ms, the gateway's last answer after {} ms more, settled in {} ms",
-            prepared.as_millis(),
-            (answered - prepared).as_millis(),
-            (began.elapsed() - answered).as_millis()
-        );
-        finished
+        let arrivals = self.processor.start_attempts(&attempts, arrived);
+        let calling: Vec<usize> = calls.iter().map(|(i, _, _)| *i).collect();
+        // Decided without the gateway; a job neither decided nor calling (none should be) is
+        // reported rather than left hanging.
+        let decided = results
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !calling.contains(i) && !twins.iter().any(|(twin, _)| twin == i))
+            .map(|(i, r)| (i, r.unwrap_or_else(|| Err(JobError::Transient("not attempted".into())))))
+            .collect();
+        let prepared = began.elapsed();
+        jobs::Begun::Waiting(Box::new(Charging {
+            handler: self.clone(),
+            decided,
+            twins,
+            calls: calls.into_iter().map(|(i, payment, _)| Some((i, payment))).collect(),
+            arrivals,
+            unreturned: jobs.len(),
+            began,
+            prepared,
+        }))
     }
 
     /// Everything before the gateway: returns the attempts to make, by job index.
@@ -289,33 +292,46 @@ impl ChargeOrder {
         Ok(calls)
     }
 
-    /// Everything after the gateway: settle the answers, learn the gateway's health from them.
-    fn finish(
-        &self,
-        conn: &mut PgConnection,
-        calls: Vec<(usize, Payment, bool)>,
-        attempts: Vec<(Payment, bool)>,
-        outcomes: Vec<Outcome>,
-        results: &mut [Option<Result<(), JobError>>],
-    ) -> Result<(), JobError> {
-        let settled = self.processor.settle_many(conn, attempts.into_iter().map(|(p, _)| p).zip(outcomes).collect())?;
+    /// Everything after the gateway: settle these answers (job index, attempt, outcome) in one
+    /// transaction, learn the gateway's health from them. Returns each job's result.
+    fn finish(&self, conn: &mut PgConnection, answered: Vec<(usize, Payment, Outcome)>) -> Vec<(usize, Result<(), JobError>)> {
+        let (jobs, settling): (Vec<usize>, Vec<(Payment, Outcome)>) = answered.into_iter().map(|(i, p, o)| (i, (p, o))).unzip();
+        let settled = match self.processor.settle_many(conn, settling) {
+            Ok(settled) => settled,
+            // The settle rolled back: each attempt stays `processing` until its lease runs out, and
+            // the next one looks the charge up before charging.
+            Err(e) => {
+                let shared = JobError::from(e);
+                return jobs.into_iter().map(|i| (i, Err(shared.clone()))).collect();
+            }
+        };
         let mut health = Health::default();
-        for ((i, _, _), payment) in calls.into_iter().zip(settled) {
-            results[i] = Some(match payment {
-                Ok(payment) => {
-                    health.note(&payment);
-                    self.result_for(&payment)
-                }
-                Err(e) => Err(e.into()),
-            });
-        }
+        let results = jobs
+            .into_iter()
+            .zip(settled)
+            .map(|(i, payment)| {
+                (i, match payment {
+                    Ok(payment) => {
+                        health.note(&payment);
+                        self.result_for(&payment)
+                    }
+                    Err(e) => Err(e.into()),
+                })
+            })
+            .collect();
         let now = self.clock.now();
-        if health.answered {
-            self.breaker.record_success(conn, now)?;
+        let learned = if health.answered {
+            self.breaker.record_success(conn, now)
         } else if health.failures > 0 {
-            self.breaker.record_failures(conn, now, health.failures)?;
+            self.breaker.record_failures(conn, now, health.failures)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = learned {
+            // The payments are settled; the breaker learns from the next answers instead.
+            log::warn!("the circuit breaker could not record the gateway's health: {e}");
         }
-        Ok(())
+        results
     }
 }
 
@@ -333,13 +349,12 @@ impl JobHandler for ChargeOrder {
     }
 
     fn perform_batch(&self, conn: &mut Conn<'_>, jobs: &[Job]) -> Vec<Result<(), JobError>> {
-        let mut results: Vec<Option<Result<(), JobError>>> = vec![None; jobs.len()];
-        // A failure of the batch as a whole (the database went away) is every unfinished job's.
-        let shared = self.charge_all(conn, jobs, &mut results).err();
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(shared.clone().unwrap_or_else(|| JobError::Transient("not attempted".into())))))
-            .collect()
+        let begun = self.begin(conn, jobs, Arc::new(|_| {}));
+        jobs::settle_all(begun, conn, jobs.len())
+    }
+
+    fn begin_batch(&self, conn: &mut Conn<'_>, jobs: &[Job], arrived: jobs::Arrived) -> jobs::Begun {
+        self.begin(conn, jobs, arrived)
     }
 
     fn retry_means(&self) -> &'static str {
@@ -375,6 +390,80 @@ impl JobHandler for ChargeOrder {
         }
         Ok(())
     }
+}
+
+/// A batch of charges waiting on the gateway.
+struct Charging {
+    handler: ChargeOrder,
+    /// Results decided before the gateway, returned with the first answers.
+    decided: Vec<(usize, Result<(), JobError>)>,
+    twins: Vec<(usize, usize)>,
+    /// By call: the job's index and the attempt, until its answer is settled.
+    calls: Vec<Option<(usize, Payment)>>,
+    arrivals: Arrivals<Outcome>,
+    unreturned: usize,
+    began: std::time::Instant,
+    prepared: Duration,
+}
+
+impl jobs::Waiting for Charging {
+    fn settle(&mut self, conn: &mut Conn<'_>, all: bool) -> Vec<(usize, Result<(), JobError>)> {
+        let arrived = if all { self.arrivals.wait_all() } else { self.arrivals.take() };
+        let mut results = std::mem::take(&mut self.decided);
+        if !arrived.is_empty() {
+            let started = std::time::Instant::now();
+            let answered: Vec<(usize, Payment, Outcome)> = arrived
+                .into_iter()
+                .filter_map(|(call, outcome)| self.calls[call].take().map(|(i, payment)| (i, payment, outcome)))
+                .collect();
+            let n = answered.len();
+            let jobs: Vec<usize> = answered.iter().map(|(i, _, _)| *i).collect();
+            let handler = &self.handler;
+            let settled = conn.run(|conn| Ok::<_, diesel::result::Error>(handler.finish(conn, answered)));
+            results.extend(settled.unwrap_or_else(|e| {
+                // No connection: the attempts stay `processing` until their lease runs out, and
+                // the next attempt looks each charge up before charging.
+                let shared = JobError::from(e);
+                jobs.into_iter().map(|i| (i, Err(shared.clone()))).collect()
+            }));
+            // Where a batch's time goes (RUST_LOG=agora::orders::pipeline=debug): what the settling
+            // probe in bench/results.md is read with.
+            log::debug!(
+                "settled {n} answers {} ms after the batch began (prepared in {} ms), in {} ms; {} still out",
+                started.duration_since(self.began).as_millis(),
+                self.prepared.as_millis(),
+                started.elapsed().as_millis(),
+                self.arrivals.outstanding()
+            );
+        }
+        let shared: Vec<(usize, Result<(), JobError>)> = results
+            .iter()
+            .flat_map(|(i, result)| self.twins.iter().filter(move |(_, first)| first == i).map(move |(twin, _)| (*twin, result.clone())))
+            .collect();
+        results.extend(shared);
+        self.unreturned -= results.len();
+        results
+    }
+
+    fn is_settled(&self) -> bool {
+        self.unreturned == 0
+    }
+
+    fn unanswered(&self) -> usize {
+        self.arrivals.unanswered()
+    }
+}
+
+/// Every job's result: twins share their first's, and a failure of the batch as a whole (the
+/// database went away) is every unfinished job's.
+fn every_result(mut results: Vec<Option<Result<(), JobError>>>, twins: &[(usize, usize)], shared: Option<JobError>) -> Vec<Result<(), JobError>> {
+    for &(twin, first) in twins {
+        results[twin] = results[first].clone();
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(shared.clone().unwrap_or_else(|| JobError::Transient("not attempted".into())))))
+        .collect()
 }
 
 fn payment_error(e: PaymentError) -> JobError {

@@ -24,7 +24,7 @@ use super::domain::{IdempotencyKey, PayOrder, PaymentStatus};
 use super::gateway::{Charge, ChargeRequest, GatewayError, PaymentGateway};
 use super::refunds::{self, Refund};
 use super::repo::{self, Failure, Payment};
-use super::runtime::GatewayRuntime;
+use super::runtime::{Arrivals, GatewayRuntime};
 use super::PaymentError;
 use crate::clock::Clock;
 use crate::config::PaymentSettings;
@@ -203,9 +203,10 @@ impl PaymentProcessor {
         }
     }
 
-    /// Runs these gateway calls all at once, and waits for every answer.
-    pub fn attempt_all(&self, attempts: &[(Payment, bool)]) -> Vec<Outcome> {
-        self.runtime.run_all(attempts.iter().map(|(payment, may)| self.attempt(payment, *may)).collect())
+    /// Starts these gateway calls all at once and returns without waiting; `arrived` is called
+    /// as each answer arrives (see `GatewayRuntime::start_each`).
+    pub fn start_attempts(&self, attempts: &[(Payment, bool)], arrived: Arc<dyn Fn(bool) + Send + Sync>) -> Arrivals<Outcome> {
+        self.runtime.start_each(attempts.iter().map(|(payment, may)| self.attempt(payment, *may)).collect(), arrived)
     }
 
     /// Settles many attempts in one transaction. Every clean charge completes in one statement;

@@ -9,8 +9,10 @@ use agora::payments::PayOrder;
 use agora::schema::{jobs as jobs_table, orders, payments};
 
 use crate::support::fixtures;
-use crate::support::gateways::HeldGateway;
+use crate::support::gateways::{HeldGateway, PacedGateway};
+use crate::support::app::TestAppOptions;
 use crate::support::TestApp;
+use agora::config::JobSettings;
 
 #[test]
 fn three_hundred_charges_are_in_flight_at_once_and_each_settles_exactly_once() {
@@ -62,6 +64,40 @@ fn three_hundred_charges_are_in_flight_at_once_and_each_settles_exactly_once() {
         .unwrap();
     assert_eq!(done, 300);
     assert!(orders.iter().all(|o| fixtures::order_status(&mut conn, *o) == "paid"));
+}
+
+#[test]
+fn a_worker_refills_the_slots_its_answered_charges_freed_while_its_other_charges_still_wait() {
+    let gateway = Arc::new(PacedGateway::new());
+    // One worker thread with 8 charges in flight: it claims 2 at a time into its window.
+    let jobs = JobSettings { workers: 1, charges_in_flight: 8, ..JobSettings::default() };
+    let app = TestApp::spawn_with(TestAppOptions { jobs, ..TestAppOptions::new(gateway.clone()) });
+    let mut conn = app.conn();
+    let user_id = fixtures::user(&mut conn, "paced@example.com");
+    let products = fixtures::catalogue(&mut conn, 1);
+    let now = app.services.clock.now();
+    for _ in 0..20 {
+        let order_id = fixtures::order(&mut conn, user_id, &products);
+        pipeline::start_payment(&mut conn, PayOrder { user_id, order_id }, app.services.limits, now).unwrap();
+    }
+
+    let workers = app.services.start_workers();
+    gateway.wait_for(8, 8);
+    // The two oldest charges answer; six of the first eight still wait. A worker that waited for
+    // its whole batch would send nothing more until those six answered too.
+    gateway.let_go(2);
+    gateway.wait_for(8, 10);
+    assert_eq!(gateway.high_water(), 8, "never more than its 8 charges in flight");
+
+    gateway.let_go(1_000);
+    gateway.wait_for(0, 20);
+    workers.stop(); // settles whatever it began before returning
+    let completed: i64 = payments::table.filter(payments::status.eq("completed")).count().get_result(&mut conn).unwrap();
+    assert_eq!(completed, 20);
+    assert_eq!(gateway.inner.charge_calls(), 20, "one charge per payment, never more");
+    assert_eq!(gateway.high_water(), 8);
+    let done: i64 = jobs_table::table.filter(jobs_table::state.eq("completed")).filter(jobs_table::kind.eq(pipeline::CHARGE_ORDER)).count().get_result(&mut conn).unwrap();
+    assert_eq!(done, 20, "every charge job finished");
 }
 
 #[test]

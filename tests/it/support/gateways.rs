@@ -110,3 +110,67 @@ impl PaymentGateway for HeldGateway {
         Box::pin(async move { Ok(self.inner.ledger().find_refund(&key)) })
     }
 }
+
+/// Holds each charge until the test lets charges go, a number at a time, in the order they came
+/// (a fair semaphore): for watching what a worker does while some of its charges have answered
+/// and the rest still wait.
+pub struct PacedGateway {
+    pub inner: ScriptedGateway,
+    permits: tokio::sync::Semaphore,
+    /// (held now, seen in all, the most held at once)
+    counts: Mutex<(usize, usize, usize)>,
+    changed: Condvar,
+}
+
+impl PacedGateway {
+    pub fn new() -> PacedGateway {
+        PacedGateway { inner: ScriptedGateway::succeeding(), permits: tokio::sync::Semaphore::new(0), counts: Mutex::new((0, 0, 0)), changed: Condvar::new() }
+    }
+
+    /// Lets the `n` longest-held charges (and later ones, if fewer are held) answer.
+    pub fn let_go(&self, n: usize) {
+        self.permits.add_permits(n);
+    }
+
+    /// Waits until `held` charges are held with `seen` seen in all (or fails after a minute).
+    pub fn wait_for(&self, held: usize, seen: usize) {
+        let guard = self.counts.lock().unwrap();
+        let (guard, timeout) = self.changed.wait_timeout_while(guard, Duration::from_secs(60), |c| (c.0, c.1) != (held, seen)).unwrap();
+        assert!(!timeout.timed_out(), "{} charges held and {} seen, where {held} and {seen} were awaited", guard.0, guard.1);
+    }
+
+    pub fn high_water(&self) -> usize {
+        self.counts.lock().unwrap().2
+    }
+
+    fn count(&self, change: impl FnOnce(&mut (usize, usize, usize))) {
+        change(&mut self.counts.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+impl PaymentGateway for PacedGateway {
+    fn charge(self: Arc<Self>, request: ChargeRequest) -> GatewayFuture<Charge> {
+        Box::pin(async move {
+            self.count(|c| {
+                c.0 += 1;
+                c.1 += 1;
+                c.2 = c.2.max(c.0);
+            });
+            self.permits.acquire().await.expect("the semaphore is never closed").forget();
+            self.count(|c| c.0 -= 1);
+            self.inner.charge_now(&request)
+        })
+    }
+
+    fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
+        Box::pin(async move { self.inner.lookup_now(&key) })
+    }
+    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
+        Box::pin(async move { self.inner.refund_now(&request) })
+    }
+
+    fn lookup_refund(self: Arc<Self>, key: String) -> GatewayFuture<Option<GatewayRefund>> {
+        Box::pin(async move { Ok(self.inner.ledger().find_refund(&key)) })
+    }
+}

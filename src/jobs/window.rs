@@ -1,0 +1,233 @@
+//! What a pool's worker thread keeps in flight: batches of jobs that wait on another system (a
+//! gateway answering in hundreds of milliseconds), begun and not yet finished.
+//!
+//! A worker that claims a batch, waits for every answer, settles and only then claims again keeps
+//! each slot busy for the batch's slowest answer plus the whole cycle's database work. Little's
+//! law then gives fewer settles a second than the slots allow. The window instead claims in
+//! batches of a quarter of its room (`WorkerSettings::in_flight` a thread) and begins each at
+//! once. An answered call frees its slot at once, and the next claim refills it, while the batch
+//! is settled in one transaction when its last answer is in. The thread alternates: refill, then
+//! settle one answered batch.
+//!
+//! Settling each answer as it came (a transaction for every few) was tried and measured slower:
+//! on two cores the thread's database round trips, not the slots, became the bound.
+
+use diesel::QueryResult;
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{panicked, Arrived, Begun, Conn, Job, JobError, Waiting, Wake, Worker};
+
+/// Batches one worker thread has begun and not finished.
+#[derive(Default)]
+pub struct Window {
+    flights: HashMap<u64, Flight>,
+    next: u64,
+    /// The flights that received answers since the thread last looked; pushed from the thread
+    /// that received them.
+    arrived: Arc<Mutex<Vec<u64>>>,
+    /// Flights with answers, in the order they first received one since their last settle.
+    due: VecDeque<u64>,
+    signal: Arc<Wake>,
+}
+
+/// One begun batch: its jobs, and which of them have their result.
+pub(super) struct Flight {
+    jobs: Vec<Job>,
+    waiting: Box<dyn Waiting>,
+    returned: Vec<bool>,
+}
+
+impl Flight {
+    pub(super) fn new(jobs: Vec<Job>, waiting: Box<dyn Waiting>) -> Flight {
+        let returned = vec![false; jobs.len()];
+        Flight { jobs, waiting, returned }
+    }
+
+    fn open(&self) -> i64 {
+        self.returned.iter().filter(|r| !**r).count() as i64
+    }
+
+    fn is_over(&self) -> bool {
+        self.returned.iter().all(|r| *r)
+    }
+}
+
+/// What one turn of a worker thread did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Turn {
+    pub claimed: usize,
+    pub finished: usize,
+    /// The claim took all it asked for: there may be more to claim at once.
+    pub claimed_all_asked: bool,
+}
+
+impl Window {
+    pub fn is_empty(&self) -> bool {
+        self.flights.is_empty()
+    }
+
+    /// Room for more jobs of `queue`, which may have `at_once` calls out: an answered call frees
+    /// its slot before its settle, but no more than twice `at_once` jobs are held in all.
+    fn room(&self, queue: &str, at_once: i64) -> i64 {
+        let mine = || self.flights.values().filter(|f| f.jobs[0].queue == queue);
+        let calling: i64 = mine().map(|f| f.waiting.unanswered() as i64).sum();
+        let held: i64 = mine().map(Flight::open).sum();
+        (at_once - calling).min(2 * at_once - held)
+    }
+
+    /// Waits until an answer arrives, or `timeout`.
+    pub fn wait(&self, timeout: Duration) {
+        if !self.due.is_empty() {
+            return;
+        }
+        let arrived = self.arrived.clone();
+        self.signal.wait_unless(timeout, move || !arrived.lock().unwrap().is_empty());
+    }
+
+    fn arrived_for(&mut self) -> (u64, Arrived) {
+        self.next += 1;
+        let (id, arrived, signal) = (self.next, self.arrived.clone(), self.signal.clone());
+        // A batch is settled when its last answer is in: one transaction for the batch, where
+        // settling each answer as it came cost a transaction for every few. Its answered calls
+        // free their slots meanwhile (`room`), so the wait costs the gateway nothing.
+        (id, Arc::new(move |last| {
+            if last {
+                arrived.lock().unwrap().push(id);
+                signal.notify();
+            }
+        }))
+    }
+
+    /// The next flight with answers to settle, if any.
+    fn next_arrived(&mut self) -> Option<u64> {
+        for id in std::mem::take(&mut *self.arrived.lock().unwrap()) {
+            if !self.due.contains(&id) {
+                self.due.push_back(id);
+            }
+        }
+        self.due.pop_front()
+    }
+}
+
+/// How many jobs a thread claims at once into its window: a quarter of its room, so that about
+/// four batches overlap and a claim's cost is shared by many jobs.
+fn claim_size(at_once: i64) -> i64 {
+    // Measured on the settling probe (2 cores): an eighth or a sixteenth keeps more slots busy
+    // but pays a claim (~15 ms of the thread's time, whatever its size) so often that the
+    // threads fall behind; half a room leaves too many slots empty between claims.
+    (at_once / 4).max(1)
+}
+
+impl Worker {
+    /// One turn of a pool thread: settles every answer that has arrived, then claims and begins
+    /// more while its window has room. Jobs of queues that do not wait on other systems are
+    /// claimed and run as in `run_once`, in the same turn.
+    pub fn turn(&self, window: &mut Window, conn: &mut Conn<'_>) -> QueryResult<Turn> {
+        // Refill first: answered calls have freed their slots, and every moment a slot stays
+        // empty is lost to Little's law; the answers wait a claim's length for their settle.
+        let mut turn = self.refill(window, conn)?;
+        turn.finished += self.settle_arrived(window, conn)?;
+        Ok(turn)
+    }
+
+    fn refill(&self, window: &mut Window, conn: &mut Conn<'_>) -> QueryResult<Turn> {
+        let mut turn = Turn::default();
+        let settings = self.settings();
+        let asked: Vec<(String, i64)> = settings
+            .in_flight
+            .iter()
+            .map(|(queue, at_once)| (queue.clone(), window.room(queue, *at_once).min(claim_size(*at_once))))
+            .collect();
+        let worth_claiming = window.is_empty() || asked.iter().zip(&settings.in_flight).any(|((_, ask), (_, at_once))| *ask >= claim_size(*at_once));
+        if !worth_claiming {
+            return Ok(turn);
+        }
+        let started = Instant::now();
+        let claimed = conn.run(|conn| self.claim_into(conn, &asked))?;
+        let claiming = started.elapsed();
+        turn.claimed = claimed.len();
+        turn.claimed_all_asked = claimed.first().is_some_and(|first| {
+            let ask = asked.iter().find(|(q, _)| *q == first.queue).map_or(settings.batch, |(_, ask)| *ask);
+            claimed.len() as i64 >= ask
+        });
+        let mut succeeded = Vec::new();
+        for group in self.startable_groups(&claimed) {
+            let (id, arrived) = window.arrived_for();
+            match self.begin(conn, &group, arrived)? {
+                Begun::Done(results) => {
+                    turn.finished += group.len();
+                    self.conclude(conn, &group, results, &mut succeeded)?;
+                }
+                Begun::Waiting(waiting) => {
+                    let mut flight = Flight::new(group, waiting);
+                    // Jobs decided before any call (a fraud rule said no) need not wait for the answers.
+                    let decided = self.settle_flight(conn, &mut flight, false)?;
+                    turn.finished += decided.len();
+                    let (jobs, results): (Vec<Job>, Vec<_>) = decided.into_iter().map(|(i, result)| (flight.jobs[i].clone(), result)).unzip();
+                    self.conclude(conn, &jobs, results, &mut succeeded)?;
+                    if !flight.is_over() {
+                        window.flights.insert(id, flight);
+                    }
+                }
+            }
+        }
+        self.complete(conn, &succeeded)?;
+        if turn.claimed > 0 {
+            log::debug!("claimed {} in {} ms, began in {} ms more", turn.claimed, claiming.as_millis(), (started.elapsed() - claiming).as_millis());
+        }
+        Ok(turn)
+    }
+
+    /// Settles the answers that have arrived in one flight that received some (the next one
+    /// in turn), so that the thread refills between settles; returns how many jobs that finished.
+    fn settle_arrived(&self, window: &mut Window, conn: &mut Conn<'_>) -> QueryResult<usize> {
+        let Some(id) = window.next_arrived() else { return Ok(0) };
+        let Some(flight) = window.flights.get_mut(&id) else { return Ok(0) };
+        let started = Instant::now();
+        let decided = self.settle_flight(conn, flight, false)?;
+        let settling = started.elapsed();
+        let (jobs, results): (Vec<Job>, Vec<_>) = decided.into_iter().map(|(i, result)| (flight.jobs[i].clone(), result)).unzip();
+        if flight.is_over() {
+            window.flights.remove(&id);
+        }
+        let mut succeeded = Vec::new();
+        if let Err(e) = self.conclude(conn, &jobs, results, &mut succeeded) {
+            // The jobs were let go of: their leases run out and the rescuer puts them back.
+            log::warn!("worker {}: settling {} jobs' failures failed: {e}", self.id, jobs.len());
+        }
+        self.complete(conn, &succeeded)?;
+        log::debug!("settled {} in {} ms, completed in {} ms more", jobs.len(), settling.as_millis(), (started.elapsed() - settling).as_millis());
+        Ok(jobs.len())
+    }
+
+    /// The flight's answers that are in (`all`: every answer, waiting for those still out),
+    /// settled; each job's result is returned once. A handler that panics ends the flight: its
+    /// jobs without a result fail, to be tried again.
+    pub(super) fn settle_flight(&self, conn: &mut Conn<'_>, flight: &mut Flight, all: bool) -> QueryResult<Vec<(usize, Result<(), JobError>)>> {
+        let decided = match catch_unwind(AssertUnwindSafe(|| flight.waiting.settle(conn, all))) {
+            Ok(decided) => decided,
+            Err(panic) => {
+                let open: Vec<usize> = (0..flight.jobs.len()).filter(|i| !flight.returned[*i]).collect();
+                open.iter().copied().zip(panicked(conn, panic, open.len())?).collect()
+            }
+        };
+        for (i, _) in &decided {
+            flight.returned[*i] = true;
+        }
+        Ok(decided)
+    }
+
+    /// Settles every flight, waiting for the answers: what a stopping thread does last, so that
+    /// nothing it began is left for a lease to expire.
+    pub fn land(&self, window: &mut Window, conn: &mut Conn<'_>, poll: Duration) {
+        while !window.is_empty() {
+            window.wait(poll);
+            if let Err(e) = self.settle_arrived(window, conn) {
+                log::warn!("worker {}: {e}", self.id);
+            }
+        }
+    }
+}
