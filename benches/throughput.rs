@@ -516,16 +516,17 @@ fn thread_pages(rows: &mut Vec<String>) -> PageFigures {
     figures
 }
 
-const SETTLE_PAYMENTS: i64 = 3_000;
+/// The probe, and a longer one whose filling and draining weigh little: the steady state.
+const SETTLE_PAYMENTS: [i64; 2] = [3_000, 12_000];
 
-/// The settling probe: `SETTLE_PAYMENTS` Pays accepted with no worker running, then one
+/// The settling probe: `payments` Pays accepted with no worker running, then one
 /// `agora worker` process (its defaults: 4 threads, 500 charges in flight) drains them through a
-/// gateway that answers in 300 ms. Payments settled a second, from the worker's start to the last
-/// settle; Little's law allows 500 ÷ 0.3 s = 1,667.
-fn settle_probe() -> f64 {
+/// gateway that answers in 300 ms. Payments settled a second, from the worker's first claim to
+/// the last settle; Little's law allows 500 ÷ 0.3 s = 1,667.
+fn settle_probe(payments: i64) -> SettleProbe {
     let url = fresh_database("agora_bench_settle");
     let mut conn = PgConnection::establish(&url).unwrap();
-    shop(&mut conn, 64, SETTLE_PAYMENTS);
+    shop(&mut conn, 64, payments);
     let orders: Vec<(i64, i64)> = agora::schema::orders::table
         .select((agora::schema::orders::id, agora::schema::orders::user_id))
         .load(&mut conn)
@@ -545,15 +546,42 @@ fn settle_probe() -> f64 {
             .env("REDIS_PREFIX", format!("bench-settle:{}:", std::process::id()))
             .env("FRAUD_VELOCITY_MAX", "1000000")
             // SETTLE_LOG=debug shows each batch's phases (claim, prepare, gateway, settle).
-            .env("RUST_LOG", std::env::var("SETTLE_LOG").map(|l| format!("warn,agora::orders::pipeline={l},agora::jobs::worker={l}")).unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", std::env::var("SETTLE_LOG").map(|l| format!("warn,agora::orders::pipeline={l},agora::jobs::worker={l},agora::jobs::window={l}")).unwrap_or_else(|_| "warn".into()))
             .spawn()
             .unwrap(),
     );
-    while count(&mut conn, "SELECT count(*) FROM payments WHERE status = 'completed'") < SETTLE_PAYMENTS {
+    // Little's law speaks of the worker at work: the clock starts when its first charge is
+    // claimed, after the process has started and connected (reported on its own).
+    while count(&mut conn, "SELECT count(*) FROM payments WHERE status <> 'pending'") == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the worker did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let working = Instant::now();
+    // The gateway's own count of calls waiting on it, sampled as the worker drains: how full the
+    // worker keeps its 500 slots.
+    let mut in_flight: Vec<f64> = Vec::new();
+    while count(&mut conn, "SELECT count(*) FROM payments WHERE status = 'completed'") < payments {
         assert!(started.elapsed() < Duration::from_secs(300), "payments did not settle");
+        if let Ok(stats) = ureq::get(&format!("{sim_url}/stats")).call() {
+            let stats: serde_json::Value = stats.into_json().unwrap();
+            in_flight.push(stats["in_flight"].as_f64().unwrap_or(0.0));
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
-    SETTLE_PAYMENTS as f64 / started.elapsed().as_secs_f64()
+    SettleProbe {
+        per_sec: payments as f64 / working.elapsed().as_secs_f64(),
+        start_up: working - started,
+        mean_in_flight: in_flight.iter().sum::<f64>() / in_flight.len().max(1) as f64,
+    }
+}
+
+struct SettleProbe {
+    /// Payments settled a second, from the first claim to the last settle.
+    per_sec: f64,
+    /// From starting the worker process to its first claim.
+    start_up: Duration,
+    /// Calls waiting on the gateway, on average over the drain.
+    mean_in_flight: f64,
 }
 
 fn main() {
@@ -613,13 +641,24 @@ fn main() {
         }
     }
     if wanted("settle") {
-        let rate = settle_probe();
         // The worker inherits WORKERS and CHARGES_IN_FLIGHT from this process, if set.
         let setting = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
         let (threads, in_flight) = (setting("WORKERS", "4"), setting("CHARGES_IN_FLIGHT", "500"));
-        rows.push(format!("| settling probe: {SETTLE_PAYMENTS} accepted Pays drained by one `agora worker`, gateway at 300 ms | {threads} threads, {in_flight} charges in flight | {SETTLE_PAYMENTS} | {rate:.0} payments/s | | |"));
-        eprintln!("{}", rows.last().unwrap());
-        aims.push(format!("| settling probe, one worker process, gateway at 300 ms | ≥ 1,500 payments/s | 896 payments/s | {rate:.0} payments/s | | {} |", yes(rate >= 1_500.0)));
+        for payments in SETTLE_PAYMENTS {
+            let probe = settle_probe(payments);
+            let rate = probe.per_sec;
+            rows.push(format!(
+                "| settling probe: {payments} accepted Pays drained by one `agora worker`, gateway at 300 ms ± 30 (first claim to last settle; {} ms from the process's start to its first claim) | {threads} threads, {in_flight} charges in flight, {:.0} waiting on average | {payments} | {rate:.0} payments/s | | |",
+                probe.start_up.as_millis(),
+                probe.mean_in_flight
+            ));
+            eprintln!("{}", rows.last().unwrap());
+            aims.push(format!(
+                "| settling probe, one worker process, gateway at 300 ms, {payments} payments | ≥ 1,500 payments/s | 896 payments/s (3,000 payments) | {rate:.0} payments/s ({:.0} calls waiting on average) | | {} |",
+                probe.mean_in_flight,
+                yes(rate >= 1_500.0)
+            ));
+        }
     }
     if wanted("checkout") {
     let run = checkouts();
