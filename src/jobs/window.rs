@@ -136,10 +136,15 @@ impl Worker {
     fn refill(&self, window: &mut Window, conn: &mut Conn<'_>) -> QueryResult<Turn> {
         let mut turn = Turn::default();
         let settings = self.settings();
+        // An empty window takes its whole room at once: a gateway that answers at once (or a
+        // start) gains nothing from small claims, and each claim costs the thread the same.
         let asked: Vec<(String, i64)> = settings
             .in_flight
             .iter()
-            .map(|(queue, at_once)| (queue.clone(), window.room(queue, *at_once).min(claim_size(*at_once))))
+            .map(|(queue, at_once)| {
+                let room = window.room(queue, *at_once);
+                (queue.clone(), if window.is_empty() { room } else { room.min(claim_size(*at_once)) })
+            })
             .collect();
         let worth_claiming = window.is_empty() || asked.iter().zip(&settings.in_flight).any(|((_, ask), (_, at_once))| *ask >= claim_size(*at_once));
         if !worth_claiming {
@@ -161,16 +166,10 @@ impl Worker {
                     turn.finished += group.len();
                     self.conclude(conn, &group, results, &mut succeeded)?;
                 }
+                // Jobs decided before any call (a fraud rule said no) get their result with the
+                // batch's answers: settling them apart would cost a transaction of its own.
                 Begun::Waiting(waiting) => {
-                    let mut flight = Flight::new(group, waiting);
-                    // Jobs decided before any call (a fraud rule said no) need not wait for the answers.
-                    let decided = self.settle_flight(conn, &mut flight, false)?;
-                    turn.finished += decided.len();
-                    let (jobs, results): (Vec<Job>, Vec<_>) = decided.into_iter().map(|(i, result)| (flight.jobs[i].clone(), result)).unzip();
-                    self.conclude(conn, &jobs, results, &mut succeeded)?;
-                    if !flight.is_over() {
-                        window.flights.insert(id, flight);
-                    }
+                    window.flights.insert(id, Flight::new(group, waiting));
                 }
             }
         }
