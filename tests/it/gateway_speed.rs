@@ -69,7 +69,8 @@ fn three_hundred_charges_are_in_flight_at_once_and_each_settles_exactly_once() {
 #[test]
 fn a_worker_refills_the_slots_its_answered_charges_freed_while_its_other_charges_still_wait() {
     let gateway = Arc::new(PacedGateway::new());
-    // One worker thread with 8 charges in flight: it claims 2 at a time into its window.
+    // One worker thread with 8 charges in flight: 8 at once into its empty window, then 4 at a
+    // time while charges are out.
     let jobs = JobSettings { workers: 1, charges_in_flight: 8, ..JobSettings::default() };
     let app = TestApp::spawn_with(TestAppOptions { jobs, ..TestAppOptions::new(gateway.clone()) });
     let mut conn = app.conn();
@@ -83,10 +84,12 @@ fn a_worker_refills_the_slots_its_answered_charges_freed_while_its_other_charges
 
     let workers = app.services.start_workers();
     gateway.wait_for(8, 8);
-    // The two oldest charges answer; six of the first eight still wait. A worker that waited for
-    // its whole batch would send nothing more until those six answered too.
-    gateway.let_go(2);
-    gateway.wait_for(8, 10);
+    gateway.let_go(8);
+    gateway.wait_for(8, 16); // two batches of four out now
+    // The four oldest answer; the other four still wait. A worker that waited for its whole
+    // batch would send nothing more until those four answered too.
+    gateway.let_go(4);
+    gateway.wait_for(8, 20);
     assert_eq!(gateway.high_water(), 8, "never more than its 8 charges in flight");
 
     gateway.let_go(1_000);
