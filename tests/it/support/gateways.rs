@@ -7,6 +7,24 @@ use std::time::Duration;
 use agora::payments::gateway::{GatewayFuture, GatewayRefund, PaymentGateway, RefundRequest, ScriptedGateway};
 use agora::payments::{Charge, ChargeRequest};
 
+/// The methods a misbehaving test gateway leaves to its inner scripted gateway: lookups and
+/// refunds answer at once, from the same ledger its charges went to.
+macro_rules! answers_the_rest_from_inner {
+    () => {
+        fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
+            Box::pin(async move { self.inner.lookup_now(&key) })
+        }
+
+        fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
+            Box::pin(async move { self.inner.refund_now(&request) })
+        }
+
+        fn lookup_refund(self: Arc<Self>, key: String) -> GatewayFuture<Option<GatewayRefund>> {
+            Box::pin(async move { Ok(self.inner.ledger().find_refund(&key)) })
+        }
+    };
+}
+
 /// Takes the money, then (once) the process dies before the answer is saved: the worker thread
 /// panics with its connection, as a killed process would leave things.
 pub struct ChargeThenDie {
@@ -31,16 +49,7 @@ impl PaymentGateway for ChargeThenDie {
         })
     }
 
-    fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
-        Box::pin(async move { self.inner.lookup_now(&key) })
-    }
-    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
-        Box::pin(async move { self.inner.refund_now(&request) })
-    }
-
-    fn lookup_refund(self: Arc<Self>, key: String) -> GatewayFuture<Option<GatewayRefund>> {
-        Box::pin(async move { Ok(self.inner.ledger().find_refund(&key)) })
-    }
+    answers_the_rest_from_inner!();
 }
 
 /// Holds every charge until the test opens the gate, and says how many are waiting: a gateway
@@ -99,16 +108,7 @@ impl PaymentGateway for HeldGateway {
         })
     }
 
-    fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
-        Box::pin(async move { self.inner.lookup_now(&key) })
-    }
-    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
-        Box::pin(async move { self.inner.refund_now(&request) })
-    }
-
-    fn lookup_refund(self: Arc<Self>, key: String) -> GatewayFuture<Option<GatewayRefund>> {
-        Box::pin(async move { Ok(self.inner.ledger().find_refund(&key)) })
-    }
+    answers_the_rest_from_inner!();
 }
 
 /// Holds each charge until the test lets charges go, a number at a time, in the order they came
@@ -163,14 +163,5 @@ impl PaymentGateway for PacedGateway {
         })
     }
 
-    fn lookup(self: Arc<Self>, key: String) -> GatewayFuture<Option<Charge>> {
-        Box::pin(async move { self.inner.lookup_now(&key) })
-    }
-    fn refund(self: Arc<Self>, request: RefundRequest) -> GatewayFuture<GatewayRefund> {
-        Box::pin(async move { self.inner.refund_now(&request) })
-    }
-
-    fn lookup_refund(self: Arc<Self>, key: String) -> GatewayFuture<Option<GatewayRefund>> {
-        Box::pin(async move { Ok(self.inner.ledger().find_refund(&key)) })
-    }
+    answers_the_rest_from_inner!();
 }
