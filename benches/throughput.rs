@@ -426,6 +426,28 @@ struct PageFigures {
     page_bytes: usize,
     br_bytes: usize,
     gzip_bytes: usize,
+    caching: Caching,
+}
+
+/// What a browser or proxy is told it may keep (aim 5), as the server answers.
+#[derive(Default)]
+struct Caching {
+    /// A visitor's second request for the thread page with its `ETag`: status and body bytes.
+    revalidated: (u16, usize),
+    /// The stylesheet's path as the page names it, and its `Cache-Control`.
+    stylesheet: (String, String),
+}
+
+fn caching(base: &str, post: i64, page: &str) -> Caching {
+    let first = ureq::get(&format!("{base}/posts/{post}")).call().unwrap();
+    let tag = first.header("ETag").unwrap_or("").to_string();
+    let again = ureq::get(&format!("{base}/posts/{post}")).set("If-None-Match", &tag).call().unwrap();
+    let status = again.status();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut again.into_reader(), &mut body).unwrap();
+    let css = page.split("rel=\"stylesheet\" href=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("").to_string();
+    let kept = ureq::get(&format!("{base}{css}")).call().unwrap().header("Cache-Control").unwrap_or("").to_string();
+    Caching { revalidated: (status, body.len()), stylesheet: (css, kept) }
 }
 
 fn thread_pages(rows: &mut Vec<String>) -> PageFigures {
@@ -502,6 +524,7 @@ fn thread_pages(rows: &mut Vec<String>) -> PageFigures {
                 page_bytes: page.len(),
                 br_bytes,
                 gzip_bytes,
+                caching: caching(&warm_server.base, post, &page),
             };
         }
         rows.push(format!(
@@ -620,6 +643,11 @@ fn main() {
             yes(page.warm_br_per_sec >= 8_000.0)
         ));
         aims.push(format!("| cold 200-comment page (2 queries) | ≥ 3,000 req/s | 1,424 req/s | {:.0} req/s | | {} |", page.cold_per_sec, yes(page.cold_per_sec >= 3_000.0)));
+        let Caching { revalidated: (status, bytes), stylesheet: (css, kept) } = &page.caching;
+        aims.push(format!(
+            "| public pages revalidate; static files kept a year | `ETag` → 304; content-hashed names, `immutable` | 200 and the whole page every time; `/static/app.css` | the thread page again with its `ETag`: {status}, {bytes} bytes; `{css}`: `{kept}` | | {} |",
+            yes(*status == 304 && *bytes == 0 && kept.contains("immutable") && css.matches('.').count() == 2)
+        ));
     }
     if wanted("endtoend") {
         let (limit, runs) = payments_end_to_end(&mut rows);
