@@ -306,12 +306,7 @@ fn measure(web: usize, workers: usize) -> Figures {
 /// A fresh installation has a fresh Redis namespace too: an earlier run's chat counters and stream
 /// belong to a database that no longer exists.
 fn forget_redis(prefix: &str) {
-    let client = redis::Client::open(std::env::var("REDIS_URL").expect("run with `make bench`")).unwrap();
-    let mut conn = client.get_connection().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut conn).unwrap();
-    for chunk in keys.chunks(500) {
-        let _: i64 = redis::cmd("DEL").arg(chunk).query(&mut conn).unwrap();
-    }
+    agora::cache::forget_namespace(&std::env::var("REDIS_URL").expect("run with `make bench`"), prefix).unwrap();
 }
 
 #[derive(QueryableByName)]

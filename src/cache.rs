@@ -338,3 +338,20 @@ enum Command<'a> {
     One(&'a redis::Cmd),
     Many(&'a redis::Pipeline),
 }
+
+/// Removes every key under `prefix` (one installation's namespace: a test's, a benchmark's), with
+/// `SCAN` and `UNLINK` so that Redis never blocks on it. Returns how many keys went.
+pub fn forget_namespace(url: &str, prefix: &str) -> redis::RedisResult<usize> {
+    let mut conn = redis::Client::open(url)?.get_connection()?;
+    let (mut cursor, mut forgotten) = (0u64, 0usize);
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query(&mut conn)?;
+        if !keys.is_empty() {
+            forgotten += redis::cmd("UNLINK").arg(&keys).query::<usize>(&mut conn)?;
+        }
+        if next == 0 {
+            return Ok(forgotten);
+        }
+        cursor = next;
+    }
+}

@@ -140,9 +140,9 @@ pub trait JobHandler: Send + Sync {
 
     /// Begins the work of several jobs of this kind at once, for a worker that keeps several
     /// batches in flight. Kinds whose jobs wait on other systems override it to start the waiting
-    /// and return at once (`Begun::Waiting`), calling `arrived` as each answer comes; the rest do
-    /// the whole work here.
-    fn begin_batch(&self, conn: &mut Conn<'_>, jobs: &[Job], _arrived: Arrived) -> Begun {
+    /// and return at once (`Begun::Waiting`), calling `ready` when the last answer is in; the
+    /// rest do the whole work here.
+    fn begin_batch(&self, conn: &mut Conn<'_>, jobs: &[Job], _ready: Ready) -> Begun {
         Begun::Done(self.perform_batch(conn, jobs))
     }
 
@@ -167,9 +167,9 @@ pub trait JobHandler: Send + Sync {
     }
 }
 
-/// Called after each answer a begun batch receives, told whether it was the batch's last, from
-/// whichever thread received it: a notification, nothing slow.
-pub type Arrived = Arc<dyn Fn(bool) + Send + Sync>;
+/// Called once, when the last answer of a begun batch is in, from whichever thread received it:
+/// a notification, nothing slow.
+pub type Ready = Box<dyn FnOnce() + Send>;
 
 /// What `JobHandler::begin_batch` left: the jobs' results, or work that waits on other systems.
 pub enum Begun {
@@ -177,35 +177,14 @@ pub enum Begun {
     Waiting(Box<dyn Waiting>),
 }
 
-/// A begun batch whose answers arrive one by one.
+/// A begun batch whose answers are awaited.
 pub trait Waiting: Send {
-    /// Settles the answers that are in (`all`: every answer, waiting for those still out) and
-    /// returns the result of each job that is now decided, by its index in the batch. Each job's
-    /// result is returned once.
-    fn settle(&mut self, conn: &mut Conn<'_>, all: bool) -> Vec<(usize, Result<(), JobError>)>;
-
-    /// Whether every job's result has been returned.
-    fn is_settled(&self) -> bool;
+    /// Settles every answer and returns each job's result, in order. Called after `ready` it
+    /// does not wait; called before, it waits for the answers first.
+    fn finish(self: Box<Self>, conn: &mut Conn<'_>) -> Vec<Result<(), JobError>>;
 
     /// How many of its calls still wait for an answer: what it loads the other system with.
     fn unanswered(&self) -> usize;
-}
-
-/// Every result of a begun batch, in order: what a caller that waits for the whole batch gets.
-pub fn settle_all(begun: Begun, conn: &mut Conn<'_>, jobs: usize) -> Vec<Result<(), JobError>> {
-    match begun {
-        Begun::Done(results) => results,
-        Begun::Waiting(mut waiting) => in_order(waiting.settle(conn, true), jobs),
-    }
-}
-
-/// Results by job index, in order; a job with none was never attempted.
-pub fn in_order(decided: Vec<(usize, Result<(), JobError>)>, jobs: usize) -> Vec<Result<(), JobError>> {
-    let mut results: Vec<Option<Result<(), JobError>>> = vec![None; jobs];
-    for (i, result) in decided {
-        results[i] = Some(result);
-    }
-    results.into_iter().map(|r| r.unwrap_or_else(|| Err(JobError::Transient("not attempted".into())))).collect()
 }
 
 /// Every job of a batch whose handler panicked: a bug in its jobs, not a reason to lose the

@@ -4,9 +4,10 @@
 //! A worker that claims a batch, waits for every answer, settles and only then claims again keeps
 //! each slot busy for the batch's slowest answer plus the whole cycle's database work. Little's
 //! law then gives fewer settles a second than the slots allow. The window instead claims in
-//! batches of half its room (`WorkerSettings::in_flight` a thread) and begins each at once. An answered call frees its slot at once, and the next claim refills it, while the batch
-//! is settled in one transaction when its last answer is in. The thread alternates: refill, then
-//! settle one answered batch.
+//! batches of half its room (`WorkerSettings::in_flight` a thread) and begins each at once. An
+//! answered call frees its slot at once, and the next claim refills it, while the batch is settled
+//! in one transaction when its last answer is in. The thread alternates: refill, then settle one
+//! answered batch.
 //!
 //! Settling each answer as it came (a transaction for every few) was tried and measured slower:
 //! on two cores the thread's database round trips, not the slots, became the bound. A thread is
@@ -14,45 +15,25 @@
 
 use diesel::QueryResult;
 use std::collections::{HashMap, VecDeque};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{panicked, Arrived, Begun, Conn, Job, JobError, Waiting, Wake, Worker};
+use super::{Begun, Conn, Job, Ready, Waiting, Wake, Worker};
 
 /// Batches one worker thread has begun and not finished.
 #[derive(Default)]
 pub struct Window {
     flights: HashMap<u64, Flight>,
     next: u64,
-    /// The flights that received answers since the thread last looked; pushed from the thread
-    /// that received them.
-    arrived: Arc<Mutex<Vec<u64>>>,
-    /// Flights with answers, in the order they first received one since their last settle.
-    due: VecDeque<u64>,
+    /// The flights whose last answer is in, in the order they came; pushed from the thread that
+    /// received it.
+    answered: Arc<Mutex<VecDeque<u64>>>,
     signal: Arc<Wake>,
 }
 
-/// One begun batch: its jobs, and which of them have their result.
-pub(super) struct Flight {
+struct Flight {
     jobs: Vec<Job>,
     waiting: Box<dyn Waiting>,
-    returned: Vec<bool>,
-}
-
-impl Flight {
-    pub(super) fn new(jobs: Vec<Job>, waiting: Box<dyn Waiting>) -> Flight {
-        let returned = vec![false; jobs.len()];
-        Flight { jobs, waiting, returned }
-    }
-
-    fn open(&self) -> i64 {
-        self.returned.iter().filter(|r| !**r).count() as i64
-    }
-
-    fn is_over(&self) -> bool {
-        self.returned.iter().all(|r| *r)
-    }
 }
 
 /// What one turn of a worker thread did.
@@ -70,45 +51,35 @@ impl Window {
     }
 
     /// Room for more jobs of `queue`, which may have `at_once` calls out: an answered call frees
-    /// its slot before its settle, but no more than twice `at_once` jobs are held in all.
+    /// its slot before its batch's settle, but no more than twice `at_once` jobs are held in all.
     fn room(&self, queue: &str, at_once: i64) -> i64 {
         let mine = || self.flights.values().filter(|f| f.jobs[0].queue == queue);
         let calling: i64 = mine().map(|f| f.waiting.unanswered() as i64).sum();
-        let held: i64 = mine().map(Flight::open).sum();
+        let held: i64 = mine().map(|f| f.jobs.len() as i64).sum();
         (at_once - calling).min(2 * at_once - held)
     }
 
-    /// Waits until an answer arrives, or `timeout`.
+    /// Waits until a flight's last answer is in, or `timeout`.
     pub fn wait(&self, timeout: Duration) {
-        if !self.due.is_empty() {
-            return;
-        }
-        let arrived = self.arrived.clone();
-        self.signal.wait_unless(timeout, move || !arrived.lock().unwrap().is_empty());
+        let answered = self.answered.clone();
+        self.signal.wait_unless(timeout, move || !answered.lock().unwrap().is_empty());
     }
 
-    fn arrived_for(&mut self) -> (u64, Arrived) {
+    /// A new flight's id, and what its last answer calls. A batch is settled when its last answer
+    /// is in: one transaction for the batch, where settling each answer as it came cost a
+    /// transaction for every few. Its answered calls free their slots meanwhile (`room`), so the
+    /// wait costs the gateway nothing.
+    fn ready_for(&mut self) -> (u64, Ready) {
         self.next += 1;
-        let (id, arrived, signal) = (self.next, self.arrived.clone(), self.signal.clone());
-        // A batch is settled when its last answer is in: one transaction for the batch, where
-        // settling each answer as it came cost a transaction for every few. Its answered calls
-        // free their slots meanwhile (`room`), so the wait costs the gateway nothing.
-        (id, Arc::new(move |last| {
-            if last {
-                arrived.lock().unwrap().push(id);
-                signal.notify();
-            }
+        let (id, answered, signal) = (self.next, self.answered.clone(), self.signal.clone());
+        (id, Box::new(move || {
+            answered.lock().unwrap().push_back(id);
+            signal.notify();
         }))
     }
 
-    /// The next flight with answers to settle, if any.
-    fn next_arrived(&mut self) -> Option<u64> {
-        for id in std::mem::take(&mut *self.arrived.lock().unwrap()) {
-            if !self.due.contains(&id) {
-                self.due.push_back(id);
-            }
-        }
-        self.due.pop_front()
+    fn next_answered(&self) -> Option<u64> {
+        self.answered.lock().unwrap().pop_front()
     }
 }
 
@@ -125,14 +96,14 @@ fn claim_size(at_once: i64) -> i64 {
 }
 
 impl Worker {
-    /// One turn of a pool thread: settles every answer that has arrived, then claims and begins
-    /// more while its window has room. Jobs of queues that do not wait on other systems are
+    /// One turn of a pool thread: claims and begins more while its window has room, then settles
+    /// one batch whose answers are all in. Jobs of queues that do not wait on other systems are
     /// claimed and run as in `run_once`, in the same turn.
     pub fn turn(&self, window: &mut Window, conn: &mut Conn<'_>) -> QueryResult<Turn> {
         // Refill first: answered calls have freed their slots, and every moment a slot stays
         // empty is lost to Little's law; the answers wait a claim's length for their settle.
         let mut turn = self.refill(window, conn)?;
-        turn.finished += self.settle_arrived(window, conn)?;
+        turn.finished += self.settle_answered(window, conn)?;
         Ok(turn)
     }
 
@@ -163,8 +134,8 @@ impl Worker {
         });
         let mut succeeded = Vec::new();
         for group in self.startable_groups(&claimed) {
-            let (id, arrived) = window.arrived_for();
-            match self.begin(conn, &group, arrived)? {
+            let (id, ready) = window.ready_for();
+            match self.begin(conn, &group, ready)? {
                 Begun::Done(results) => {
                     turn.finished += group.len();
                     self.conclude(conn, &group, results, &mut succeeded)?;
@@ -172,7 +143,7 @@ impl Worker {
                 // Jobs decided before any call (a fraud rule said no) get their result with the
                 // batch's answers: settling them apart would cost a transaction of its own.
                 Begun::Waiting(waiting) => {
-                    window.flights.insert(id, Flight::new(group, waiting));
+                    window.flights.insert(id, Flight { jobs: group, waiting });
                 }
             }
         }
@@ -183,18 +154,13 @@ impl Worker {
         Ok(turn)
     }
 
-    /// Settles the answers that have arrived in one flight that received some (the next one
-    /// in turn), so that the thread refills between settles; returns how many jobs that finished.
-    fn settle_arrived(&self, window: &mut Window, conn: &mut Conn<'_>) -> QueryResult<usize> {
-        let Some(id) = window.next_arrived() else { return Ok(0) };
-        let Some(flight) = window.flights.get_mut(&id) else { return Ok(0) };
+    /// Settles the next batch whose answers are all in, so that the thread refills between
+    /// settles; returns how many jobs that finished.
+    fn settle_answered(&self, window: &mut Window, conn: &mut Conn<'_>) -> QueryResult<usize> {
+        let Some(Flight { jobs, waiting }) = window.next_answered().and_then(|id| window.flights.remove(&id)) else { return Ok(0) };
         let started = Instant::now();
-        let decided = self.settle_flight(conn, flight, false)?;
+        let results = self.finish(conn, waiting, jobs.len())?;
         let settling = started.elapsed();
-        let (jobs, results): (Vec<Job>, Vec<_>) = decided.into_iter().map(|(i, result)| (flight.jobs[i].clone(), result)).unzip();
-        if flight.is_over() {
-            window.flights.remove(&id);
-        }
         let mut succeeded = Vec::new();
         if let Err(e) = self.conclude(conn, &jobs, results, &mut succeeded) {
             // The jobs were let go of: their leases run out and the rescuer puts them back.
@@ -205,29 +171,12 @@ impl Worker {
         Ok(jobs.len())
     }
 
-    /// The flight's answers that are in (`all`: every answer, waiting for those still out),
-    /// settled; each job's result is returned once. A handler that panics ends the flight: its
-    /// jobs without a result fail, to be tried again.
-    pub(super) fn settle_flight(&self, conn: &mut Conn<'_>, flight: &mut Flight, all: bool) -> QueryResult<Vec<(usize, Result<(), JobError>)>> {
-        let decided = match catch_unwind(AssertUnwindSafe(|| flight.waiting.settle(conn, all))) {
-            Ok(decided) => decided,
-            Err(panic) => {
-                let open: Vec<usize> = (0..flight.jobs.len()).filter(|i| !flight.returned[*i]).collect();
-                open.iter().copied().zip(panicked(conn, panic, open.len())?).collect()
-            }
-        };
-        for (i, _) in &decided {
-            flight.returned[*i] = true;
-        }
-        Ok(decided)
-    }
-
     /// Settles every flight, waiting for the answers: what a stopping thread does last, so that
     /// nothing it began is left for a lease to expire.
     pub fn land(&self, window: &mut Window, conn: &mut Conn<'_>, poll: Duration) {
         while !window.is_empty() {
             window.wait(poll);
-            if let Err(e) = self.settle_arrived(window, conn) {
+            if let Err(e) = self.settle_answered(window, conn) {
                 log::warn!("worker {}: {e}", self.id);
             }
         }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::queue::{self, Reschedule};
 use super::window::Window;
-use super::window::Flight;
-use super::{panicked, Arrived, Begun, Conn, Job, JobError, Registry, Scheduler, Wake};
+use super::{panicked, Begun, Conn, Job, JobError, Ready, Registry, Scheduler, Waiting, Wake};
 use crate::clock::Clock;
 use crate::db::{CountedConn, PgPool, QueryCounter};
 
@@ -87,12 +86,9 @@ impl Worker {
         let claiming = began.elapsed();
         let mut succeeded = Vec::with_capacity(claimed.len());
         for group in self.startable_groups(&claimed) {
-            let results = match self.begin(conn, &group, Arc::new(|_| {}))? {
+            let results = match self.begin(conn, &group, Box::new(|| {}))? {
                 Begun::Done(results) => results,
-                Begun::Waiting(waiting) => {
-                    let mut flight = Flight::new(group.clone(), waiting);
-                    super::in_order(self.settle_flight(conn, &mut flight, true)?, group.len())
-                }
+                Begun::Waiting(waiting) => self.finish(conn, waiting, group.len())?,
             };
             self.conclude(conn, &group, results, &mut succeeded)?;
         }
@@ -209,15 +205,22 @@ impl Worker {
 
     /// Begins the handler's work on these jobs (all of one kind). The outer error means the
     /// connection could not be made clean again after a panic: the caller must stop using it.
-    pub(super) fn begin(&self, conn: &mut Conn<'_>, jobs: &[Job], arrived: Arrived) -> QueryResult<Begun> {
+    pub(super) fn begin(&self, conn: &mut Conn<'_>, jobs: &[Job], ready: Ready) -> QueryResult<Begun> {
         let Some(handler) = self.registry.get(&jobs[0].kind) else {
             let unknown = JobError::Permanent(format!("no handler for job kind {:?}", jobs[0].kind));
             return Ok(Begun::Done(vec![Err(unknown); jobs.len()]));
         };
-        let begun = catch_unwind(AssertUnwindSafe(|| handler.begin_batch(conn, jobs, arrived)));
-        match begun {
+        match catch_unwind(AssertUnwindSafe(|| handler.begin_batch(conn, jobs, ready))) {
             Ok(begun) => Ok(begun),
             Err(panic) => Ok(Begun::Done(panicked(conn, panic, jobs.len())?)),
+        }
+    }
+
+    /// Settles begun work (waiting for its answers if they are not all in): one result per job.
+    pub(super) fn finish(&self, conn: &mut Conn<'_>, waiting: Box<dyn Waiting>, jobs: usize) -> QueryResult<Vec<Result<(), JobError>>> {
+        match catch_unwind(AssertUnwindSafe(|| waiting.finish(conn))) {
+            Ok(results) => Ok(results),
+            Err(panic) => panicked(conn, panic, jobs),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::payments::fraud::{FraudCheck, OrderFacts, Verdict};
 use crate::config::PaymentSettings;
 use crate::payments::gateway::PaymentGateway;
 use crate::payments::processor::{open_for_order, Claim, Outcome, PaymentOutcomes};
-use crate::payments::runtime::Arrivals;
+use crate::payments::runtime::Answers;
 use crate::payments::{repo as payments, PayOrder, Payment, PaymentError, PaymentProcessor, PaymentStatus};
 
 pub const CHARGE_ORDER: &str = "charge_order";
@@ -171,8 +171,8 @@ impl ChargeOrder {
     /// Begins the batch: read every order in one query, judge the never-tried ones with the fraud
     /// rules in one pass, ask the breaker once, claim every payment in one transaction
     /// (`prepare`); then send every gateway call at once, holding no connection, and return.
-    /// `Charging::settle` settles the answers as they arrive (`finish`).
-    fn begin(&self, conn: &mut Conn<'_>, jobs: &[Job], arrived: jobs::Arrived) -> jobs::Begun {
+    /// `Charging::finish` settles the answers in one transaction (`finish`).
+    fn begin(&self, conn: &mut Conn<'_>, jobs: &[Job], ready: jobs::Ready) -> jobs::Begun {
         let mut results: Vec<Option<Result<(), JobError>>> = vec![None; jobs.len()];
         let mut pending: Vec<(usize, PayOrder)> = Vec::new();
         // Two deliveries of the same order's job in one batch are one piece of work: the second
@@ -193,27 +193,15 @@ impl ChargeOrder {
             Ok(_) => return jobs::Begun::Done(every_result(results, &twins, None)),
             Err(shared) => return jobs::Begun::Done(every_result(results, &twins, Some(shared))),
         };
-        let attempts: Vec<(Payment, bool)> = calls.iter().map(|(_, p, may)| (p.clone(), *may)).collect();
-        let arrivals = self.processor.start_attempts(&attempts, arrived);
-        let calling: Vec<usize> = calls.iter().map(|(i, _, _)| *i).collect();
-        // Decided without the gateway; a job neither decided nor calling (none should be) is
-        // reported rather than left hanging.
-        let decided = results
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !calling.contains(i) && !twins.iter().any(|(twin, _)| twin == i))
-            .map(|(i, r)| (i, r.unwrap_or_else(|| Err(JobError::Transient("not attempted".into())))))
-            .collect();
-        let prepared = began.elapsed();
+        let answers = self.processor.start_attempts(calls.iter().map(|(_, payment, may)| (payment, *may)), ready);
         jobs::Begun::Waiting(Box::new(Charging {
             handler: self.clone(),
-            decided,
+            results,
             twins,
-            calls: calls.into_iter().map(|(i, payment, _)| Some((i, payment))).collect(),
-            arrivals,
-            unreturned: jobs.len(),
+            calls: calls.into_iter().map(|(i, payment, _)| (i, payment)).collect(),
+            answers,
             began,
-            prepared,
+            prepared: began.elapsed(),
         }))
     }
 
@@ -349,12 +337,14 @@ impl JobHandler for ChargeOrder {
     }
 
     fn perform_batch(&self, conn: &mut Conn<'_>, jobs: &[Job]) -> Vec<Result<(), JobError>> {
-        let begun = self.begin(conn, jobs, Arc::new(|_| {}));
-        jobs::settle_all(begun, conn, jobs.len())
+        match self.begin(conn, jobs, Box::new(|| {})) {
+            jobs::Begun::Done(results) => results,
+            jobs::Begun::Waiting(charging) => charging.finish(conn),
+        }
     }
 
-    fn begin_batch(&self, conn: &mut Conn<'_>, jobs: &[Job], arrived: jobs::Arrived) -> jobs::Begun {
-        self.begin(conn, jobs, arrived)
+    fn begin_batch(&self, conn: &mut Conn<'_>, jobs: &[Job], ready: jobs::Ready) -> jobs::Begun {
+        self.begin(conn, jobs, ready)
     }
 
     fn retry_means(&self) -> &'static str {
@@ -395,62 +385,48 @@ impl JobHandler for ChargeOrder {
 /// A batch of charges waiting on the gateway.
 struct Charging {
     handler: ChargeOrder,
-    /// Results decided before the gateway, returned with the first answers.
-    decided: Vec<(usize, Result<(), JobError>)>,
+    /// Results decided before the gateway, by job index.
+    results: Vec<Option<Result<(), JobError>>>,
     twins: Vec<(usize, usize)>,
-    /// By call: the job's index and the attempt, until its answer is settled.
-    calls: Vec<Option<(usize, Payment)>>,
-    arrivals: Arrivals<Outcome>,
-    unreturned: usize,
+    /// By call: the job's index and the attempt.
+    calls: Vec<(usize, Payment)>,
+    answers: Answers<Outcome>,
     began: std::time::Instant,
     prepared: Duration,
 }
 
 impl jobs::Waiting for Charging {
-    fn settle(&mut self, conn: &mut Conn<'_>, all: bool) -> Vec<(usize, Result<(), JobError>)> {
-        let arrived = if all { self.arrivals.wait_all() } else { self.arrivals.take() };
-        let mut results = std::mem::take(&mut self.decided);
-        if !arrived.is_empty() {
-            let started = std::time::Instant::now();
-            let answered: Vec<(usize, Payment, Outcome)> = arrived
-                .into_iter()
-                .filter_map(|(call, outcome)| self.calls[call].take().map(|(i, payment)| (i, payment, outcome)))
-                .collect();
-            let n = answered.len();
-            let jobs: Vec<usize> = answered.iter().map(|(i, _, _)| *i).collect();
-            let handler = &self.handler;
-            let settled = conn.run(|conn| Ok::<_, diesel::result::Error>(handler.finish(conn, answered)));
-            results.extend(settled.unwrap_or_else(|e| {
-                // No connection: the attempts stay `processing` until their lease runs out, and
-                // the next attempt looks each charge up before charging.
-                let shared = JobError::from(e);
-                jobs.into_iter().map(|i| (i, Err(shared.clone()))).collect()
-            }));
-            // Where a batch's time goes (RUST_LOG=agora::orders::pipeline=debug): what the settling
-            // probe in bench/results.md is read with.
-            log::debug!(
-                "settled {n} answers {} ms after the batch began (prepared in {} ms), in {} ms; {} still out",
-                started.duration_since(self.began).as_millis(),
-                self.prepared.as_millis(),
-                started.elapsed().as_millis(),
-                self.arrivals.outstanding()
-            );
+    fn finish(self: Box<Self>, conn: &mut Conn<'_>) -> Vec<Result<(), JobError>> {
+        let Charging { handler, mut results, twins, calls, answers, began, prepared } = *self;
+        let outcomes = answers.wait();
+        let answered = began.elapsed();
+        let indices: Vec<usize> = calls.iter().map(|(i, _)| *i).collect();
+        let answered_calls = calls.into_iter().zip(outcomes).map(|((i, payment), outcome)| (i, payment, outcome)).collect();
+        let settled = conn.run(|conn| Ok::<_, diesel::result::Error>(handler.finish(conn, answered_calls)));
+        let settled = settled.unwrap_or_else(|e| {
+            // No connection: the attempts stay `processing` until their lease runs out, and the
+            // next attempt looks each charge up before charging.
+            let shared = JobError::from(e);
+            indices.iter().map(|&i| (i, Err(shared.clone()))).collect()
+        });
+        for (i, result) in settled {
+            results[i] = Some(result);
         }
-        let shared: Vec<(usize, Result<(), JobError>)> = results
-            .iter()
-            .flat_map(|(i, result)| self.twins.iter().filter(move |(_, first)| first == i).map(move |(twin, _)| (*twin, result.clone())))
-            .collect();
-        results.extend(shared);
-        self.unreturned -= results.len();
-        results
-    }
-
-    fn is_settled(&self) -> bool {
-        self.unreturned == 0
+        // Where a batch's time goes (RUST_LOG=agora::orders::pipeline=debug): what the settling
+        // probe in bench/results.md is read with. "Answered" includes any wait for the worker to
+        // come back to the batch after its last answer.
+        log::debug!(
+            "charged {}: prepared in {} ms, answered and taken up {} ms later, settled in {} ms",
+            indices.len(),
+            prepared.as_millis(),
+            (answered - prepared).as_millis(),
+            (began.elapsed() - answered).as_millis()
+        );
+        every_result(results, &twins, None)
     }
 
     fn unanswered(&self) -> usize {
-        self.arrivals.unanswered()
+        self.answers.unanswered()
     }
 }
 

@@ -24,7 +24,7 @@ use super::domain::{IdempotencyKey, PayOrder, PaymentStatus};
 use super::gateway::{Charge, ChargeRequest, GatewayError, PaymentGateway};
 use super::refunds::{self, Refund};
 use super::repo::{self, Failure, Payment};
-use super::runtime::{Arrivals, GatewayRuntime};
+use super::runtime::{Answers, GatewayRuntime};
 use super::PaymentError;
 use crate::clock::Clock;
 use crate::config::PaymentSettings;
@@ -203,10 +203,10 @@ impl PaymentProcessor {
         }
     }
 
-    /// Starts these gateway calls all at once and returns without waiting; `arrived` is called
-    /// as each answer arrives (see `GatewayRuntime::start_each`).
-    pub fn start_attempts(&self, attempts: &[(Payment, bool)], arrived: Arc<dyn Fn(bool) + Send + Sync>) -> Arrivals<Outcome> {
-        self.runtime.start_each(attempts.iter().map(|(payment, may)| self.attempt(payment, *may)).collect(), arrived)
+    /// Starts these gateway calls all at once and returns without waiting; `ready` is called
+    /// when the last answer is in (see `GatewayRuntime::start_all`).
+    pub fn start_attempts<'a>(&self, attempts: impl IntoIterator<Item = (&'a Payment, bool)>, ready: impl FnOnce() + Send + 'static) -> Answers<Outcome> {
+        self.runtime.start_all(attempts.into_iter().map(|(payment, may)| self.attempt(payment, may)).collect(), ready)
     }
 
     /// Settles many attempts in one transaction. Every clean charge completes in one statement;

@@ -2,14 +2,14 @@
 //! which each charge waiting for the gateway is a small task. Callers on ordinary threads (job
 //! workers, request handlers on the blocking pool, tests) hand it futures and wait for the
 //! answers, one or a whole batch at a time; the batch's calls are all in flight together. A
-//! worker that keeps several batches in flight starts them and is told as each answer arrives.
+//! worker that keeps several batches in flight starts them and is told when each is answered.
 
 use futures_util::FutureExt;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub struct GatewayRuntime {
@@ -45,82 +45,66 @@ impl GatewayRuntime {
 
     /// Starts every call at once, then waits for all their answers, in the order given.
     pub fn run_all<T: Send + 'static, F: Future<Output = T> + Send + 'static>(&self, calls: Vec<F>) -> Vec<T> {
-        let mut answers = self.start_each(calls, Arc::new(|_| {})).wait_all();
-        answers.sort_by_key(|(index, _)| *index);
-        answers.into_iter().map(|(_, answer)| answer).collect()
+        self.start_all(calls, || {}).wait()
     }
 
-    /// Starts every call at once and returns without waiting. `arrived` runs after each answer,
-    /// told whether it was the last (on the runtime's thread, so it must be quick: a
-    /// notification); the answers are taken as they come with `Arrivals::take`.
-    pub fn start_each<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
+    /// Starts every call at once and returns without waiting. `ready` runs when the last answer
+    /// is in (on the runtime's thread, so it must be quick: a notification); `Answers::wait` then
+    /// takes them all without blocking.
+    pub fn start_all<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
         &self,
         calls: Vec<F>,
-        arrived: Arc<dyn Fn(bool) + Send + Sync>,
-    ) -> Arrivals<T> {
+        ready: impl FnOnce() + Send + 'static,
+    ) -> Answers<T> {
         let (deliver, inbox) = mpsc::channel();
-        let left = calls.len();
+        let count = calls.len();
         let answered = Arc::new(AtomicUsize::new(0));
+        let ready: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>> = Arc::new(Mutex::new(Some(Box::new(ready))));
+        if count == 0 {
+            if let Some(ready) = ready.lock().unwrap().take() {
+                ready();
+            }
+        }
         for (index, call) in calls.into_iter().enumerate() {
-            let (deliver, arrived, answered) = (deliver.clone(), arrived.clone(), answered.clone());
+            let (deliver, answered, ready) = (deliver.clone(), answered.clone(), ready.clone());
             self.handle.spawn(async move {
                 let answer = AssertUnwindSafe(call).catch_unwind().await;
                 let _ = deliver.send((index, answer));
-                let last = answered.fetch_add(1, Ordering::AcqRel) + 1 == left;
-                arrived(last);
+                if answered.fetch_add(1, Ordering::AcqRel) + 1 == count {
+                    if let Some(ready) = ready.lock().unwrap().take() {
+                        ready();
+                    }
+                }
             });
         }
-        Arrivals { inbox, left, calls: left, answered }
+        Answers { inbox, count, answered }
     }
 }
 
-/// The answers of calls started together (`GatewayRuntime::start_each`), by the index of their
-/// call, taken as they arrive. A call that panicked panics in the taker, on the caller's thread,
-/// as it would have without the runtime.
-pub struct Arrivals<T> {
+/// The answers of calls started together (`GatewayRuntime::start_all`).
+pub struct Answers<T> {
     inbox: mpsc::Receiver<(usize, Answer<T>)>,
-    /// Answers not taken yet.
-    left: usize,
-    calls: usize,
+    count: usize,
     answered: Arc<AtomicUsize>,
 }
 
-impl<T> Arrivals<T> {
-    /// The answers that are in and not yet taken, without waiting.
-    pub fn take(&mut self) -> Vec<(usize, T)> {
-        let mut taken = Vec::new();
-        while let Ok(arrival) = self.inbox.try_recv() {
-            taken.push(self.open(arrival));
+impl<T> Answers<T> {
+    /// Every answer, in the order the calls were given, waiting for those still out. A call that
+    /// panicked panics here, on the caller's thread, as it would have without the runtime.
+    pub fn wait(self) -> Vec<T> {
+        let mut slots: Vec<Option<T>> = (0..self.count).map(|_| None).collect();
+        for _ in 0..self.count {
+            match self.inbox.recv().expect("every call answers") {
+                (index, Ok(value)) => slots[index] = Some(value),
+                (_, Err(panic)) => std::panic::resume_unwind(panic),
+            }
         }
-        taken
-    }
-
-    /// Every answer not yet taken, waiting for those still out.
-    pub fn wait_all(&mut self) -> Vec<(usize, T)> {
-        let mut taken = Vec::with_capacity(self.left);
-        while self.left > 0 {
-            let arrival = self.inbox.recv().expect("every call answers");
-            taken.push(self.open(arrival));
-        }
-        taken
-    }
-
-    /// How many answers have not been taken yet.
-    pub fn outstanding(&self) -> usize {
-        self.left
+        slots.into_iter().map(|slot| slot.expect("every slot filled")).collect()
     }
 
     /// How many calls are still waiting for their answer.
     pub fn unanswered(&self) -> usize {
-        self.calls - self.answered.load(Ordering::Acquire).min(self.calls)
-    }
-
-    fn open(&mut self, (index, answer): (usize, Answer<T>)) -> (usize, T) {
-        self.left -= 1;
-        match answer {
-            Ok(value) => (index, value),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        self.count - self.answered.load(Ordering::Acquire).min(self.count)
     }
 }
 

@@ -90,29 +90,9 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)).execute(&mut admin());
-        forget_redis_prefix(&format!("{}:", self.name));
-    }
-}
-
-/// Removes what a test's app left in the shared Redis under its prefix (the database's name).
-/// Left there, fragments live a day: a few `make test` runs filled the 256 MB instance, and a
-/// Redis evicting at every write made `make bench`'s warm pages three times slower.
-fn forget_redis_prefix(prefix: &str) {
-    let Ok(client) = redis::Client::open(redis_url()) else { return };
-    let Ok(mut conn) = client.get_connection() else { return };
-    let mut cursor: u64 = 0;
-    loop {
-        let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(format!("{prefix}*")).arg("COUNT").arg(1000).query(&mut conn)
-        else {
-            return;
-        };
-        if !keys.is_empty() {
-            let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(&keys).query(&mut conn);
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
+        // What its app left in the shared Redis under its prefix (the database's name): left
+        // there, fragments live a day, and a few `make test` runs filled the 256 MB instance,
+        // where a Redis evicting at every write made `make bench`'s warm pages three times slower.
+        let _ = agora::cache::forget_namespace(&redis_url(), &format!("{}:", self.name));
     }
 }
